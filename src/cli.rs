@@ -1,0 +1,227 @@
+//! The command line: argument parsing, finding the stack file and the data
+//! directory, and the `up` and `check` commands.
+
+use crate::config::{self, fmt_duration, Condition, Stack};
+use crate::logs::{OwnWriter, Sink, Style};
+use crate::signals;
+use crate::supervisor::{self, Supervisor};
+use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Exit status for a configuration or usage error (nothing was started or written).
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "cogno",
+    version,
+    about = "Init and process supervisor: runs a whole stack (PostgreSQL, Redis, Temporal, apps) from one command",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the stack in the foreground until SIGTERM/SIGINT
+    Up(StackArgs),
+    /// Validate the stack file and print the start plan; starts nothing
+    Check(ConfigArg),
+}
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// Stack file [default: $COGNO_CONFIG, else ./cogno.yaml]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StackArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Data directory [default: $COGNO_DATA_DIR, else `data_dir` in the stack file, else ./data, or /data as PID 1]
+    #[arg(long, short = 'd', value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl ConfigArg {
+    fn path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .or_else(|| env_lookup("COGNO_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("cogno.yaml"))
+    }
+
+    fn load(&self) -> Result<Stack, i32> {
+        config::load(&self.path(), &env_lookup).map_err(|d| {
+            eprint!("{d}");
+            EXIT_CONFIG
+        })
+    }
+}
+
+fn is_pid1() -> bool {
+    nix::unistd::getpid().as_raw() == 1
+}
+
+/// `--data`, else `$COGNO_DATA_DIR`, else the file's `data_dir` (relative to
+/// the file), else ./data natively and /data as PID 1.
+pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
+    if let Some(d) = args.data.clone().or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from)) {
+        return d;
+    }
+    if let Some(d) = &stack.data_dir {
+        let base = stack.file.parent().unwrap_or(Path::new("."));
+        return base.join(d);
+    }
+    PathBuf::from(if is_pid1() { "/data" } else { "./data" })
+}
+
+pub fn up(args: StackArgs) -> i32 {
+    // Before anything else, and before any thread exists: signal state is per process.
+    signals::reset_inherited();
+    let stack = match args.config.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let data = data_dir(&args, &stack);
+    if let Err(e) = std::fs::create_dir_all(&data) {
+        eprintln!(
+            "error: cannot create the data directory {}: {e}\n  = help: pass --data DIR with a writable directory",
+            data.display()
+        );
+        return EXIT_CONFIG;
+    }
+    let pid1 = is_pid1();
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    let sink = Sink::start(Style::new(&names, color), std::io::stdout());
+    init_tracing(&sink, color);
+    if !pid1 {
+        if let Err(e) = signals::become_subreaper() {
+            tracing::warn!("cannot become a subreaper ({e}): orphans of services will escape supervision");
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the event loop: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(async {
+        let signals = match signal_hook_tokio::Signals::new(supervisor::SIGNALS) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
+        tracing::info!(
+            "cogno {} {} ({}, data in {})",
+            env!("CARGO_PKG_VERSION"),
+            if pid1 { "running as PID 1" } else { "running as a subreaper" },
+            stack.file.display(),
+            data.display()
+        );
+        let base_env: Vec<(String, String)> = std::env::vars().collect();
+        Supervisor::new(stack, base_env, sink.clone(), pid1).run(signals).await
+    });
+    // Pending timers would otherwise be waited for; nothing they do matters now.
+    runtime.shutdown_background();
+    sink.flush(std::time::Duration::from_secs(2));
+    code
+}
+
+fn init_tracing(sink: &Sink, color: bool) {
+    let level = std::env::var("COGNO_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(OwnWriter(sink.clone()))
+        .with_max_level(level)
+        .without_time()
+        .with_target(false)
+        .with_ansi(color)
+        .init();
+}
+
+pub fn check(args: ConfigArg) -> i32 {
+    match args.load() {
+        Ok(stack) => {
+            print!("{}", describe(&stack));
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+pub fn condition_name(c: Condition) -> &'static str {
+    match c {
+        Condition::Started => "started",
+        Condition::Healthy => "healthy",
+        Condition::Completed => "completed",
+    }
+}
+
+/// The resolved start plan, as `cogno check` prints it.
+pub fn describe(stack: &Stack) -> String {
+    let mut out = format!(
+        "{}: ok, {} services in {} tiers\n\nstart plan (a tier starts once what it waits for is ready):\n",
+        stack.file.display(),
+        stack.services.len(),
+        stack.plan.tiers.len()
+    );
+    let width = stack.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for (t, tier) in stack.plan.tiers.iter().enumerate() {
+        for (k, &i) in tier.iter().enumerate() {
+            let s = &stack.services[i];
+            let label = if k == 0 { format!("tier {}", t + 1) } else { String::new() };
+            let kind = if s.oneshot { "oneshot" } else { "service" };
+            let mut waits: Vec<String> = s
+                .depends_on
+                .iter()
+                .filter(|d| !d.implicit)
+                .map(|d| format!("{} {}", stack.services[d.on].name, condition_name(d.condition)))
+                .collect();
+            let lower: Vec<&str> = s
+                .depends_on
+                .iter()
+                .filter(|d| d.implicit)
+                .map(|d| stack.services[d.on].name.as_str())
+                .collect();
+            if !lower.is_empty() {
+                waits.push(format!("{} (lower priority)", lower.join(", ")));
+            }
+            let waits = if waits.is_empty() {
+                String::new()
+            } else {
+                format!("  waits for: {}", waits.join("; "))
+            };
+            out.push_str(&format!(
+                "  {label:<7} {:<width$}  {kind}, priority {}{waits}\n",
+                s.name, s.priority
+            ));
+        }
+    }
+    let timeouts: Vec<_> = stack.services.iter().map(|s| s.stop_timeout).collect();
+    let (total, chain) = stack.plan.longest_stop_chain(&timeouts);
+    let chain: Vec<&str> = chain.iter().map(|&i| stack.services[i].name.as_str()).collect();
+    out.push_str(&format!(
+        "\nshutdown: reverse order, within shutdown_budget {}; longest chain {} (stop timeouts add up to {}; \
+         whatever is left when the budget is used up is killed)\n",
+        fmt_duration(stack.shutdown_budget),
+        chain.join(" → "),
+        fmt_duration(total),
+    ));
+    out
+}

@@ -1,0 +1,545 @@
+//! The stack definition: loading a YAML stack file, interpolating `${VAR}`,
+//! applying defaults and checking everything a start could trip over, so that
+//! a bad file stops cogno before anything is started or written.
+//!
+//! Every error is a [`Diagnostic`] naming the file, line, column and key.
+
+pub mod diagnostic;
+mod interpolate;
+pub mod plan;
+mod raw;
+
+use diagnostic::{display_path, Diagnostic, Seg};
+use nix::sys::signal::Signal;
+use plan::Plan;
+use raw::{Argv, DependsOn, RawConfig, RawHealth, RawService};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use raw::{Condition, RestartPolicy};
+
+/// A validated stack, ready to run.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub file: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    pub shutdown_budget: Duration,
+    pub env: Vec<(String, String)>,
+    pub services: Vec<Service>,
+    pub plan: Plan,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub command: Vec<String>,
+    pub oneshot: bool,
+    pub priority: i64,
+    pub working_dir: Option<PathBuf>,
+    pub user: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub depends_on: Vec<Dependency>,
+    pub health: Option<Health>,
+    pub restart: RestartPolicy,
+    pub startsecs: Duration,
+    pub backoff: Backoff,
+    pub max_restarts: u32,
+    pub critical: bool,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+}
+
+/// "Start me only once service `on` is in `condition`."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dependency {
+    pub on: usize,
+    pub condition: Condition,
+    /// Derived from a lower `priority` rather than written in `depends_on`.
+    pub implicit: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+    pub start_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET http://host:port/path`; any 2xx or 3xx passes.
+    Http {
+        url: String,
+        authority: String,
+        path: String,
+    },
+    /// A TCP connection to `host:port` is accepted.
+    Tcp(String),
+    /// The command exits 0.
+    Exec(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    pub reset_after: Duration,
+}
+
+impl Backoff {
+    /// The delay before attempt `n` of a streak (n = 1 is the first retry).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = self.multiplier.powi(n.saturating_sub(1).min(64) as i32);
+        self.initial.mul_f64(factor).min(self.max)
+    }
+}
+
+pub const DEFAULT_SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
+const DEFAULT_PRIORITY: i64 = 100;
+const DEFAULT_STARTSECS: Duration = Duration::from_secs(1);
+const DEFAULT_MAX_RESTARTS: u32 = 5;
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads and validates the stack file at `path`.
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, Diagnostic> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::new(path, format!("cannot read the stack file: {e}")).help(if e.kind()
+            == std::io::ErrorKind::NotFound
+        {
+            "pass --config FILE, set COGNO_CONFIG, or create ./cogno.yaml (see docs/configuration.md)"
+        } else {
+            "check the path and its permissions"
+        })
+    })?;
+    parse(&text, path, env)
+}
+
+/// Parses and validates a stack file's text; `file` is only used in errors.
+pub fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, Diagnostic> {
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(text, file, &e))?;
+    if value.is_null() {
+        return Err(Diagnostic::new(file, "the stack file is empty")
+            .help("declare at least one service under `services:` (see docs/configuration.md)"));
+    }
+    interpolate::interpolate_tree(&mut value, env, &mut Vec::new()).map_err(|(path, err)| {
+        let d = match err {
+            interpolate::InterpolateError::Unset(name) => Diagnostic::new(
+                file,
+                format!("environment variable `{name}` is not set (used in `{}`)", display_path(&path)),
+            )
+            .help(format!("set {name} in cogno's environment, or give a default: ${{{name}:-value}}")),
+            interpolate::InterpolateError::Malformed(msg) => {
+                Diagnostic::new(file, format!("{msg} in `{}`", display_path(&path)))
+                    .help("write a literal `$` as `$$`")
+            }
+        };
+        d.at_path(text, &path)
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = path_segments(e.path());
+        let inner = e.into_inner().to_string();
+        let message = if path.is_empty() {
+            inner
+        } else {
+            format!("`{}`: {inner}", display_path(&path))
+        };
+        Diagnostic::new(file, message)
+            .help("every key, its type and its default are listed in docs/configuration.md")
+            .at_path(text, &path)
+    })?;
+    Builder { text, file }.build(raw)
+}
+
+fn yaml_error(text: &str, file: &Path, e: &serde_yaml::Error) -> Diagnostic {
+    let msg = e.to_string();
+    // serde_yaml appends its own "at line L column C"; we show the position ourselves.
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+    let span = e.location().map(|l| diagnostic::Span {
+        line: l.line(),
+        column: l.column(),
+        len: 1,
+    });
+    Diagnostic::new(file, format!("invalid YAML: {msg}"))
+        .help("fix the YAML syntax at this position (indentation, quoting, a missing `:`)")
+        .at(text, span)
+}
+
+fn path_segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    path.iter()
+        .filter_map(|s| match s {
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => Some(Seg::Key(variant.clone())),
+            serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect()
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_owned())
+}
+
+/// Turns the raw document into a [`Stack`], checking cross-references.
+struct Builder<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Builder<'_> {
+    fn err(&self, path: &[Seg], message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(self.file, message).help(help).at_path(self.text, path)
+    }
+
+    fn svc_path(&self, name: &str, rest: &[&str]) -> Vec<Seg> {
+        let mut p = vec![key("services"), key(name)];
+        p.extend(rest.iter().map(|k| key(k)));
+        p
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Stack, Diagnostic> {
+        if raw.services.is_empty() {
+            return Err(self.err(
+                &[key("services")],
+                "`services` is empty: there is nothing to run",
+                "declare at least one service (see docs/configuration.md)",
+            ));
+        }
+        let names: Vec<String> = raw.services.keys().cloned().collect();
+        let mut services = Vec::with_capacity(names.len());
+        for (name, rs) in &raw.services {
+            services.push(self.service(name, rs, &names)?);
+        }
+        let shutdown_budget = raw.shutdown_budget.map_or(DEFAULT_SHUTDOWN_BUDGET, |d| d.0);
+        let explicit_stop: Vec<bool> = raw.services.values().map(|s| s.stop_timeout.is_some()).collect();
+        let plan = plan::Plan::build(&mut services).map_err(|e| self.plan_error(e))?;
+        self.check_budget(&services, &plan, &explicit_stop, shutdown_budget)?;
+        Ok(Stack {
+            file: self.file.to_path_buf(),
+            data_dir: raw.data_dir.map(PathBuf::from),
+            shutdown_budget,
+            env: raw.env.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            services,
+            plan,
+        })
+    }
+
+    fn service(&self, name: &str, rs: &RawService, names: &[String]) -> Result<Service, Diagnostic> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(self.err(
+                &self.svc_path(name, &[]),
+                format!("service name `{name}` may only contain letters, digits, `-` and `_`"),
+                "rename the service: its name is used in log prefixes and on the command line",
+            ));
+        }
+        let command = match &rs.command {
+            Some(Argv(argv)) if !argv.is_empty() => argv.clone(),
+            Some(_) => {
+                return Err(self.err(
+                    &self.svc_path(name, &["command"]),
+                    format!("service `{name}` has an empty command"),
+                    "give the program to run and its arguments, e.g. command: [\"node\", \"server.js\"]",
+                ))
+            }
+            None => {
+                return Err(self.err(
+                    &self.svc_path(name, &[]),
+                    format!("service `{name}` has no `command`"),
+                    "add command: [\"program\", \"arg\"] (see docs/configuration.md)",
+                ))
+            }
+        };
+        let oneshot = rs.oneshot.is_some_and(|b| b.0);
+        let restart = rs
+            .restart
+            .unwrap_or(if oneshot { RestartPolicy::Never } else { RestartPolicy::OnFailure });
+        if oneshot && restart == RestartPolicy::Always {
+            return Err(self.err(
+                &self.svc_path(name, &["restart"]),
+                format!("oneshot service `{name}` cannot have `restart: always`"),
+                "a oneshot runs to completion once; use `restart: on-failure` to retry a failed run, or drop `oneshot`",
+            ));
+        }
+        let depends_on = self.dependencies(name, rs, names)?;
+        let health = rs.health.as_ref().map(|h| self.health(name, h)).transpose()?;
+        let stop_signal = match &rs.stop_signal {
+            None => Signal::SIGTERM,
+            Some(s) => parse_signal(s).ok_or_else(|| {
+                self.err(
+                    &self.svc_path(name, &["stop_signal"]),
+                    format!("`{s}` is not a signal name"),
+                    "use a name like SIGTERM, SIGINT, SIGQUIT or SIGHUP",
+                )
+            })?,
+        };
+        let b = rs.backoff.as_ref();
+        let backoff = Backoff {
+            initial: b.and_then(|b| b.initial).map_or(Duration::from_millis(100), |d| d.0),
+            max: b.and_then(|b| b.max).map_or(Duration::from_secs(30), |d| d.0),
+            multiplier: b.and_then(|b| b.multiplier).map_or(2.0, |m| m.0),
+            reset_after: b.and_then(|b| b.reset_after).map_or(Duration::from_secs(60), |d| d.0),
+        };
+        if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
+            return Err(self.err(
+                &self.svc_path(name, &["backoff", "multiplier"]),
+                format!("backoff multiplier {} must be at least 1", backoff.multiplier),
+                "use 1 for a constant delay, 2 to double it after each failure",
+            ));
+        }
+        if let Some(user) = &rs.user {
+            if nix::unistd::geteuid().is_root() && nix::unistd::User::from_name(user).ok().flatten().is_none() {
+                return Err(self.err(
+                    &self.svc_path(name, &["user"]),
+                    format!("user `{user}` of service `{name}` does not exist on this system"),
+                    format!("create it (useradd --system {user}) or remove `user`"),
+                ));
+            }
+        }
+        Ok(Service {
+            name: name.to_owned(),
+            command,
+            oneshot,
+            priority: rs.priority.map_or(DEFAULT_PRIORITY, |p| p.0),
+            working_dir: rs.working_dir.as_ref().map(PathBuf::from),
+            user: rs.user.clone(),
+            env: rs.env.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            depends_on,
+            health,
+            restart,
+            startsecs: rs.startsecs.map_or(DEFAULT_STARTSECS, |d| d.0),
+            backoff,
+            max_restarts: rs.max_restarts.map_or(DEFAULT_MAX_RESTARTS, |m| m.0),
+            critical: rs.critical.is_some_and(|c| c.0),
+            stop_signal,
+            stop_timeout: rs.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
+        })
+    }
+
+    fn dependencies(&self, name: &str, rs: &RawService, names: &[String]) -> Result<Vec<Dependency>, Diagnostic> {
+        let entries: Vec<(String, Option<Condition>, Vec<Seg>)> = match &rs.depends_on {
+            None => Vec::new(),
+            Some(DependsOn::List(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let mut p = self.svc_path(name, &["depends_on"]);
+                    p.push(Seg::Index(i));
+                    (d.clone(), None, p)
+                })
+                .collect(),
+            Some(DependsOn::Map(map)) => map
+                .iter()
+                .map(|(d, c)| (d.clone(), Some(*c), self.svc_path(name, &["depends_on", d])))
+                .collect(),
+        };
+        let mut deps: Vec<Dependency> = Vec::new();
+        for (dep, condition, path) in entries {
+            let Some(on) = names.iter().position(|n| *n == dep) else {
+                return Err(self.err(
+                    &path,
+                    format!("service `{name}` depends on `{dep}`, which is not defined"),
+                    format!("known services are: {}; fix the name or add the service", names.join(", ")),
+                ));
+            };
+            if dep == name {
+                return Err(self.err(
+                    &path,
+                    format!("service `{name}` depends on itself"),
+                    "remove it from its own depends_on",
+                ));
+            }
+            if deps.iter().any(|d| d.on == on) {
+                return Err(self.err(
+                    &path,
+                    format!("service `{name}` lists `{dep}` twice in depends_on"),
+                    "keep one entry",
+                ));
+            }
+            deps.push(Dependency {
+                on,
+                // Resolved against the target's kind once all services are known.
+                condition: condition.unwrap_or(Condition::Healthy),
+                implicit: false,
+            });
+        }
+        Ok(deps)
+    }
+
+    fn health(&self, name: &str, h: &RawHealth) -> Result<Health, Diagnostic> {
+        let path = self.svc_path(name, &["health"]);
+        let given: Vec<&str> = [("http", h.http.is_some()), ("tcp", h.tcp.is_some()), ("exec", h.exec.is_some())]
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| *k)
+            .collect();
+        let probe = match given.as_slice() {
+            [] => {
+                return Err(self.err(
+                    &path,
+                    format!("the health check of `{name}` names no probe"),
+                    "add one of http: URL, tcp: HOST:PORT or exec: [cmd, args]",
+                ))
+            }
+            [_] => {
+                if let Some(url) = &h.http {
+                    parse_http_probe(url).map_err(|why| {
+                        self.err(&self.svc_path(name, &["health", "http"]), why, "write it like http://127.0.0.1:3000/api/health")
+                    })?
+                } else if let Some(addr) = &h.tcp {
+                    if !addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                        return Err(self.err(
+                            &self.svc_path(name, &["health", "tcp"]),
+                            format!("`{addr}` is not HOST:PORT"),
+                            "write it like 127.0.0.1:8080",
+                        ));
+                    }
+                    Probe::Tcp(addr.clone())
+                } else {
+                    let argv = h.exec.clone().map(|a| a.0).unwrap_or_default();
+                    if argv.is_empty() {
+                        return Err(self.err(
+                            &self.svc_path(name, &["health", "exec"]),
+                            "the exec health check has an empty command",
+                            "give the command and its arguments",
+                        ));
+                    }
+                    Probe::Exec(argv)
+                }
+            }
+            many => {
+                return Err(self.err(
+                    &self.svc_path(name, &["health", many[1]]),
+                    format!("the health check of `{name}` has {} probes ({})", many.len(), many.join(", ")),
+                    "a service has one health check: keep one of http, tcp or exec",
+                ))
+            }
+        };
+        let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
+        if interval.is_zero() {
+            return Err(self.err(
+                &self.svc_path(name, &["health", "interval"]),
+                "health check interval must be more than 0",
+                "use e.g. 5s",
+            ));
+        }
+        Ok(Health {
+            probe,
+            interval,
+            timeout: h.timeout.map_or(Duration::from_secs(2), |d| d.0),
+            retries: h.retries.map_or(3, |r| r.0).max(1),
+            start_period: h.start_period.map_or(Duration::from_secs(60), |d| d.0),
+            start_interval: h
+                .start_interval
+                .map_or(Duration::from_millis(200), |d| d.0)
+                .max(Duration::from_millis(10)),
+        })
+    }
+
+    fn plan_error(&self, e: plan::PlanError) -> Diagnostic {
+        match e {
+            plan::PlanError::Cycle { cycle, at, explicit_on } => {
+                let mut path = self.svc_path(&at, &[]);
+                if let Some(on) = explicit_on {
+                    path.extend([key("depends_on"), key(&on)]);
+                }
+                self.err(
+                    &path,
+                    format!("dependency cycle: {}", cycle.join(" → ")),
+                    "a service cannot wait for something that waits for it; remove one dependency, \
+                     or raise the priority number of the dependant (lower priorities start first)",
+                )
+            }
+        }
+    }
+
+    fn check_budget(
+        &self,
+        services: &[Service],
+        plan: &Plan,
+        explicit: &[bool],
+        budget: Duration,
+    ) -> Result<(), Diagnostic> {
+        let timeouts: Vec<Duration> = services
+            .iter()
+            .zip(explicit)
+            .map(|(s, e)| if *e { s.stop_timeout } else { Duration::ZERO })
+            .collect();
+        let (total, chain) = plan.longest_stop_chain(&timeouts);
+        if total <= budget {
+            return Ok(());
+        }
+        let worst = chain
+            .iter()
+            .copied()
+            .max_by_key(|i| timeouts[*i])
+            .expect("a chain over budget is not empty");
+        let steps: Vec<String> = chain
+            .iter()
+            .map(|i| format!("{} ({})", services[*i].name, fmt_duration(timeouts[*i])))
+            .collect();
+        Err(self.err(
+            &self.svc_path(&services[worst].name, &["stop_timeout"]),
+            format!(
+                "stopping {} can take {}, more than shutdown_budget ({})",
+                steps.join(" → "),
+                fmt_duration(total),
+                fmt_duration(budget)
+            ),
+            "services stop one after another along their dependencies: lower these stop_timeout values, \
+             or raise shutdown_budget (and docker stop's --time to match)",
+        ))
+    }
+}
+
+fn parse_signal(s: &str) -> Option<Signal> {
+    let upper = s.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    Signal::from_str(&name).ok().filter(|s| *s != Signal::SIGKILL && *s != Signal::SIGSTOP)
+}
+
+fn parse_http_probe(url: &str) -> Result<Probe, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        if url.starts_with("https://") {
+            format!("`{url}`: https health checks are not supported")
+        } else {
+            format!("`{url}` is not an http:// URL")
+        }
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok(Probe::Http {
+        url: url.to_owned(),
+        authority,
+        path: path.to_owned(),
+    })
+}
+
+/// `1.5s`, `200ms`, `2m`: the way durations are written in stack files.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".into()
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

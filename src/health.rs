@@ -1,0 +1,125 @@
+//! Health probes (http, tcp, exec) and the loop that runs one service's probe
+//! on its schedule and reports each result to the supervisor as an event.
+//!
+//! Until the first success the probe runs every `start_interval`, so a
+//! dependant starts within that of its dependency becoming ready; after it,
+//! every `interval`.
+
+use crate::config::{Health, Probe};
+use crate::process::{self, Launch, RunAs};
+use crate::reaper::Waiters;
+use bytes::Bytes;
+use http_body_util::Empty;
+use nix::sys::signal::Signal;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// The result of one probe.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub latency: Duration,
+    pub error: Option<String>,
+}
+
+/// What an exec probe needs to run as its service.
+#[derive(Clone)]
+pub struct ExecContext {
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<std::path::PathBuf>,
+    pub run_as: Option<RunAs>,
+    pub waiters: Waiters,
+}
+
+/// Runs `health`'s probe forever, calling `report` with each result. The
+/// supervisor aborts the task when the service's process ends.
+pub async fn run(health: Health, exec: ExecContext, report: impl Fn(ProbeResult)) {
+    let mut passed_once = false;
+    loop {
+        let wait = if passed_once { health.interval } else { health.start_interval };
+        tokio::time::sleep(wait).await;
+        let result = probe(&health.probe, health.timeout, &exec).await;
+        passed_once |= result.ok;
+        report(result);
+    }
+}
+
+/// Runs one probe with a timeout.
+pub async fn probe(probe: &Probe, timeout: Duration, exec: &ExecContext) -> ProbeResult {
+    let start = Instant::now();
+    let outcome = match tokio::time::timeout(timeout, attempt(probe, exec)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {}", crate::config::fmt_duration(timeout))),
+    };
+    ProbeResult {
+        ok: outcome.is_ok(),
+        latency: start.elapsed(),
+        error: outcome.err(),
+    }
+}
+
+async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
+    match probe {
+        Probe::Tcp(addr) => TcpStream::connect(addr)
+            .await
+            .map(drop)
+            .map_err(|e| format!("tcp {addr}: {e}")),
+        Probe::Http { url, authority, path } => http_get(url, authority, path).await,
+        Probe::Exec(argv) => run_exec(argv, exec).await,
+    }
+}
+
+async fn http_get(url: &str, authority: &str, path: &str) -> Result<(), String> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, authority)
+        .header(hyper::header::USER_AGENT, concat!("cogno/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let res = sender.send_request(req).await.map_err(|e| format!("GET {url}: {e}"));
+    conn.abort();
+    let status = res?.status();
+    if status.is_success() || status.is_redirection() {
+        Ok(())
+    } else {
+        Err(format!("GET {url}: HTTP {}", status.as_u16()))
+    }
+}
+
+/// Kills an exec probe's process group if the probe is abandoned (timeout or
+/// the service ending), so probes never pile up.
+struct KillOnDrop(Option<nix::unistd::Pid>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            process::signal_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
+    let spawned = process::spawn(&Launch {
+        argv,
+        env: &ctx.env,
+        working_dir: ctx.working_dir.as_deref(),
+        run_as: ctx.run_as.as_ref(),
+        capture: false,
+    })
+    .map_err(|e| e.to_string())?;
+    let exited = ctx.waiters.wait_for(spawned.pid);
+    let mut guard = KillOnDrop(Some(spawned.pid));
+    let reason = exited.await.map_err(|_| "the probe's exit status was lost".to_owned())?;
+    guard.0 = None;
+    if reason.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` {reason}", argv.join(" ")))
+    }
+}

@@ -1,0 +1,376 @@
+//! Service output: read line by line from each service's pipes, prefixed with
+//! the service's name, kept in a per-service ring of recent lines, and
+//! written to cogno's stdout by one writer thread.
+//!
+//! The writer thread is the only thing that ever blocks on stdout, so a slow
+//! or stopped reader of cogno's output cannot stall signal handling, reaping,
+//! health checks or restarts. While the output queue is full, a service's
+//! forwarder waits for room (the service's own writes then slow down, as they
+//! would writing to that terminal directly); if the queue stays full for
+//! [`BLOCKED_AFTER`], stdout is considered blocked: lines are dropped from
+//! stdout (never from the in-memory ring, which `cogno logs` reads) and a
+//! count of what was dropped is written once output flows again.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+
+/// Lines kept in memory per service.
+pub const RING_LINES: usize = 1000;
+/// Output queued for stdout before forwarders wait.
+const QUEUE_BYTES: usize = 8 << 20;
+/// How long a forwarder waits for room before treating stdout as blocked.
+const BLOCKED_AFTER: Duration = Duration::from_secs(2);
+/// A line longer than this is split (there is no newline to wait for forever).
+const MAX_LINE: usize = 1 << 20;
+const READ_CHUNK: usize = 64 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// The stdout writer shared by all forwarders and by cogno's own messages.
+#[derive(Clone)]
+pub struct Sink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake_writer: Condvar,
+    drained: Condvar,
+    room: Notify,
+    style: Style,
+}
+
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<Vec<u8>>,
+    bytes: usize,
+    writing: bool,
+    /// Lines dropped while stdout was blocked, not yet reported.
+    dropped: u64,
+    blocked: bool,
+}
+
+/// How prefixes look: padded names, and colors on a terminal.
+pub struct Style {
+    width: usize,
+    color: bool,
+}
+
+impl Style {
+    pub fn new(names: &[&str], color: bool) -> Style {
+        let width = names.iter().map(|n| n.len()).chain([OWN_NAME.len()]).max().unwrap_or(0);
+        Style { width, color }
+    }
+
+    /// The prefix written before each line of `name`'s output (`idx` picks its color).
+    pub fn prefix(&self, name: &str, idx: usize, stream: Stream) -> Vec<u8> {
+        let mark = match stream {
+            Stream::Stdout => '|',
+            Stream::Stderr => '!',
+        };
+        if self.color {
+            const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 96];
+            let c = COLORS[idx % COLORS.len()];
+            let m = if stream == Stream::Stderr { "\x1b[31m" } else { "" };
+            format!("\x1b[{c}m{name:<w$}\x1b[0m {m}{mark}\x1b[0m ", w = self.width).into_bytes()
+        } else {
+            format!("{name:<w$} {mark} ", w = self.width).into_bytes()
+        }
+    }
+}
+
+const OWN_NAME: &str = "cogno";
+
+impl Sink {
+    /// Starts the writer thread on `out` (cogno's stdout in production).
+    pub fn start(style: Style, mut out: impl Write + Send + 'static) -> Sink {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake_writer: Condvar::new(),
+            drained: Condvar::new(),
+            room: Notify::new(),
+            style,
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("cogno-stdout".into())
+            .stack_size(64 << 10)
+            .spawn(move || loop {
+                let batch: Vec<Vec<u8>> = {
+                    let mut q = s.queue.lock().expect("sink lock");
+                    while q.batches.is_empty() {
+                        q.writing = false;
+                        s.drained.notify_all();
+                        q = s.wake_writer.wait(q).expect("sink lock");
+                    }
+                    q.writing = true;
+                    q.batches.drain(..).collect()
+                };
+                let mut written = 0;
+                for b in &batch {
+                    // A closed stdout (EPIPE) must not kill supervision: the output is dropped.
+                    let _ = out.write_all(b);
+                    written += b.len();
+                }
+                let _ = out.flush();
+                let mut q = s.queue.lock().expect("sink lock");
+                q.bytes -= written;
+                drop(q);
+                s.room.notify_waiters();
+            })
+            .expect("spawn the stdout writer thread");
+        Sink { shared }
+    }
+
+    pub fn style(&self) -> &Style {
+        &self.shared.style
+    }
+
+    fn push(&self, q: &mut Queue, bytes: Vec<u8>) {
+        if q.dropped > 0 && q.blocked {
+            let note = format!(
+                "{:<w$} | stdout was blocked: {} lines were not written here (`cogno logs` has the recent ones)\n",
+                OWN_NAME,
+                q.dropped,
+                w = self.shared.style.width
+            );
+            q.bytes += note.len();
+            q.batches.push_back(note.into_bytes());
+            q.dropped = 0;
+        }
+        q.blocked = false;
+        q.bytes += bytes.len();
+        q.batches.push_back(bytes);
+        self.shared.wake_writer.notify_one();
+    }
+
+    /// Queues a batch of service output holding `lines` lines; waits while the
+    /// queue is full, and drops the batch if stdout looks blocked.
+    pub async fn write(&self, bytes: Vec<u8>, lines: usize) {
+        let deadline = tokio::time::Instant::now() + BLOCKED_AFTER;
+        loop {
+            let room = self.shared.room.notified();
+            {
+                let mut q = self.shared.queue.lock().expect("sink lock");
+                if q.bytes + bytes.len() <= QUEUE_BYTES || q.bytes == 0 {
+                    self.push(&mut q, bytes);
+                    return;
+                }
+                if q.blocked || tokio::time::Instant::now() >= deadline {
+                    q.blocked = true;
+                    q.dropped += lines as u64;
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, room).await;
+        }
+    }
+
+    /// Queues one of cogno's own lines. Never waits: a blocked stdout must not
+    /// hold up the supervisor that logs.
+    pub fn write_own(&self, line: &[u8]) {
+        let mut q = self.shared.queue.lock().expect("sink lock");
+        if q.bytes > 2 * QUEUE_BYTES {
+            q.dropped += 1;
+            q.blocked = true;
+            return;
+        }
+        let mut out = Vec::with_capacity(line.len() + 16);
+        out.extend_from_slice(&self.shared.style.prefix(OWN_NAME, usize::MAX, Stream::Stdout));
+        out.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        self.push(&mut q, out);
+    }
+
+    /// Waits until everything queued is written, or `limit` passes (a blocked
+    /// stdout must not keep cogno from exiting).
+    pub fn flush(&self, limit: Duration) {
+        let q = self.shared.queue.lock().expect("sink lock");
+        let _ = self
+            .shared
+            .drained
+            .wait_timeout_while(q, limit, |q| !q.batches.is_empty() || q.writing);
+    }
+}
+
+/// A `tracing` writer that routes cogno's own messages through the sink.
+#[derive(Clone)]
+pub struct OwnWriter(pub Sink);
+
+pub struct OwnLine(Sink, Vec<u8>);
+
+impl Write for OwnLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for OwnLine {
+    fn drop(&mut self) {
+        if !self.1.is_empty() {
+            self.0.write_own(&self.1);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OwnWriter {
+    type Writer = OwnLine;
+    fn make_writer(&'a self) -> OwnLine {
+        OwnLine(self.0.clone(), Vec::with_capacity(128))
+    }
+}
+
+/// A run of complete lines read at one moment from one stream.
+struct Chunk {
+    at: SystemTime,
+    stream: Stream,
+    data: Vec<u8>,
+    lines: usize,
+}
+
+/// The most recent [`RING_LINES`] lines of one service, kept as the chunks
+/// they were read in (no allocation per line on the hot path).
+#[derive(Default)]
+pub struct Ring {
+    chunks: VecDeque<Chunk>,
+    lines: usize,
+}
+
+/// One line from a ring, for error reports and `cogno logs`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: SystemTime,
+    pub stream: Stream,
+    pub text: String,
+}
+
+impl Ring {
+    fn push(&mut self, chunk: Chunk) {
+        self.lines += chunk.lines;
+        self.chunks.push_back(chunk);
+        while let Some(front) = self.chunks.front() {
+            if self.lines - front.lines >= RING_LINES {
+                self.lines -= front.lines;
+                self.chunks.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The last `n` lines, oldest first.
+    pub fn tail(&self, n: usize) -> Vec<Line> {
+        let mut out = Vec::new();
+        for chunk in self.chunks.iter().rev() {
+            for text in chunk.data.strip_suffix(b"\n").unwrap_or(&chunk.data).rsplit(|b| *b == b'\n') {
+                if out.len() == n {
+                    break;
+                }
+                out.push(Line {
+                    at: chunk.at,
+                    stream: chunk.stream,
+                    text: String::from_utf8_lossy(text).into_owned(),
+                });
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
+pub type SharedRing = Arc<Mutex<Ring>>;
+
+/// Forwards one pipe of a service until end of file.
+pub async fn forward(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    prefix: Vec<u8>,
+    stream: Stream,
+    ring: SharedRing,
+    sink: Sink,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let eof = match pipe.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => true,
+            Ok(_) => false,
+        };
+        if eof && !buf.is_empty() && !buf.ends_with(b"\n") {
+            // The last line had no newline: it is still a line.
+            buf.push(b'\n');
+        }
+        let complete = match memchr::memrchr(b'\n', &buf) {
+            Some(i) => i + 1,
+            None if buf.len() >= MAX_LINE => {
+                buf.push(b'\n');
+                buf.len()
+            }
+            None => 0,
+        };
+        if complete > 0 {
+            let region = &buf[..complete];
+            let lines = memchr::memchr_iter(b'\n', region).count();
+            let mut out = Vec::with_capacity(region.len() + lines * prefix.len());
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', region) {
+                out.extend_from_slice(&prefix);
+                out.extend_from_slice(&region[start..=end]);
+                start = end + 1;
+            }
+            ring.lock().expect("ring lock").push(Chunk {
+                at: SystemTime::now(),
+                stream,
+                data: region.to_vec(),
+                lines,
+            });
+            buf.drain(..complete);
+            sink.write(out, lines).await;
+        }
+        if eof {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(text: &str) -> Chunk {
+        Chunk {
+            at: SystemTime::now(),
+            stream: Stream::Stdout,
+            data: text.as_bytes().to_vec(),
+            lines: text.matches('\n').count(),
+        }
+    }
+
+    #[test]
+    fn ring_keeps_the_last_lines_in_order() {
+        let mut ring = Ring::default();
+        for i in 0..600 {
+            ring.push(chunk(&format!("a{i}\nb{i}\n")));
+        }
+        let tail = ring.tail(3);
+        let texts: Vec<&str> = tail.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["b598", "a599", "b599"]);
+        assert!(ring.lines >= RING_LINES && ring.lines < RING_LINES + 2);
+        assert_eq!(ring.tail(5000).len(), ring.lines);
+    }
+}
