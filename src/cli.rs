@@ -2,6 +2,7 @@
 //! directory, and the `up` and `check` commands.
 
 use crate::config::{self, fmt_duration, Condition, Stack};
+use crate::control;
 use crate::logs::{OwnWriter, Sink, Style};
 use crate::signals;
 use crate::supervisor::{self, Supervisor};
@@ -30,6 +31,49 @@ pub enum Command {
     Up(StackArgs),
     /// Validate the stack file and print the start plan; starts nothing
     Check(ConfigArg),
+    /// Show the stack's phase and every service's state; exit 0 only when ready
+    Status {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent output of all (or some) services, interleaved in time order
+    Logs {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Only these services
+        services: Vec<String>,
+        /// Keep following new lines
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many recent lines to show first
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Start stopped or failed services and wait until they are healthy
+    Start(ActionArgs),
+    /// Stop services (dependants must be stopped too: --with-dependents)
+    Stop(ActionArgs),
+    /// Restart services and wait until they are healthy again
+    Restart(ActionArgs),
+    /// Exit 0 if the stack is ready, else 1 with one line saying why (for HEALTHCHECK)
+    Healthcheck(StackArgs),
+    /// Stop the whole stack in order, like SIGTERM
+    Shutdown(StackArgs),
+}
+
+#[derive(Args)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub target: StackArgs,
+    /// Services to act on
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    /// Also stop the services that depend on these first (and, for restart, start them again after)
+    #[arg(long)]
+    pub with_dependents: bool,
 }
 
 #[derive(Args)]
@@ -68,6 +112,21 @@ impl ConfigArg {
     }
 }
 
+/// Where a running cogno's control socket is, found the way `up` finds its data directory.
+/// The stack file is only read when the data directory is not given; if it
+/// cannot be read, the default data directory is used.
+pub fn socket_path(args: &StackArgs) -> PathBuf {
+    let explicit = args.data.clone().or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
+    let data = match explicit {
+        Some(d) => d,
+        None => match config::load(&args.config.path(), &env_lookup) {
+            Ok(stack) => data_dir(args, &stack),
+            Err(_) => PathBuf::from(if is_pid1() { "/data" } else { "./data" }),
+        },
+    };
+    control::server::socket_in(&data)
+}
+
 fn is_pid1() -> bool {
     nix::unistd::getpid().as_raw() == 1
 }
@@ -100,6 +159,14 @@ pub fn up(args: StackArgs) -> i32 {
         );
         return EXIT_CONFIG;
     }
+    // Binding the socket first also makes sure no other cogno runs on this data directory.
+    let listener = match control::server::bind(&control::server::socket_in(&data)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
     let pid1 = is_pid1();
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
@@ -133,7 +200,13 @@ pub fn up(args: StackArgs) -> i32 {
             data.display()
         );
         let base_env: Vec<(String, String)> = std::env::vars().collect();
-        Supervisor::new(stack, base_env, sink.clone(), pid1).run(signals).await
+        let health_listen = stack.health_listen;
+        let supervisor = Supervisor::new(stack, base_env, sink.clone(), pid1);
+        if let Err(e) = control::server::start(listener, health_listen, supervisor.control(), supervisor.log_view()) {
+            tracing::error!("{e}");
+            return 1;
+        }
+        supervisor.run(signals).await
     });
     // Pending timers would otherwise be waited for; nothing they do matters now.
     runtime.shutdown_background();
@@ -224,4 +297,8 @@ pub fn describe(stack: &Stack) -> String {
         fmt_duration(total),
     ));
     out
+}
+
+pub fn act(action: control::Action, args: ActionArgs) -> i32 {
+    control::client::act(&socket_path(&args.target), action, &args.services, args.with_dependents)
 }

@@ -248,6 +248,8 @@ struct Chunk {
 pub struct Ring {
     chunks: VecDeque<Chunk>,
     lines: usize,
+    /// Lines ever pushed: a follower's position.
+    seq: u64,
 }
 
 /// One line from a ring, for error reports and `cogno logs`.
@@ -261,6 +263,7 @@ pub struct Line {
 impl Ring {
     fn push(&mut self, chunk: Chunk) {
         self.lines += chunk.lines;
+        self.seq += chunk.lines as u64;
         self.chunks.push_back(chunk);
         while let Some(front) = self.chunks.front() {
             if self.lines - front.lines >= RING_LINES {
@@ -270,6 +273,17 @@ impl Ring {
                 break;
             }
         }
+    }
+
+    /// The position after the newest line.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Lines pushed after position `seq` (as many as are still kept), oldest first.
+    pub fn since(&self, seq: u64) -> Vec<Line> {
+        let newer = self.seq.saturating_sub(seq).min(self.lines as u64) as usize;
+        self.tail(newer)
     }
 
     /// The last `n` lines, oldest first.
@@ -294,6 +308,17 @@ impl Ring {
 
 pub type SharedRing = Arc<Mutex<Ring>>;
 
+/// Read access to every service's recent output, for `cogno logs`.
+#[derive(Clone)]
+pub struct LogView {
+    pub services: Vec<(String, SharedRing)>,
+    pub changes: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Bumped whenever any ring gets lines, so `cogno logs -f` wakes on new
+/// output instead of polling.
+pub type Changes = tokio::sync::watch::Sender<u64>;
+
 /// Forwards one pipe of a service until end of file.
 pub async fn forward(
     mut pipe: tokio::net::unix::pipe::Receiver,
@@ -301,6 +326,7 @@ pub async fn forward(
     stream: Stream,
     ring: SharedRing,
     sink: Sink,
+    changes: Changes,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -340,6 +366,7 @@ pub async fn forward(
                 lines,
             });
             buf.drain(..complete);
+            changes.send_modify(|n| *n += 1);
             sink.write(out, lines).await;
         }
         if eof {

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod health;
 mod logs;
 mod process;
@@ -18,6 +19,18 @@ fn main() {
     let code = match cli.command {
         cli::Command::Up(args) => cli::up(args),
         cli::Command::Check(args) => cli::check(args),
+        cli::Command::Status { target, json } => control::client::status(&cli::socket_path(&target), json),
+        cli::Command::Logs {
+            target,
+            services,
+            follow,
+            lines,
+        } => control::client::logs(&cli::socket_path(&target), &services, follow, lines),
+        cli::Command::Start(a) => cli::act(control::Action::Start, a),
+        cli::Command::Stop(a) => cli::act(control::Action::Stop, a),
+        cli::Command::Restart(a) => cli::act(control::Action::Restart, a),
+        cli::Command::Healthcheck(target) => control::client::healthcheck(&cli::socket_path(&target)),
+        cli::Command::Shutdown(target) => control::client::shutdown(&cli::socket_path(&target)),
     };
     std::process::exit(code);
 }

@@ -25,6 +25,8 @@ pub struct Stack {
     pub file: PathBuf,
     pub data_dir: Option<PathBuf>,
     pub shutdown_budget: Duration,
+    /// Also serve the health document over TCP here (off by default).
+    pub health_listen: Option<std::net::SocketAddr>,
     pub env: Vec<(String, String)>,
     pub services: Vec<Service>,
     pub plan: Plan,
@@ -218,10 +220,21 @@ impl Builder<'_> {
         let explicit_stop: Vec<bool> = raw.services.values().map(|s| s.stop_timeout.is_some()).collect();
         let plan = plan::Plan::build(&mut services).map_err(|e| self.plan_error(e))?;
         self.check_budget(&services, &plan, &explicit_stop, shutdown_budget)?;
+        let health_listen = match &raw.health_listen {
+            None => None,
+            Some(addr) => Some(addr.parse().map_err(|_| {
+                self.err(
+                    &[key("health_listen")],
+                    format!("`{addr}` is not an IP address and port"),
+                    "write it like 127.0.0.1:8099 (an address and a port, no host name)",
+                )
+            })?),
+        };
         Ok(Stack {
             file: self.file.to_path_buf(),
             data_dir: raw.data_dir.map(PathBuf::from),
             shutdown_budget,
+            health_listen,
             env: raw.env.into_iter().map(|(k, v)| (k, v.0)).collect(),
             services,
             plan,

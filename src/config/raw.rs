@@ -14,6 +14,7 @@ use std::time::Duration;
 pub struct RawConfig {
     pub data_dir: Option<String>,
     pub shutdown_budget: Option<Dur>,
+    pub health_listen: Option<String>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub services: IndexMap<String, RawService>,

@@ -5,17 +5,20 @@
 //! timer, a signal — and is handled to completion before the next one. There
 //! is no polling tick: with nothing to do, cogno sleeps in `epoll_wait`.
 
+mod control;
 mod state;
+mod stopping;
 
 pub use state::State;
 
 use crate::config::{fmt_duration, Condition, RestartPolicy, Stack};
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
+use crate::control::Request;
 use crate::process::{self, ExitReason, Launch, RunAs};
 use crate::reaper::{self, Waiters};
 use futures_util::StreamExt;
-use nix::sys::signal::{self as nsig, Signal};
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use state::{Cleanup, ServiceRt};
@@ -42,6 +45,18 @@ enum Event {
     OutputClosed { svc: usize, instance: u64 },
     ShutdownDeadline,
     FinalKill,
+    Control(Request),
+}
+
+/// Sends operators' requests to a running supervisor.
+#[derive(Clone)]
+pub struct ControlHandle(mpsc::UnboundedSender<Event>);
+
+impl ControlHandle {
+    /// False when the supervisor has already exited.
+    pub fn send(&self, r: Request) -> bool {
+        self.0.send(Event::Control(r)).is_ok()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +89,10 @@ pub struct Supervisor {
     failed: bool,
     shutdown_started: Option<Instant>,
     exit_code: Option<i32>,
+    started: Instant,
+    /// The stack has been ready at least once (a later problem is "degraded").
+    ever_ready: bool,
+    changes: logs::Changes,
 }
 
 impl Supervisor {
@@ -123,6 +142,27 @@ impl Supervisor {
             failed: false,
             shutdown_started: None,
             exit_code: None,
+            started: Instant::now(),
+            ever_ready: false,
+            changes: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    pub fn control(&self) -> ControlHandle {
+        ControlHandle(self.tx.clone())
+    }
+
+    /// What `cogno logs` reads: each service's name and ring, and the change signal.
+    pub fn log_view(&self) -> logs::LogView {
+        logs::LogView {
+            services: self
+                .stack
+                .services
+                .iter()
+                .zip(&self.svcs)
+                .map(|(s, rt)| (s.name.clone(), rt.ring.clone()))
+                .collect(),
+            changes: self.changes.subscribe(),
         }
     }
 
@@ -220,9 +260,11 @@ impl Supervisor {
                     self.finish_if_empty(true);
                 }
             }
+            Event::Control(req) => self.on_request(req),
         }
         if self.phase == Phase::Running {
             self.evaluate_gates();
+            self.note_readiness();
             self.check_settled();
         }
     }
@@ -255,18 +297,7 @@ impl Supervisor {
             (Timer::Backoff, State::Backoff(_)) => {
                 self.svcs[i].set(State::Waiting("restarting".into()));
             }
-            (Timer::StopKill, State::Stopping) => {
-                if let Some(pid) = self.svcs[i].pid {
-                    warn!(
-                        "{}: still running {} after {}; sending SIGKILL",
-                        self.name(i),
-                        fmt_duration(self.stack.services[i].stop_timeout),
-                        self.stack.services[i].stop_signal.as_str()
-                    );
-                    process::signal_group(pid, Signal::SIGKILL);
-                    self.failed = true;
-                }
-            }
+            (Timer::StopKill, State::Stopping) => self.on_stop_timeout(i),
             (Timer::CleanupLimit, State::Exiting) => {
                 if let Some(c) = &self.svcs[i].cleanup {
                     let left: Vec<String> = c.strays.iter().map(|p| p.to_string()).collect();
@@ -338,7 +369,8 @@ impl Supervisor {
                 Gate::Blocked(why) => {
                     if self.svcs[i].state != State::Blocked(why.clone()) {
                         warn!("{}: blocked: {why}", self.name(i));
-                        self.svcs[i].set(State::Blocked(why));
+                        self.svcs[i].set(State::Blocked(why.clone()));
+                        self.finish_ops(i, false, &format!("blocked: {why}"));
                     }
                 }
             }
@@ -414,10 +446,11 @@ impl Supervisor {
             let ring = rt.ring.clone();
             let sink = self.sink.clone();
             let tx = self.tx.clone();
+            let changes = self.changes.clone();
             match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 Ok(pipe) => {
                     tokio::spawn(async move {
-                        logs::forward(pipe, prefix, stream, ring, sink).await;
+                        logs::forward(pipe, prefix, stream, ring, sink, changes).await;
                         let _ = tx.send(Event::OutputClosed { svc: i, instance });
                     });
                 }
@@ -459,6 +492,7 @@ impl Supervisor {
             .map(|r| format!(" (check took {})", fmt_latency(r.latency)))
             .unwrap_or_default();
         info!("{}: healthy after {}{latency}", self.name(i), fmt_latency(took));
+        self.finish_ops(i, true, "healthy");
     }
 
     // ------------------------------------------------------------- ending
@@ -507,10 +541,9 @@ impl Supervisor {
         let rt = &mut self.svcs[i];
         let ran = rt.spawned_at.map(|t| t.elapsed()).unwrap_or_default();
         rt.last_exit = Some(reason.clone());
-        if self.phase != Phase::Running || rt.stop_requested {
+        if self.phase != Phase::Running || rt.stop_requested || rt.want_down {
             info!("{}: stopped ({reason}) after {}", svc.name, fmt_latency(ran));
-            rt.set(State::Stopped);
-            self.advance_shutdown();
+            self.on_stopped(i);
             return;
         }
         let policy_restarts = match svc.restart {
@@ -522,6 +555,7 @@ impl Supervisor {
         if svc.oneshot && reason.success() {
             info!("{name}: completed in {}", fmt_latency(ran));
             rt.set(State::Completed);
+            self.finish_ops(i, true, "completed");
             return;
         }
         if rt.healthy_at.is_none() || svc.oneshot {
@@ -594,6 +628,12 @@ impl Supervisor {
 
     /// A service reached a state it will not leave on its own.
     fn on_given_up(&mut self, i: usize) {
+        let why = format!(
+            "{}{}",
+            self.svcs[i].state,
+            self.svcs[i].last_exit.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        self.finish_ops(i, false, &why);
         let svc = &self.stack.services[i];
         let failed = matches!(self.svcs[i].state, State::Failed | State::Fatal);
         if svc.critical && (failed || self.svcs[i].state == State::Exited) {
@@ -629,111 +669,7 @@ impl Supervisor {
             }
             self.phase = Phase::Stopping;
             self.shutdown_started = Some(Instant::now());
-            self.advance_shutdown();
-        }
-    }
-
-    // ------------------------------------------------------------ shutdown
-
-    fn begin_shutdown(&mut self) {
-        if self.phase != Phase::Running {
-            return;
-        }
-        self.phase = Phase::Stopping;
-        self.shutdown_started = Some(Instant::now());
-        for rt in &mut self.svcs {
-            if !rt.alive() && !rt.state.terminal() {
-                rt.set(State::Stopped);
-            }
-        }
-        self.schedule(self.stack.shutdown_budget, Event::ShutdownDeadline);
-        self.advance_shutdown();
-    }
-
-    /// Sends the stop signal to every running service whose dependants are all
-    /// down, and finishes once nothing is left.
-    fn advance_shutdown(&mut self) {
-        if self.phase != Phase::Stopping {
-            return;
-        }
-        let deadline = self.shutdown_started.expect("stopping has a start") + self.stack.shutdown_budget;
-        for i in 0..self.svcs.len() {
-            let rt = &self.svcs[i];
-            if rt.pid.is_none() || rt.stop_requested {
-                continue;
-            }
-            if self.stack.plan.dependants[i].iter().any(|&d| self.svcs[d].alive()) {
-                continue;
-            }
-            let svc = &self.stack.services[i];
-            let pid = rt.pid.expect("checked above");
-            debug!("{}: sending {}", svc.name, svc.stop_signal.as_str());
-            process::signal_group(pid, svc.stop_signal);
-            let grace = svc.stop_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            let rt = &mut self.svcs[i];
-            rt.stop_requested = true;
-            rt.set(State::Stopping);
-            self.schedule_timer(i, grace, Timer::StopKill);
-        }
-        if self.svcs.iter().all(|s| !s.alive()) {
-            let took = self.shutdown_started.map(|t| t.elapsed()).unwrap_or_default();
-            info!("all services are down ({})", fmt_latency(took));
-            self.phase = Phase::Sweeping;
-            self.kill_leftovers(Signal::SIGTERM);
-            self.schedule(FINAL_SWEEP_GRACE, Event::FinalKill);
-            self.finish_if_empty(false);
-        }
-    }
-
-    /// Second signal, or the budget is used up: SIGKILL everything, now.
-    fn force_kill(&mut self) {
-        self.failed = true;
-        for rt in &self.svcs {
-            if let Some(pid) = rt.pid {
-                process::signal_group(pid, Signal::SIGKILL);
-            }
-            if let Some(c) = &rt.cleanup {
-                for p in &c.strays {
-                    let _ = nsig::kill(*p, Signal::SIGKILL);
-                }
-            }
-        }
-        self.phase = Phase::Sweeping;
-        self.kill_leftovers(Signal::SIGKILL);
-        self.schedule(FINAL_SWEEP_GRACE, Event::FinalKill);
-        self.finish_if_empty(false);
-    }
-
-    /// Signals every process left: as PID 1 everything in the namespace, as a
-    /// subreaper every remaining child (adopted orphans).
-    fn kill_leftovers(&self, sig: Signal) {
-        if self.pid1 {
-            let _ = nsig::kill(Pid::from_raw(-1), sig);
-            return;
-        }
-        for pid in process::children_of(nix::unistd::getpid()) {
-            let _ = nsig::kill(pid, sig);
-        }
-    }
-
-    fn finish_if_empty(&mut self, give_up: bool) {
-        if self.exit_code.is_some() {
-            return;
-        }
-        // Reap first: a child that exited since the last SIGCHLD still shows in /proc.
-        for (pid, reason) in reaper::reap(&self.waiters) {
-            debug!("reaped pid {pid} ({reason})");
-        }
-        let left = process::children_of(nix::unistd::getpid());
-        if left.is_empty() || give_up {
-            if !left.is_empty() {
-                warn!("{} processes could not be killed: {:?}", left.len(), left);
-                self.failed = true;
-            }
-            let took = self.shutdown_started.map(|t| t.elapsed()).unwrap_or_default();
-            let code = i32::from(self.failed);
-            info!("stopped in {} (exit status {code})", fmt_latency(took));
-            self.exit_code = Some(code);
+            self.advance_stops();
         }
     }
 }

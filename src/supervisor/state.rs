@@ -1,6 +1,7 @@
 //! The state of one supervised service: the explicit state machine that
 //! `cogno status` shows, and the counters the restart policy needs.
 
+use crate::control::{Action, ActionResult};
 use crate::health::ProbeResult;
 use crate::logs::SharedRing;
 use crate::process::{ExitReason, RunAs};
@@ -8,6 +9,7 @@ use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::fmt;
 use std::time::Instant;
+use tokio::sync::oneshot;
 
 /// Where a service is in its life. Transitions happen only in the
 /// supervisor, in response to events (exit, probe result, timer, signal).
@@ -85,6 +87,14 @@ pub struct Cleanup {
     pub open_pipes: u8,
 }
 
+/// An operator's start/stop/restart, answered when it has finished.
+#[derive(Debug)]
+pub struct PendingOp {
+    pub action: Action,
+    pub since: Instant,
+    pub reply: oneshot::Sender<ActionResult>,
+}
+
 /// Health-check bookkeeping.
 #[derive(Debug, Default)]
 pub struct HealthInfo {
@@ -116,6 +126,12 @@ pub struct ServiceRt {
     pub open_pipes: u8,
     /// The stop signal was sent (shutdown or operator stop).
     pub stop_requested: bool,
+    /// Should be stopped once everything that depends on it is down.
+    pub want_down: bool,
+    /// Start again once stopped (an operator's restart).
+    pub restart_after: bool,
+    /// Operators waiting for an action on this service to finish.
+    pub waiting_ops: Vec<PendingOp>,
     pub run_as: Option<RunAs>,
     pub env: Vec<(String, String)>,
     pub ring: SharedRing,
@@ -140,6 +156,9 @@ impl ServiceRt {
             cleanup: None,
             open_pipes: 0,
             stop_requested: false,
+            want_down: false,
+            restart_after: false,
+            waiting_ops: Vec::new(),
             run_as,
             env,
             ring: Default::default(),
