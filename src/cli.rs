@@ -116,7 +116,10 @@ impl ConfigArg {
 /// The stack file is only read when the data directory is not given; if it
 /// cannot be read, the default data directory is used.
 pub fn socket_path(args: &StackArgs) -> PathBuf {
-    let explicit = args.data.clone().or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
+    let explicit = args
+        .data
+        .clone()
+        .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
     let data = match explicit {
         Some(d) => d,
         None => match config::load(&args.config.path(), &env_lookup) {
@@ -134,7 +137,11 @@ fn is_pid1() -> bool {
 /// `--data`, else `$COGNO_DATA_DIR`, else the file's `data_dir` (relative to
 /// the file), else ./data natively and /data as PID 1.
 pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
-    if let Some(d) = args.data.clone().or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from)) {
+    if let Some(d) = args
+        .data
+        .clone()
+        .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from))
+    {
         return d;
     }
     if let Some(d) = &stack.data_dir {
@@ -174,10 +181,15 @@ pub fn up(args: StackArgs) -> i32 {
     init_tracing(&sink, color);
     if !pid1 {
         if let Err(e) = signals::become_subreaper() {
-            tracing::warn!("cannot become a subreaper ({e}): orphans of services will escape supervision");
+            tracing::warn!(
+                "cannot become a subreaper ({e}): orphans of services will escape supervision"
+            );
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the event loop: {e}");
@@ -195,14 +207,23 @@ pub fn up(args: StackArgs) -> i32 {
         tracing::info!(
             "cogno {} {} ({}, data in {})",
             env!("CARGO_PKG_VERSION"),
-            if pid1 { "running as PID 1" } else { "running as a subreaper" },
+            if pid1 {
+                "running as PID 1"
+            } else {
+                "running as a subreaper"
+            },
             stack.file.display(),
             data.display()
         );
         let base_env: Vec<(String, String)> = std::env::vars().collect();
         let health_listen = stack.health_listen;
         let supervisor = Supervisor::new(stack, base_env, sink.clone(), pid1);
-        if let Err(e) = control::server::start(listener, health_listen, supervisor.control(), supervisor.log_view()) {
+        if let Err(e) = control::server::start(
+            listener,
+            health_listen,
+            supervisor.control(),
+            supervisor.log_view(),
+        ) {
             tracing::error!("{e}");
             return 1;
         }
@@ -254,17 +275,32 @@ pub fn describe(stack: &Stack) -> String {
         stack.services.len(),
         stack.plan.tiers.len()
     );
-    let width = stack.services.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let width = stack
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
     for (t, tier) in stack.plan.tiers.iter().enumerate() {
         for (k, &i) in tier.iter().enumerate() {
             let s = &stack.services[i];
-            let label = if k == 0 { format!("tier {}", t + 1) } else { String::new() };
+            let label = if k == 0 {
+                format!("tier {}", t + 1)
+            } else {
+                String::new()
+            };
             let kind = if s.oneshot { "oneshot" } else { "service" };
             let mut waits: Vec<String> = s
                 .depends_on
                 .iter()
                 .filter(|d| !d.implicit)
-                .map(|d| format!("{} {}", stack.services[d.on].name, condition_name(d.condition)))
+                .map(|d| {
+                    format!(
+                        "{} {}",
+                        stack.services[d.on].name,
+                        condition_name(d.condition)
+                    )
+                })
                 .collect();
             let lower: Vec<&str> = s
                 .depends_on
@@ -288,7 +324,10 @@ pub fn describe(stack: &Stack) -> String {
     }
     let timeouts: Vec<_> = stack.services.iter().map(|s| s.stop_timeout).collect();
     let (total, chain) = stack.plan.longest_stop_chain(&timeouts);
-    let chain: Vec<&str> = chain.iter().map(|&i| stack.services[i].name.as_str()).collect();
+    let chain: Vec<&str> = chain
+        .iter()
+        .map(|&i| stack.services[i].name.as_str())
+        .collect();
     out.push_str(&format!(
         "\nshutdown: reverse order, within shutdown_budget {}; longest chain {} (stop timeouts add up to {}; \
          whatever is left when the budget is used up is killed)\n",
@@ -300,5 +339,10 @@ pub fn describe(stack: &Stack) -> String {
 }
 
 pub fn act(action: control::Action, args: ActionArgs) -> i32 {
-    control::client::act(&socket_path(&args.target), action, &args.services, args.with_dependents)
+    control::client::act(
+        &socket_path(&args.target),
+        action,
+        &args.services,
+        args.with_dependents,
+    )
 }

@@ -36,7 +36,11 @@ pub struct ExecContext {
 pub async fn run(health: Health, exec: ExecContext, report: impl Fn(ProbeResult)) {
     let mut passed_once = false;
     loop {
-        let wait = if passed_once { health.interval } else { health.start_interval };
+        let wait = if passed_once {
+            health.interval
+        } else {
+            health.start_interval
+        };
         tokio::time::sleep(wait).await;
         let result = probe(&health.probe, health.timeout, &exec).await;
         passed_once |= result.ok;
@@ -49,7 +53,10 @@ pub async fn probe(probe: &Probe, timeout: Duration, exec: &ExecContext) -> Prob
     let start = Instant::now();
     let outcome = match tokio::time::timeout(timeout, attempt(probe, exec)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {}", crate::config::fmt_duration(timeout))),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            crate::config::fmt_duration(timeout)
+        )),
     };
     ProbeResult {
         ok: outcome.is_ok(),
@@ -64,7 +71,11 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             .await
             .map(drop)
             .map_err(|e| format!("tcp {addr}: {e}")),
-        Probe::Http { url, authority, path } => http_get(url, authority, path).await,
+        Probe::Http {
+            url,
+            authority,
+            path,
+        } => http_get(url, authority, path).await,
         Probe::Exec(argv) => run_exec(argv, exec).await,
     }
 }
@@ -73,16 +84,23 @@ async fn http_get(url: &str, authority: &str, path: &str) -> Result<(), String> 
     let stream = TcpStream::connect(authority)
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
-        .header(hyper::header::USER_AGENT, concat!("cogno/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("cogno/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("GET {url}: {e}"))?;
-    let res = sender.send_request(req).await.map_err(|e| format!("GET {url}: {e}"));
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"));
     conn.abort();
     let status = res?.status();
     if status.is_success() || status.is_redirection() {
@@ -115,7 +133,9 @@ async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let exited = ctx.waiters.wait_for(spawned.pid);
     let mut guard = KillOnDrop(Some(spawned.pid));
-    let reason = exited.await.map_err(|_| "the probe's exit status was lost".to_owned())?;
+    let reason = exited
+        .await
+        .map_err(|_| "the probe's exit status was lost".to_owned())?;
     guard.0 = None;
     if reason.success() {
         Ok(())

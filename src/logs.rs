@@ -66,7 +66,12 @@ pub struct Style {
 
 impl Style {
     pub fn new(names: &[&str], color: bool) -> Style {
-        let width = names.iter().map(|n| n.len()).chain([OWN_NAME.len()]).max().unwrap_or(0);
+        let width = names
+            .iter()
+            .map(|n| n.len())
+            .chain([OWN_NAME.len()])
+            .max()
+            .unwrap_or(0);
         Style { width, color }
     }
 
@@ -79,8 +84,16 @@ impl Style {
         if self.color {
             const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 96];
             let c = COLORS[idx % COLORS.len()];
-            let m = if stream == Stream::Stderr { "\x1b[31m" } else { "" };
-            format!("\x1b[{c}m{name:<w$}\x1b[0m {m}{mark}\x1b[0m ", w = self.width).into_bytes()
+            let m = if stream == Stream::Stderr {
+                "\x1b[31m"
+            } else {
+                ""
+            };
+            format!(
+                "\x1b[{c}m{name:<w$}\x1b[0m {m}{mark}\x1b[0m ",
+                w = self.width
+            )
+            .into_bytes()
         } else {
             format!("{name:<w$} {mark} ", w = self.width).into_bytes()
         }
@@ -184,7 +197,12 @@ impl Sink {
             return;
         }
         let mut out = Vec::with_capacity(line.len() + 16);
-        out.extend_from_slice(&self.shared.style.prefix(OWN_NAME, usize::MAX, Stream::Stdout));
+        out.extend_from_slice(
+            &self
+                .shared
+                .style
+                .prefix(OWN_NAME, usize::MAX, Stream::Stdout),
+        );
         out.extend_from_slice(line);
         if !line.ends_with(b"\n") {
             out.push(b'\n');
@@ -290,7 +308,12 @@ impl Ring {
     pub fn tail(&self, n: usize) -> Vec<Line> {
         let mut out = Vec::new();
         for chunk in self.chunks.iter().rev() {
-            for text in chunk.data.strip_suffix(b"\n").unwrap_or(&chunk.data).rsplit(|b| *b == b'\n') {
+            for text in chunk
+                .data
+                .strip_suffix(b"\n")
+                .unwrap_or(&chunk.data)
+                .rsplit(|b| *b == b'\n')
+            {
                 if out.len() == n {
                     break;
                 }

@@ -19,7 +19,9 @@ fn main() {
     let code = match cli.command {
         cli::Command::Up(args) => cli::up(args),
         cli::Command::Check(args) => cli::check(args),
-        cli::Command::Status { target, json } => control::client::status(&cli::socket_path(&target), json),
+        cli::Command::Status { target, json } => {
+            control::client::status(&cli::socket_path(&target), json)
+        }
         cli::Command::Logs {
             target,
             services,
@@ -29,7 +31,9 @@ fn main() {
         cli::Command::Start(a) => cli::act(control::Action::Start, a),
         cli::Command::Stop(a) => cli::act(control::Action::Stop, a),
         cli::Command::Restart(a) => cli::act(control::Action::Restart, a),
-        cli::Command::Healthcheck(target) => control::client::healthcheck(&cli::socket_path(&target)),
+        cli::Command::Healthcheck(target) => {
+            control::client::healthcheck(&cli::socket_path(&target))
+        }
         cli::Command::Shutdown(target) => control::client::shutdown(&cli::socket_path(&target)),
     };
     std::process::exit(code);

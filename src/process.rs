@@ -72,7 +72,8 @@ pub fn service_env(
     svc: &Service,
     run_as: Option<&RunAs>,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::with_capacity(base.len() + stack_env.len() + svc.env.len() + 4);
+    let mut env: Vec<(String, String)> =
+        Vec::with_capacity(base.len() + stack_env.len() + svc.env.len() + 4);
     let mut set = |k: &str, v: &str| match env.iter_mut().find(|(ek, _)| ek == k) {
         Some(e) => e.1 = v.to_owned(),
         None => env.push((k.to_owned(), v.to_owned())),
@@ -132,7 +133,9 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
         }
     }
     let mut cmd = Command::new(&program);
-    cmd.args(&l.argv[1..]).env_clear().envs(l.env.iter().map(|(k, v)| (k, v)));
+    cmd.args(&l.argv[1..])
+        .env_clear()
+        .envs(l.env.iter().map(|(k, v)| (k, v)));
     cmd.stdin(Stdio::null());
     if l.capture {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -159,7 +162,10 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     let mut child = cmd.spawn().map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            std::io::ErrorKind::PermissionDenied => "permission denied (is it executable, and readable by the service's user?)".to_owned(),
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (is it executable, and readable by the service's user?)"
+                    .to_owned()
+            }
             _ => e.to_string(),
         };
         SpawnError(format!("cannot execute {}: {why}", program.display()))
@@ -179,7 +185,11 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     };
     // The child is reaped by the supervisor's reaper, never through `Child`.
     drop(child);
-    Ok(Spawned { pid, stdout, stderr })
+    Ok(Spawned {
+        pid,
+        stdout,
+        stderr,
+    })
 }
 
 /// Sends `sig` to the process group led by `pgid`. Returns false when the
@@ -192,7 +202,10 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
     Code(i32),
-    Signal { signal: Signal, core: bool },
+    Signal {
+        signal: Signal,
+        core: bool,
+    },
     /// It could not be started at all.
     SpawnFailed(String),
 }
@@ -201,7 +214,9 @@ impl ExitReason {
     pub fn from_wait(status: WaitStatus) -> Option<(Pid, ExitReason)> {
         match status {
             WaitStatus::Exited(pid, code) => Some((pid, ExitReason::Code(code))),
-            WaitStatus::Signaled(pid, signal, core) => Some((pid, ExitReason::Signal { signal, core })),
+            WaitStatus::Signaled(pid, signal, core) => {
+                Some((pid, ExitReason::Signal { signal, core }))
+            }
             _ => None,
         }
     }
@@ -239,8 +254,13 @@ pub fn kill_strays(leader: Pid, service: &str, known: &HashSet<Pid>) -> HashSet<
         if known.contains(&pid) {
             continue;
         }
-        let Some(stat) = ProcStat::read(pid) else { continue };
-        if stat.pgrp == leader.as_raw() || stat.session == leader.as_raw() || has_marker(pid, service) {
+        let Some(stat) = ProcStat::read(pid) else {
+            continue;
+        };
+        if stat.pgrp == leader.as_raw()
+            || stat.session == leader.as_raw()
+            || has_marker(pid, service)
+        {
             let _ = signal::kill(pid, Signal::SIGKILL);
             // A daemon that made itself a group leader takes its group with it.
             if stat.pgrp == pid.as_raw() {
@@ -258,10 +278,16 @@ pub fn children_of(parent: Pid) -> Vec<Pid> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
         for task in tasks.flatten() {
             if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(list.split_whitespace().filter_map(|p| p.parse().ok()).map(Pid::from_raw));
+                out.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse().ok())
+                        .map(Pid::from_raw),
+                );
             }
         }
-        if !out.is_empty() || std::path::Path::new(&format!("/proc/{parent}/task/{parent}/children")).exists() {
+        if !out.is_empty()
+            || std::path::Path::new(&format!("/proc/{parent}/task/{parent}/children")).exists()
+        {
             return out;
         }
     }

@@ -30,13 +30,23 @@ impl Waiters {
     /// reap can run between the two).
     pub fn wait_for(&self, pid: Pid) -> oneshot::Receiver<ExitReason> {
         let (tx, rx) = oneshot::channel();
-        self.inner.lock().expect("waiters lock").waiting.insert(pid, tx);
+        self.inner
+            .lock()
+            .expect("waiters lock")
+            .waiting
+            .insert(pid, tx);
         rx
     }
 
     /// Delivers a status to its waiter. Returns false if nobody waits for `pid`.
     fn deliver(&self, pid: Pid, reason: ExitReason) -> bool {
-        match self.inner.lock().expect("waiters lock").waiting.remove(&pid) {
+        match self
+            .inner
+            .lock()
+            .expect("waiters lock")
+            .waiting
+            .remove(&pid)
+        {
             Some(tx) => {
                 let _ = tx.send(reason);
                 true
@@ -50,19 +60,13 @@ impl Waiters {
 /// delivered; the rest (services and orphans) are returned.
 pub fn reap(waiters: &Waiters) -> Vec<(Pid, ExitReason)> {
     let mut out = Vec::new();
-    loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(status) => match ExitReason::from_wait(status) {
-                Some((pid, reason)) => {
-                    if !waiters.deliver(pid, reason.clone()) {
-                        out.push((pid, reason));
-                    }
-                }
-                // StillAlive: nothing more to reap right now.
-                None => break,
-            },
-            // ECHILD: no children at all.
-            Err(_) => break,
+    // Ends at StillAlive (nothing more to reap now) or ECHILD (no children at all).
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        let Some((pid, reason)) = ExitReason::from_wait(status) else {
+            break;
+        };
+        if !waiters.deliver(pid, reason.clone()) {
+            out.push((pid, reason));
         }
     }
     out

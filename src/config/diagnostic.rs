@@ -137,7 +137,9 @@ pub fn locate(text: &str, path: &[Seg]) -> Option<Span> {
     for seg in path {
         match seg {
             Seg::Key(key) => {
-                let (line, col) = find_key(&lines, start, parent_indent, key)?;
+                let Some((line, col)) = find_key(&lines, start, parent_indent, key) else {
+                    return found;
+                };
                 let span = Span {
                     line: line + 1,
                     column: col + 1,
@@ -234,7 +236,9 @@ fn find_item(lines: &[&str], start: usize, parent: isize, idx: usize) -> Option<
             continue;
         }
         let indent = indent_of(line);
-        if (indent as isize) < parent || ((indent as isize) == parent && !line[indent..].starts_with('-')) {
+        if (indent as isize) < parent
+            || ((indent as isize) == parent && !line[indent..].starts_with('-'))
+        {
             return None;
         }
         if line[indent..].starts_with('-') && *item_indent.get_or_insert(indent) == indent {
@@ -297,19 +301,41 @@ services:
 
     #[test]
     fn finds_nested_keys() {
-        let s = locate(DOC, &[key("services"), key("web"), key("health"), key("interval")]).unwrap();
+        let s = locate(
+            DOC,
+            &[key("services"), key("web"), key("health"), key("interval")],
+        )
+        .unwrap();
         assert_eq!((s.line, s.column), (7, 7));
     }
 
     #[test]
     fn finds_flow_sequence_items() {
-        let s = locate(DOC, &[key("services"), key("web"), key("depends_on"), Seg::Index(1)]).unwrap();
+        let s = locate(
+            DOC,
+            &[
+                key("services"),
+                key("web"),
+                key("depends_on"),
+                Seg::Index(1),
+            ],
+        )
+        .unwrap();
         assert_eq!((s.line, s.column, s.len), (5, 27, 5));
     }
 
     #[test]
     fn finds_block_sequence_items() {
-        let s = locate(DOC, &[key("services"), key("worker"), key("depends_on"), Seg::Index(1)]).unwrap();
+        let s = locate(
+            DOC,
+            &[
+                key("services"),
+                key("worker"),
+                key("depends_on"),
+                Seg::Index(1),
+            ],
+        )
+        .unwrap();
         assert_eq!((s.line, s.column, s.len), (11, 9, 5));
     }
 

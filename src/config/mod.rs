@@ -4,6 +4,10 @@
 //!
 //! Every error is a [`Diagnostic`] naming the file, line, column and key.
 
+// A stack is loaded once and an error ends the command: the size of the
+// error value on that path does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod diagnostic;
 mod interpolate;
 pub mod plan;
@@ -122,8 +126,13 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, 
 }
 
 /// Parses and validates a stack file's text; `file` is only used in errors.
-pub fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, Diagnostic> {
-    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(text, file, &e))?;
+pub fn parse(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Stack, Diagnostic> {
+    let mut value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| yaml_error(text, file, &e))?;
     if value.is_null() {
         return Err(Diagnostic::new(file, "the stack file is empty")
             .help("declare at least one service under `services:` (see docs/configuration.md)"));
@@ -132,9 +141,14 @@ pub fn parse(text: &str, file: &Path, env: &dyn Fn(&str) -> Option<String>) -> R
         let d = match err {
             interpolate::InterpolateError::Unset(name) => Diagnostic::new(
                 file,
-                format!("environment variable `{name}` is not set (used in `{}`)", display_path(&path)),
+                format!(
+                    "environment variable `{name}` is not set (used in `{}`)",
+                    display_path(&path)
+                ),
             )
-            .help(format!("set {name} in cogno's environment, or give a default: ${{{name}:-value}}")),
+            .help(format!(
+                "set {name} in cogno's environment, or give a default: ${{{name}:-value}}"
+            )),
             interpolate::InterpolateError::Malformed(msg) => {
                 Diagnostic::new(file, format!("{msg} in `{}`", display_path(&path)))
                     .help("write a literal `$` as `$$`")
@@ -166,9 +180,43 @@ fn yaml_error(text: &str, file: &Path, e: &serde_yaml::Error) -> Diagnostic {
         column: l.column(),
         len: 1,
     });
+    let duplicate = msg.split_once("duplicate entry with key ");
+    if let (Some((within, dup)), Some(first)) = (duplicate, span) {
+        let name = dup.trim_matches('"');
+        let again = second_occurrence(text, first, name);
+        let within = within.trim_end_matches([':', ' ']);
+        let within = if within.is_empty() {
+            "the document".to_owned()
+        } else {
+            format!("`{within}`")
+        };
+        return Diagnostic::new(file, format!("invalid YAML: duplicate key `{name}` in {within}"))
+            .help(format!(
+                "the first `{name}` is on line {}; keep one of them (YAML would silently keep only one)",
+                first.line
+            ))
+            .at(text, again.or(span));
+    }
     Diagnostic::new(file, format!("invalid YAML: {msg}"))
         .help("fix the YAML syntax at this position (indentation, quoting, a missing `:`)")
         .at(text, span)
+}
+
+/// Where `name:` appears again after `first`, at the same indentation.
+fn second_occurrence(text: &str, first: diagnostic::Span, name: &str) -> Option<diagnostic::Span> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = lines.get(first.line - 1)?.len() - lines.get(first.line - 1)?.trim_start().len();
+    let (n, line) = lines.iter().enumerate().skip(first.line).find(|(_, l)| {
+        let t = l.trim_start();
+        l.len() - t.len() == indent
+            && t.strip_prefix(name)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+    })?;
+    Some(diagnostic::Span {
+        line: n + 1,
+        column: line.len() - line.trim_start().len() + 1,
+        len: name.len(),
+    })
 }
 
 fn path_segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
@@ -194,7 +242,9 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn err(&self, path: &[Seg], message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(self.file, message).help(help).at_path(self.text, path)
+        Diagnostic::new(self.file, message)
+            .help(help)
+            .at_path(self.text, path)
     }
 
     fn svc_path(&self, name: &str, rest: &[&str]) -> Vec<Seg> {
@@ -217,8 +267,33 @@ impl Builder<'_> {
             services.push(self.service(name, rs, &names)?);
         }
         let shutdown_budget = raw.shutdown_budget.map_or(DEFAULT_SHUTDOWN_BUDGET, |d| d.0);
-        let explicit_stop: Vec<bool> = raw.services.values().map(|s| s.stop_timeout.is_some()).collect();
-        let plan = plan::Plan::build(&mut services).map_err(|e| self.plan_error(e))?;
+        let explicit_stop: Vec<bool> = raw
+            .services
+            .values()
+            .map(|s| s.stop_timeout.is_some())
+            .collect();
+        for svc in &services {
+            for dep in &svc.depends_on {
+                let target = &services[dep.on];
+                if dep.condition == Condition::Completed && !target.oneshot {
+                    return Err(self.err(
+                        &self.svc_path(&svc.name, &["depends_on", &target.name]),
+                        format!(
+                            "`{}` waits for `{}` to complete, but `{}` is not a oneshot: it is not meant to finish",
+                            svc.name, target.name, target.name
+                        ),
+                        format!("wait for it to be `healthy` (or `started`), or mark `{}` as oneshot: true", target.name),
+                    ));
+                }
+            }
+        }
+        let list_form: Vec<bool> = raw
+            .services
+            .values()
+            .map(|s| matches!(s.depends_on, Some(DependsOn::List(_))))
+            .collect();
+        let plan = plan::Plan::build(&mut services)
+            .map_err(|e| self.plan_error(e, &services, &list_form))?;
         self.check_budget(&services, &plan, &explicit_stop, shutdown_budget)?;
         let health_listen = match &raw.health_listen {
             None => None,
@@ -241,8 +316,17 @@ impl Builder<'_> {
         })
     }
 
-    fn service(&self, name: &str, rs: &RawService, names: &[String]) -> Result<Service, Diagnostic> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    fn service(
+        &self,
+        name: &str,
+        rs: &RawService,
+        names: &[String],
+    ) -> Result<Service, Diagnostic> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(self.err(
                 &self.svc_path(name, &[]),
                 format!("service name `{name}` may only contain letters, digits, `-` and `_`"),
@@ -267,9 +351,11 @@ impl Builder<'_> {
             }
         };
         let oneshot = rs.oneshot.is_some_and(|b| b.0);
-        let restart = rs
-            .restart
-            .unwrap_or(if oneshot { RestartPolicy::Never } else { RestartPolicy::OnFailure });
+        let restart = rs.restart.unwrap_or(if oneshot {
+            RestartPolicy::Never
+        } else {
+            RestartPolicy::OnFailure
+        });
         if oneshot && restart == RestartPolicy::Always {
             return Err(self.err(
                 &self.svc_path(name, &["restart"]),
@@ -278,33 +364,59 @@ impl Builder<'_> {
             ));
         }
         let depends_on = self.dependencies(name, rs, names)?;
-        let health = rs.health.as_ref().map(|h| self.health(name, h)).transpose()?;
+        let health = rs
+            .health
+            .as_ref()
+            .map(|h| self.health(name, h))
+            .transpose()?;
         let stop_signal = match &rs.stop_signal {
             None => Signal::SIGTERM,
-            Some(s) => parse_signal(s).ok_or_else(|| {
-                self.err(
-                    &self.svc_path(name, &["stop_signal"]),
-                    format!("`{s}` is not a signal name"),
-                    "use a name like SIGTERM, SIGINT, SIGQUIT or SIGHUP",
-                )
-            })?,
+            Some(s) => match parse_signal(s) {
+                Some(Signal::SIGKILL | Signal::SIGSTOP) => {
+                    return Err(self.err(
+                        &self.svc_path(name, &["stop_signal"]),
+                        format!("{s} cannot be a stop_signal: a service must get the chance to stop cleanly"),
+                        "use the signal the program shuts down on (SIGTERM, SIGINT, SIGQUIT…); \
+                         cogno sends SIGKILL itself once stop_timeout has passed",
+                    ))
+                }
+                Some(sig) => sig,
+                None => {
+                    return Err(self.err(
+                        &self.svc_path(name, &["stop_signal"]),
+                        format!("`{s}` is not a signal name"),
+                        "use a name like SIGTERM, SIGINT, SIGQUIT or SIGHUP",
+                    ))
+                }
+            },
         };
         let b = rs.backoff.as_ref();
         let backoff = Backoff {
-            initial: b.and_then(|b| b.initial).map_or(Duration::from_millis(100), |d| d.0),
-            max: b.and_then(|b| b.max).map_or(Duration::from_secs(30), |d| d.0),
+            initial: b
+                .and_then(|b| b.initial)
+                .map_or(Duration::from_millis(100), |d| d.0),
+            max: b
+                .and_then(|b| b.max)
+                .map_or(Duration::from_secs(30), |d| d.0),
             multiplier: b.and_then(|b| b.multiplier).map_or(2.0, |m| m.0),
-            reset_after: b.and_then(|b| b.reset_after).map_or(Duration::from_secs(60), |d| d.0),
+            reset_after: b
+                .and_then(|b| b.reset_after)
+                .map_or(Duration::from_secs(60), |d| d.0),
         };
         if !(backoff.multiplier >= 1.0 && backoff.multiplier.is_finite()) {
             return Err(self.err(
                 &self.svc_path(name, &["backoff", "multiplier"]),
-                format!("backoff multiplier {} must be at least 1", backoff.multiplier),
+                format!(
+                    "backoff multiplier {} must be at least 1",
+                    backoff.multiplier
+                ),
                 "use 1 for a constant delay, 2 to double it after each failure",
             ));
         }
         if let Some(user) = &rs.user {
-            if nix::unistd::geteuid().is_root() && nix::unistd::User::from_name(user).ok().flatten().is_none() {
+            if nix::unistd::geteuid().is_root()
+                && nix::unistd::User::from_name(user).ok().flatten().is_none()
+            {
                 return Err(self.err(
                     &self.svc_path(name, &["user"]),
                     format!("user `{user}` of service `{name}` does not exist on this system"),
@@ -319,7 +431,11 @@ impl Builder<'_> {
             priority: rs.priority.map_or(DEFAULT_PRIORITY, |p| p.0),
             working_dir: rs.working_dir.as_ref().map(PathBuf::from),
             user: rs.user.clone(),
-            env: rs.env.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            env: rs
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
             depends_on,
             health,
             restart,
@@ -332,7 +448,12 @@ impl Builder<'_> {
         })
     }
 
-    fn dependencies(&self, name: &str, rs: &RawService, names: &[String]) -> Result<Vec<Dependency>, Diagnostic> {
+    fn dependencies(
+        &self,
+        name: &str,
+        rs: &RawService,
+        names: &[String],
+    ) -> Result<Vec<Dependency>, Diagnostic> {
         let entries: Vec<(String, Option<Condition>, Vec<Seg>)> = match &rs.depends_on {
             None => Vec::new(),
             Some(DependsOn::List(list)) => list
@@ -355,7 +476,10 @@ impl Builder<'_> {
                 return Err(self.err(
                     &path,
                     format!("service `{name}` depends on `{dep}`, which is not defined"),
-                    format!("known services are: {}; fix the name or add the service", names.join(", ")),
+                    format!(
+                        "known services are: {}; fix the name or add the service",
+                        names.join(", ")
+                    ),
                 ));
             };
             if dep == name {
@@ -384,11 +508,15 @@ impl Builder<'_> {
 
     fn health(&self, name: &str, h: &RawHealth) -> Result<Health, Diagnostic> {
         let path = self.svc_path(name, &["health"]);
-        let given: Vec<&str> = [("http", h.http.is_some()), ("tcp", h.tcp.is_some()), ("exec", h.exec.is_some())]
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(k, _)| *k)
-            .collect();
+        let given: Vec<&str> = [
+            ("http", h.http.is_some()),
+            ("tcp", h.tcp.is_some()),
+            ("exec", h.exec.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect();
         let probe = match given.as_slice() {
             [] => {
                 return Err(self.err(
@@ -400,10 +528,17 @@ impl Builder<'_> {
             [_] => {
                 if let Some(url) = &h.http {
                     parse_http_probe(url).map_err(|why| {
-                        self.err(&self.svc_path(name, &["health", "http"]), why, "write it like http://127.0.0.1:3000/api/health")
+                        self.err(
+                            &self.svc_path(name, &["health", "http"]),
+                            why,
+                            "write it like http://127.0.0.1:3000/api/health",
+                        )
                     })?
                 } else if let Some(addr) = &h.tcp {
-                    if !addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                    if addr
+                        .rsplit_once(':')
+                        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                    {
                         return Err(self.err(
                             &self.svc_path(name, &["health", "tcp"]),
                             format!("`{addr}` is not HOST:PORT"),
@@ -426,7 +561,11 @@ impl Builder<'_> {
             many => {
                 return Err(self.err(
                     &self.svc_path(name, &["health", many[1]]),
-                    format!("the health check of `{name}` has {} probes ({})", many.len(), many.join(", ")),
+                    format!(
+                        "the health check of `{name}` has {} probes ({})",
+                        many.len(),
+                        many.join(", ")
+                    ),
                     "a service has one health check: keep one of http, tcp or exec",
                 ))
             }
@@ -452,12 +591,35 @@ impl Builder<'_> {
         })
     }
 
-    fn plan_error(&self, e: plan::PlanError) -> Diagnostic {
+    fn plan_error(
+        &self,
+        e: plan::PlanError,
+        services: &[Service],
+        list_form: &[bool],
+    ) -> Diagnostic {
         match e {
-            plan::PlanError::Cycle { cycle, at, explicit_on } => {
+            plan::PlanError::Cycle {
+                cycle,
+                at,
+                explicit_on,
+            } => {
                 let mut path = self.svc_path(&at, &[]);
                 if let Some(on) = explicit_on {
-                    path.extend([key("depends_on"), key(&on)]);
+                    let i = services
+                        .iter()
+                        .position(|s| s.name == at)
+                        .expect("cycle names a service");
+                    path.push(key("depends_on"));
+                    if list_form[i] {
+                        // Explicit dependencies keep the file's order, ahead of implicit ones.
+                        let k = services[i]
+                            .depends_on
+                            .iter()
+                            .position(|d| services[d.on].name == on);
+                        path.extend(k.map(Seg::Index));
+                    } else {
+                        path.push(key(&on));
+                    }
                 }
                 self.err(
                     &path,
@@ -510,8 +672,12 @@ impl Builder<'_> {
 
 fn parse_signal(s: &str) -> Option<Signal> {
     let upper = s.trim().to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    Signal::from_str(&name).ok().filter(|s| *s != Signal::SIGKILL && *s != Signal::SIGSTOP)
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&name).ok()
 }
 
 fn parse_http_probe(url: &str) -> Result<Probe, String> {
@@ -529,7 +695,10 @@ fn parse_http_probe(url: &str) -> Result<Probe, String> {
     if authority.is_empty() {
         return Err(format!("`{url}` has no host"));
     }
-    let authority = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let authority = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         authority.to_owned()
     } else {
         format!("{authority}:80")
@@ -546,9 +715,9 @@ pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".into()
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else if ms < 1000 {
         format!("{ms}ms")

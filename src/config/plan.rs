@@ -46,7 +46,11 @@ impl Plan {
                 if priority[j] < priority[i] && !svc.depends_on.iter().any(|d| d.on == j) {
                     svc.depends_on.push(Dependency {
                         on: j,
-                        condition: if oneshot[j] { Condition::Completed } else { Condition::Healthy },
+                        condition: if oneshot[j] {
+                            Condition::Completed
+                        } else {
+                            Condition::Healthy
+                        },
                         implicit: true,
                     });
                 }
@@ -126,7 +130,10 @@ fn levels(services: &[Service]) -> Result<Vec<usize>, PlanError> {
                         stack.push((dep.on, 0));
                     }
                     Mark::Active => {
-                        let from = stack.iter().position(|&(s, _)| s == dep.on).expect("active is on the stack");
+                        let from = stack
+                            .iter()
+                            .position(|&(s, _)| s == dep.on)
+                            .expect("active is on the stack");
                         let members: Vec<usize> = stack[from..].iter().map(|&(s, _)| s).collect();
                         return Err(cycle_error(services, &members));
                     }
@@ -153,7 +160,11 @@ fn cycle_error(services: &[Service], members: &[usize]) -> PlanError {
     let mut at = None;
     for (k, &i) in members.iter().enumerate() {
         let next = members[(k + 1) % members.len()];
-        let edge = services[i].depends_on.iter().find(|d| d.on == next).expect("edge on the cycle");
+        let edge = services[i]
+            .depends_on
+            .iter()
+            .find(|d| d.on == next)
+            .expect("edge on the cycle");
         cycle.push(if edge.implicit {
             format!(
                 "{} (priority {} waits for {})",
@@ -171,5 +182,9 @@ fn cycle_error(services: &[Service], members: &[usize]) -> PlanError {
         Some((a, on)) => (a, Some(on)),
         None => (services[members[0]].name.clone(), None),
     };
-    PlanError::Cycle { cycle, at, explicit_on }
+    PlanError::Cycle {
+        cycle,
+        at,
+        explicit_on,
+    }
 }

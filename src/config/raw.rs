@@ -98,7 +98,8 @@ impl<'de> Deserialize<'de> for DependsOn {
                 Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(DependsOn::List)
             }
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<DependsOn, A::Error> {
-                IndexMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(DependsOn::Map)
+                IndexMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(DependsOn::Map)
             }
         }
         d.deserialize_any(V)
@@ -236,7 +237,10 @@ where
         let v = serde_yaml::Value::deserialize(d)?;
         if let serde_yaml::Value::String(s) = &v {
             return s.trim().parse().map(Lenient).map_err(|_| {
-                de::Error::custom(format!("invalid value `{s}`: expected {}", std::any::type_name::<T>()))
+                de::Error::custom(format!(
+                    "invalid value `{s}`: expected {}",
+                    std::any::type_name::<T>()
+                ))
             });
         }
         T::deserialize(v)

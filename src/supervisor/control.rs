@@ -48,11 +48,19 @@ impl Supervisor {
             return refuse(reply, 409, "the stack is shutting down".into());
         }
         let Some(i) = self.stack.services.iter().position(|s| s.name == service) else {
-            let known: Vec<&str> = self.stack.services.iter().map(|s| s.name.as_str()).collect();
+            let known: Vec<&str> = self
+                .stack
+                .services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect();
             return refuse(
                 reply,
                 404,
-                format!("there is no service named `{service}`; known services: {}", known.join(", ")),
+                format!(
+                    "there is no service named `{service}`; known services: {}",
+                    known.join(", ")
+                ),
             );
         };
         let op = PendingOp {
@@ -79,8 +87,15 @@ impl Supervisor {
             Action::Stop | Action::Restart => {
                 let dependants = self.alive_dependants(i);
                 if !dependants.is_empty() && !with_dependents {
-                    let names: Vec<&str> = dependants.iter().map(|&d| self.stack.services[d].name.as_str()).collect();
-                    let after = if action == Action::Restart { " and start them again after" } else { "" };
+                    let names: Vec<&str> = dependants
+                        .iter()
+                        .map(|&d| self.stack.services[d].name.as_str())
+                        .collect();
+                    let after = if action == Action::Restart {
+                        " and start them again after"
+                    } else {
+                        ""
+                    };
                     let msg = format!(
                         "{service} is needed by {} (running): add --with-dependents to stop them first{after}",
                         names.join(", ")
@@ -180,8 +195,14 @@ impl Supervisor {
         let not_ready: Vec<String> = (0..self.svcs.len())
             .filter(|&i| !self.ready(i))
             .map(|i| {
-                let reason = self.reason(i).map(|r| format!(" ({r})")).unwrap_or_default();
-                format!("{} is {}{reason}", self.stack.services[i].name, self.svcs[i].state)
+                let reason = self
+                    .reason(i)
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                format!(
+                    "{} is {}{reason}",
+                    self.stack.services[i].name, self.svcs[i].state
+                )
             })
             .collect();
         if not_ready.is_empty() {
@@ -208,8 +229,12 @@ impl Supervisor {
                 "restarting in {}",
                 fmt_latency(until.saturating_duration_since(Instant::now()))
             )),
-            State::Failed | State::Fatal | State::Exited => rt.last_exit.as_ref().map(|r| r.to_string()),
-            State::Unhealthy | State::Starting => rt.health.last.as_ref().and_then(|h| h.error.clone()),
+            State::Failed | State::Fatal | State::Exited => {
+                rt.last_exit.as_ref().map(|r| r.to_string())
+            }
+            State::Unhealthy | State::Starting => {
+                rt.health.last.as_ref().and_then(|h| h.error.clone())
+            }
             _ => None,
         }
     }

@@ -12,9 +12,9 @@ mod stopping;
 pub use state::State;
 
 use crate::config::{fmt_duration, Condition, RestartPolicy, Stack};
+use crate::control::Request;
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
-use crate::control::Request;
 use crate::process::{self, ExitReason, Launch, RunAs};
 use crate::reaper::{self, Waiters};
 use futures_util::StreamExt;
@@ -40,9 +40,20 @@ pub const SIGNALS: [i32; 5] = [SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP];
 
 #[derive(Debug)]
 enum Event {
-    Timer { svc: usize, epoch: u64, kind: Timer },
-    Probe { svc: usize, instance: u64, result: ProbeResult },
-    OutputClosed { svc: usize, instance: u64 },
+    Timer {
+        svc: usize,
+        epoch: u64,
+        kind: Timer,
+    },
+    Probe {
+        svc: usize,
+        instance: u64,
+        result: ProbeResult,
+    },
+    OutputClosed {
+        svc: usize,
+        instance: u64,
+    },
     ShutdownDeadline,
     FinalKill,
     Control(Request),
@@ -97,7 +108,12 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// `base_env` is cogno's own environment, which every service inherits.
-    pub fn new(stack: Stack, base_env: Vec<(String, String)>, sink: Sink, pid1: bool) -> Supervisor {
+    pub fn new(
+        stack: Stack,
+        base_env: Vec<(String, String)>,
+        sink: Sink,
+        pid1: bool,
+    ) -> Supervisor {
         let root = nix::unistd::geteuid().is_root();
         let svcs = stack
             .services
@@ -200,7 +216,14 @@ impl Supervisor {
 
     fn schedule_timer(&self, i: usize, after: Duration, kind: Timer) {
         let epoch = self.svcs[i].epoch;
-        self.schedule(after, Event::Timer { svc: i, epoch, kind });
+        self.schedule(
+            after,
+            Event::Timer {
+                svc: i,
+                epoch,
+                kind,
+            },
+        );
     }
 
     // ---------------------------------------------------------------- events
@@ -230,7 +253,11 @@ impl Supervisor {
                     self.on_timer(svc, kind);
                 }
             }
-            Event::Probe { svc, instance, result } => {
+            Event::Probe {
+                svc,
+                instance,
+                result,
+            } => {
                 if self.svcs[svc].instance == instance && self.svcs[svc].pid.is_some() {
                     self.on_probe(svc, result);
                 }
@@ -305,8 +332,16 @@ impl Supervisor {
                         "{}: moving on after {}: leftover processes {} still exist{}",
                         self.name(i),
                         fmt_duration(CLEANUP_LIMIT),
-                        if left.is_empty() { "none".into() } else { left.join(", ") },
-                        if c.open_pipes > 0 { ", and something still holds its output pipe open" } else { "" }
+                        if left.is_empty() {
+                            "none".into()
+                        } else {
+                            left.join(", ")
+                        },
+                        if c.open_pipes > 0 {
+                            ", and something still holds its output pipe open"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 self.finish_cleanup(i);
@@ -318,7 +353,10 @@ impl Supervisor {
     fn on_probe(&mut self, i: usize, result: ProbeResult) {
         let svc = &self.stack.services[i];
         let retries = svc.health.as_ref().map_or(1, |h| h.retries);
-        let start_period = svc.health.as_ref().map_or(Duration::ZERO, |h| h.start_period);
+        let start_period = svc
+            .health
+            .as_ref()
+            .map_or(Duration::ZERO, |h| h.start_period);
         let rt = &mut self.svcs[i];
         let ok = result.ok;
         let error = result.error.clone().unwrap_or_default();
@@ -327,6 +365,7 @@ impl Supervisor {
             rt.health.consecutive_failures = 0;
             match rt.state {
                 State::Starting => self.become_healthy(i),
+                State::Unhealthy if rt.healthy_at.is_none() => self.become_healthy(i),
                 State::Unhealthy => {
                     info!("{}: healthy again", svc.name);
                     rt.set(State::Running);
@@ -335,12 +374,15 @@ impl Supervisor {
             }
             return;
         }
-        let in_start_period = rt.healthy_at.is_none() && rt.spawned_at.is_some_and(|t| t.elapsed() < start_period);
+        let in_start_period =
+            rt.healthy_at.is_none() && rt.spawned_at.is_some_and(|t| t.elapsed() < start_period);
         if in_start_period {
             return;
         }
         rt.health.consecutive_failures += 1;
-        if rt.health.consecutive_failures >= retries && matches!(rt.state, State::Starting | State::Running) {
+        if rt.health.consecutive_failures >= retries
+            && matches!(rt.state, State::Starting | State::Running)
+        {
             warn!(
                 "{}: unhealthy after {} failed checks: {error}",
                 svc.name, rt.health.consecutive_failures
@@ -384,7 +426,10 @@ impl Supervisor {
             let name = self.name(dep.on);
             let satisfied = match dep.condition {
                 Condition::Started => {
-                    matches!(ds, State::Starting | State::Running | State::Unhealthy | State::Completed)
+                    matches!(
+                        ds,
+                        State::Starting | State::Running | State::Unhealthy | State::Completed
+                    )
                 }
                 Condition::Healthy => *ds == State::Running,
                 Condition::Completed => *ds == State::Completed,
@@ -394,12 +439,17 @@ impl Supervisor {
             }
             if ds.terminal() {
                 let detail = match (&self.svcs[dep.on].last_exit, ds) {
-                    (Some(reason), State::Failed | State::Fatal | State::Exited) => format!(" ({reason})"),
+                    (Some(reason), State::Failed | State::Fatal | State::Exited) => {
+                        format!(" ({reason})")
+                    }
                     _ => String::new(),
                 };
                 return Gate::Blocked(format!("{name} is {ds}{detail}"));
             }
-            waiting.push(format!("{name} ({})", crate::cli::condition_name(dep.condition)));
+            waiting.push(format!(
+                "{name} ({})",
+                crate::cli::condition_name(dep.condition)
+            ));
         }
         if waiting.is_empty() {
             Gate::Open
@@ -441,7 +491,10 @@ impl Supervisor {
         rt.set(State::Starting);
         rt.open_pipes = 2;
         info!("{}: started, pid {}", svc.name, spawned.pid);
-        for (fd, stream) in [(spawned.stdout, Stream::Stdout), (spawned.stderr, Stream::Stderr)] {
+        for (fd, stream) in [
+            (spawned.stdout, Stream::Stdout),
+            (spawned.stderr, Stream::Stderr),
+        ] {
             let prefix = self.sink.style().prefix(&svc.name, i, stream);
             let ring = rt.ring.clone();
             let sink = self.sink.clone();
@@ -470,7 +523,11 @@ impl Supervisor {
                     waiters: self.waiters.clone(),
                 };
                 let task = tokio::spawn(health::run(h.clone(), ctx, move |result| {
-                    let _ = tx.send(Event::Probe { svc: i, instance, result });
+                    let _ = tx.send(Event::Probe {
+                        svc: i,
+                        instance,
+                        result,
+                    });
                 }));
                 rt.probe = Some(task.abort_handle());
             }
@@ -491,7 +548,11 @@ impl Supervisor {
             .as_ref()
             .map(|r| format!(" (check took {})", fmt_latency(r.latency)))
             .unwrap_or_default();
-        info!("{}: healthy after {}{latency}", self.name(i), fmt_latency(took));
+        info!(
+            "{}: healthy after {}{latency}",
+            self.name(i),
+            fmt_latency(took)
+        );
         self.finish_ops(i, true, "healthy");
     }
 
@@ -506,14 +567,22 @@ impl Supervisor {
         }
         let strays = process::kill_strays(pid, &self.stack.services[i].name, &known);
         if !strays.is_empty() {
-            debug!("{}: killed {} leftover processes", self.stack.services[i].name, strays.len());
+            debug!(
+                "{}: killed {} leftover processes",
+                self.stack.services[i].name,
+                strays.len()
+            );
         }
         rt.cleanup = Some(Cleanup {
             reason,
             strays,
             open_pipes: rt.open_pipes,
         });
-        let next = if rt.state == State::Stopping { State::Stopping } else { State::Exiting };
+        let next = if rt.state == State::Stopping {
+            State::Stopping
+        } else {
+            State::Exiting
+        };
         rt.set(next);
         self.schedule_timer(i, CLEANUP_LIMIT, Timer::CleanupLimit);
         self.try_finish_cleanup(i);
@@ -542,7 +611,11 @@ impl Supervisor {
         let ran = rt.spawned_at.map(|t| t.elapsed()).unwrap_or_default();
         rt.last_exit = Some(reason.clone());
         if self.phase != Phase::Running || rt.stop_requested || rt.want_down {
-            info!("{}: stopped ({reason}) after {}", svc.name, fmt_latency(ran));
+            info!(
+                "{}: stopped ({reason}) after {}",
+                svc.name,
+                fmt_latency(ran)
+            );
             self.on_stopped(i);
             return;
         }
@@ -595,13 +668,24 @@ impl Supervisor {
         }
         // It had been healthy: a crash (or a clean exit) in steady state.
         if !policy_restarts {
-            let state = if reason.success() { State::Exited } else { State::Failed };
-            warn!("{name}: {reason} after {}; restart: {:?} says not to restart it", fmt_latency(ran), svc.restart);
+            let state = if reason.success() {
+                State::Exited
+            } else {
+                State::Failed
+            };
+            warn!(
+                "{name}: {reason} after {}; restart: {:?} says not to restart it",
+                fmt_latency(ran),
+                svc.restart
+            );
             rt.set(state);
             self.on_given_up(i);
             return;
         }
-        if rt.healthy_at.is_some_and(|t| t.elapsed() >= svc.backoff.reset_after) {
+        if rt
+            .healthy_at
+            .is_some_and(|t| t.elapsed() >= svc.backoff.reset_after)
+        {
             rt.crash_streak = 0;
         }
         rt.crash_streak += 1;
@@ -612,7 +696,11 @@ impl Supervisor {
         warn!(
             "{name}: {reason} after running {}; restarting {}",
             fmt_latency(ran),
-            if delay.is_zero() { "now".to_owned() } else { format!("in {}", fmt_duration(delay)) }
+            if delay.is_zero() {
+                "now".to_owned()
+            } else {
+                format!("in {}", fmt_duration(delay))
+            }
         );
         self.back_off(i, delay);
     }
@@ -631,20 +719,31 @@ impl Supervisor {
         let why = format!(
             "{}{}",
             self.svcs[i].state,
-            self.svcs[i].last_exit.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            self.svcs[i]
+                .last_exit
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         );
         self.finish_ops(i, false, &why);
         let svc = &self.stack.services[i];
         let failed = matches!(self.svcs[i].state, State::Failed | State::Fatal);
         if svc.critical && (failed || self.svcs[i].state == State::Exited) {
-            error!("{}: critical service is {}: stopping the stack", svc.name, self.svcs[i].state);
+            error!(
+                "{}: critical service is {}: stopping the stack",
+                svc.name, self.svcs[i].state
+            );
             self.failed = true;
             self.begin_shutdown();
         }
     }
 
     fn last_output(&self, i: usize) -> String {
-        let lines = self.svcs[i].ring.lock().expect("ring lock").tail(REPORT_LINES);
+        let lines = self.svcs[i]
+            .ring
+            .lock()
+            .expect("ring lock")
+            .tail(REPORT_LINES);
         if lines.is_empty() {
             return String::from("; it wrote no output");
         }
@@ -662,7 +761,10 @@ impl Supervisor {
     /// With nothing running and nothing that will start again, cogno's work is done.
     fn check_settled(&mut self) {
         if self.svcs.iter().all(|s| s.state.terminal() && !s.alive()) {
-            let ok = self.svcs.iter().all(|s| matches!(s.state, State::Completed | State::Exited));
+            let ok = self
+                .svcs
+                .iter()
+                .all(|s| matches!(s.state, State::Completed | State::Exited));
             info!("nothing left to run: every service has ended");
             if !ok {
                 self.failed = true;

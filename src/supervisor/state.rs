@@ -66,7 +66,12 @@ impl State {
     pub fn terminal(&self) -> bool {
         matches!(
             self,
-            State::Completed | State::Exited | State::Failed | State::Fatal | State::Blocked(_) | State::Stopped
+            State::Completed
+                | State::Exited
+                | State::Failed
+                | State::Fatal
+                | State::Blocked(_)
+                | State::Stopped
         )
     }
 }

@@ -38,7 +38,9 @@ impl Supervisor {
     /// dependants are all down; during a shutdown, finishes once nothing is left.
     pub(super) fn advance_stops(&mut self) {
         let deadline = match self.phase {
-            Phase::Stopping => self.shutdown_started.map(|t| t + self.stack.shutdown_budget),
+            Phase::Stopping => self
+                .shutdown_started
+                .map(|t| t + self.stack.shutdown_budget),
             _ => None,
         };
         for i in 0..self.svcs.len() {
@@ -54,14 +56,19 @@ impl Supervisor {
                 // Its main process already ended; the stop completes with its cleanup.
                 continue;
             };
-            if self.stack.plan.dependants[i].iter().any(|&d| self.svcs[d].alive()) {
+            if self.stack.plan.dependants[i]
+                .iter()
+                .any(|&d| self.svcs[d].alive())
+            {
                 continue;
             }
             let svc = &self.stack.services[i];
             debug!("{}: sending {}", svc.name, svc.stop_signal.as_str());
             process::signal_group(pid, svc.stop_signal);
             let grace = match deadline {
-                Some(d) => svc.stop_timeout.min(d.saturating_duration_since(Instant::now())),
+                Some(d) => svc
+                    .stop_timeout
+                    .min(d.saturating_duration_since(Instant::now())),
                 None => svc.stop_timeout,
             };
             let rt = &mut self.svcs[i];
@@ -70,7 +77,10 @@ impl Supervisor {
             self.schedule_timer(i, grace, Timer::StopKill);
         }
         if self.phase == Phase::Stopping && self.svcs.iter().all(|s| !s.alive()) {
-            let took = self.shutdown_started.map(|t| t.elapsed()).unwrap_or_default();
+            let took = self
+                .shutdown_started
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
             info!("all services are down ({})", fmt_latency(took));
             self.phase = Phase::Sweeping;
             self.kill_leftovers(Signal::SIGTERM);
@@ -90,7 +100,10 @@ impl Supervisor {
             rt.crash_streak = 0;
             rt.set(State::Waiting("restarting on request".into()));
         } else {
-            if !matches!(rt.state, State::Completed | State::Failed | State::Fatal | State::Exited) {
+            if !matches!(
+                rt.state,
+                State::Completed | State::Failed | State::Fatal | State::Exited
+            ) {
                 rt.set(State::Stopped);
             }
             self.finish_stop_ops(i);
@@ -158,7 +171,10 @@ impl Supervisor {
                 warn!("{} processes could not be killed: {:?}", left.len(), left);
                 self.failed = true;
             }
-            let took = self.shutdown_started.map(|t| t.elapsed()).unwrap_or_default();
+            let took = self
+                .shutdown_started
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
             let code = i32::from(self.failed);
             info!("stopped in {} (exit status {code})", fmt_latency(took));
             self.exit_code = Some(code);

@@ -542,7 +542,7 @@ pub fn kill_marked(marker: &str) {
             .filter(|&p| p != me)
             .filter(|&p| proc_stat(p).is_some_and(|s| s.state != 'Z'))
             .filter(|&p| {
-                environ(p).iter().any(|e| *e == env_entry)
+                environ(p).contains(&env_entry)
                     || cmdline(p).iter().any(|a| has_marker(a, marker))
             })
             .collect();
