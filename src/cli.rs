@@ -1,7 +1,9 @@
 //! The command line: argument parsing, finding the stack file and the data
 //! directory, and the `up` and `check` commands.
 
+use crate::bundled;
 use crate::config::{self, fmt_duration, Condition, Stack};
+use crate::secrets;
 use crate::control;
 use crate::logs::{OwnWriter, Sink, Style};
 use crate::signals;
@@ -31,6 +33,8 @@ pub enum Command {
     Up(StackArgs),
     /// Validate the stack file and print the start plan; starts nothing
     Check(ConfigArg),
+    /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
+    Env(StackArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
     Status {
         #[command(flatten)]
@@ -96,16 +100,24 @@ fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The stack `cogno up` runs when no stack file is given or found.
+const QUICKSTART: &str = include_str!("../config/quickstart.yaml");
+const QUICKSTART_NAME: &str = "<built-in quick-start stack>";
+
 impl ConfigArg {
-    fn path(&self) -> PathBuf {
-        self.config
-            .clone()
-            .or_else(|| env_lookup("COGNO_CONFIG").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("cogno.yaml"))
+    /// The stack file named by --config or $COGNO_CONFIG, else ./cogno.yaml
+    /// if it exists; None means the built-in quick-start stack.
+    fn path(&self) -> Option<PathBuf> {
+        let named = self.config.clone().or_else(|| env_lookup("COGNO_CONFIG").map(PathBuf::from));
+        named.or_else(|| Some(PathBuf::from("cogno.yaml")).filter(|p| p.exists()))
     }
 
     fn load(&self) -> Result<Stack, i32> {
-        config::load(&self.path(), &env_lookup).map_err(|d| {
+        let loaded = match self.path() {
+            Some(path) => config::load(&path, &env_lookup),
+            None => config::parse(QUICKSTART, Path::new(QUICKSTART_NAME), &env_lookup),
+        };
+        loaded.map_err(|d| {
             eprint!("{d}");
             EXIT_CONFIG
         })
@@ -122,7 +134,7 @@ pub fn socket_path(args: &StackArgs) -> PathBuf {
         .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
     let data = match explicit {
         Some(d) => d,
-        None => match config::load(&args.config.path(), &env_lookup) {
+        None => match args.config.load() {
             Ok(stack) => data_dir(args, &stack),
             Err(_) => PathBuf::from(if is_pid1() { "/data" } else { "./data" }),
         },
@@ -137,6 +149,13 @@ fn is_pid1() -> bool {
 /// `--data`, else `$COGNO_DATA_DIR`, else the file's `data_dir` (relative to
 /// the file), else ./data natively and /data as PID 1.
 pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
+    let dir = data_dir_as_given(args, stack);
+    // Absolute: bundled servers change directory (postgres into its cluster),
+    // and paths handed to them must still point at the same place.
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {
     if let Some(d) = args
         .data
         .clone()
@@ -145,7 +164,7 @@ pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
         return d;
     }
     if let Some(d) = &stack.data_dir {
-        let base = stack.file.parent().unwrap_or(Path::new("."));
+        let base = stack.file.parent().filter(|p| p.exists()).unwrap_or(Path::new("."));
         return base.join(d);
     }
     PathBuf::from(if is_pid1() { "/data" } else { "./data" })
@@ -154,11 +173,17 @@ pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
 pub fn up(args: StackArgs) -> i32 {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
-    let stack = match args.config.load() {
+    let started = std::time::Instant::now();
+    let mut stack = match args.config.load() {
         Ok(s) => s,
         Err(code) => return code,
     };
     let data = data_dir(&args, &stack);
+    // Everything that can be checked is checked before anything is written.
+    if let Err(e) = bundled::preflight(&stack, &data) {
+        eprintln!("error: {e}");
+        return EXIT_CONFIG;
+    }
     if let Err(e) = std::fs::create_dir_all(&data) {
         eprintln!(
             "error: cannot create the data directory {}: {e}\n  = help: pass --data DIR with a writable directory",
@@ -215,9 +240,27 @@ pub fn up(args: StackArgs) -> i32 {
             stack.file.display(),
             data.display()
         );
+        let mut progress = bundled::Progress::new(started);
+        let derived = match first_run(&mut stack, &data, &mut progress) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{e}");
+                return EXIT_CONFIG;
+            }
+        };
         let base_env: Vec<(String, String)> = std::env::vars().collect();
         let health_listen = stack.health_listen;
-        let supervisor = Supervisor::new(stack, base_env, sink.clone(), pid1);
+        let banner = ready_banner(&stack, &data);
+        let mut supervisor = Supervisor::new(stack, base_env, derived, sink.clone(), pid1);
+        let marker_data = data.clone();
+        supervisor.on_first_ready(move || {
+            for line in banner {
+                tracing::info!("{line}");
+            }
+            if let Err(e) = bundled::mark_initialized(&marker_data) {
+                tracing::warn!("cannot record the first complete start in {}: {e}", marker_data.display());
+            }
+        });
         if let Err(e) = control::server::start(
             listener,
             health_listen,
@@ -247,6 +290,99 @@ fn init_tracing(sink: &Sink, color: bool) {
         .with_target(false)
         .with_ansi(color)
         .init();
+}
+
+/// Secrets and bundled-service files, before anything starts. Returns what
+/// each service gets in its environment from cogno.
+fn first_run(stack: &mut Stack, data: &Path, progress: &mut bundled::Progress) -> Result<Vec<Vec<(String, String)>>, String> {
+    let specs = bundled::secret_specs(stack);
+    if specs.is_empty() {
+        return Ok(vec![Vec::new(); stack.services.len()]);
+    }
+    let secrets = secrets::load_or_create(data, &specs, &env_lookup).map_err(|e| e.0)?;
+    let kept = specs.len() - secrets.generated.len() - secrets.from_env.len();
+    progress.step(format!(
+        "secrets: {} generated, {kept} kept, {} from the environment ({})",
+        secrets.generated.len(),
+        secrets.from_env.len(),
+        secrets.file.display()
+    ));
+    let versions = bundled::prepare(stack, data, &secrets, progress)?;
+    if let Err(e) = bundled::record_creation(data, &versions) {
+        tracing::warn!("cannot record what created {}: {e}", data.display());
+    }
+    let derived = bundled::derived_env(stack, &secrets);
+    Ok(stack
+        .services
+        .iter()
+        .map(|s| {
+            let mut env = derived.clone();
+            // The probe of the bundled PostgreSQL provisions the app's role as the superuser.
+            if s.bundled.as_ref().is_some_and(|b| b.kind == config::Kind::Postgres) {
+                if let Some(v) = secrets.get(bundled::POSTGRES_ADMIN_PASSWORD) {
+                    env.push((bundled::POSTGRES_ADMIN_PASSWORD.to_owned(), v.to_owned()));
+                }
+            }
+            env
+        })
+        .collect())
+}
+
+/// What a new user needs once everything is healthy: where things are, never secret values.
+fn ready_banner(stack: &Stack, data: &Path) -> Vec<String> {
+    let mut lines = vec!["ready. What runs here:".to_owned()];
+    for svc in &stack.services {
+        let what = match &svc.bundled {
+            Some(b) => match b.kind {
+                config::Kind::Postgres => format!("postgresql://127.0.0.1:{} (database {})", b.port, bundled::APP_DB),
+                config::Kind::Redis => format!("redis://127.0.0.1:{}", b.port),
+                config::Kind::Temporal => format!("temporal at 127.0.0.1:{} (namespace {})", b.port, b.namespace),
+            },
+            None => match &svc.health {
+                Some(h) => match &h.probe {
+                    config::Probe::Http { url, .. } => url.clone(),
+                    config::Probe::Tcp(a) => a.clone(),
+                    _ => "running".into(),
+                },
+                None => "running".into(),
+            },
+        };
+        lines.push(format!("  {:<10} {what}", svc.name));
+    }
+    if !bundled::secret_specs(stack).is_empty() {
+        lines.push(format!(
+            "  secrets in {} (`cogno env` prints the connection settings)",
+            data.join("secrets").join(".env").display()
+        ));
+    }
+    lines.push("  `cogno status` shows every service, `cogno logs -f` follows their output".into());
+    lines
+}
+
+/// `cogno env`: the environment app services get, for an app run outside cogno.
+pub fn env(args: StackArgs) -> i32 {
+    let stack = match args.config.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let data = data_dir(&args, &stack);
+    let specs = bundled::secret_specs(&stack);
+    let secrets = match secrets::load_or_create(&data, &specs, &env_lookup) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    println!("# The environment cogno gives app services (stack {}).", stack.file.display());
+    println!("# It contains secrets: keep it out of logs and version control.");
+    let mut vars = bundled::derived_env(&stack, &secrets);
+    vars.extend(stack.env.iter().cloned());
+    for (k, v) in vars.iter().filter(|(k, _)| !k.is_empty()) {
+        // Single quotes: nothing in the value is expanded when the file is sourced.
+        println!("{k}='{}'", v.replace('\'', "'\\''"));
+    }
+    0
 }
 
 pub fn check(args: ConfigArg) -> i32 {

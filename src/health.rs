@@ -5,6 +5,7 @@
 //! dependant starts within that of its dependency becoming ready; after it,
 //! every `interval`.
 
+use crate::bundled;
 use crate::config::{Health, Probe};
 use crate::process::{self, Launch, RunAs};
 use crate::reaper::Waiters;
@@ -29,6 +30,13 @@ pub struct ExecContext {
     pub working_dir: Option<std::path::PathBuf>,
     pub run_as: Option<RunAs>,
     pub waiters: Waiters,
+}
+
+impl ExecContext {
+    /// A variable of the service's environment (credentials of bundled probes).
+    fn var(&self, name: &str) -> &str {
+        self.env.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+    }
 }
 
 /// Runs `health`'s probe forever, calling `report` with each result. The
@@ -77,6 +85,18 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             path,
         } => http_get(url, authority, path).await,
         Probe::Exec(argv) => run_exec(argv, exec).await,
+        Probe::Postgres { port, databases } => {
+            bundled::postgres::probe(
+                *port,
+                bundled::APP_DB,
+                exec.var("POSTGRES_PASSWORD"),
+                exec.var(bundled::POSTGRES_ADMIN_PASSWORD),
+                databases,
+            )
+            .await
+        }
+        Probe::Redis { port } => bundled::redis::probe(*port, exec.var("REDIS_PASSWORD")).await,
+        Probe::Temporal { port } => bundled::temporal::probe(*port).await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! infrastructure and app processes — from one command, as PID 1 of a
 //! container or natively for development.
 
+mod bundled;
 mod cli;
 mod config;
 mod control;
@@ -9,6 +10,7 @@ mod health;
 mod logs;
 mod process;
 mod reaper;
+mod secrets;
 mod signals;
 mod supervisor;
 
@@ -19,6 +21,7 @@ fn main() {
     let code = match cli.command {
         cli::Command::Up(args) => cli::up(args),
         cli::Command::Check(args) => cli::check(args),
+        cli::Command::Env(args) => cli::env(args),
         cli::Command::Status { target, json } => {
             control::client::status(&cli::socket_path(&target), json)
         }

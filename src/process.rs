@@ -64,9 +64,11 @@ pub struct Launch<'a> {
     pub capture: bool,
 }
 
-/// The environment a service's processes get: cogno's own, then the stack's
-/// `env`, then the service's `env` (later wins), plus the service marker.
+/// The environment a service's processes get: what cogno derives for the
+/// bundled services, then cogno's own, then the stack's `env`, then the
+/// service's `env` (later wins), plus the service marker.
 pub fn service_env(
+    derived: &[(String, String)],
     base: &[(String, String)],
     stack_env: &[(String, String)],
     svc: &Service,
@@ -78,7 +80,7 @@ pub fn service_env(
         Some(e) => e.1 = v.to_owned(),
         None => env.push((k.to_owned(), v.to_owned())),
     };
-    for (k, v) in base.iter().chain(stack_env).chain(&svc.env) {
+    for (k, v) in derived.iter().chain(base).chain(stack_env).chain(&svc.env) {
         set(k, v);
     }
     if let Some(u) = run_as {

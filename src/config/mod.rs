@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use raw::{Condition, RestartPolicy};
+pub use raw::{Condition, Kind, RestartPolicy};
 
 /// A validated stack, ready to run.
 #[derive(Debug, Clone)]
@@ -32,14 +32,40 @@ pub struct Stack {
     /// Also serve the health document over TCP here (off by default).
     pub health_listen: Option<std::net::SocketAddr>,
     pub env: Vec<(String, String)>,
+    /// Declared `secrets:`; None means the defaults of the bundled services.
+    pub secrets: Option<Vec<crate::secrets::SecretSpec>>,
     pub services: Vec<Service>,
     pub plan: Plan,
+}
+
+impl Stack {
+    pub fn bundled(&self, kind: Kind) -> Option<(&Service, &Bundled)> {
+        self.services
+            .iter()
+            .find_map(|s| s.bundled.as_ref().filter(|b| b.kind == kind).map(|b| (s, b)))
+    }
+}
+
+/// A service whose program, files and health check cogno knows (`kind:`).
+#[derive(Debug, Clone)]
+pub struct Bundled {
+    pub kind: Kind,
+    pub port: u16,
+    /// The program (redis-server, temporal) or, for postgres, its bin directory.
+    pub bin: Option<PathBuf>,
+    pub settings: Vec<(String, String)>,
+    /// Postgres: databases created for the app besides `cognobserve`.
+    pub databases: Vec<String>,
+    /// Temporal: the namespace the dev server creates.
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
+    /// Empty for a bundled service until its files are prepared.
     pub command: Vec<String>,
+    pub bundled: Option<Bundled>,
     pub oneshot: bool,
     pub priority: i64,
     pub working_dir: Option<PathBuf>,
@@ -87,6 +113,12 @@ pub enum Probe {
     Tcp(String),
     /// The command exits 0.
     Exec(Vec<String>),
+    /// Logs in to PostgreSQL as the app (provisioning the role and databases first if needed).
+    Postgres { port: u16, databases: Vec<String> },
+    /// AUTH + PING.
+    Redis { port: u16 },
+    /// The frontend answers a gRPC health check.
+    Temporal { port: u16 },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -305,9 +337,31 @@ impl Builder<'_> {
                 )
             })?),
         };
+        if let Some(m) = &raw.secrets {
+            if let Some((name, _)) = m.iter().find(|(_, s)| !(8..=1024).contains(&s.bytes.0)) {
+                return Err(self.err(
+                    &[key("secrets"), key(name), key("bytes")],
+                    format!("secret `{name}` must have between 8 and 1024 random bytes"),
+                    "16 bytes (128 bits) is plenty for a password, 32 for a signing key",
+                ));
+            }
+        }
+        let secrets = raw.secrets.as_ref().map(|m| {
+            m.iter()
+                .map(|(name, sp)| crate::secrets::SecretSpec {
+                    name: name.clone(),
+                    bytes: sp.bytes.0,
+                    encoding: match sp.encoding {
+                        Some(raw::SecretEncoding::Base64) => crate::secrets::Encoding::Base64,
+                        _ => crate::secrets::Encoding::Hex,
+                    },
+                })
+                .collect()
+        });
         Ok(Stack {
             file: self.file.to_path_buf(),
             data_dir: raw.data_dir.map(PathBuf::from),
+            secrets,
             shutdown_budget,
             health_listen,
             env: raw.env.into_iter().map(|(k, v)| (k, v.0)).collect(),
@@ -333,7 +387,17 @@ impl Builder<'_> {
                 "rename the service: its name is used in log prefixes and on the command line",
             ));
         }
+        let bundled = self.bundled(name, rs)?;
         let command = match &rs.command {
+            Some(_) if bundled.is_some() => {
+                return Err(self.err(
+                    &self.svc_path(name, &["command"]),
+                    format!("`{name}` is a bundled service (kind): cogno builds its command"),
+                    "remove `command`; to change the program use `bin` (bin_dir for postgres), \
+                     to change its settings use `settings`",
+                ))
+            }
+            None if bundled.is_some() => Vec::new(),
             Some(Argv(argv)) if !argv.is_empty() => argv.clone(),
             Some(_) => {
                 return Err(self.err(
@@ -364,12 +428,14 @@ impl Builder<'_> {
             ));
         }
         let depends_on = self.dependencies(name, rs, names)?;
-        let health = rs
-            .health
-            .as_ref()
-            .map(|h| self.health(name, h))
-            .transpose()?;
+        let health = match (&rs.health, &bundled) {
+            (Some(h), _) => Some(self.health(name, h)?),
+            (None, Some(b)) => Some(bundled_health(b)),
+            (None, None) => None,
+        };
         let stop_signal = match &rs.stop_signal {
+            // Postgres: SIGINT is its "fast" shutdown — a clean checkpoint, no recovery next start.
+            None if bundled.as_ref().is_some_and(|b| b.kind == Kind::Postgres) => Signal::SIGINT,
             None => Signal::SIGTERM,
             Some(s) => match parse_signal(s) {
                 Some(Signal::SIGKILL | Signal::SIGSTOP) => {
@@ -413,24 +479,45 @@ impl Builder<'_> {
                 "use 1 for a constant delay, 2 to double it after each failure",
             ));
         }
-        if let Some(user) = &rs.user {
-            if nix::unistd::geteuid().is_root()
-                && nix::unistd::User::from_name(user).ok().flatten().is_none()
-            {
+        // Bundled servers run as their own users when cogno is root (initdb refuses root).
+        let default_user = match bundled.as_ref().map(|b| b.kind) {
+            Some(Kind::Postgres) => Some("postgres"),
+            Some(Kind::Redis) => Some("redis"),
+            _ => None,
+        };
+        let user = rs.user.clone().or(default_user.map(str::to_owned));
+        let root = nix::unistd::geteuid().is_root();
+        if let Some(user) = user.as_ref().filter(|_| root) {
+            if nix::unistd::User::from_name(user).ok().flatten().is_none() {
+                let help = match (rs.user.is_none(), default_user) {
+                    (true, Some("postgres")) => "install Debian's postgresql package (it creates the postgres user) \
+                                                 or set `user:` to an existing user"
+                        .to_owned(),
+                    (true, Some(_)) => "install Debian's redis-server package (it creates the redis user) \
+                                        or set `user:` to an existing user"
+                        .to_owned(),
+                    _ => format!("create it (useradd --system {user}) or remove `user`"),
+                };
                 return Err(self.err(
                     &self.svc_path(name, &["user"]),
                     format!("user `{user}` of service `{name}` does not exist on this system"),
-                    format!("create it (useradd --system {user}) or remove `user`"),
+                    help,
                 ));
             }
         }
+        let (default_priority, default_critical) = match bundled.as_ref().map(|b| b.kind) {
+            Some(Kind::Temporal) => (200, true),
+            Some(_) => (100, true),
+            None => (DEFAULT_PRIORITY, false),
+        };
         Ok(Service {
             name: name.to_owned(),
             command,
+            bundled,
             oneshot,
-            priority: rs.priority.map_or(DEFAULT_PRIORITY, |p| p.0),
+            priority: rs.priority.map_or(default_priority, |p| p.0),
             working_dir: rs.working_dir.as_ref().map(PathBuf::from),
-            user: rs.user.clone(),
+            user,
             env: rs
                 .env
                 .iter()
@@ -442,10 +529,55 @@ impl Builder<'_> {
             startsecs: rs.startsecs.map_or(DEFAULT_STARTSECS, |d| d.0),
             backoff,
             max_restarts: rs.max_restarts.map_or(DEFAULT_MAX_RESTARTS, |m| m.0),
-            critical: rs.critical.is_some_and(|c| c.0),
+            critical: rs.critical.map_or(default_critical, |c| c.0),
             stop_signal,
             stop_timeout: rs.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
         })
+    }
+
+    /// The bundled part of a service (`kind:` and its keys), checking that
+    /// kind-specific keys are only used where they mean something.
+    fn bundled(&self, name: &str, rs: &RawService) -> Result<Option<Bundled>, Diagnostic> {
+        let only = |k: &str, set: bool, kinds: &[Kind], what: &str| -> Result<(), Diagnostic> {
+            if set && !rs.kind.is_some_and(|kind| kinds.contains(&kind)) {
+                return Err(self.err(
+                    &self.svc_path(name, &[k]),
+                    format!("`{k}` only applies to {what}"),
+                    "remove it, or set the service's `kind`",
+                ));
+            }
+            Ok(())
+        };
+        let all = [Kind::Postgres, Kind::Redis, Kind::Temporal];
+        only("port", rs.port.is_some(), &all, "bundled services (kind: postgres, redis or temporal)")?;
+        only("settings", !rs.settings.is_empty(), &[Kind::Postgres, Kind::Redis], "kind: postgres and kind: redis")?;
+        only("bin", rs.bin.is_some(), &[Kind::Redis, Kind::Temporal], "kind: redis and kind: temporal (postgres uses bin_dir)")?;
+        only("bin_dir", rs.bin_dir.is_some(), &[Kind::Postgres], "kind: postgres")?;
+        only("databases", rs.databases.is_some(), &[Kind::Postgres], "kind: postgres")?;
+        only("namespace", rs.namespace.is_some(), &[Kind::Temporal], "kind: temporal")?;
+        let Some(kind) = rs.kind else { return Ok(None) };
+        let default_port = match kind {
+            Kind::Postgres => 5432,
+            Kind::Redis => 6379,
+            Kind::Temporal => 7233,
+        };
+        if let Some(db) = rs.databases.iter().flatten().find(|d| {
+            d.is_empty() || d.len() > 63 || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            return Err(self.err(
+                &self.svc_path(name, &["databases"]),
+                format!("`{db}` is not a database name cogno creates"),
+                "use letters, digits and _ only (at most 63 characters)",
+            ));
+        }
+        Ok(Some(Bundled {
+            kind,
+            port: rs.port.map_or(default_port, |p| p.0),
+            bin: rs.bin.as_ref().or(rs.bin_dir.as_ref()).map(PathBuf::from),
+            settings: rs.settings.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            databases: rs.databases.clone().unwrap_or_default(),
+            namespace: rs.namespace.clone().unwrap_or_else(|| "default".into()),
+        }))
     }
 
     fn dependencies(
@@ -667,6 +799,27 @@ impl Builder<'_> {
             "services stop one after another along their dependencies: lower these stop_timeout values, \
              or raise shutdown_budget (and docker stop's --time to match)",
         ))
+    }
+}
+
+/// The health check a bundled service gets unless the file gives one: its
+/// own protocol, probed often until the first success so dependants start fast.
+fn bundled_health(b: &Bundled) -> Health {
+    let probe = match b.kind {
+        Kind::Postgres => Probe::Postgres {
+            port: b.port,
+            databases: b.databases.clone(),
+        },
+        Kind::Redis => Probe::Redis { port: b.port },
+        Kind::Temporal => Probe::Temporal { port: b.port },
+    };
+    Health {
+        probe,
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+        retries: 3,
+        start_period: Duration::from_secs(120),
+        start_interval: Duration::from_millis(50),
     }
 }
 

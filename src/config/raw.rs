@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub data_dir: Option<String>,
     pub shutdown_budget: Option<Dur>,
     pub health_listen: Option<String>,
+    pub secrets: Option<IndexMap<String, RawSecret>>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub services: IndexMap<String, RawService>,
@@ -22,7 +23,37 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    pub bytes: Lenient<usize>,
+    pub encoding: Option<SecretEncoding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretEncoding {
+    Hex,
+    Base64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Postgres,
+    Redis,
+    Temporal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawService {
+    pub kind: Option<Kind>,
+    pub port: Option<Lenient<u16>>,
+    #[serde(default)]
+    pub settings: IndexMap<String, EnvValue>,
+    pub bin: Option<String>,
+    pub bin_dir: Option<String>,
+    pub databases: Option<Vec<String>>,
+    pub namespace: Option<String>,
     pub command: Option<Argv>,
     pub oneshot: Option<Lenient<bool>>,
     pub priority: Option<Lenient<i64>>,

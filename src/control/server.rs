@@ -2,10 +2,24 @@
 //! served concurrently with supervision, and optionally the health document
 //! over TCP (`health_listen`). Routes are documented in docs/api.md.
 
-use crate::logs::LogView;
+use super::{Action, ActionResult, Request, ServiceStatus, StackStatus};
+use crate::logs::{Line, LogView, SharedRing, Stream};
 use crate::supervisor::ControlHandle;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
 
 /// The control socket of the stack whose data directory is `data`.
 pub fn socket_in(data: &Path) -> PathBuf {
@@ -22,7 +36,7 @@ impl std::fmt::Display for BindError {
     }
 }
 
-/// Creates DATA/run (0700) and binds the socket (0600). A socket file that
+/// Creates DATA/run (0711) and binds the socket (0600). A socket file that
 /// answers belongs to a cogno that is running on this data directory: that
 /// is an error, never something to take over. One that does not answer is
 /// left over from a crash and is replaced.
@@ -34,7 +48,10 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
             dir.display()
         ))
     })?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    // 0711: the bundled servers' users must reach their socket directories in
+    // here (DATA/run/postgresql); nobody else may list it, and the control
+    // socket itself is 0600.
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(BindError(format!(
             "another cogno is already running on this data directory (its control socket {} answers)\n  \
@@ -60,7 +77,12 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = std::os::unix::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    let listener = bound.map_err(|e| BindError(format!("cannot create the control socket {}: {e}", path.display())))?;
+    let listener = bound.map_err(|e| {
+        BindError(format!(
+            "cannot create the control socket {}: {e}",
+            path.display()
+        ))
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(|e| BindError(format!("control socket {}: {e}", path.display())))?;
@@ -68,13 +90,592 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
 }
 
 /// Starts serving the API (and the TCP health listener, when configured) on
-/// the current runtime.
+/// the current runtime. Each connection is a task of its own: nothing a
+/// client does (or fails to do) holds up the supervisor, which only ever
+/// sees a request once it has been read completely.
 pub fn start(
     listener: std::os::unix::net::UnixListener,
     health_listen: Option<std::net::SocketAddr>,
     control: ControlHandle,
     logs: LogView,
 ) -> Result<(), String> {
-    let _ = (listener, health_listen, control, logs);
+    let unix =
+        tokio::net::UnixListener::from_std(listener).map_err(|e| format!("control socket: {e}"))?;
+    let tcp = match health_listen {
+        Some(addr) => Some(listen_tcp(addr).map_err(|e| {
+            format!("cannot serve the health document on {addr} (`health_listen`): {e}")
+        })?),
+        None => None,
+    };
+    let api = Arc::new(Api { control, logs });
+    tokio::spawn(serve_unix(unix, api.clone()));
+    if let Some(tcp) = tcp {
+        tokio::spawn(serve_tcp(tcp, api));
+    }
     Ok(())
+}
+
+fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(l)
+}
+
+/// Which routes a listener offers: the TCP listener may be reachable from
+/// outside the container, so it only ever gives the health document.
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    Full,
+    HealthOnly,
+}
+
+async fn serve_unix(l: tokio::net::UnixListener, api: Arc<Api>) {
+    loop {
+        match l.accept().await {
+            Ok((stream, _)) => connection(stream, api.clone(), Scope::Full),
+            Err(e) => accept_failed("control socket", e).await,
+        }
+    }
+}
+
+async fn serve_tcp(l: tokio::net::TcpListener, api: Arc<Api>) {
+    loop {
+        match l.accept().await {
+            Ok((stream, _)) => connection(stream, api.clone(), Scope::HealthOnly),
+            Err(e) => accept_failed("health listener", e).await,
+        }
+    }
+}
+
+/// Accepting fails when cogno is out of file descriptors: retrying at once
+/// would spin, so wait a little for some to be closed.
+async fn accept_failed(what: &str, e: std::io::Error) {
+    tracing::warn!("{what}: cannot accept a connection: {e}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+fn connection<S>(stream: S, api: Arc<Api>, scope: Scope)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = hyper::service::service_fn(move |req| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(req, scope).await) }
+        });
+        // A client that connects and never sends a request is dropped.
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+}
+
+/// A response body: complete, or NDJSON lines sent as they come (`/logs?follow=1`).
+enum Body {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+struct Api {
+    control: ControlHandle,
+    logs: LogView,
+}
+
+type Reply = Response<Body>;
+
+impl Api {
+    async fn handle(&self, req: hyper::Request<Incoming>, scope: Scope) -> Reply {
+        let path: Vec<String> = req
+            .uri()
+            .path()
+            .trim_matches('/')
+            .split('/')
+            .map(percent_decode)
+            .collect();
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        let query = parse_query(req.uri().query().unwrap_or(""));
+        let method = req.method().clone();
+        let allow = |m: Method| {
+            if method == m {
+                Ok(())
+            } else {
+                Err(method_not_allowed(m))
+            }
+        };
+        match (scope, path.as_slice()) {
+            (_, ["health"]) => match allow(Method::GET) {
+                Ok(()) => self.health().await,
+                Err(r) => r,
+            },
+            (Scope::HealthOnly, _) => not_found(&format!(
+                "{} is not served here: this listener only serves GET /health",
+                req.uri().path()
+            )),
+            (Scope::Full, ["status"]) => match allow(Method::GET) {
+                Ok(()) => match self.status().await {
+                    Ok(st) => json(StatusCode::OK, &st),
+                    Err(r) => r,
+                },
+                Err(r) => r,
+            },
+            (Scope::Full, ["services", name]) => match allow(Method::GET) {
+                Ok(()) => self.service(name).await,
+                Err(r) => r,
+            },
+            (Scope::Full, ["services", name, action]) => match Action::parse(action) {
+                None => not_found(&format!(
+                    "there is no action `{action}`: use start, stop or restart"
+                )),
+                Some(action) => match allow(Method::POST) {
+                    Ok(()) => self.act(action, name, flag(&query, "with_dependents")).await,
+                    Err(r) => r,
+                },
+            },
+            (Scope::Full, ["logs"]) => match allow(Method::GET) {
+                Ok(()) => self.logs(&query),
+                Err(r) => r,
+            },
+            (Scope::Full, ["shutdown"]) => match allow(Method::POST) {
+                Ok(()) => self.shutdown().await,
+                Err(r) => r,
+            },
+            _ => not_found(&format!(
+                "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health; \
+                 POST /services/NAME/start|stop|restart, /shutdown)",
+                req.uri().path()
+            )),
+        }
+    }
+
+    async fn status(&self) -> Result<StackStatus, Reply> {
+        let (tx, rx) = oneshot::channel();
+        if !self.control.send(Request::Status(tx)) {
+            return Err(gone());
+        }
+        rx.await.map_err(|_| gone())
+    }
+
+    async fn service(&self, name: &str) -> Reply {
+        let st = match self.status().await {
+            Ok(st) => st,
+            Err(r) => return r,
+        };
+        match st.services.iter().find(|s| s.name == name) {
+            Some(s) => json(StatusCode::OK, s),
+            None => unknown_service(name, st.services.iter().map(|s| s.name.as_str())),
+        }
+    }
+
+    async fn act(&self, action: Action, service: &str, with_dependents: bool) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.control.send(Request::Act {
+            action,
+            service: service.to_owned(),
+            with_dependents,
+            reply: tx,
+        });
+        if !sent {
+            return gone();
+        }
+        match rx.await {
+            Ok(result) => json(
+                StatusCode::from_u16(result.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                &result,
+            ),
+            Err(_) => gone(),
+        }
+    }
+
+    async fn shutdown(&self) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if !self.control.send(Request::Shutdown(tx)) || rx.await.is_err() {
+            return gone();
+        }
+        json(
+            StatusCode::OK,
+            &ActionResult {
+                ok: true,
+                code: 200,
+                message: format!(
+                    "shutdown requested: cogno (pid {}) is stopping the stack",
+                    std::process::id()
+                ),
+                took_ms: 0,
+            },
+        )
+    }
+
+    async fn health(&self) -> Reply {
+        match self.status().await {
+            Ok(st) => {
+                let (code, doc) = health_document(&st, SystemTime::now());
+                json(code, &doc)
+            }
+            Err(r) => r,
+        }
+    }
+
+    fn logs(&self, query: &[(String, String)]) -> Reply {
+        let known = || self.logs.services.iter().map(|(n, _)| n.as_str());
+        let wanted: Vec<&str> = query
+            .iter()
+            .filter(|(k, _)| k == "service")
+            .flat_map(|(_, v)| v.split(','))
+            .filter(|v| !v.is_empty())
+            .collect();
+        if let Some(bad) = wanted.iter().find(|w| !known().any(|n| n == **w)) {
+            return unknown_service(bad, known());
+        }
+        let n = match query.iter().rev().find(|(k, _)| k == "n") {
+            None => 100,
+            Some((_, v)) => match v.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("n must be a number of lines, not `{v}`"),
+                    )
+                }
+            },
+        };
+        let selected: Vec<(String, SharedRing)> = self
+            .logs
+            .services
+            .iter()
+            .filter(|(name, _)| wanted.is_empty() || wanted.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        // Marked seen before the rings are read: a change after this point
+        // wakes the follower, so no line falls between the tail and the follow.
+        let mut changes = self.logs.changes.clone();
+        changes.borrow_and_update();
+        let mut seqs = Vec::with_capacity(selected.len());
+        let mut lines = Vec::new();
+        for (k, (_, ring)) in selected.iter().enumerate() {
+            let ring = lock(ring);
+            seqs.push(ring.seq());
+            lines.extend(ring.tail(n).into_iter().map(|l| (k, l)));
+        }
+        let first = ndjson(&selected, lines, n);
+        if !flag(query, "follow") {
+            let mut r = Response::new(Body::Full(Some(first.into())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            return r;
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        tokio::spawn(async move {
+            if !first.is_empty() && tx.send(first.into()).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                let mut lines = Vec::new();
+                for (k, (_, ring)) in selected.iter().enumerate() {
+                    let ring = lock(ring);
+                    lines.extend(ring.since(seqs[k]).into_iter().map(|l| (k, l)));
+                    seqs[k] = ring.seq();
+                }
+                let batch = ndjson(&selected, lines, usize::MAX);
+                if !batch.is_empty() && tx.send(batch.into()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = Response::new(Body::Stream(rx));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        r
+    }
+}
+
+/// A ring whose lock was poisoned still holds valid lines: read them anyway.
+fn lock(ring: &SharedRing) -> MutexGuard<'_, crate::logs::Ring> {
+    ring.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One line of `/logs`, in the order its fields are documented.
+#[derive(Serialize)]
+struct LogLine<'a> {
+    t: String,
+    service: &'a str,
+    stream: &'static str,
+    line: &'a str,
+}
+
+/// The last `n` of `lines` (each tagged with its service), in time order, as NDJSON.
+fn ndjson(services: &[(String, SharedRing)], mut lines: Vec<(usize, Line)>, n: usize) -> Vec<u8> {
+    // Stable: lines of one service read at the same moment keep their order.
+    lines.sort_by_key(|(_, l)| l.at);
+    let skip = lines.len().saturating_sub(n);
+    let mut out = Vec::new();
+    for (k, l) in &lines[skip..] {
+        let entry = LogLine {
+            t: rfc3339(l.at),
+            service: &services[*k].0,
+            stream: match l.stream {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            },
+            line: &l.text,
+        };
+        if serde_json::to_writer(&mut out, &entry).is_ok() {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// The health document (docs/api.md): the design's `/api/health` shape.
+#[derive(Serialize)]
+struct HealthDocument {
+    /// healthy | degraded | unhealthy
+    status: &'static str,
+    version: String,
+    timestamp: String,
+    /// In the stack file's order.
+    services: indexmap::IndexMap<String, ServiceHealth>,
+}
+
+#[derive(Serialize)]
+struct ServiceHealth {
+    /// pass | fail
+    status: &'static str,
+    #[serde(rename = "latencyMs", skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The stack's health document, and the HTTP status it is served with.
+fn health_document(st: &StackStatus, now: SystemTime) -> (StatusCode, HealthDocument) {
+    let critical_failing = st.services.iter().any(|s| s.critical && !s.passes());
+    let status = match st.phase.as_str() {
+        "ready" => "healthy",
+        "starting" | "stopping" => "unhealthy",
+        _ if critical_failing => "unhealthy",
+        _ => "degraded",
+    };
+    let code = if status == "healthy" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let doc = HealthDocument {
+        status,
+        version: st.version.clone(),
+        timestamp: rfc3339(now),
+        services: st
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), service_health(s)))
+            .collect(),
+    };
+    (code, doc)
+}
+
+fn service_health(s: &ServiceStatus) -> ServiceHealth {
+    let pass = s.passes();
+    ServiceHealth {
+        status: if pass { "pass" } else { "fail" },
+        latency_ms: s
+            .health
+            .as_ref()
+            .and_then(|h| h.latency_ms)
+            .map(|ms| (ms * 100.0).round() / 100.0),
+        error: (!pass).then(|| match &s.reason {
+            Some(r) => format!("{}: {r}", s.state),
+            None => s.state.clone(),
+        }),
+    }
+}
+
+fn json(code: StatusCode, value: &impl Serialize) -> Reply {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut r = Response::new(Body::Full(Some(body.into())));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Answers describe this moment; a cached one would be a lie.
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error(code: StatusCode, message: &str) -> Reply {
+    json(code, &serde_json::json!({ "error": message }))
+}
+
+fn not_found(message: &str) -> Reply {
+    error(StatusCode::NOT_FOUND, message)
+}
+
+fn unknown_service<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Reply {
+    let known: Vec<&str> = known.collect();
+    json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({
+            "error": format!("there is no service named `{name}`; known services: {}", known.join(", ")),
+            "known": known,
+        }),
+    )
+}
+
+fn method_not_allowed(allowed: Method) -> Reply {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("this resource only answers {allowed}"),
+    );
+    r.headers_mut().insert(
+        ALLOW,
+        HeaderValue::from_str(allowed.as_str()).unwrap_or(HeaderValue::from_static("GET")),
+    );
+    r
+}
+
+/// The supervisor has finished: the stack is down and cogno is exiting.
+fn gone() -> Reply {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cogno is exiting: the stack has stopped",
+    )
+}
+
+/// `1`, `true`, `yes` or an empty value (`?follow`) turn a flag on.
+fn flag(query: &[(String, String)], name: &str) -> bool {
+    query
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .is_some_and(|(_, v)| matches!(v.as_str(), "" | "1" | "true" | "yes"))
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `2024-05-01T12:00:00.123Z`: RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian calendar).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn queries_are_decoded() {
+        let q = parse_query("service=a%2Db&service=c&follow&n=5&bad=%zz%4");
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("service", "a-b"),
+                ("service", "c"),
+                ("follow", ""),
+                ("n", "5"),
+                ("bad", "%zz%4")
+            ]
+        );
+        assert!(flag(&q, "follow"));
+        assert!(!flag(&q, "with_dependents"));
+    }
 }

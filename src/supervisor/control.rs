@@ -184,6 +184,9 @@ impl Supervisor {
                 self.svcs.len(),
                 fmt_latency(self.started.elapsed())
             );
+            if let Some(f) = self.on_ready.take() {
+                f();
+            }
         }
     }
 

@@ -104,13 +104,16 @@ pub struct Supervisor {
     /// The stack has been ready at least once (a later problem is "degraded").
     ever_ready: bool,
     changes: logs::Changes,
+    on_ready: Option<Box<dyn FnOnce()>>,
 }
 
 impl Supervisor {
-    /// `base_env` is cogno's own environment, which every service inherits.
+    /// `base_env` is cogno's own environment, which every service inherits;
+    /// `derived[i]` what cogno derives for service i (connection settings, secrets).
     pub fn new(
         stack: Stack,
         base_env: Vec<(String, String)>,
+        derived: Vec<Vec<(String, String)>>,
         sink: Sink,
         pid1: bool,
     ) -> Supervisor {
@@ -118,7 +121,8 @@ impl Supervisor {
         let svcs = stack
             .services
             .iter()
-            .map(|s| {
+            .zip(derived)
+            .map(|(s, derived)| {
                 // Users were checked when the stack was loaded; a lookup failing
                 // now (e.g. NSS trouble) runs the service as cogno's user, loudly.
                 let run_as = match (&s.user, root) {
@@ -127,7 +131,7 @@ impl Supervisor {
                         .ok(),
                     _ => None,
                 };
-                let env = process::service_env(&base_env, &stack.env, s, run_as.as_ref());
+                let env = process::service_env(&derived, &base_env, &stack.env, s, run_as.as_ref());
                 ServiceRt::new(run_as, env)
             })
             .collect();
@@ -161,7 +165,13 @@ impl Supervisor {
             started: Instant::now(),
             ever_ready: false,
             changes: tokio::sync::watch::Sender::new(0),
+            on_ready: None,
         }
+    }
+
+    /// Runs `f` once, the first time the stack is ready.
+    pub fn on_first_ready(&mut self, f: impl FnOnce() + 'static) {
+        self.on_ready = Some(Box::new(f));
     }
 
     pub fn control(&self) -> ControlHandle {

@@ -1,0 +1,315 @@
+//! Bundled infrastructure: PostgreSQL, Redis and Temporal run by cogno from
+//! `kind:` alone. This module is what they share: the secrets they need, the
+//! environment handed to the app services, the pre-flight checks made before
+//! anything is written, the first-run preparation (with numbered progress
+//! lines) and the record of what created the data directory.
+
+pub mod postgres;
+pub mod redis;
+pub mod temporal;
+
+use crate::config::{Kind, Stack};
+use crate::process::RunAs;
+use crate::secrets::{self, SecretSpec, Secrets};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::info;
+
+/// The superuser password of the bundled PostgreSQL (cogno's own use only).
+pub const POSTGRES_ADMIN_PASSWORD: &str = "POSTGRES_ADMIN_PASSWORD";
+/// The role and database the app gets.
+pub const APP_DB: &str = "cognobserve";
+/// Free space the data directory needs for a first start (cluster, WAL, Temporal).
+const MIN_FREE_BYTES: u64 = 512 << 20;
+
+/// The secrets this stack uses: those the file declares, else the CognObserve
+/// set when it has bundled services, plus what the bundled services need.
+pub fn secret_specs(stack: &Stack) -> Vec<SecretSpec> {
+    let has_bundled = stack.services.iter().any(|s| s.bundled.is_some());
+    let mut specs = match &stack.secrets {
+        Some(declared) => declared.clone(),
+        None if has_bundled => secrets::cognobserve_defaults(),
+        None => Vec::new(),
+    };
+    let mut need = |name: &str, bytes| {
+        if !specs.iter().any(|s| s.name == name) {
+            specs.push(SecretSpec {
+                name: name.to_owned(),
+                bytes,
+                encoding: secrets::Encoding::Hex,
+            });
+        }
+    };
+    if stack.bundled(Kind::Postgres).is_some() {
+        need("POSTGRES_PASSWORD", 16);
+        need(POSTGRES_ADMIN_PASSWORD, 16);
+    }
+    if stack.bundled(Kind::Redis).is_some() {
+        need("REDIS_PASSWORD", 16);
+    }
+    specs
+}
+
+/// The connection settings the app services get, derived from the bundled
+/// services' actual settings (change the postgres port and DATABASE_URL
+/// follows), and the secrets. Services' own and cogno's environment win.
+pub fn derived_env(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let secret = |name: &str| secrets.get(name).unwrap_or_default().to_owned();
+    if let Some((_, pg)) = stack.bundled(Kind::Postgres) {
+        env.push((
+            "DATABASE_URL".into(),
+            format!(
+                "postgresql://{APP_DB}:{}@127.0.0.1:{}/{APP_DB}",
+                secret("POSTGRES_PASSWORD"),
+                pg.port
+            ),
+        ));
+    }
+    if let Some((_, r)) = stack.bundled(Kind::Redis) {
+        env.push((
+            "REDIS_URL".into(),
+            format!("redis://:{}@127.0.0.1:{}", secret("REDIS_PASSWORD"), r.port),
+        ));
+    }
+    if let Some((_, t)) = stack.bundled(Kind::Temporal) {
+        env.push(("TEMPORAL_ADDRESS".into(), format!("127.0.0.1:{}", t.port)));
+        env.push(("TEMPORAL_NAMESPACE".into(), t.namespace.clone()));
+        env.push(("TEMPORAL_TASK_QUEUE".into(), "cognobserve-tasks".into()));
+    }
+    if stack.services.iter().any(|s| s.bundled.is_some()) {
+        env.push(("NEXTAUTH_URL".into(), "http://localhost:3000".into()));
+        env.push(("WEB_API_URL".into(), "http://127.0.0.1:3000".into()));
+    }
+    for (k, v) in secrets.pairs() {
+        if k != POSTGRES_ADMIN_PASSWORD {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env
+}
+
+/// Checks made before anything is written: the data directory can be
+/// written and has room, the bundled services' ports are free. Each failure
+/// is one line saying what to do.
+pub fn preflight(stack: &Stack, data: &Path) -> Result<(), String> {
+    if !stack.services.iter().any(|s| s.bundled.is_some()) {
+        return Ok(());
+    }
+    let existing = data.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    if nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_err() {
+        let meta = std::fs::metadata(existing);
+        let owner = meta
+            .as_ref()
+            .map(|m| std::os::unix::fs::MetadataExt::uid(m).to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Err(format!(
+            "the data directory {} cannot be written by cogno's user (uid {}): {} belongs to uid {owner}{}\n  \
+             = help: give cogno's user a writable directory (e.g. `chown -R {} {}`), or pass --data DIR",
+            data.display(),
+            nix::unistd::geteuid(),
+            existing.display(),
+            if std::fs::metadata(existing).is_ok_and(|m| m.permissions().readonly()) { " and is read-only" } else { "" },
+            nix::unistd::geteuid(),
+            existing.display(),
+        ));
+    }
+    if let Ok(st) = nix::sys::statvfs::statvfs(existing) {
+        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        if free < MIN_FREE_BYTES && !data.join("postgresql").join("PG_VERSION").exists() {
+            return Err(format!(
+                "only {} MiB free under {}: a first start needs about {} MiB (PostgreSQL, Temporal)\n  = help: free some space or use another --data",
+                free >> 20,
+                existing.display(),
+                MIN_FREE_BYTES >> 20
+            ));
+        }
+    }
+    for svc in &stack.services {
+        let Some(b) = &svc.bundled else { continue };
+        if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
+            let holder = port_holder(b.port).map(|h| format!(" by {h}")).unwrap_or_default();
+            return Err(format!(
+                "port {} (service `{}`) is already in use{holder}\n  = help: stop what holds it, or set `port:` for `{}` in the stack file",
+                b.port, svc.name, svc.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// "pid 123 (redis-server)" for the process listening on `port`, when /proc tells.
+fn port_holder(port: u16) -> Option<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    for pid in crate::process::all_pids() {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                return Some(format!("pid {pid} ({})", comm.trim()));
+            }
+        }
+    }
+    None
+}
+
+/// Numbered progress lines with the time since cogno started.
+pub struct Progress {
+    start: Instant,
+    n: u32,
+}
+
+impl Progress {
+    pub fn new(start: Instant) -> Progress {
+        Progress { start, n: 0 }
+    }
+
+    pub fn step(&mut self, msg: impl std::fmt::Display) {
+        self.n += 1;
+        info!("[{} at {}] {msg}", self.n, crate::supervisor::fmt_latency(self.start.elapsed()));
+    }
+}
+
+/// What created this data directory, recorded once in DATA/.cogno/created.
+pub struct Versions {
+    pub postgres_major: Option<u32>,
+    pub temporal_cli: Option<String>,
+}
+
+/// Prepares every bundled service's files (first run: creates them) and
+/// fills in its command. Runs before the supervisor starts; blocking.
+pub fn prepare(
+    stack: &mut Stack,
+    data: &Path,
+    secrets: &Secrets,
+    progress: &mut Progress,
+) -> Result<Versions, String> {
+    let root = nix::unistd::geteuid().is_root();
+    let mut versions = Versions {
+        postgres_major: None,
+        temporal_cli: None,
+    };
+    let run_dir = data.join("run");
+    for svc in &mut stack.services {
+        let Some(b) = svc.bundled.clone() else { continue };
+        let run_as = match (&svc.user, root) {
+            (Some(u), true) => Some(RunAs::lookup(u)?),
+            _ => None,
+        };
+        let started = Instant::now();
+        let took = || crate::supervisor::fmt_latency(started.elapsed());
+        match b.kind {
+            Kind::Postgres => {
+                let bins = postgres::locate(b.bin.as_deref(), &data.join(".cogno").join("postgresql-bin"))?;
+                let cluster = data.join("postgresql");
+                let prepared = postgres::prepare(&postgres::Setup {
+                    cluster: &cluster,
+                    socket_dir: &run_dir.join("postgresql"),
+                    port: b.port,
+                    bins: &bins,
+                    settings: &b.settings,
+                    run_as: run_as.as_ref(),
+                    admin_password: secrets.get(POSTGRES_ADMIN_PASSWORD).unwrap_or_default(),
+                })?;
+                progress.step(format!(
+                    "{}: PostgreSQL {} {} in {} (took {})",
+                    svc.name,
+                    bins.version,
+                    if prepared.initialized { "cluster created" } else { "cluster found" },
+                    cluster.display(),
+                    took()
+                ));
+                if prepared.removed_stale_pid {
+                    info!("{}: removed a stale postmaster.pid left by an unclean stop", svc.name);
+                }
+                versions.postgres_major = Some(bins.major);
+                svc.command = prepared.command;
+            }
+            Kind::Redis => {
+                let dir = data.join("redis");
+                svc.command = redis::prepare(&redis::Setup {
+                    dir: &dir,
+                    port: b.port,
+                    password: secrets.get("REDIS_PASSWORD").unwrap_or_default(),
+                    bin: b.bin.as_deref(),
+                    settings: &b.settings,
+                    run_as: run_as.as_ref(),
+                })?;
+                progress.step(format!("{}: redis.conf written in {} (took {})", svc.name, dir.display(), took()));
+            }
+            Kind::Temporal => {
+                let dir = data.join("temporal");
+                svc.command = temporal::prepare(&temporal::Setup {
+                    dir: &dir,
+                    port: b.port,
+                    bin: b.bin.as_deref(),
+                    namespace: &b.namespace,
+                    run_as: run_as.as_ref(),
+                })?;
+                versions.temporal_cli = std::fs::read_to_string(dir.join("cli-version"))
+                    .ok()
+                    .map(|v| v.trim().to_owned());
+                progress.step(format!("{}: Temporal dev server in {} (took {})", svc.name, dir.display(), took()));
+            }
+        }
+    }
+    Ok(versions)
+}
+
+fn marker_dir(data: &Path) -> PathBuf {
+    data.join(".cogno")
+}
+
+/// Records, once, which versions created this data directory.
+pub fn record_creation(data: &Path, v: &Versions) -> std::io::Result<()> {
+    let dir = marker_dir(data);
+    let file = dir.join("created");
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let text = format!(
+        "# What created this data directory (written once by cogno).\ncogno={}\npostgresql_major={}\ntemporal_cli={}\ncreated_unix={}\n",
+        env!("CARGO_PKG_VERSION"),
+        v.postgres_major.map(|m| m.to_string()).unwrap_or_default(),
+        v.temporal_cli.clone().unwrap_or_default(),
+        unix_now()
+    );
+    write_new(&file, &text)
+}
+
+/// Marks the first complete start (every service healthy), once.
+pub fn mark_initialized(data: &Path) -> std::io::Result<()> {
+    let file = marker_dir(data).join("initialized");
+    if file.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(marker_dir(data))?;
+    write_new(&file, &format!("first_ready_unix={}\n", unix_now()))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Temp file, fsync, rename: a marker is either absent or complete.
+fn write_new(file: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)
+}

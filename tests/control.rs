@@ -1,0 +1,685 @@
+//! The control plane end to end: a real `cogno up` with fixture services,
+//! driven by the `cogno status | logs | start | stop | restart | healthcheck
+//! | shutdown` commands and by raw HTTP on the control socket and the TCP
+//! health listener.
+//!
+//! Readiness is made deterministic by gate files: a service whose health
+//! check is `test -e FILE` becomes healthy exactly when the test creates
+//! FILE. Nothing here asserts how fast anything is (bench/control.sh does).
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// What a finished CLI command did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cogno ARGS[0] --data DATA ARGS[1..]`; fails the test if it does not
+/// finish within [`TIMEOUT`].
+fn cli(s: &Stack, args: &[&str]) -> Run {
+    cli_on(&s.data, args)
+}
+
+fn cli_on(data: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(COGNO);
+    cmd.arg(args[0])
+        .arg("--data")
+        .arg(data)
+        .args(&args[1..])
+        .env_remove("COGNO_DATA_DIR")
+        .env_remove("COGNO_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("run cogno");
+    let pid = child.id() as i32;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("wait for cogno"),
+        Err(_) => {
+            signal(pid, Signal::SIGKILL);
+            panic!("`cogno {}` did not finish within {TIMEOUT:?}", args.join(" "));
+        }
+    };
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn socket(s: &Stack) -> std::path::PathBuf {
+    s.data.join("run").join("cogno.sock")
+}
+
+/// Starts `cogno up` and waits until its control socket exists (it listens
+/// from then on: connections queue until they are served).
+fn up(s: &Stack) -> Cogno {
+    let c = Cogno::up(s);
+    let sock = socket(s);
+    assert!(
+        eventually(TIMEOUT, || sock.exists()),
+        "no control socket at {}; output:\n{}",
+        sock.display(),
+        c.output()
+    );
+    c
+}
+
+/// Polls `cogno healthcheck` until it exits with `code`; returns its last run.
+fn healthcheck_until(s: &Stack, c: &Cogno, code: i32) -> Run {
+    healthcheck_until_says(s, c, code, "")
+}
+
+/// Polls `cogno healthcheck` until it exits with `code` saying `what`.
+fn healthcheck_until_says(s: &Stack, c: &Cogno, code: i32, what: &str) -> Run {
+    let mut last = None;
+    let ok = eventually(TIMEOUT, || {
+        let r = cli(s, &["healthcheck"]);
+        let hit = r.code == code && r.stdout.contains(what);
+        last = Some(r);
+        hit
+    });
+    let last = last.expect("ran healthcheck");
+    assert!(
+        ok,
+        "healthcheck never exited {code}; last: {last:?}; output:\n{}",
+        c.output()
+    );
+    last
+}
+
+fn status_json(s: &Stack) -> Value {
+    let r = cli(s, &["status", "--json"]);
+    assert!(r.stderr.is_empty(), "status --json: {r:?}");
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {r:?}"))
+}
+
+fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no service {name} in {status}"))
+}
+
+/// One HTTP/1.1 request on `stream`; returns the status and the body
+/// (the server answers these with a Content-Length).
+fn http(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+fn unix_http(s: &Stack, method: &str, path: &str) -> (u16, Value) {
+    let stream = std::os::unix::net::UnixStream::connect(socket(s)).expect("connect");
+    let (code, body) = http(stream, method, path);
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code, json)
+}
+
+fn tcp_health(addr: &str) -> (u16, Value) {
+    let stream = std::net::TcpStream::connect(addr).expect("connect to health_listen");
+    let (code, body) = http(stream, "GET", "/health");
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health: {e}: {body}"));
+    (code, json)
+}
+
+/// `2024-05-01T12:00:00.123Z`
+fn is_rfc3339(t: &str) -> bool {
+    let b = t.as_bytes();
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
+    b.len() == 24
+        && digits.iter().all(|&i| b[i].is_ascii_digit())
+        && (b[4], b[7], b[10], b[13], b[16], b[19], b[23])
+            == (b'-', b'-', b'T', b':', b':', b'.', b'Z')
+}
+
+/// A running `cogno logs -f`, its stdout read line by line by a thread.
+struct Follower {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Follower {
+    fn start(s: &Stack, args: &[&str]) -> Follower {
+        let mut child = Command::new(COGNO)
+            .args(["logs", "--data"])
+            .arg(&s.data)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run cogno logs -f");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// Lines up to and including the first one containing `needle`.
+    fn wait_for(&self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(TIMEOUT) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    seen.push(l);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("`cogno logs -f` did not show {needle:?}; it showed {seen:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn every_subcommand_against_a_real_stack() {
+    let s = Stack::new("ctl-all");
+    let (gate, feed) = (s.file("db.gate"), s.file("web.feed"));
+    std::fs::write(&feed, "").unwrap();
+    s.write(&format!(
+        r#"
+services:
+  setup:
+    oneshot: true
+    priority: 10
+    command: {setup}
+  db:
+    command: {db}
+    critical: true
+    health:
+      exec: ["test", "-e", "{gate}"]
+      start_interval: 20ms
+  web:
+    depends_on: [db]
+    startsecs: 100ms
+    command: ["sh", "-c", "echo careful >&2; exec tail -n +1 -f {feed}"]
+"#,
+        setup = fx("exit.py", &["--out", "setup done", "0"]),
+        db = fx("stamp.py", &[&s.file("db.start")]),
+    ));
+    let mut c = up(&s);
+
+    // The socket and its directory are private to cogno's user.
+    let me = nix::unistd::geteuid().as_raw();
+    let run = std::fs::metadata(s.data.join("run")).unwrap();
+    assert_eq!(run.permissions().mode() & 0o777, 0o711, "DATA/run: traversable, not listable");
+    assert_eq!(run.uid(), me);
+    let sock = std::fs::symlink_metadata(socket(&s)).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&sock.file_type()));
+    assert_eq!(sock.permissions().mode() & 0o777, 0o600, "the socket");
+    assert_eq!(sock.uid(), me);
+
+    // db cannot be healthy before the gate exists: the stack is starting.
+    let r = healthcheck_until_says(&s, &c, 1, "db is starting");
+    assert_eq!(r.stdout.lines().count(), 1, "one line: {r:?}");
+    assert!(
+        r.stdout.starts_with("not ready: starting (") && r.stdout.contains("db is starting"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("web is waiting"), "{r:?}");
+    let r = cli(&s, &["status"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.starts_with("starting: 3 services"), "{r:?}");
+    assert!(r.stdout.contains("  - web is waiting"), "{r:?}");
+
+    std::fs::write(&gate, "").unwrap();
+    let r = healthcheck_until(&s, &c, 0);
+    assert_eq!(r.stdout, "ready: 3 services healthy\n");
+    assert!(r.stderr.is_empty());
+
+    // The table.
+    let r = cli(&s, &["status"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("ready: 3 services, up "), "{r:?}");
+    let header = lines.iter().position(|l| l.starts_with("SERVICE")).expect("header");
+    let cols: Vec<&str> = lines[header].split_whitespace().collect();
+    assert_eq!(
+        cols,
+        ["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "HEALTH", "LAST", "EXIT"]
+    );
+    let row = |name: &str| -> Vec<String> {
+        let l = lines[header + 1..]
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {r:?}"));
+        l.split_whitespace().map(str::to_owned).collect()
+    };
+    let db_pid = c.service_pid("db");
+    let db = row("db");
+    assert_eq!(db[1], "running");
+    assert_eq!(db[2], db_pid.to_string());
+    assert_eq!(db[4], "0");
+    assert_eq!(db[5], "pass", "{db:?}");
+    assert!(db[6].ends_with("ms"), "latency: {db:?}");
+    assert_eq!(row("setup")[1..3], ["completed", "-"]);
+    assert_eq!(row("setup").last().unwrap(), "0", "exited with code 0: {r:?}");
+    assert_eq!(row("web")[1], "running");
+
+    let st = status_json(&s);
+    assert_eq!(st["phase"], "ready");
+    assert_eq!(st["pid"], c.pid());
+    assert_eq!(service(&st, "db")["pid"], db_pid);
+    assert_eq!(service(&st, "db")["health"]["status"], "pass");
+    assert_eq!(service(&st, "setup")["state"], "completed");
+
+    // Logs: time order across services, stderr marked `!`, names padded
+    // to the longest name (here `cogno`), as `cogno up` prints them.
+    std::fs::write(&feed, "first\n").unwrap();
+    c.wait_line("web   | first");
+    let r = cli(&s, &["logs"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let setup_at = r.stdout.find("setup | setup done\n").expect("setup's line");
+    let warn_at = r.stdout.find("web   ! careful\n").expect("web's stderr line");
+    let first_at = r.stdout.find("web   | first\n").expect("web's line");
+    assert!(setup_at < warn_at && setup_at < first_at, "{r:?}");
+    let r = cli(&s, &["logs", "web", "-n", "1"]);
+    assert_eq!(r.stdout, "web   | first\n");
+    let r = cli(&s, &["logs", "nope"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no service named `nope`") && r.stderr.contains("setup, db, web"),
+        "{r:?}"
+    );
+
+    // Follow: lines written after it started arrive as they are written.
+    let f = Follower::start(&s, &["web", "-f", "-n", "1"]);
+    assert_eq!(f.wait_for("first"), ["web   | first"]);
+    let mut feed_file = std::fs::OpenOptions::new().append(true).open(&feed).unwrap();
+    for i in 0..3 {
+        writeln!(feed_file, "fresh {i}").unwrap();
+        assert_eq!(f.wait_for(&format!("fresh {i}")), [format!("web   | fresh {i}")]);
+    }
+    drop(f);
+
+    // A second `up` on the same data directory is refused; the first goes on.
+    let r = cli(&s, &["up", "--config", s.config.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("another cogno is already running"), "{r:?}");
+    assert_eq!(cli(&s, &["healthcheck"]).code, 0);
+
+    // Shutdown: requested, then the stack stops in order and cogno exits 0.
+    let r = cli(&s, &["shutdown"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.starts_with(&format!("shutdown requested: cogno (pid {})", c.pid())),
+        "{r:?}"
+    );
+    assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
+    c.wait_line("shutdown requested through the control socket");
+
+    // With no cogno: one line naming the socket and how to start the stack.
+    for args in [
+        &["status"][..],
+        &["healthcheck"],
+        &["logs"],
+        &["restart", "web"],
+        &["shutdown"],
+    ] {
+        let r = cli(&s, args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(r.stdout.is_empty(), "{args:?}: {r:?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.starts_with(&format!(
+                "error: no cogno is running on {}",
+                socket(&s).display()
+            )) && r.stderr.contains("start the stack with `cogno up`"),
+            "{args:?}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn no_cogno_running_is_one_line() {
+    let dir = TempDir::new("ctl-none");
+    let data = dir.path().join("data");
+    let r = cli_on(&data, &["status"]);
+    assert_eq!(r.code, 1);
+    let sock = data.join("run").join("cogno.sock");
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: no cogno is running on {} (no socket there): start the stack with `cogno up`\n",
+            sock.display()
+        )
+    );
+    let r = cli_on(&data, &["healthcheck"]);
+    assert_eq!((r.code, r.stderr.lines().count()), (1, 1), "{r:?}");
+}
+
+#[test]
+fn start_stop_restart_respect_dependants() {
+    let s = Stack::new("ctl-deps");
+    let (db_start, db_log) = (s.file("db.start"), s.file("db.log"));
+    let (web_start, web_log) = (s.file("web.start"), s.file("web.log"));
+    let (stamp, trap) = (fixture("stamp.py"), fixture("trap.py"));
+    s.write(&format!(
+        r#"
+services:
+  db:
+    command: {db}
+    startsecs: 100ms
+  web:
+    depends_on: [db]
+    startsecs: 100ms
+    command: {web}
+"#,
+        db = argv(&[&stamp, &db_start, "--", &trap, &db_log]),
+        web = argv(&[&stamp, &web_start, "--", &trap, &web_log]),
+    ));
+    let c = up(&s);
+    healthcheck_until(&s, &c, 0);
+    wait_ready(&c, &["db", "web"], 1);
+    wait_lines(&db_start, 1);
+
+    // db has a running dependant: refused, naming it and the way out.
+    for verb in ["restart", "stop"] {
+        let r = cli(&s, &[verb, "db"]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(
+            r.stderr.starts_with("error: db is needed by web (running)")
+                && r.stderr.contains("--with-dependents"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(read_lines_of(&db_start).len(), 1, "nothing was restarted");
+    let r = cli(&s, &["restart", "nope"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no service named `nope`; known services: db, web"),
+        "{r:?}"
+    );
+
+    // With it: web stops first, db restarts, web comes back after db.
+    let r = cli(&s, &["restart", "db", "--with-dependents"]);
+    wait_ready(&c, &["db", "web"], 2);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.output());
+    assert!(r.stdout.starts_with("db: restarted, healthy after "), "{r:?}");
+    let web_exit = event_time(&web_log, "EXIT");
+    let db_term = event_time(&db_log, "SIGTERM");
+    assert!(web_exit <= db_term, "web exited at {web_exit}, db got SIGTERM at {db_term}");
+    let db_starts = times(&db_start);
+    assert_eq!(db_starts.len(), 2);
+    let web_starts = wait_lines(&web_start, 2);
+    let web_again: f64 = web_starts[1].split(' ').next().unwrap().parse().unwrap();
+    assert!(web_again >= db_starts[1], "web came back at {web_again}, db at {}", db_starts[1]);
+    healthcheck_until(&s, &c, 0);
+
+    // A leaf service can be stopped and started on its own.
+    let r = cli(&s, &["stop", "web"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("web: stopped in "), "{r:?}");
+    let st = status_json(&s);
+    assert_eq!(service(&st, "web")["state"], "stopped");
+    assert_eq!(st["phase"], "degraded");
+    let r = cli(&s, &["healthcheck"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stdout, "not ready: degraded (web is stopped)\n");
+    let r = cli(&s, &["start", "web"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.starts_with("web: started, healthy after "), "{r:?}");
+    let r = cli(&s, &["start", "web", "db"]);
+    assert_eq!(
+        r.stdout,
+        "web: already running and healthy\ndb: already running and healthy\n"
+    );
+    assert_eq!(cli(&s, &["healthcheck"]).code, 0);
+}
+
+/// Waits until each of `names` (trap.py) has said "ready" `n` times: its
+/// signal handlers are installed.
+fn wait_ready(c: &Cogno, names: &[&str], n: usize) {
+    for name in names {
+        c.wait_count(&format!("{name:<5} | ready"), n);
+    }
+}
+
+/// The timestamp of the first line of a trap.py log whose event is `what`.
+fn event_time(log: &str, what: &str) -> f64 {
+    let mut found = None;
+    let ok = eventually(TIMEOUT, || {
+        found = read_lines_of(log)
+            .iter()
+            .find(|l| l.ends_with(&format!(" {what}")))
+            .map(|l| l.split(' ').next().unwrap().parse().unwrap());
+        found.is_some()
+    });
+    assert!(ok, "{log} has no {what}: {:?}", read_lines_of(log));
+    found.unwrap()
+}
+
+#[test]
+fn health_document_over_tcp_flips_with_the_stack() {
+    let s = Stack::new("ctl-health");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let gate = s.file("db.gate");
+    s.write(&format!(
+        r#"
+health_listen: {addr}
+services:
+  db:
+    command: {db}
+    critical: true
+    restart: never
+    health:
+      exec: ["test", "-e", "{gate}"]
+      start_interval: 20ms
+  side:
+    command: {side}
+    restart: never
+    startsecs: 100ms
+  slow:
+    command: {slow}
+    startsecs: 100ms
+    stop_timeout: 10s
+"#,
+        db = fx("stamp.py", &[&s.file("db.start")]),
+        side = fx("stamp.py", &[&s.file("side.start")]),
+        slow = fx("trap.py", &[&s.file("slow.log"), "--exit-delay", "2"]),
+    ));
+    let mut c = up(&s);
+    assert!(eventually(TIMEOUT, || std::net::TcpStream::connect(&addr).is_ok()));
+    wait_ready(&c, &["slow"], 1);
+
+    let (code, doc) = tcp_health(&addr);
+    assert_eq!(code, 503, "{doc}");
+    assert_eq!(doc["status"], "unhealthy", "starting: {doc}");
+    assert_eq!(doc["services"]["db"]["status"], "fail");
+    assert!(doc["services"]["db"]["error"].as_str().unwrap().starts_with("starting"));
+
+    std::fs::write(&gate, "").unwrap();
+    healthcheck_until(&s, &c, 0);
+    let (code, doc) = tcp_health(&addr);
+    assert_eq!(code, 200, "{doc}");
+    assert_eq!(doc["status"], "healthy");
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    assert!(is_rfc3339(doc["timestamp"].as_str().unwrap()), "{doc}");
+    let names: Vec<&String> = doc["services"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["db", "side", "slow"], "in the stack's order");
+    assert_eq!(doc["services"]["db"]["status"], "pass");
+    assert!(doc["services"]["db"]["latencyMs"].as_f64().unwrap() >= 0.0);
+    assert!(doc["services"]["db"].get("error").is_none());
+    assert!(doc["services"]["side"].get("latencyMs").is_none(), "no probe: {doc}");
+    // The same document on the socket; nothing but it over TCP.
+    let (code, same) = unix_http(&s, "GET", "/health");
+    assert_eq!((code, &same["status"]), (200, &Value::from("healthy")));
+    let (code, body) = http(std::net::TcpStream::connect(&addr).unwrap(), "GET", "/status");
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = http(std::net::TcpStream::connect(&addr).unwrap(), "POST", "/health");
+    assert_eq!(code, 405);
+
+    // A non-critical service is gone for good: degraded.
+    signal(c.service_pid("side"), Signal::SIGKILL);
+    let r = healthcheck_until(&s, &c, 1);
+    assert!(r.stdout.starts_with("not ready: degraded (side is "), "{r:?}");
+    let (code, doc) = tcp_health(&addr);
+    assert_eq!(code, 503);
+    assert_eq!(doc["status"], "degraded", "{doc}");
+    assert_eq!(doc["services"]["side"]["status"], "fail");
+    assert!(doc["services"]["side"]["error"].as_str().is_some(), "{doc}");
+    assert_eq!(doc["services"]["db"]["status"], "pass");
+
+    // The critical one: the stack stops (slow takes two seconds to go).
+    signal(c.service_pid("db"), Signal::SIGKILL);
+    let r = healthcheck_until(&s, &c, 1);
+    assert!(r.stdout.starts_with("not ready: "), "{r:?}");
+    let mut saw_unhealthy = false;
+    let _ = eventually(TIMEOUT, || match std::net::TcpStream::connect(&addr) {
+        Ok(stream) => {
+            let (code, body) = http(stream, "GET", "/health");
+            let doc: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            if doc["status"] == "unhealthy" {
+                assert_eq!(code, 503);
+                saw_unhealthy = true;
+            }
+            saw_unhealthy
+        }
+        Err(_) => true,
+    });
+    assert!(saw_unhealthy, "never unhealthy; output:\n{}", c.output());
+    assert_eq!(c.wait_code(TIMEOUT), 1, "{}", c.output());
+}
+
+#[test]
+fn api_errors_are_json() {
+    let s = Stack::new("ctl-api");
+    s.write(&format!(
+        r#"
+services:
+  a:
+    command: {a}
+    startsecs: 0s
+"#,
+        a = fx("stamp.py", &[&s.file("a.start")]),
+    ));
+    let c = up(&s);
+    healthcheck_until(&s, &c, 0);
+    wait_lines(&s.file("a.start"), 1);
+    let (code, v) = unix_http(&s, "GET", "/services/a");
+    assert_eq!(code, 200);
+    assert_eq!((&v["name"], &v["state"]), (&Value::from("a"), &Value::from("running")));
+    let (code, v) = unix_http(&s, "GET", "/services/b");
+    assert_eq!(code, 404);
+    assert_eq!(v["known"], serde_json::json!(["a"]));
+    let (code, v) = unix_http(&s, "GET", "/nowhere/at/all");
+    assert_eq!(code, 404);
+    assert!(v["error"].as_str().unwrap().contains("/nowhere/at/all"));
+    let (code, _) = unix_http(&s, "DELETE", "/status");
+    assert_eq!(code, 405);
+    let (code, _) = unix_http(&s, "GET", "/services/a/restart");
+    assert_eq!(code, 405);
+    let (code, v) = unix_http(&s, "POST", "/services/a/explode");
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = unix_http(&s, "GET", "/logs?n=lots");
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = unix_http(&s, "GET", "/logs?service=zz");
+    assert_eq!(code, 404, "{v}");
+    // Not HTTP at all: the connection is closed, and cogno carries on.
+    let mut raw = std::os::unix::net::UnixStream::connect(socket(&s)).unwrap();
+    raw.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+    let mut sink = Vec::new();
+    let _ = raw.read_to_end(&mut sink);
+    let (code, v) = unix_http(&s, "POST", "/services/a/restart");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["ok"], true);
+    wait_lines(&s.file("a.start"), 2);
+}
+
+#[test]
+fn concurrent_clients_do_not_hold_up_a_crash_loop() {
+    let s = Stack::new("ctl-load");
+    s.write(
+        r#"
+services:
+  steady:
+    command: ["sleep", "3600"]
+    startsecs: 0s
+  crashy:
+    command: ["sh", "-c", "exit 3"]
+    startsecs: 0s
+    restart: always
+    backoff:
+      initial: 10ms
+      max: 20ms
+"#,
+    );
+    let c = up(&s);
+    let restarts = || service(&status_json(&s), "crashy")["restarts"].as_u64().unwrap();
+    assert!(eventually(TIMEOUT, || restarts() >= 3), "{}", c.output());
+
+    // Clients that connect and then do nothing, or follow logs and never read.
+    let idle: Vec<_> = (0..5)
+        .map(|_| {
+            let mut u = std::os::unix::net::UnixStream::connect(socket(&s)).unwrap();
+            u.write_all(b"GET /sta").unwrap();
+            u
+        })
+        .collect();
+    let mut stalled = std::os::unix::net::UnixStream::connect(socket(&s)).unwrap();
+    stalled
+        .write_all(b"GET /logs?follow=1&n=1000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    let before = restarts();
+    let runs: Vec<Run> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| scope.spawn(|| cli(&s, &["status"])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &runs {
+        assert!(r.stderr.is_empty(), "{r:?}");
+        assert!(r.code == 0 || r.code == 1, "{r:?}");
+        assert!(r.stdout.contains("\ncrashy "), "{r:?}");
+    }
+    // Supervision went on meanwhile, and still does.
+    let during = restarts();
+    assert!(during > before, "crashy restarted {before} then {during} times");
+    assert!(eventually(TIMEOUT, || restarts() > during + 2));
+    drop((idle, stalled));
+}
