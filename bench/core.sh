@@ -310,12 +310,14 @@ fig1_rss() {
     own=$(rss_kib "$SUP_PID")
     all=$(rss_kib "$SUP_PID" $helpers)
     # VmRSS counts shared library pages once per process; PSS splits them (a note only).
-    note="${note:+$note; }PSS $(awk -v k="$(pss_kib "$SUP_PID" $helpers)" 'BEGIN{printf "%.2f", k/1024}') MiB"
-    R1_OWN+=("$SUP $(awk -v k="$own" 'BEGIN{printf "%.2f", k/1024}') MiB${note:+  # $note}")
-    R1_ALL+=("$SUP $(awk -v k="$all" 'BEGIN{printf "%.2f", k/1024}') MiB  # helpers: $(echo $helpers | wc -w)${note:+; $note}")
+    local pss_own pss_all
+    pss_own=$(awk -v k="$(pss_kib "$SUP_PID")" 'BEGIN{printf "%.2f", k/1024}')
+    pss_all=$(awk -v k="$(pss_kib "$SUP_PID" $helpers)" 'BEGIN{printf "%.2f", k/1024}')
+    R1_OWN+=("$SUP $(awk -v k="$own" 'BEGIN{printf "%.2f", k/1024}') MiB  # PSS $pss_own MiB${note:+; $note}")
+    R1_ALL+=("$SUP $(awk -v k="$all" 'BEGIN{printf "%.2f", k/1024}') MiB  # helpers: $(echo $helpers | wc -w); PSS $pss_all MiB${note:+; $note}")
     printf '%s\t%s\n' "$SUP" "$(for p in $helpers; do cat /proc/"$p"/comm 2>/dev/null; done | sort | uniq -c | xargs)" >>"$WORK/fig1.helpers"
-    emit 1 "$SUP" rss_supervisor "$(awk -v k="$own" 'BEGIN{printf "%.2f", k/1024}')" MiB "$note" >/dev/null
-    emit 1 "$SUP" rss_with_helpers "$(awk -v k="$all" 'BEGIN{printf "%.2f", k/1024}')" MiB "helpers: $(echo $helpers | wc -w)${note:+; $note}" >/dev/null
+    emit 1 "$SUP" rss_supervisor "$(awk -v k="$own" 'BEGIN{printf "%.2f", k/1024}')" MiB "PSS $pss_own MiB${note:+; $note}" >/dev/null
+    emit 1 "$SUP" rss_with_helpers "$(awk -v k="$all" 'BEGIN{printf "%.2f", k/1024}')" MiB "helpers: $(echo $helpers | wc -w); PSS $pss_all MiB${note:+; $note}" >/dev/null
     stop_sup "$(stop_signal "$SUP")"
 }
 
@@ -432,11 +434,13 @@ fig5_logs() {
         emit 5 "$SUP" flood_ratio timeout "" "producer did not finish in 600 s"
         stop_sup "$(stop_signal "$SUP")"; return
     fi
-    # Let the forwarder drain: until the capture stops growing for 2 s (0.6 s once
-    # it holds at least every payload byte), bounded by the deadline.
-    local want=$((FLOOD_LINES * 100)) last=-1 same=0 now
+    # Let the forwarder drain: until the captures (and the supervisor's own stdout,
+    # which pm2-runtime also copies every line to) stop growing for 2 s, or for 0.6 s
+    # once they hold every payload byte; bounded by the deadline.
+    local want=$((FLOOD_LINES * 100)) last=-1 same=0 now watch="${LOGS[*]}"
+    [[ " $watch " == *" $RUN_DIR/out.log "* ]] || watch="$watch $RUN_DIR/out.log"
     while ((SECONDS < deadline)); do
-        now=$(capture_bytes "${LOGS[*]}")
+        now=$(capture_bytes "$watch")
         if ((now == last)); then ((++same)); else same=0; fi
         if ((same >= 10)) || { ((now >= want)) && ((same >= 3)); }; then break; fi
         last=$now; sleep 0.2
