@@ -1,0 +1,1258 @@
+//! Bundled PostgreSQL: finding (or installing) the binaries, creating the
+//! cluster crash-safely, writing its configuration, clearing a stale
+//! postmaster.pid, provisioning the app's role and databases, and the health
+//! probe that logs in with the app's credentials.
+
+use crate::process::RunAs;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::{AssertSqlSafe, Connection};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// PostgreSQL's server binaries and their version.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub bin_dir: PathBuf,
+    /// Major version, e.g. 15.
+    pub major: u32,
+    /// Full version, e.g. "15.18".
+    pub version: String,
+}
+
+/// The generated settings file, included from the cluster's postgresql.conf.
+pub const COGNO_CONF: &str = "cogno.conf";
+const INCLUDE_LINE: &str = "include_if_exists = 'cogno.conf'";
+const CONF_TEMPLATE: &str = include_str!("../../bundled/postgresql.conf");
+const HBA_TEMPLATE: &str = include_str!("../../bundled/pg_hba.conf");
+const UPGRADING: &str = "docs/upgrading.md";
+/// Bounds the whole download and extraction of a PostgreSQL release, which
+/// takes far longer than postgresql_embedded's 5 s default (that one covers
+/// only the commands it runs; its download has no limit of its own).
+const EMBEDDED_TIMEOUT: Duration = Duration::from_secs(300);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `bin_dir` from the config, else `pg_config --bindir`, else the newest
+/// /usr/lib/postgresql/*/bin, else postgresql_embedded installs them under
+/// `cache` (needs network: say so clearly when offline).
+///
+/// Blocking, and it waits for the processes it runs (`postgres --version`,
+/// `pg_config`): call it before the reaper runs or on the thread that reaps.
+pub fn locate(bin_dir: Option<&Path>, cache: &Path) -> Result<Binaries, String> {
+    if let Some(dir) = bin_dir {
+        if !is_server_dir(dir) {
+            return Err(format!(
+                "bin_dir {} does not hold PostgreSQL's server binaries (`postgres` and `initdb`); \
+                 set `bin_dir` to the directory that has them (Debian: /usr/lib/postgresql/<major>/bin)",
+                dir.display()
+            ));
+        }
+        return binaries(dir);
+    }
+    if let Some(dir) = pg_config_bindir().filter(|d| is_server_dir(d)) {
+        return binaries(&dir);
+    }
+    if let Some(dir) = newest_system_install(Path::new("/usr/lib/postgresql")) {
+        return binaries(&dir);
+    }
+    match install_embedded(cache) {
+        Ok(dir) => binaries(&dir),
+        Err(why) => Err(format!(
+            "no PostgreSQL server was found on this machine: `bin_dir` is not set, \
+             `pg_config --bindir` names no directory with `postgres` and `initdb`, and \
+             /usr/lib/postgresql/*/bin has none; downloading one into {} failed, which needs \
+             network access: {why}\n\
+             Install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`) or set `bin_dir` \
+             under the postgres service to the directory holding `postgres` and `initdb`",
+            cache.display()
+        )),
+    }
+}
+
+fn is_server_dir(dir: &Path) -> bool {
+    dir.join("postgres").is_file() && dir.join("initdb").is_file()
+}
+
+fn pg_config_bindir() -> Option<PathBuf> {
+    let out = Command::new("pg_config")
+        .arg("--bindir")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    (out.status.success() && !dir.trim().is_empty()).then(|| PathBuf::from(dir.trim()))
+}
+
+/// Debian's layout: one directory per major version, /usr/lib/postgresql/15/bin.
+fn newest_system_install(root: &Path) -> Option<PathBuf> {
+    fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            is_server_dir(&bin).then_some((major, bin))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, bin)| bin)
+}
+
+/// Installs the latest release under `cache` with postgresql_embedded, using
+/// only its installer: its data directory is a throwaway that already looks
+/// initialized, so it never runs initdb (which refuses root) and never points
+/// at the real cluster (its defaults delete the data directory on drop).
+fn install_embedded(cache: &Path) -> Result<PathBuf, String> {
+    use postgresql_embedded::{PostgreSQL, Settings};
+
+    let scratch = cache.join(".embedded-scratch");
+    let _ = fs::remove_dir_all(&scratch);
+    fs::create_dir_all(&scratch)
+        .and_then(|()| fs::write(scratch.join("postgresql.conf"), ""))
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+
+    let mut settings = Settings::new();
+    // Settings::new() leaves two fresh empty directories under /tmp behind.
+    let _ = fs::remove_dir(&settings.data_dir);
+    if let Some(dir) = settings.password_file.parent() {
+        let _ = fs::remove_dir(dir);
+    }
+    settings.installation_dir = cache.to_path_buf();
+    settings.data_dir = scratch.clone();
+    settings.password_file = scratch.join("pwfile");
+    settings.temporary = false;
+    settings.timeout = Some(EMBEDDED_TIMEOUT);
+
+    // Its own runtime on its own thread: callers may or may not be inside one.
+    let result = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime for the download: {e}"))?;
+        rt.block_on(async {
+            let mut pg = PostgreSQL::new(settings);
+            match tokio::time::timeout(EMBEDDED_TIMEOUT, pg.setup()).await {
+                Ok(Ok(())) => Ok(pg.settings().binary_dir()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no complete download within {} s",
+                    EMBEDDED_TIMEOUT.as_secs()
+                )),
+            }
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the installer panicked".into()));
+    let _ = fs::remove_dir_all(&scratch);
+    let dir = result?;
+    if is_server_dir(&dir) {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "the installed release has no `postgres` and `initdb` in {}",
+            dir.display()
+        ))
+    }
+}
+
+fn binaries(bin_dir: &Path) -> Result<Binaries, String> {
+    let postgres = bin_dir.join("postgres");
+    let out = Command::new(&postgres)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", postgres.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (major, version) = parse_version(&text).ok_or_else(|| {
+        format!(
+            "cannot read the version from `{} --version` (it printed {:?}); \
+             set `bin_dir` to a PostgreSQL server installation",
+            postgres.display(),
+            text.trim()
+        )
+    })?;
+    Ok(Binaries {
+        bin_dir: bin_dir.to_path_buf(),
+        major,
+        version,
+    })
+}
+
+/// "postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)" → (15, "15.14").
+fn parse_version(text: &str) -> Option<(u32, String)> {
+    let version = text
+        .split("(PostgreSQL)")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    let major = version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((major, version.to_owned()))
+}
+
+/// Everything `prepare` needs.
+pub struct Setup<'a> {
+    /// DATA/postgresql: the cluster.
+    pub cluster: &'a Path,
+    /// DATA/run/postgresql: the Unix socket directory.
+    pub socket_dir: &'a Path,
+    pub port: u16,
+    pub bins: &'a Binaries,
+    /// `settings:` from the config, overriding the defaults in bundled/postgresql.conf.
+    pub settings: &'a [(String, String)],
+    /// The OS user postgres runs as when cogno is root (None: cogno's own user).
+    pub run_as: Option<&'a RunAs>,
+    /// Password of the `postgres` superuser (set at initdb).
+    pub admin_password: &'a str,
+}
+
+/// What `prepare` did, for the progress lines.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The command to supervise: `postgres -D CLUSTER` (never pg_ctl).
+    pub command: Vec<String>,
+    /// A new cluster was created by this run.
+    pub initialized: bool,
+    /// A stale postmaster.pid was removed.
+    pub removed_stale_pid: bool,
+}
+
+/// Creates the cluster if there is none (initdb into a temporary sibling,
+/// renamed into place when complete), checks its major version, writes the
+/// configuration, clears a stale postmaster.pid. Blocking.
+///
+/// It waits for initdb itself: call it before the reaper runs or on the
+/// thread that reaps (not from spawn_blocking), or the status is stolen.
+pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
+    let cluster = std::path::absolute(setup.cluster)
+        .map_err(|e| format!("cannot resolve {}: {e}", setup.cluster.display()))?;
+    // Bad `settings:` must fail before anything is written.
+    let conf = cogno_conf(setup)?;
+    let scratch = scratch_dir(&cluster)?;
+    let initialized = match cluster_state(&cluster)? {
+        ClusterState::Exists => {
+            check_version(&cluster, setup.bins)?;
+            check_includes_cogno_conf(&cluster)?;
+            // A crash between the rename and the cleanup leaves it behind.
+            remove_scratch(&scratch)?;
+            false
+        }
+        ClusterState::Missing => {
+            initdb(&cluster, &scratch, setup)?;
+            true
+        }
+    };
+    let removed_stale_pid = clear_stale_lock(&cluster.join("postmaster.pid"), &cluster)?;
+    fix_cluster_dir(&cluster, setup.run_as)?;
+
+    fs::create_dir_all(setup.socket_dir)
+        .map_err(|e| format!("cannot create {}: {e}", setup.socket_dir.display()))?;
+    own(setup.socket_dir, setup.run_as)?;
+    set_mode(setup.socket_dir, 0o700)?;
+    // The socket's lock file has the same PID-reuse problem as postmaster.pid.
+    let socket_lock = setup
+        .socket_dir
+        .join(format!(".s.PGSQL.{}.lock", setup.port));
+    clear_stale_lock(&socket_lock, &cluster)?;
+
+    write_atomic(&cluster.join(COGNO_CONF), conf.as_bytes(), setup.run_as)?;
+
+    let postgres = setup.bins.bin_dir.join("postgres");
+    Ok(Prepared {
+        command: vec![
+            postgres.to_string_lossy().into_owned(),
+            "-D".into(),
+            cluster.to_string_lossy().into_owned(),
+        ],
+        initialized,
+        removed_stale_pid,
+    })
+}
+
+enum ClusterState {
+    Exists,
+    Missing,
+}
+
+fn cluster_state(cluster: &Path) -> Result<ClusterState, String> {
+    if cluster.join("PG_VERSION").exists() {
+        return Ok(ClusterState::Exists);
+    }
+    let entries = match fs::read_dir(cluster) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ClusterState::Missing),
+        Err(e) => return Err(format!("cannot read {}: {e}", cluster.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(ClusterState::Missing);
+    }
+    names.sort();
+    let shown = names.len().min(5);
+    let more = if names.len() > shown {
+        format!(" and {} more", names.len() - shown)
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "{} is not empty but holds no PostgreSQL cluster (no PG_VERSION): it contains {}{more}. \
+         cogno creates the cluster only in an empty or missing directory and has changed nothing; \
+         move these files elsewhere (or restore the complete cluster there) and start again",
+        cluster.display(),
+        names[..shown].join(", ")
+    ))
+}
+
+fn check_version(cluster: &Path, bins: &Binaries) -> Result<(), String> {
+    let path = cluster.join("PG_VERSION");
+    let found =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let found = found.trim();
+    if found == bins.major.to_string() {
+        return Ok(());
+    }
+    Err(format!(
+        "the cluster in {} was created by PostgreSQL {found} but the binaries in {} are \
+         PostgreSQL {} ({}); a server cannot open another major version's data. Nothing was \
+         changed. Either set `bin_dir` to a PostgreSQL {found} installation, or upgrade the \
+         cluster to {} with pg_upgrade or a dump and restore, as described in {UPGRADING}",
+        cluster.display(),
+        bins.bin_dir.display(),
+        bins.major,
+        bins.version,
+        bins.major
+    ))
+}
+
+fn check_includes_cogno_conf(cluster: &Path) -> Result<(), String> {
+    let path = cluster.join("postgresql.conf");
+    let text =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let included = text.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with("include") && !l.starts_with("include_dir") && l.contains(COGNO_CONF)
+    });
+    if included {
+        return Ok(());
+    }
+    Err(format!(
+        "{} does not include cogno's settings ({COGNO_CONF}: port, listen address, socket \
+         directory), so the server would not listen where cogno expects it; add the line\n    \
+         {INCLUDE_LINE}\nat its end and start again",
+        path.display()
+    ))
+}
+
+/// initdb into DIR.initdb-tmp/pgdata, then a rename: a crash at any point
+/// leaves either no cluster or a complete one, never a half one.
+fn initdb(cluster: &Path, scratch: &Path, setup: &Setup) -> Result<(), String> {
+    let parent = scratch.parent().unwrap_or(Path::new("/"));
+    let pgdata = scratch.join("pgdata");
+    let pwfile = scratch.join("pwfile");
+
+    fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    remove_scratch(scratch)?;
+    fs::create_dir(scratch).map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+    set_mode(scratch, 0o700)?;
+    own(scratch, setup.run_as)?;
+
+    let result = run_initdb(&pgdata, &pwfile, setup);
+    let _ = fs::remove_file(&pwfile);
+    result?;
+
+    let conf = pgdata.join("postgresql.conf");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .map_err(|e| format!("cannot open {}: {e}", conf.display()))?;
+    writeln!(
+        f,
+        "\n# Added by cogno at initdb: its generated settings (port, socket, `settings:`).\n\
+         {INCLUDE_LINE}"
+    )
+    .and_then(|()| f.sync_all())
+    .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    write_atomic(
+        &pgdata.join("pg_hba.conf"),
+        HBA_TEMPLATE.as_bytes(),
+        setup.run_as,
+    )?;
+    syncfs(&pgdata)?;
+
+    // rename(2) replaces an empty directory, e.g. one created for ownership.
+    fs::rename(&pgdata, cluster).map_err(|e| {
+        format!(
+            "cannot move the new cluster from {} to {}: {e}",
+            pgdata.display(),
+            cluster.display()
+        )
+    })?;
+    sync_dir(parent)?;
+    remove_scratch(scratch)
+}
+
+/// DATA/postgresql.initdb-tmp: where initdb builds the cluster. It only ever
+/// holds cogno's own unfinished work, never the real cluster.
+fn scratch_dir(cluster: &Path) -> Result<PathBuf, String> {
+    match (cluster.parent(), cluster.file_name()) {
+        (Some(parent), Some(name)) => {
+            Ok(parent.join(format!("{}.initdb-tmp", name.to_string_lossy())))
+        }
+        _ => Err(format!(
+            "{} cannot hold the PostgreSQL cluster: use a directory below the data directory",
+            cluster.display()
+        )),
+    }
+}
+
+fn remove_scratch(scratch: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(scratch) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("cannot remove {}: {e}", scratch.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(pwfile)
+        .map_err(|e| format!("cannot create {}: {e}", pwfile.display()))?;
+    f.write_all(setup.admin_password.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", pwfile.display()))?;
+    drop(f);
+    own(pwfile, setup.run_as)?;
+
+    let initdb = setup.bins.bin_dir.join("initdb");
+    let mut cmd = Command::new(&initdb);
+    cmd.arg("-D")
+        .arg(pgdata)
+        .arg("--username=postgres")
+        .arg("--auth=scram-sha-256")
+        .arg("--encoding=UTF8")
+        // C: the same sort order everywhere, and no dependency on installed locales.
+        .arg("--locale=C")
+        // One syncfs afterwards is much cheaper than initdb's fsync of every file.
+        .arg("--no-sync")
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .env_remove("PGDATA")
+        .current_dir(pgdata.parent().unwrap_or(pgdata))
+        .stdin(Stdio::null());
+    if let Some(u) = setup.run_as {
+        cmd.uid(u.uid.as_raw())
+            .gid(u.gid.as_raw())
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", initdb.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let hint = if setup.run_as.is_none() && nix::unistd::geteuid().is_root() {
+        "; initdb refuses to run as root: run the service as user postgres"
+    } else {
+        ""
+    };
+    Err(format!(
+        "initdb failed ({}) creating a cluster in {}:\n{}{hint}",
+        out.status,
+        pgdata.display(),
+        stderr.trim_end()
+    ))
+}
+
+/// postgres refuses a data directory that is not owned by its user or is
+/// group-writable or world-accessible.
+fn fix_cluster_dir(cluster: &Path, run_as: Option<&RunAs>) -> Result<(), String> {
+    let meta =
+        fs::metadata(cluster).map_err(|e| format!("cannot read {}: {e}", cluster.display()))?;
+    let want = run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.uid.as_raw());
+    if meta.uid() != want {
+        let user = run_as.map_or_else(|| want.to_string(), |u| u.name.clone());
+        return Err(format!(
+            "{} belongs to uid {}, but PostgreSQL runs as {user} and refuses a data directory \
+             it does not own; give it back with `chown -R {user} {}`",
+            cluster.display(),
+            meta.uid(),
+            cluster.display()
+        ));
+    }
+    if meta.mode() & 0o027 != 0 {
+        set_mode(cluster, 0o700)?;
+    }
+    Ok(())
+}
+
+/// Removes a lock file (postmaster.pid or a socket's .lock) left by a
+/// postgres that is gone. Its PID alone proves nothing: in a container PIDs
+/// start low again, so another live process may now hold it. Only a live
+/// postgres whose working directory is this cluster keeps the file.
+fn clear_stale_lock(lock: &Path, cluster: &Path) -> Result<bool, String> {
+    let text = match fs::read_to_string(lock) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot read {}: {e}", lock.display())),
+    };
+    let pid = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok());
+    if let Some(pid) = pid.filter(|&p| p > 0) {
+        if is_postgres_on(pid, cluster) {
+            return Err(format!(
+                "PostgreSQL is already running on {} (pid {pid}): {} belongs to it; stop it \
+                 first (e.g. `kill -INT {pid}`), or point cogno at another data directory",
+                cluster.display(),
+                lock.display()
+            ));
+        }
+    }
+    fs::remove_file(lock).map_err(|e| format!("cannot remove stale {}: {e}", lock.display()))?;
+    Ok(true)
+}
+
+fn is_postgres_on(pid: i32, cluster: &Path) -> bool {
+    use nix::errno::Errno;
+    let alive = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
+    };
+    if !alive || pid == std::process::id() as i32 {
+        return false;
+    }
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let comm = fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+    let exe_is_postgres = fs::read_link(proc_dir.join("exe"))
+        .ok()
+        .is_some_and(|p| p.file_name().is_some_and(|n| n == "postgres"));
+    if !matches!(comm.trim(), "postgres" | "postmaster") && !exe_is_postgres {
+        return false;
+    }
+    // postmaster and its backends run with the data directory as their cwd.
+    match fs::read_link(proc_dir.join("cwd")) {
+        Ok(cwd) => same_dir(&cwd, cluster),
+        // Another user's postgres we cannot inspect: assume it is ours rather
+        // than delete the lock of a running server.
+        Err(_) => true,
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// bundled/postgresql.conf, then what cogno decides, then `settings:`.
+fn cogno_conf(setup: &Setup) -> Result<String, String> {
+    let mut entries: Vec<(String, String)> = CONF_TEMPLATE
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut set = |key: &str, value: String| match entries
+        .iter_mut()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+    {
+        Some(e) => e.1 = value,
+        None => entries.push((key.to_owned(), value)),
+    };
+    set("port", setup.port.to_string());
+    set(
+        "unix_socket_directories",
+        conf_quote(&setup.socket_dir.to_string_lossy()),
+    );
+    for (key, value) in setup.settings {
+        let valid = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if key.eq_ignore_ascii_case("port") || key.eq_ignore_ascii_case("unix_socket_directories") {
+            return Err(format!(
+                "postgres setting `{key}` is chosen by cogno (from the service's `port:` and the \
+                 data directory) and cannot be set under `settings:`; remove it, and use `port:` \
+                 to change the port"
+            ));
+        }
+        if !valid {
+            return Err(format!(
+                "postgres setting `{key}` is not a PostgreSQL parameter name (letters, digits, \
+                 `_` and `.` only); fix it under `settings:` of the postgres service"
+            ));
+        }
+        set(key, conf_quote(value));
+    }
+    let mut out = String::from(
+        "# Generated by cogno at every start from its defaults and the postgres service's\n\
+         # `settings:`; edits here are lost. The cluster's postgresql.conf includes this file.\n",
+    );
+    for (k, v) in entries {
+        out.push_str(&format!("{k} = {v}\n"));
+    }
+    Ok(out)
+}
+
+/// A postgresql.conf string: any parameter type accepts the quoted form.
+fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Temp file in the same directory, fsync, chown, rename, fsync the directory.
+fn write_atomic(path: &Path, contents: &[u8], run_as: Option<&RunAs>) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.cogno-tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    f.write_all(contents)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    own(&tmp, run_as)?;
+    fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    sync_dir(dir)
+}
+
+/// Flushes the whole filesystem holding `dir`: the new cluster is durable
+/// before the rename makes it visible.
+fn syncfs(dir: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    fs::File::open(dir)
+        .map_err(|e| format!("cannot open {}: {e}", dir.display()))
+        .and_then(|d| {
+            nix::unistd::syncfs(d.as_raw_fd())
+                .map_err(|e| format!("cannot sync the filesystem of {}: {e}", dir.display()))
+        })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), String> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+}
+
+fn own(path: &Path, run_as: Option<&RunAs>) -> Result<(), String> {
+    let Some(u) = run_as else { return Ok(()) };
+    std::os::unix::fs::chown(path, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+        .map_err(|e| format!("cannot give {} to user {}: {e}", path.display(), u.name))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))
+}
+
+/// Health probe: log in as `user`/`password` to database `user` over TCP on
+/// 127.0.0.1:`port` and run `SELECT 1`. When that login fails because the
+/// role, its password or a database is missing, first provision (as the
+/// superuser with `admin_password`): create or update the role with the
+/// current password, create the databases (`user` plus `databases`) owned by
+/// it. Idempotent; safe to interrupt.
+pub async fn probe(
+    port: u16,
+    user: &str,
+    password: &str,
+    admin_password: &str,
+    databases: &[String],
+) -> Result<(), String> {
+    let redact = |e: String| scrub(e, &[password, admin_password]);
+    let extra: Vec<String> = databases.iter().filter(|d| *d != user).cloned().collect();
+    match app_check(port, user, password, &extra).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(Failure::Provisionable(_)) => {}
+        Err(Failure::Other(e)) => return Err(redact(e)),
+    }
+    provision(port, user, password, admin_password, &extra)
+        .await
+        .map_err(redact)?;
+    match app_check(port, user, password, &extra).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "PostgreSQL on 127.0.0.1:{port}: databases {} are still missing after provisioning",
+            extra.join(", ")
+        )),
+        Err(Failure::Provisionable(e) | Failure::Other(e)) => Err(redact(format!(
+            "PostgreSQL on 127.0.0.1:{port}: {e} (after provisioning role `{user}`)"
+        ))),
+    }
+}
+
+enum Failure {
+    /// Wrong password, missing role or database: provisioning fixes these.
+    Provisionable(String),
+    Other(String),
+}
+
+fn options(port: u16, user: &str, password: &str, database: &str) -> PgConnectOptions {
+    PgConnectOptions::new_without_pgpass()
+        .host("127.0.0.1")
+        .port(port)
+        .username(user)
+        .password(password)
+        .database(database)
+        .ssl_mode(PgSslMode::Disable)
+        .application_name("cogno")
+}
+
+async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        ))),
+    }
+}
+
+/// One login and one query: `SELECT 1` that also counts which of `extra` exist.
+/// Ok(false): logged in, but some of `extra` are missing.
+async fn app_check(
+    port: u16,
+    user: &str,
+    password: &str,
+    extra: &[String],
+) -> Result<bool, Failure> {
+    let mut conn = connect(&options(port, user, password, user))
+        .await
+        .map_err(|e| {
+            let code = db_code(&e);
+            let msg = format!("cannot log in as `{user}` on 127.0.0.1:{port}: {e}");
+            match code.as_deref() {
+                Some("28P01" | "28000" | "3D000") => Failure::Provisionable(msg),
+                _ => Failure::Other(msg),
+            }
+        })?;
+    let found: i64 =
+        sqlx::query_scalar("SELECT 1 + count(*) FROM pg_database WHERE datname = ANY($1::text[])")
+            .bind(extra)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| Failure::Other(format!("`SELECT 1` as `{user}` failed: {e}")))?;
+    let _ = conn.close().await;
+    Ok(found == 1 + extra.len() as i64)
+}
+
+fn db_code(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+async fn provision(
+    port: u16,
+    user: &str,
+    password: &str,
+    admin_password: &str,
+    extra: &[String],
+) -> Result<(), String> {
+    let mut conn = connect(&options(port, "postgres", admin_password, "postgres"))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot provision role `{user}`: the superuser `postgres` cannot log in on \
+                 127.0.0.1:{port} with the admin password set at initdb: {e}"
+            )
+        })?;
+    let fail = |what: &str, e: sqlx::Error| format!("provisioning: {what} failed: {e}");
+    // The role statement carries the password: keep it out of the server log
+    // even if it fails.
+    sqlx::raw_sql("SET log_min_error_statement = panic; SET log_statement = 'none'")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| fail("session setup", e))?;
+    let role = quote_ident(user);
+    let pw = quote_literal(password);
+    let body = format!(
+        "BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN \
+         ALTER ROLE {role} WITH LOGIN PASSWORD {pw}; \
+         ELSE CREATE ROLE {role} WITH LOGIN PASSWORD {pw}; END IF; END",
+        name = quote_literal(user)
+    );
+    let tag = dollar_tag(&body);
+    let role_sql = format!("DO {tag}{body}{tag}");
+    sqlx::raw_sql(AssertSqlSafe(role_sql))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| fail(&format!("creating or updating role `{user}`"), e))?;
+
+    let mut wanted = vec![user.to_owned()];
+    wanted.extend(extra.iter().cloned());
+    let existing: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = ANY($1::text[])")
+            .bind(&wanted)
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| fail("listing databases", e))?;
+    for db in wanted.iter().filter(|d| !existing.contains(d)) {
+        let sql = format!("CREATE DATABASE {} OWNER {role}", quote_ident(db));
+        match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await {
+            Ok(_) => {}
+            // Another prober got there first.
+            Err(e) if db_code(&e).as_deref() == Some("42P04") => {}
+            Err(e) => return Err(fail(&format!("creating database `{db}`"), e)),
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// E'' form whenever there is a backslash, so the result is the same whatever
+/// standard_conforming_strings says (as libpq's PQescapeLiteral does).
+fn quote_literal(s: &str) -> String {
+    let body = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// A dollar-quote tag that does not occur in `body`.
+fn dollar_tag(body: &str) -> String {
+    (0..)
+        .map(|n| format!("$cogno{n}$"))
+        .find(|t| !body.contains(t.as_str()))
+        .expect("some tag is free")
+}
+
+fn scrub(mut msg: String, secrets: &[&str]) -> String {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        msg = msg.replace(s, "<redacted>");
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::process::Child;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    /// A directory under the system temp dir, removed on drop. Traversable by
+    /// all, because postgres (another user under root) must reach the cluster.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "cogno-pg-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A running postmaster, killed if the test fails before stopping it.
+    struct Server {
+        child: Option<Child>,
+        log: PathBuf,
+    }
+
+    impl Server {
+        fn start(cmd: &[String], log: PathBuf, run_as: Option<&RunAs>) -> Server {
+            let out = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            let mut c = Command::new(&cmd[0]);
+            c.args(&cmd[1..])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out);
+            if let Some(u) = run_as {
+                c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+            }
+            Server {
+                child: Some(c.spawn().unwrap()),
+                log,
+            }
+        }
+
+        fn pid(&self) -> i32 {
+            self.child.as_ref().unwrap().id() as i32
+        }
+
+        fn log(&self) -> String {
+            fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        /// Waits for "ready to accept connections" after `skip` bytes of log.
+        fn wait_ready(&self, skip: usize) {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                let log = self.log();
+                if log[skip.min(log.len())..].contains("ready to accept connections") {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("postgres did not become ready:\n{}", self.log());
+        }
+
+        fn stop(mut self) -> std::process::ExitStatus {
+            let mut child = self.child.take().unwrap();
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+            child.wait().unwrap()
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    fn run_as() -> Option<RunAs> {
+        nix::unistd::geteuid()
+            .is_root()
+            .then(|| RunAs::lookup("postgres").expect("user postgres (Debian's postgresql)"))
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn bins() -> Binaries {
+        locate(None, Path::new("/nonexistent-cache")).expect("a local PostgreSQL install")
+    }
+
+    const ADMIN: &str = "0123456789abcdef0123456789abcdef";
+    const APP: &str = "fedcba9876543210fedcba9876543210";
+
+    fn setup<'a>(
+        cluster: &'a Path,
+        socket_dir: &'a Path,
+        port: u16,
+        bins: &'a Binaries,
+        run_as: Option<&'a RunAs>,
+    ) -> Setup<'a> {
+        Setup {
+            cluster,
+            socket_dir,
+            port,
+            bins,
+            settings: &[],
+            run_as,
+            admin_password: ADMIN,
+        }
+    }
+
+    /// Contents of every file under `dir`, to show that nothing changed.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.push((p.clone(), Vec::new(), meta.mode()));
+                out.extend(snapshot(&p));
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap(), meta.mode()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// A directory that looks like a cluster of `major` to `prepare`.
+    fn fake_cluster(dir: &Path, major: &str, run_as: Option<&RunAs>) {
+        fs::create_dir_all(dir).unwrap();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(dir.join("PG_VERSION"), format!("{major}\n")).unwrap();
+        fs::write(dir.join("postgresql.conf"), format!("{INCLUDE_LINE}\n")).unwrap();
+        own(dir, run_as).unwrap();
+    }
+
+    async fn login(port: u16, user: &str, password: Option<&str>, db: &str) -> Result<(), String> {
+        let mut opts = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(port)
+            .username(user)
+            .database(db)
+            .ssl_mode(PgSslMode::Disable);
+        if let Some(p) = password {
+            opts = opts.password(p);
+        }
+        let mut conn = PgConnection::connect_with(&opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        sqlx::query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cluster_lifecycle() {
+        let bins = bins();
+        let run_as = run_as();
+        let tmp = TempDir::new();
+        let cluster = tmp.0.join("postgresql");
+        let sockets = tmp.0.join("run/postgresql");
+        let port = free_port();
+        // A crash mid-initdb left cogno's temporary behind.
+        let leftover = tmp.0.join("postgresql.initdb-tmp");
+        fs::create_dir_all(leftover.join("pgdata/base")).unwrap();
+        fs::write(leftover.join("pgdata/PG_VERSION"), "15\n").unwrap();
+
+        let s = setup(&cluster, &sockets, port, &bins, run_as.as_ref());
+        let p = prepare(&s).unwrap();
+        assert!(p.initialized && !p.removed_stale_pid);
+        assert!(!leftover.exists(), "the initdb temporary is removed");
+        let meta = fs::metadata(&cluster).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        if let Some(u) = &run_as {
+            assert_eq!(meta.uid(), u.uid.as_raw());
+        }
+        assert_eq!(
+            fs::read_to_string(cluster.join("PG_VERSION"))
+                .unwrap()
+                .trim(),
+            bins.major.to_string()
+        );
+        let hba = fs::read_to_string(cluster.join("pg_hba.conf")).unwrap();
+        assert!(!hba.contains("trust") && !hba.contains("md5"), "{hba}");
+        assert_eq!(
+            p.command[1..],
+            ["-D".to_owned(), cluster.display().to_string()]
+        );
+
+        let log = tmp.0.join("postgres.log");
+        let server = Server::start(&p.command, log.clone(), run_as.as_ref());
+        server.wait_ready(0);
+
+        let dbs = vec!["extra_db".to_owned()];
+        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
+        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
+        login(port, "cognobserve", Some(APP), "extra_db")
+            .await
+            .unwrap();
+        // A new app password (the secret was regenerated) is applied.
+        probe(port, "cognobserve", "00ff", ADMIN, &dbs)
+            .await
+            .unwrap();
+        let stale = login(port, "cognobserve", Some(APP), "cognobserve").await;
+        assert!(stale.is_err(), "the old password no longer works");
+        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
+        let err = probe(port, "cognobserve", "wrong", "also-wrong", &dbs)
+            .await
+            .unwrap_err();
+        assert!(err.contains("superuser"), "{err}");
+        assert!(!err.contains("also-wrong") && !err.contains(ADMIN), "{err}");
+
+        // Every way in without the right password is refused.
+        assert!(login(port, "cognobserve", Some("wrong"), "cognobserve")
+            .await
+            .is_err());
+        assert!(login(port, "cognobserve", None, "cognobserve")
+            .await
+            .is_err());
+        assert!(login(port, "postgres", None, "postgres").await.is_err());
+        assert!(login(port, "postgres", Some(""), "postgres").await.is_err());
+        let local = PgConnectOptions::new_without_pgpass()
+            .socket(&sockets)
+            .port(port)
+            .username("postgres")
+            .database("postgres");
+        let err = PgConnection::connect_with(&local).await.unwrap_err();
+        assert!(err.to_string().contains("password"), "{err}");
+
+        let err = prepare(&s).unwrap_err();
+        assert!(
+            err.contains(&format!(
+                "PostgreSQL is already running on {} (pid {})",
+                cluster.display(),
+                server.pid()
+            )),
+            "{err}"
+        );
+
+        assert!(server.stop().success());
+        let first = fs::read_to_string(&log).unwrap();
+        assert!(first.contains("database system is shut down"), "{first}");
+
+        let p = prepare(&s).unwrap();
+        assert!(!p.initialized && !p.removed_stale_pid);
+        let server = Server::start(&p.command, log.clone(), run_as.as_ref());
+        server.wait_ready(first.len());
+        let second = server.log()[first.len()..].to_owned();
+        assert!(
+            second.contains("database system was shut down at"),
+            "{second}"
+        );
+        assert!(!second.contains("recovery"), "{second}");
+        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
+        assert!(server.stop().success());
+    }
+
+    #[test]
+    fn other_major_version_is_refused_untouched() {
+        let bins = bins();
+        let run_as = run_as();
+        let tmp = TempDir::new();
+        let cluster = tmp.0.join("postgresql");
+        fake_cluster(&cluster, "14", run_as.as_ref());
+        fs::write(cluster.join("postmaster.pid"), "1\n").unwrap();
+        let before = snapshot(&tmp.0);
+        let sockets = tmp.0.join("run/postgresql");
+        let s = setup(&cluster, &sockets, free_port(), &bins, run_as.as_ref());
+        let err = prepare(&s).unwrap_err();
+        assert!(err.contains("PostgreSQL 14"), "{err}");
+        assert!(err.contains(&format!("PostgreSQL {}", bins.major)), "{err}");
+        assert!(err.contains("docs/upgrading.md"), "{err}");
+        assert_eq!(snapshot(&tmp.0), before);
+    }
+
+    #[test]
+    fn non_empty_directory_without_cluster_is_refused_untouched() {
+        let bins = bins();
+        let tmp = TempDir::new();
+        let cluster = tmp.0.join("postgresql");
+        fs::create_dir_all(&cluster).unwrap();
+        fs::write(cluster.join("notes.txt"), "mine").unwrap();
+        let before = snapshot(&tmp.0);
+        let sockets = tmp.0.join("run/postgresql");
+        let run_as = run_as();
+        let s = setup(&cluster, &sockets, free_port(), &bins, run_as.as_ref());
+        let err = prepare(&s).unwrap_err();
+        assert!(
+            err.contains("notes.txt") && err.contains("no PG_VERSION"),
+            "{err}"
+        );
+        assert_eq!(snapshot(&tmp.0), before);
+    }
+
+    #[test]
+    fn stale_pid_of_a_live_unrelated_process_is_removed() {
+        let bins = bins();
+        let run_as = run_as();
+        let tmp = TempDir::new();
+        let cluster = tmp.0.join("postgresql");
+        fake_cluster(&cluster, &bins.major.to_string(), run_as.as_ref());
+        let port = free_port();
+        let sockets = tmp.0.join("run/postgresql");
+        // This test process is alive but is no postgres.
+        let me = std::process::id();
+        let pid_file = cluster.join("postmaster.pid");
+        fs::write(&pid_file, format!("{me}\n{}\n", cluster.display())).unwrap();
+        fs::create_dir_all(&sockets).unwrap();
+        let socket_lock = sockets.join(format!(".s.PGSQL.{port}.lock"));
+        fs::write(&socket_lock, format!("{me}\n{}\n", cluster.display())).unwrap();
+        // Left by a crash between initdb's rename and the cleanup.
+        let leftover = tmp.0.join("postgresql.initdb-tmp");
+        fs::create_dir(&leftover).unwrap();
+
+        let s = Setup {
+            settings: &[("work_mem".into(), "8MB".into())],
+            ..setup(&cluster, &sockets, port, &bins, run_as.as_ref())
+        };
+        let p = prepare(&s).unwrap();
+        assert!(p.removed_stale_pid && !p.initialized);
+        assert!(!pid_file.exists() && !socket_lock.exists() && !leftover.exists());
+        let conf = fs::read_to_string(cluster.join(COGNO_CONF)).unwrap();
+        assert!(conf.contains(&format!("port = {port}\n")), "{conf}");
+        assert!(conf.contains("work_mem = '8MB'\n"), "{conf}");
+        assert!(conf.contains("max_connections = 100\n"), "{conf}");
+    }
+
+    #[test]
+    fn settings_cannot_move_the_port() {
+        let bins = bins();
+        let tmp = TempDir::new();
+        let cluster = tmp.0.join("postgresql");
+        let sockets = tmp.0.join("run/postgresql");
+        let s = Setup {
+            settings: &[("Port".into(), "5433".into())],
+            ..setup(&cluster, &sockets, free_port(), &bins, None)
+        };
+        let err = prepare(&s).unwrap_err();
+        assert!(err.contains("`Port`") && err.contains("port:"), "{err}");
+        assert!(fs::read_dir(&tmp.0).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            parse_version("postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)\n"),
+            Some((15, "15.14".to_owned()))
+        );
+        assert_eq!(
+            parse_version("postgres (PostgreSQL) 17beta1"),
+            Some((17, "17beta1".into()))
+        );
+        assert_eq!(parse_version("something else"), None);
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
+        assert_eq!(dollar_tag("x $cogno0$ y"), "$cogno1$");
+        assert_eq!(conf_quote("/a b/'c'"), "'/a b/''c'''");
+        assert_eq!(
+            scrub("pw=s3cret!".into(), &["s3cret", ""]),
+            "pw=<redacted>!"
+        );
+    }
+
+    #[test]
+    fn bad_bin_dir_says_what_to_do() {
+        let err = locate(Some(Path::new("/nonexistent/bin")), Path::new("/tmp")).unwrap_err();
+        assert!(
+            err.contains("/nonexistent/bin") && err.contains("initdb"),
+            "{err}"
+        );
+    }
+}
