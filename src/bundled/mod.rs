@@ -115,7 +115,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<(), String> {
         ));
     }
     if let Ok(st) = nix::sys::statvfs::statvfs(existing) {
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free = st.blocks_available() * st.fragment_size();
         if free < MIN_FREE_BYTES && !data.join("postgresql").join("PG_VERSION").exists() {
             return Err(format!(
                 "only {} MiB free under {}: a first start needs about {} MiB (PostgreSQL, Temporal)\n  = help: free some space or use another --data",
