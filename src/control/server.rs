@@ -211,6 +211,15 @@ struct Api {
 
 type Reply = Response<Body>;
 
+enum Route<'a> {
+    Health,
+    Status,
+    Service(&'a str),
+    Act(&'a str, Action),
+    Logs,
+    Shutdown,
+}
+
 impl Api {
     async fn handle(&self, req: hyper::Request<Incoming>, scope: Scope) -> Reply {
         let path: Vec<String> = req
@@ -222,56 +231,54 @@ impl Api {
             .collect();
         let path: Vec<&str> = path.iter().map(String::as_str).collect();
         let query = parse_query(req.uri().query().unwrap_or(""));
-        let method = req.method().clone();
-        let allow = |m: Method| {
-            if method == m {
-                Ok(())
-            } else {
-                Err(method_not_allowed(m))
+        let route = match (scope, path.as_slice()) {
+            (_, ["health"]) => Route::Health,
+            (Scope::HealthOnly, _) => {
+                return not_found(&format!(
+                    "{} is not served here: this listener only serves GET /health",
+                    req.uri().path()
+                ))
+            }
+            (Scope::Full, ["status"]) => Route::Status,
+            (Scope::Full, ["services", name]) => Route::Service(name),
+            (Scope::Full, ["services", name, action]) => match Action::parse(action) {
+                Some(action) => Route::Act(name, action),
+                None => {
+                    return not_found(&format!(
+                        "there is no action `{action}`: use start, stop or restart"
+                    ))
+                }
+            },
+            (Scope::Full, ["logs"]) => Route::Logs,
+            (Scope::Full, ["shutdown"]) => Route::Shutdown,
+            _ => {
+                return not_found(&format!(
+                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health; \
+                     POST /services/NAME/start|stop|restart, /shutdown)",
+                    req.uri().path()
+                ))
             }
         };
-        match (scope, path.as_slice()) {
-            (_, ["health"]) => match allow(Method::GET) {
-                Ok(()) => self.health().await,
+        let wanted = match route {
+            Route::Act(..) | Route::Shutdown => Method::POST,
+            _ => Method::GET,
+        };
+        if req.method() != wanted {
+            return method_not_allowed(wanted);
+        }
+        match route {
+            Route::Health => self.health().await,
+            Route::Status => match self.status().await {
+                Ok(st) => json(StatusCode::OK, &st),
                 Err(r) => r,
             },
-            (Scope::HealthOnly, _) => not_found(&format!(
-                "{} is not served here: this listener only serves GET /health",
-                req.uri().path()
-            )),
-            (Scope::Full, ["status"]) => match allow(Method::GET) {
-                Ok(()) => match self.status().await {
-                    Ok(st) => json(StatusCode::OK, &st),
-                    Err(r) => r,
-                },
-                Err(r) => r,
-            },
-            (Scope::Full, ["services", name]) => match allow(Method::GET) {
-                Ok(()) => self.service(name).await,
-                Err(r) => r,
-            },
-            (Scope::Full, ["services", name, action]) => match Action::parse(action) {
-                None => not_found(&format!(
-                    "there is no action `{action}`: use start, stop or restart"
-                )),
-                Some(action) => match allow(Method::POST) {
-                    Ok(()) => self.act(action, name, flag(&query, "with_dependents")).await,
-                    Err(r) => r,
-                },
-            },
-            (Scope::Full, ["logs"]) => match allow(Method::GET) {
-                Ok(()) => self.logs(&query),
-                Err(r) => r,
-            },
-            (Scope::Full, ["shutdown"]) => match allow(Method::POST) {
-                Ok(()) => self.shutdown().await,
-                Err(r) => r,
-            },
-            _ => not_found(&format!(
-                "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health; \
-                 POST /services/NAME/start|stop|restart, /shutdown)",
-                req.uri().path()
-            )),
+            Route::Service(name) => self.service(name).await,
+            Route::Act(name, action) => {
+                self.act(action, name, flag(&query, "with_dependents"))
+                    .await
+            }
+            Route::Logs => self.logs(&query),
+            Route::Shutdown => self.shutdown().await,
         }
     }
 
