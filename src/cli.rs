@@ -3,9 +3,9 @@
 
 use crate::bundled;
 use crate::config::{self, fmt_duration, Condition, Stack};
-use crate::secrets;
 use crate::control;
 use crate::logs::{OwnWriter, Sink, Style};
+use crate::secrets;
 use crate::signals;
 use crate::supervisor::{self, Supervisor};
 use clap::{Args, Parser, Subcommand};
@@ -108,7 +108,10 @@ impl ConfigArg {
     /// The stack file named by --config or $COGNO_CONFIG, else ./cogno.yaml
     /// if it exists; None means the built-in quick-start stack.
     fn path(&self) -> Option<PathBuf> {
-        let named = self.config.clone().or_else(|| env_lookup("COGNO_CONFIG").map(PathBuf::from));
+        let named = self
+            .config
+            .clone()
+            .or_else(|| env_lookup("COGNO_CONFIG").map(PathBuf::from));
         named.or_else(|| Some(PathBuf::from("cogno.yaml")).filter(|p| p.exists()))
     }
 
@@ -164,7 +167,11 @@ fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {
         return d;
     }
     if let Some(d) = &stack.data_dir {
-        let base = stack.file.parent().filter(|p| p.exists()).unwrap_or(Path::new("."));
+        let base = stack
+            .file
+            .parent()
+            .filter(|p| p.exists())
+            .unwrap_or(Path::new("."));
         return base.join(d);
     }
     PathBuf::from(if is_pid1() { "/data" } else { "./data" })
@@ -180,10 +187,13 @@ pub fn up(args: StackArgs) -> i32 {
     };
     let data = data_dir(&args, &stack);
     // Everything that can be checked is checked before anything is written.
-    if let Err(e) = bundled::preflight(&stack, &data) {
-        eprintln!("error: {e}");
-        return EXIT_CONFIG;
-    }
+    let located = match bundled::preflight(&stack, &data) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&data) {
         eprintln!(
             "error: cannot create the data directory {}: {e}\n  = help: pass --data DIR with a writable directory",
@@ -241,7 +251,7 @@ pub fn up(args: StackArgs) -> i32 {
             data.display()
         );
         let mut progress = bundled::Progress::new(started);
-        let derived = match first_run(&mut stack, &data, &mut progress) {
+        let derived = match first_run(&mut stack, &data, &located, &mut progress) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("{e}");
@@ -258,7 +268,10 @@ pub fn up(args: StackArgs) -> i32 {
                 tracing::info!("{line}");
             }
             if let Err(e) = bundled::mark_initialized(&marker_data) {
-                tracing::warn!("cannot record the first complete start in {}: {e}", marker_data.display());
+                tracing::warn!(
+                    "cannot record the first complete start in {}: {e}",
+                    marker_data.display()
+                );
             }
         });
         if let Err(e) = control::server::start(
@@ -274,6 +287,8 @@ pub fn up(args: StackArgs) -> i32 {
     });
     // Pending timers would otherwise be waited for; nothing they do matters now.
     runtime.shutdown_background();
+    // The socket is ours (bind refuses one that answers): leave no trace of a stopped stack.
+    let _ = std::fs::remove_file(control::server::socket_in(&data));
     sink.flush(std::time::Duration::from_secs(2));
     code
 }
@@ -294,7 +309,12 @@ fn init_tracing(sink: &Sink, color: bool) {
 
 /// Secrets and bundled-service files, before anything starts. Returns what
 /// each service gets in its environment from cogno.
-fn first_run(stack: &mut Stack, data: &Path, progress: &mut bundled::Progress) -> Result<Vec<Vec<(String, String)>>, String> {
+fn first_run(
+    stack: &mut Stack,
+    data: &Path,
+    located: &bundled::Located,
+    progress: &mut bundled::Progress,
+) -> Result<Vec<Vec<(String, String)>>, String> {
     let specs = bundled::secret_specs(stack);
     if specs.is_empty() {
         return Ok(vec![Vec::new(); stack.services.len()]);
@@ -307,7 +327,7 @@ fn first_run(stack: &mut Stack, data: &Path, progress: &mut bundled::Progress) -
         secrets.from_env.len(),
         secrets.file.display()
     ));
-    let versions = bundled::prepare(stack, data, &secrets, progress)?;
+    let versions = bundled::prepare(stack, data, &secrets, located, progress)?;
     if let Err(e) = bundled::record_creation(data, &versions) {
         tracing::warn!("cannot record what created {}: {e}", data.display());
     }
@@ -318,7 +338,10 @@ fn first_run(stack: &mut Stack, data: &Path, progress: &mut bundled::Progress) -
         .map(|s| {
             let mut env = derived.clone();
             // The probe of the bundled PostgreSQL provisions the app's role as the superuser.
-            if s.bundled.as_ref().is_some_and(|b| b.kind == config::Kind::Postgres) {
+            if s.bundled
+                .as_ref()
+                .is_some_and(|b| b.kind == config::Kind::Postgres)
+            {
                 if let Some(v) = secrets.get(bundled::POSTGRES_ADMIN_PASSWORD) {
                     env.push((bundled::POSTGRES_ADMIN_PASSWORD.to_owned(), v.to_owned()));
                 }
@@ -334,9 +357,16 @@ fn ready_banner(stack: &Stack, data: &Path) -> Vec<String> {
     for svc in &stack.services {
         let what = match &svc.bundled {
             Some(b) => match b.kind {
-                config::Kind::Postgres => format!("postgresql://127.0.0.1:{} (database {})", b.port, bundled::APP_DB),
+                config::Kind::Postgres => format!(
+                    "postgresql://127.0.0.1:{} (database {})",
+                    b.port,
+                    bundled::APP_DB
+                ),
                 config::Kind::Redis => format!("redis://127.0.0.1:{}", b.port),
-                config::Kind::Temporal => format!("temporal at 127.0.0.1:{} (namespace {})", b.port, b.namespace),
+                config::Kind::Temporal => format!(
+                    "temporal at 127.0.0.1:{} (namespace {})",
+                    b.port, b.namespace
+                ),
             },
             None => match &svc.health {
                 Some(h) => match &h.probe {
@@ -374,7 +404,10 @@ pub fn env(args: StackArgs) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    println!("# The environment cogno gives app services (stack {}).", stack.file.display());
+    println!(
+        "# The environment cogno gives app services (stack {}).",
+        stack.file.display()
+    );
     println!("# It contains secrets: keep it out of logs and version control.");
     let mut vars = bundled::derived_env(&stack, &secrets);
     vars.extend(stack.env.iter().cloned());

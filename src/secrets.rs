@@ -53,13 +53,19 @@ pub struct Secrets {
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.values.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("Secrets").field("file", &self.file).field("names", &names).finish()
+        f.debug_struct("Secrets")
+            .field("file", &self.file)
+            .field("names", &names)
+            .finish()
     }
 }
 
 impl Secrets {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.values
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Name and value pairs, for the services' environment.
@@ -76,6 +82,23 @@ pub struct SecretsError(pub String);
 impl std::fmt::Display for SecretsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The pre-flight check: an existing secrets file is cogno's, private, and
+/// parses. Reads only.
+pub fn check_existing(data: &Path) -> Result<(), SecretsError> {
+    let file = data.join("secrets").join(".env");
+    match std::fs::read(&file) {
+        Ok(bytes) => {
+            check_private_file(&file)?;
+            parse(&file, &bytes).map(drop)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SecretsError(format!(
+            "cannot read the secrets file {}: {e}\n  = help: it must be readable by cogno's user",
+            file.display()
+        ))),
     }
 }
 
@@ -102,12 +125,10 @@ pub fn load_or_create(
             Some(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(SecretsError(format!(
-                "cannot read the secrets file {}: {e}\n  = help: it must be readable by cogno's user",
-                file.display()
-            )))
-        }
+        Err(e) => return Err(SecretsError(format!(
+            "cannot read the secrets file {}: {e}\n  = help: it must be readable by cogno's user",
+            file.display()
+        ))),
     };
     let stored = match &existing {
         Some(bytes) => parse(&file, bytes)?,
@@ -145,7 +166,10 @@ pub fn load_or_create(
             None => HEADER.as_bytes().to_vec(),
         };
         for name in &generated {
-            let (_, v) = values.iter().find(|(k, _)| k == name).expect("generated above");
+            let (_, v) = values
+                .iter()
+                .find(|(k, _)| k == name)
+                .expect("generated above");
             text.extend_from_slice(format!("{name}={v}\n").as_bytes());
         }
         write_atomic(&dir, &file, &text)?;
@@ -199,7 +223,9 @@ fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, SecretsErro
         };
         let k = k.trim();
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(bad("has an invalid name before `=` (letters, digits and _ only)"));
+            return Err(bad(
+                "has an invalid name before `=` (letters, digits and _ only)",
+            ));
         }
         if out.iter().any(|(e, _)| e == k) {
             return Err(bad(&format!("sets {k} a second time")));
@@ -223,8 +249,12 @@ fn ensure_private_dir(dir: &Path) -> Result<(), SecretsError> {
 /// The secrets file must belong to cogno's user and be private to it.
 fn check_private_file(file: &Path) -> Result<(), SecretsError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(file)
-        .map_err(|e| SecretsError(format!("cannot inspect the secrets file {}: {e}", file.display())))?;
+    let meta = std::fs::metadata(file).map_err(|e| {
+        SecretsError(format!(
+            "cannot inspect the secrets file {}: {e}",
+            file.display()
+        ))
+    })?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
         return Err(SecretsError(format!(
@@ -308,7 +338,11 @@ mod tests {
         let before = std::fs::read(&file).unwrap();
         let again = load_or_create(&d, &cognobserve_defaults(), &no_env).unwrap();
         assert!(again.generated.is_empty());
-        assert_eq!(std::fs::read(&file).unwrap(), before, "unchanged byte for byte");
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            before,
+            "unchanged byte for byte"
+        );
         let mut more = cognobserve_defaults();
         more.push(SecretSpec {
             name: "EXTRA".into(),
@@ -318,8 +352,14 @@ mod tests {
         let added = load_or_create(&d, &more, &no_env).unwrap();
         assert_eq!(added.generated, ["EXTRA"]);
         let after = std::fs::read(&file).unwrap();
-        assert!(after.starts_with(&before), "existing lines are kept as they were");
-        assert_eq!(added.get("POSTGRES_PASSWORD"), first.get("POSTGRES_PASSWORD"));
+        assert!(
+            after.starts_with(&before),
+            "existing lines are kept as they were"
+        );
+        assert_eq!(
+            added.get("POSTGRES_PASSWORD"),
+            first.get("POSTGRES_PASSWORD")
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -339,15 +379,26 @@ mod tests {
         let d = tmpdir("bad");
         std::fs::create_dir_all(d.join("secrets")).unwrap();
         let file = d.join("secrets/.env");
-        std::fs::write(&file, "# ok\nGOOD=s3cr3t-value\nthis line is broken s3cr3t-value\n").unwrap();
+        std::fs::write(
+            &file,
+            "# ok\nGOOD=s3cr3t-value\nthis line is broken s3cr3t-value\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let err = load_or_create(&d, &cognobserve_defaults(), &no_env).unwrap_err().0;
+        let err = load_or_create(&d, &cognobserve_defaults(), &no_env)
+            .unwrap_err()
+            .0;
         assert!(err.contains(".env:3") && !err.contains("s3cr3t"), "{err}");
         std::fs::write(&file, "GOOD=s3cr3t-value\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create(&d, &cognobserve_defaults(), &no_env).unwrap_err().0;
+        let err = load_or_create(&d, &cognobserve_defaults(), &no_env)
+            .unwrap_err()
+            .0;
         assert!(err.contains("644") && err.contains("chmod 600"), "{err}");
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "GOOD=s3cr3t-value\n");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "GOOD=s3cr3t-value\n"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -89,15 +89,31 @@ pub fn derived_env(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
     env
 }
 
+/// What pre-flight found, for `prepare`.
+#[derive(Default)]
+pub struct Located {
+    postgres: Option<postgres::Binaries>,
+}
+
 /// Checks made before anything is written: the data directory can be
-/// written and has room, the bundled services' ports are free. Each failure
-/// is one line saying what to do.
-pub fn preflight(stack: &Stack, data: &Path) -> Result<(), String> {
+/// written and has room, the bundled services' ports are free, their
+/// binaries exist and can open the existing data, the secrets file is
+/// usable. Each failure is one error saying what to do.
+pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
+    let mut located = Located::default();
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
-        return Ok(());
+        return Ok(located);
     }
-    let existing = data.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
-    if nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_err() {
+    let existing = data
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if nix::unistd::access(
+        existing,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_err()
+    {
         let meta = std::fs::metadata(existing);
         let owner = meta
             .as_ref()
@@ -128,33 +144,57 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<(), String> {
     for svc in &stack.services {
         let Some(b) = &svc.bundled else { continue };
         if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
-            let holder = port_holder(b.port).map(|h| format!(" by {h}")).unwrap_or_default();
+            let holder = port_holder(b.port)
+                .map(|h| format!(" by {h}"))
+                .unwrap_or_default();
             return Err(format!(
                 "port {} (service `{}`) is already in use{holder}\n  = help: stop what holds it, or set `port:` for `{}` in the stack file",
                 b.port, svc.name, svc.name
             ));
         }
+        match b.kind {
+            Kind::Postgres => {
+                let bins = postgres::locate(
+                    b.bin.as_deref(),
+                    &data.join(".cogno").join("postgresql-bin"),
+                )?;
+                postgres::check_existing(&data.join("postgresql"), &bins)?;
+                located.postgres = Some(bins);
+            }
+            Kind::Redis => redis::check(b.bin.as_deref())?,
+            Kind::Temporal => temporal::check(&data.join("temporal"), b.bin.as_deref())?,
+        }
     }
-    Ok(())
+    secrets::check_existing(data).map_err(|e| e.0)?;
+    Ok(located)
 }
 
 /// "pid 123 (redis-server)" for the process listening on `port`, when /proc tells.
 fn port_holder(port: u16) -> Option<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
             if local_port == Some(port) && f.get(3) == Some(&"0A") {
                 inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
             }
         }
     }
     for pid in crate::process::all_pids() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())) {
+            if std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 return Some(format!("pid {pid} ({})", comm.trim()));
             }
@@ -176,7 +216,11 @@ impl Progress {
 
     pub fn step(&mut self, msg: impl std::fmt::Display) {
         self.n += 1;
-        info!("[{} at {}] {msg}", self.n, crate::supervisor::fmt_latency(self.start.elapsed()));
+        info!(
+            "[{} at {}] {msg}",
+            self.n,
+            crate::supervisor::fmt_latency(self.start.elapsed())
+        );
     }
 }
 
@@ -192,6 +236,7 @@ pub fn prepare(
     stack: &mut Stack,
     data: &Path,
     secrets: &Secrets,
+    located: &Located,
     progress: &mut Progress,
 ) -> Result<Versions, String> {
     let root = nix::unistd::geteuid().is_root();
@@ -201,7 +246,9 @@ pub fn prepare(
     };
     let run_dir = data.join("run");
     for svc in &mut stack.services {
-        let Some(b) = svc.bundled.clone() else { continue };
+        let Some(b) = svc.bundled.clone() else {
+            continue;
+        };
         let run_as = match (&svc.user, root) {
             (Some(u), true) => Some(RunAs::lookup(u)?),
             _ => None,
@@ -210,7 +257,10 @@ pub fn prepare(
         let took = || crate::supervisor::fmt_latency(started.elapsed());
         match b.kind {
             Kind::Postgres => {
-                let bins = postgres::locate(b.bin.as_deref(), &data.join(".cogno").join("postgresql-bin"))?;
+                let bins = located
+                    .postgres
+                    .clone()
+                    .ok_or("internal error: PostgreSQL was not located during pre-flight")?;
                 let cluster = data.join("postgresql");
                 let prepared = postgres::prepare(&postgres::Setup {
                     cluster: &cluster,
@@ -225,12 +275,19 @@ pub fn prepare(
                     "{}: PostgreSQL {} {} in {} (took {})",
                     svc.name,
                     bins.version,
-                    if prepared.initialized { "cluster created" } else { "cluster found" },
+                    if prepared.initialized {
+                        "cluster created"
+                    } else {
+                        "cluster found"
+                    },
                     cluster.display(),
                     took()
                 ));
                 if prepared.removed_stale_pid {
-                    info!("{}: removed a stale postmaster.pid left by an unclean stop", svc.name);
+                    info!(
+                        "{}: removed a stale postmaster.pid left by an unclean stop",
+                        svc.name
+                    );
                 }
                 versions.postgres_major = Some(bins.major);
                 svc.command = prepared.command;
@@ -245,7 +302,12 @@ pub fn prepare(
                     settings: &b.settings,
                     run_as: run_as.as_ref(),
                 })?;
-                progress.step(format!("{}: redis.conf written in {} (took {})", svc.name, dir.display(), took()));
+                progress.step(format!(
+                    "{}: redis.conf written in {} (took {})",
+                    svc.name,
+                    dir.display(),
+                    took()
+                ));
             }
             Kind::Temporal => {
                 let dir = data.join("temporal");
@@ -259,7 +321,12 @@ pub fn prepare(
                 versions.temporal_cli = std::fs::read_to_string(dir.join("cli-version"))
                     .ok()
                     .map(|v| v.trim().to_owned());
-                progress.step(format!("{}: Temporal dev server in {} (took {})", svc.name, dir.display(), took()));
+                progress.step(format!(
+                    "{}: Temporal dev server in {} (took {})",
+                    svc.name,
+                    dir.display(),
+                    took()
+                ));
             }
         }
     }

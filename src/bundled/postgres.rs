@@ -236,10 +236,8 @@ pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
     // Bad `settings:` must fail before anything is written.
     let conf = cogno_conf(setup)?;
     let scratch = scratch_dir(&cluster)?;
-    let initialized = match cluster_state(&cluster)? {
+    let initialized = match check_existing(&cluster, setup.bins)? {
         ClusterState::Exists => {
-            check_version(&cluster, setup.bins)?;
-            check_includes_cogno_conf(&cluster)?;
             // A crash between the rename and the cleanup leaves it behind.
             remove_scratch(&scratch)?;
             false
@@ -276,7 +274,19 @@ pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
     })
 }
 
-enum ClusterState {
+/// The read-only part of `prepare`, for the pre-flight checks: an existing
+/// cluster must be of the binaries' major version and include cogno.conf; a
+/// directory that is neither empty nor a cluster is refused.
+pub fn check_existing(cluster: &Path, bins: &Binaries) -> Result<ClusterState, String> {
+    let state = cluster_state(cluster)?;
+    if let ClusterState::Exists = state {
+        check_version(cluster, bins)?;
+        check_includes_cogno_conf(cluster)?;
+    }
+    Ok(state)
+}
+
+pub enum ClusterState {
     Exists,
     Missing,
 }
@@ -538,6 +548,15 @@ fn is_postgres_on(pid: i32, cluster: &Path) -> bool {
         return false;
     }
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // A killed postmaster not yet reaped (a zombie) still answers kill(0)
+    // and keeps its name, but holds nothing: it is not running.
+    let stat = fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    if matches!(state, None | Some('Z') | Some('X')) {
+        return false;
+    }
     let comm = fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
     let exe_is_postgres = fs::read_link(proc_dir.join("exe"))
         .ok()
@@ -550,7 +569,9 @@ fn is_postgres_on(pid: i32, cluster: &Path) -> bool {
         Ok(cwd) => same_dir(&cwd, cluster),
         // Another user's postgres we cannot inspect: assume it is ours rather
         // than delete the lock of a running server.
-        Err(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => true,
+        // It has gone (or is exiting) since it was checked.
+        Err(_) => false,
     }
 }
 

@@ -161,6 +161,11 @@ fn unexpected(at: &str, command: &str, line: &str, password: &str) -> String {
 }
 
 /// `bin` when given, else `redis-server` from PATH.
+/// The pre-flight check: the redis-server binary exists.
+pub fn check(bin: Option<&Path>) -> Result<(), String> {
+    find_binary(bin).map(drop)
+}
+
 fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
     if let Some(bin) = bin {
         return if bin.is_file() {

@@ -42,10 +42,23 @@ pub struct Setup<'a> {
 /// Checks the CLI version against the one recorded in DATA/temporal (an
 /// older CLI than the one that wrote the database is an error), records it
 /// on first use, and returns the command to supervise. Blocking.
-pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
-    let bin = find_binary(setup.bin)?;
+/// The read-only part of `prepare`, for the pre-flight checks: the binary
+/// exists and is not older than the CLI that last used the database.
+pub fn check(dir: &Path, bin: Option<&Path>) -> Result<(), String> {
+    inspect(dir, bin).map(drop)
+}
+
+/// What `prepare` decides from: the binary, its version, and the record.
+struct Inspected {
+    bin: PathBuf,
+    version: String,
+    parsed: Version,
+    recorded: Option<(String, Version)>,
+}
+
+fn inspect(dir: &Path, bin: Option<&Path>) -> Result<Inspected, String> {
+    let bin = find_binary(bin)?;
     let (version, parsed) = cli_version(&bin)?;
-    let dir = setup.dir;
     let record = dir.join(VERSION_FILE);
     let db = dir.join(DB_FILE);
 
@@ -70,7 +83,24 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
             ));
         }
     }
+    Ok(Inspected {
+        bin,
+        version,
+        parsed,
+        recorded,
+    })
+}
 
+pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
+    let Inspected {
+        bin,
+        version,
+        parsed,
+        recorded,
+    } = inspect(setup.dir, setup.bin)?;
+    let dir = setup.dir;
+    let record = dir.join(VERSION_FILE);
+    let db = dir.join(DB_FILE);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
