@@ -240,7 +240,7 @@ cogno_url() { "$COGNO" env --config "$STACK" --data "$1" | sed -n "s/^DATABASE_U
 recipe_healthy() {  # data
     local pw
     pw=$(sed -n 's/^REDIS_PASSWORD=//p' "$1/.env" 2>/dev/null) || return 1
-    pg_isready -q -h 127.0.0.1 -p "${RECIPE_PORTS[0]}" &&
+    pg_isready -q -U postgres -h 127.0.0.1 -p "${RECIPE_PORTS[0]}" &&
         [ "$(redis-cli -h 127.0.0.1 -p "${RECIPE_PORTS[1]}" --no-auth-warning -a "$pw" ping 2>/dev/null)" = PONG ] &&
         "$TEMPORAL" operator cluster health --address "127.0.0.1:${RECIPE_PORTS[2]}" >/dev/null 2>&1
 }
@@ -261,11 +261,15 @@ recipe_url() {
     echo "postgresql://cognobserve:$(sed -n 's/^POSTGRES_PASSWORD=//p' "$1/.env")@127.0.0.1:${RECIPE_PORTS[0]}/cognobserve"
 }
 
-# cogno: when did each service's `X: stopped (...)` line come, after SIGTERM?
+# cogno: when did each service finish stopping, after SIGTERM? Its own
+# `X: stopped (...)` line, or for postgres the server's `database system is
+# shut down` (cogno's last lines can be missing from its stdout, see the docs).
 note_cogno_stop_lines() {  # log label
-    local svc t
+    local svc t re
     for svc in postgres redis temporal; do
-        t=$(grep -m1 -E "$svc: stopped \(" "$1" | cut -d' ' -f1 || true)
+        re="$svc: stopped \\("
+        [ "$svc" = postgres ] && re="$re|database system is shut down"
+        t=$(grep -m1 -E "$re" "$1" | cut -d' ' -f1 || true)
         [ -n "$t" ] || continue
         record cogno "stopline-$svc-$2" "$(since "$STOP_T0" "$t")" "s after SIGTERM"
     done

@@ -59,7 +59,7 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
     runuser -u postgres -- psql -h "$DATA/run" -p "$PG_PORT" -v ON_ERROR_STOP=1 -q \
         -c "CREATE ROLE cognobserve LOGIN PASSWORD '$POSTGRES_PASSWORD'" \
         -c "CREATE DATABASE cognobserve OWNER cognobserve"
-    kill -INT "$pg"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop > /dev/null
     wait "$pg" || true
     touch "$DATA/.initialized"
 fi
