@@ -181,7 +181,7 @@ stop_measure() {
         sleep 0.005
     done
     STOP_SECS=$(since "$STOP_T0")
-    wait "$PID" 2>/dev/null || true
+    { wait "$PID" || true; } 2>/dev/null
     forget "$PID"
     sleep 0.2                 # let the stamp pipe flush the last lines
 }
@@ -255,7 +255,12 @@ recipe_start() {  # data log
     done
     READY_SECS=$(since "$T0")
     # docker stop signals the container's PID 1: unshare's child, the entrypoint
-    STOP_TARGET=$(cat /proc/"$PID"/task/*/children | head -1)
+    local c
+    STOP_TARGET=
+    for c in $(descendants "$PID"); do   # the process that is pid 1 in the namespace
+        grep -qE '^NSpid:\s+[0-9]+\s+1$' /proc/"$c"/status 2>/dev/null && STOP_TARGET=$c
+    done
+    [ -n "$STOP_TARGET" ] || die "no PID 1 found under unshare ($PID)"
 }
 recipe_url() {
     echo "postgresql://cognobserve:$(sed -n 's/^POSTGRES_PASSWORD=//p' "$1/.env")@127.0.0.1:${RECIPE_PORTS[0]}/cognobserve"
@@ -333,7 +338,10 @@ cleanliness() {
     awk -F'\t' -v s="$1" -v f="$2" '$1 == s && $2 == f { n++; if ($4 ~ /killed=0/ && $4 ~ /shutdown-logged/ && $4 ~ /next-start-clean/) k++ }
         END { if (n) printf ", %d/%d clean", k, n }' "$RESULTS"
 }
-cell() { [[ " ${SYSTEMS[*]} " == *" $1 "* ]] && echo "$(summary "$1" "$2")$(cleanliness "$1" "$2")" || echo "not run"; }
+cell() {  # system figure
+    [[ " ${SYSTEMS[*]} " == *" $1 "* ]] || { echo "not run"; return; }
+    if [[ $2 == stop-* ]]; then echo "$(summary "$1" "$2")$(cleanliness "$1" "$2")"; else summary "$1" "$2"; fi
+}
 
 echo
 echo "| figure | cogno median (range) | recipe median (range) | target (cogno) |"
