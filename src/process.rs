@@ -135,6 +135,8 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
         }
     }
     let mut cmd = Command::new(&program);
+    // argv[0] stays as written, as execvp would leave it (busybox-style tools dispatch on it).
+    cmd.arg0(&l.argv[0]);
     cmd.args(&l.argv[1..])
         .env_clear()
         .envs(l.env.iter().map(|(k, v)| (k, v)));
