@@ -143,6 +143,24 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
     }
     for svc in &stack.services {
         let Some(b) = &svc.bundled else { continue };
+        if let (Some(user), true) = (&svc.user, nix::unistd::geteuid().is_root()) {
+            let who = RunAs::lookup(user)?;
+            if let Some(blocked) = data.ancestors().filter(|p| p.exists()).find(|p| !can_enter(p, &who)) {
+                let (owner, mode) = std::fs::metadata(blocked)
+                    .map(|m| (std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::mode(&m) & 0o7777))
+                    .unwrap_or((0, 0));
+                return Err(format!(
+                    "{} belongs to uid {owner} with mode {mode:04o}: user `{user}`, which runs `{}`, cannot enter it, \
+                     so the data directory {} is out of its reach\n  = help: let other users enter it \
+                     (`chmod o+x {}` on the host), give it to root (`chown 0:0 {}`), or use a named volume",
+                    blocked.display(),
+                    svc.name,
+                    data.display(),
+                    blocked.display(),
+                    blocked.display(),
+                ));
+            }
+        }
         if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
             let holder = port_holder(b.port)
                 .map(|h| format!(" by {h}"))
@@ -167,6 +185,20 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
     }
     secrets::check_existing(data).map_err(|e| e.0)?;
     Ok(located)
+}
+
+/// Whether `who` may search directory `dir` (its x bit for owner, group or others).
+fn can_enter(dir: &Path, who: &RunAs) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dir) else { return false };
+    let mode = m.mode();
+    if m.uid() == who.uid.as_raw() {
+        mode & 0o100 != 0
+    } else if m.gid() == who.gid.as_raw() || who.groups.iter().any(|g| g.as_raw() == m.gid()) {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
 }
 
 /// "pid 123 (redis-server)" for the process listening on `port`, when /proc tells.

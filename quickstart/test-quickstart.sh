@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The quick-start image's integration test, as a real container (podman via
+# ../shared/tools/container-sim; there is no Docker engine here):
+#
+#   build the stand-in app image and the quick-start image; run it like
+#   `docker run -d -p 3000:3000 -p 8080:8080 -v VOLUME:/data`; wait for its
+#   HEALTHCHECK; /api/health is healthy; ingest answers; a trace is stored;
+#   the demo workflow runs through the worker; `cogno status` inside; stop
+#   like `docker stop` (exits 0 in time, PostgreSQL shut down cleanly); run
+#   again on the same volume (trace and workflow history kept, secrets
+#   unchanged byte for byte, no recovery); then /data on a host folder owned
+#   by another uid and on a read-only folder: clear errors.
+#
+# Prints the figures for docs/performance.md. Cleans up its containers,
+# volume and folders. Skips (loudly, exit 0) only when container-sim says
+# this machine cannot run containers.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+sim=${CONTAINER_SIM:-$repo/../shared/tools/container-sim}
+[ -x "$sim" ] || sim=/work/shared/tools/container-sim
+tag=$$
+app_image=localhost/cognobserve-app:test
+image=localhost/cognobserve:test
+name=cogno-qs-$tag
+volume=cogno-qs-vol-$tag
+work=$(mktemp -d /tmp/cogno-qs.XXXXXX)
+run_pid=""
+failures=0
+passes=0
+
+log() { printf '\n== %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*"; failures=$((failures + 1)); }
+ok() { printf 'ok: %s\n' "$*"; passes=$((passes + 1)); }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+cleanup() {
+  set +e
+  podman rm -f "$name" "$name-2" "$name-uid" "$name-ro" >/dev/null 2>&1
+  [ -n "$run_pid" ] && kill "$run_pid" 2>/dev/null
+  podman volume rm -f "$volume" >/dev/null 2>&1
+  mountpoint -q "$work/ro-mnt" 2>/dev/null && umount "$work/ro-mnt"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# ---------------------------------------------------------------- setup ---
+log "container-sim setup"
+if ! "$sim" setup >"$work/setup.log" 2>&1; then
+  cat "$work/setup.log"
+  printf '\n%s\n' "################################################################" \
+    "SKIPPED: container-sim reports this machine cannot run containers;" \
+    "the quick-start image was NOT tested. See the output above." \
+    "################################################################"
+  exit 0
+fi
+
+log "build the stand-in app image ($app_image)"
+"$sim" build --file "$repo/quickstart/demo-app/Dockerfile" --tag "$app_image" "$repo/quickstart/demo-app"
+
+log "build the quick-start image ($image)"
+"$sim" build --file "$repo/Dockerfile.quickstart" --tag "$image" --build-arg "APP_IMAGE=$app_image" "$repo"
+size=$(podman image inspect "$image" --format '{{.Size}}')
+app_size=$(podman image inspect "$app_image" --format '{{.Size}}')
+printf 'image size: %s MB in all, %s MB without the app layer\n' \
+  "$((size / 1000000))" "$(((size - app_size) / 1000000))"
+
+web_port=$(free_port)
+ingest_port=$(free_port)
+
+# Starts the image like `docker run -d`, output to $work/$1.log.
+start() {
+  local cname=$1 data=$2
+  "$sim" run --image "$image" --name "$cname" --data "$data" \
+    --publish "127.0.0.1:$web_port:3000" --publish "127.0.0.1:$ingest_port:8080" \
+    >"$work/$cname.log" 2>&1 &
+  run_pid=$!
+}
+
+# Waits for the container started by `start` to exit; prints its status.
+wait_exit() {
+  local status=0
+  wait "$run_pid" || status=$?
+  run_pid=""
+  echo "$status"
+}
+
+curl_json() { curl -sS --max-time 10 "$@"; }
+
+# -------------------------------------------------------------- first run ---
+log "first run on a fresh volume"
+t_run=$(now)
+start "$name" "$volume"
+trace_id=""
+for _ in $(seq 1 600); do
+  body='{"name":"quickstart","spans":[{"id":"s1","durationMs":12}]}'
+  if out=$(curl -sf --max-time 2 -X POST -H 'content-type: application/json' \
+    --data "$body" "http://127.0.0.1:$ingest_port/v1/traces" 2>/dev/null); then
+    trace_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$out")
+    break
+  fi
+  kill -0 "$run_pid" 2>/dev/null || break
+  sleep 0.1
+done
+first_trace=$(since "$t_run")
+[ -n "$trace_id" ] && ok "first trace $trace_id stored ${first_trace}s after run" \
+  || { fail "no trace could be stored"; tail -50 "$work/$name.log"; exit 1; }
+
+"$sim" health --timeout 180 "$name" && ok "HEALTHCHECK (cogno healthcheck) passes" || fail "HEALTHCHECK never passed"
+health=$(curl_json "http://127.0.0.1:$web_port/api/health")
+grep -q '"status":"healthy"' <<<"$health" && ok "/api/health: $health" || fail "/api/health: $health"
+curl_json "http://127.0.0.1:$ingest_port/health" | grep -q '"status":"ok"' && ok "ingest /health ok" || fail "ingest /health"
+curl_json "http://127.0.0.1:$ingest_port/v1/traces/$trace_id" | grep -q quickstart \
+  && ok "trace $trace_id reads back" || fail "trace $trace_id does not read back"
+
+workflow_id=quickstart-demo-$tag
+if out=$(podman exec "$name" temporal workflow execute --address 127.0.0.1:7233 \
+  --task-queue cognobserve-tasks --type demoWorkflow --workflow-id "$workflow_id" --input '"quickstart"' 2>&1); then
+  ok "demo workflow ran through the worker: $(grep -i result <<<"$out" | head -1)"
+else
+  fail "demo workflow: $out"
+fi
+
+podman exec "$name" cogno status && ok "cogno status inside the container (exit 0: ready)" || fail "cogno status"
+
+mem=$(podman stats --no-stream --format '{{.MemUsage}}' "$name" 2>/dev/null || echo "?")
+printf 'idle memory (container cgroup): %s\n' "$mem"
+
+secrets_file=/var/lib/containers/storage/volumes/$volume/_data/secrets/.env
+secrets_before=$(sha256sum "$secrets_file" | cut -d' ' -f1)
+
+log "stop like docker stop (SIGTERM, 10 s grace)"
+t_stop=$(now)
+"$sim" stop --time 10 "$name" >/dev/null
+status=$(wait_exit)
+stop_time=$(since "$t_stop")
+[ "$status" = 0 ] && ok "exited 0 in ${stop_time}s" || fail "exit status $status after ${stop_time}s (137 = it had to be killed)"
+grep -q 'database system is shut down' "$work/$name.log" && ok "PostgreSQL shut down cleanly" \
+  || fail "no clean PostgreSQL shutdown in the log"
+
+# ------------------------------------------------------------- second run ---
+log "second run on the same volume"
+t_run=$(now)
+start "$name-2" "$volume"
+"$sim" health --timeout 180 "$name-2" && warm=$(since "$t_run") && ok "healthy again after ${warm}s" \
+  || { fail "not healthy on the second run"; tail -50 "$work/$name-2.log"; }
+curl_json "http://127.0.0.1:$ingest_port/v1/traces/$trace_id" | grep -q quickstart \
+  && ok "trace $trace_id is still there" || fail "trace $trace_id was lost"
+podman exec "$name-2" temporal workflow describe --address 127.0.0.1:7233 -w "$workflow_id" >/dev/null 2>&1 \
+  && ok "workflow $workflow_id history is still there" || fail "workflow $workflow_id history was lost"
+[ "$(sha256sum "$secrets_file" | cut -d' ' -f1)" = "$secrets_before" ] \
+  && ok "secrets file unchanged byte for byte" || fail "secrets file changed"
+if grep -Eq 'redo starts|not properly shut down|automatic recovery|was interrupted' "$work/$name-2.log"; then
+  fail "PostgreSQL ran recovery on the second start"
+else
+  ok "no recovery in PostgreSQL's log"
+fi
+"$sim" stop --time 10 "$name-2" >/dev/null
+status=$(wait_exit)
+[ "$status" = 0 ] || fail "second stop: exit status $status"
+
+# ---------------------------------------------------------- bad data dirs ---
+# Expects the container to exit non-zero by itself with an error naming /data.
+expect_refusal() {
+  local cname=$1 data=$2 what=$3
+  start "$cname" "$data"
+  local status
+  for _ in $(seq 1 600); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.2; done
+  podman rm -f "$cname" >/dev/null 2>&1 || true
+  status=$(wait_exit)
+  if [ "$status" != 0 ] && grep -q '/data' "$work/$cname.log" && grep -qi 'help' "$work/$cname.log"; then
+    ok "$what: refused with exit $status: $(grep -m1 'error' "$work/$cname.log")"
+  else
+    fail "$what: exit $status"; cat "$work/$cname.log"
+  fi
+}
+
+log "a host folder owned by another uid"
+mkdir -m 0700 "$work/other-uid"
+chown 12345:12345 "$work/other-uid"
+expect_refusal "$name-uid" "$work/other-uid" "folder of uid 12345 (0700)"
+
+log "a read-only folder"
+mkdir "$work/ro" "$work/ro-mnt"
+mount --bind "$work/ro" "$work/ro-mnt"
+mount -o remount,ro,bind "$work/ro-mnt"
+expect_refusal "$name-ro" "$work/ro-mnt" "read-only folder"
+
+log "figures"
+printf 'time to first trace (cold volume): %ss\n' "$first_trace"
+printf 'time to healthy (warm volume):     %ss\n' "${warm:-?}"
+printf 'docker stop to exit:               %ss\n' "$stop_time"
+printf 'idle memory:                       %s\n' "$mem"
+
+printf '\nquickstart: %s passed, %s failed\n' "$passes" "$failures"
+[ "$failures" -eq 0 ]
