@@ -35,7 +35,10 @@ pub struct ExecContext {
 impl ExecContext {
     /// A variable of the service's environment (credentials of bundled probes).
     fn var(&self, name: &str) -> &str {
-        self.env.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
     }
 }
 

@@ -125,10 +125,12 @@ pub fn load_or_create(
             Some(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(SecretsError(format!(
+        Err(e) => {
+            return Err(SecretsError(format!(
             "cannot read the secrets file {}: {e}\n  = help: it must be readable by cogno's user",
             file.display()
-        ))),
+        )))
+        }
     };
     let stored = match &existing {
         Some(bytes) => parse(&file, bytes)?,

@@ -145,9 +145,18 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
         let Some(b) = &svc.bundled else { continue };
         if let (Some(user), true) = (&svc.user, nix::unistd::geteuid().is_root()) {
             let who = RunAs::lookup(user)?;
-            if let Some(blocked) = data.ancestors().filter(|p| p.exists()).find(|p| !can_enter(p, &who)) {
+            if let Some(blocked) = data
+                .ancestors()
+                .filter(|p| p.exists())
+                .find(|p| !can_enter(p, &who))
+            {
                 let (owner, mode) = std::fs::metadata(blocked)
-                    .map(|m| (std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::mode(&m) & 0o7777))
+                    .map(|m| {
+                        (
+                            std::os::unix::fs::MetadataExt::uid(&m),
+                            std::os::unix::fs::MetadataExt::mode(&m) & 0o7777,
+                        )
+                    })
                     .unwrap_or((0, 0));
                 return Err(format!(
                     "{} belongs to uid {owner} with mode {mode:04o}: user `{user}`, which runs `{}`, cannot enter it, \
@@ -190,7 +199,9 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
 /// Whether `who` may search directory `dir` (its x bit for owner, group or others).
 fn can_enter(dir: &Path, who: &RunAs) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(dir) else { return false };
+    let Ok(m) = std::fs::metadata(dir) else {
+        return false;
+    };
     let mode = m.mode();
     if m.uid() == who.uid.as_raw() {
         mode & 0o100 != 0

@@ -40,9 +40,12 @@ pub struct Stack {
 
 impl Stack {
     pub fn bundled(&self, kind: Kind) -> Option<(&Service, &Bundled)> {
-        self.services
-            .iter()
-            .find_map(|s| s.bundled.as_ref().filter(|b| b.kind == kind).map(|b| (s, b)))
+        self.services.iter().find_map(|s| {
+            s.bundled
+                .as_ref()
+                .filter(|b| b.kind == kind)
+                .map(|b| (s, b))
+        })
     }
 }
 
@@ -490,12 +493,16 @@ impl Builder<'_> {
         if let Some(user) = user.as_ref().filter(|_| root) {
             if nix::unistd::User::from_name(user).ok().flatten().is_none() {
                 let help = match (rs.user.is_none(), default_user) {
-                    (true, Some("postgres")) => "install Debian's postgresql package (it creates the postgres user) \
+                    (true, Some("postgres")) => {
+                        "install Debian's postgresql package (it creates the postgres user) \
                                                  or set `user:` to an existing user"
-                        .to_owned(),
-                    (true, Some(_)) => "install Debian's redis-server package (it creates the redis user) \
+                            .to_owned()
+                    }
+                    (true, Some(_)) => {
+                        "install Debian's redis-server package (it creates the redis user) \
                                         or set `user:` to an existing user"
-                        .to_owned(),
+                            .to_owned()
+                    }
                     _ => format!("create it (useradd --system {user}) or remove `user`"),
                 };
                 return Err(self.err(
@@ -549,12 +556,42 @@ impl Builder<'_> {
             Ok(())
         };
         let all = [Kind::Postgres, Kind::Redis, Kind::Temporal];
-        only("port", rs.port.is_some(), &all, "bundled services (kind: postgres, redis or temporal)")?;
-        only("settings", !rs.settings.is_empty(), &[Kind::Postgres, Kind::Redis], "kind: postgres and kind: redis")?;
-        only("bin", rs.bin.is_some(), &[Kind::Redis, Kind::Temporal], "kind: redis and kind: temporal (postgres uses bin_dir)")?;
-        only("bin_dir", rs.bin_dir.is_some(), &[Kind::Postgres], "kind: postgres")?;
-        only("databases", rs.databases.is_some(), &[Kind::Postgres], "kind: postgres")?;
-        only("namespace", rs.namespace.is_some(), &[Kind::Temporal], "kind: temporal")?;
+        only(
+            "port",
+            rs.port.is_some(),
+            &all,
+            "bundled services (kind: postgres, redis or temporal)",
+        )?;
+        only(
+            "settings",
+            !rs.settings.is_empty(),
+            &[Kind::Postgres, Kind::Redis],
+            "kind: postgres and kind: redis",
+        )?;
+        only(
+            "bin",
+            rs.bin.is_some(),
+            &[Kind::Redis, Kind::Temporal],
+            "kind: redis and kind: temporal (postgres uses bin_dir)",
+        )?;
+        only(
+            "bin_dir",
+            rs.bin_dir.is_some(),
+            &[Kind::Postgres],
+            "kind: postgres",
+        )?;
+        only(
+            "databases",
+            rs.databases.is_some(),
+            &[Kind::Postgres],
+            "kind: postgres",
+        )?;
+        only(
+            "namespace",
+            rs.namespace.is_some(),
+            &[Kind::Temporal],
+            "kind: temporal",
+        )?;
         let Some(kind) = rs.kind else { return Ok(None) };
         let default_port = match kind {
             Kind::Postgres => 5432,
@@ -562,7 +599,9 @@ impl Builder<'_> {
             Kind::Temporal => 7233,
         };
         if let Some(db) = rs.databases.iter().flatten().find(|d| {
-            d.is_empty() || d.len() > 63 || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            d.is_empty()
+                || d.len() > 63
+                || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         }) {
             return Err(self.err(
                 &self.svc_path(name, &["databases"]),
@@ -574,7 +613,11 @@ impl Builder<'_> {
             kind,
             port: rs.port.map_or(default_port, |p| p.0),
             bin: rs.bin.as_ref().or(rs.bin_dir.as_ref()).map(PathBuf::from),
-            settings: rs.settings.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+            settings: rs
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect(),
             databases: rs.databases.clone().unwrap_or_default(),
             namespace: rs.namespace.clone().unwrap_or_else(|| "default".into()),
         }))
