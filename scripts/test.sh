@@ -8,3 +8,6 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo build --locked --release
 cargo test --locked --no-fail-fast
+# The quick-start image as a real container (podman through container-sim);
+# skips loudly only when container-sim says this machine cannot run containers.
+quickstart/test-quickstart.sh
