@@ -48,9 +48,9 @@ for _ in $(seq 1 100); do
     "$COGNO" healthcheck --data "$WORK/data" >/dev/null 2>&1 && break
     sleep 0.1
 done
-"$COGNO" healthcheck --data "$WORK/data" || { log "the stack did not become ready:"; cat "$WORK/up.log" >&2; exit 1; }
+"$COGNO" healthcheck --data "$WORK/data" >/dev/null || { log "the stack did not become ready:"; cat "$WORK/up.log" >&2; exit 1; }
 
-log "$("$COGNO" --version), $(nproc) CPUs, $RUNS runs each"
+log "$("$COGNO" --version), $(nproc) CPUs, load average $(cut -d" " -f1-3 /proc/loadavg), $RUNS runs each"
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$WORK/result.json" \
     -n "healthcheck --data" "$COGNO healthcheck --data $WORK/data" \
     -n "status --data" "$COGNO status --data $WORK/data" \
