@@ -484,7 +484,7 @@ services:
     let lines = c.lines();
     let asked = lines
         .iter()
-        .rposition(|l| l.contains("db: Restart requested"))
+        .rposition(|l| l.contains("db: restart requested"))
         .expect("the request was logged");
     let order = [
         "web: stopped",
@@ -781,7 +781,6 @@ services:
 /// `running`, only marked to go down) as healthy, so it starts again, the
 /// dependency then never gets its stop signal, and the request never finishes.
 #[test]
-#[ignore = "supervisor bug: dependants restart before the service they depend on is stopped"]
 fn restart_with_sibling_dependants() {
     let s = Stack::new("ctl-siblings");
     s.write(

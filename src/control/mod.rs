@@ -30,6 +30,16 @@ pub enum Action {
     Restart,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+        })
+    }
+}
+
 impl Action {
     pub fn parse(s: &str) -> Option<Action> {
         match s {

@@ -27,7 +27,7 @@ impl Supervisor {
                 reply,
             } => {
                 if let Err(refusal) = self.act(action, &service, with_dependents, reply) {
-                    info!("{action:?} {service} refused: {}", refusal.0);
+                    info!("{action} {service} refused: {}", refusal.0);
                 }
             }
         }
@@ -68,7 +68,7 @@ impl Supervisor {
             since: Instant::now(),
             reply,
         };
-        info!("{service}: {action:?} requested through the control socket");
+        info!("{service}: {action} requested through the control socket");
         match action {
             Action::Start => {
                 let rt = &mut self.svcs[i];

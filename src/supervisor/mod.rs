@@ -434,16 +434,19 @@ impl Supervisor {
         for dep in &self.stack.services[i].depends_on {
             let ds = &self.svcs[dep.on].state;
             let name = self.name(dep.on);
-            let satisfied = match dep.condition {
-                Condition::Started => {
-                    matches!(
-                        ds,
-                        State::Starting | State::Running | State::Unhealthy | State::Completed
-                    )
-                }
-                Condition::Healthy => *ds == State::Running,
-                Condition::Completed => *ds == State::Completed,
-            };
+            // A dependency on its way down (an operator's stop or restart) is
+            // not there to wait for: its dependants come back after it does.
+            let satisfied = !self.svcs[dep.on].want_down
+                && match dep.condition {
+                    Condition::Started => {
+                        matches!(
+                            ds,
+                            State::Starting | State::Running | State::Unhealthy | State::Completed
+                        )
+                    }
+                    Condition::Healthy => *ds == State::Running,
+                    Condition::Completed => *ds == State::Completed,
+                };
             if satisfied {
                 continue;
             }
@@ -684,7 +687,7 @@ impl Supervisor {
                 State::Failed
             };
             warn!(
-                "{name}: {reason} after {}; restart: {:?} says not to restart it",
+                "{name}: {reason} after {}; its restart policy ({}) says not to restart it",
                 fmt_latency(ran),
                 svc.restart
             );
