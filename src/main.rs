@@ -6,6 +6,7 @@ mod bundled;
 mod cli;
 mod config;
 mod control;
+mod files;
 mod health;
 mod logs;
 mod process;

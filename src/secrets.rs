@@ -174,7 +174,12 @@ pub fn load_or_create(
                 .expect("generated above");
             text.extend_from_slice(format!("{name}={v}\n").as_bytes());
         }
-        write_atomic(&dir, &file, &text)?;
+        crate::files::write_atomic(&file, &text, None).map_err(|e| {
+            SecretsError(format!(
+                "cannot write the secrets file {}: {e}\n  = help: check free space and permissions of the data directory",
+                file.display()
+            ))
+        })?;
     }
     Ok(Secrets {
         file,
@@ -276,37 +281,6 @@ fn check_private_file(file: &Path) -> Result<(), SecretsError> {
             file.display()
         )));
     }
-    Ok(())
-}
-
-/// Temp file created 0600, fsync, rename over `file`, fsync the directory.
-fn write_atomic(dir: &Path, file: &Path, bytes: &[u8]) -> Result<(), SecretsError> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = dir.join(".env.tmp");
-    let fail = |what: &str, e: std::io::Error| {
-        SecretsError(format!(
-            "cannot {what} {}: {e}\n  = help: check free space and permissions of the data directory",
-            tmp.display()
-        ))
-    };
-    // A leftover .env.tmp is this function's own, from a run that crashed mid-write.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| fail("create", e))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail("set the mode of", e))?;
-    f.write_all(bytes).map_err(|e| fail("write", e))?;
-    f.sync_all().map_err(|e| fail("sync", e))?;
-    drop(f);
-    std::fs::rename(&tmp, file).map_err(|e| fail("rename", e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail("sync the directory of", e))?;
     Ok(())
 }
 

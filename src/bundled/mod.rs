@@ -395,7 +395,7 @@ pub fn record_creation(data: &Path, v: &Versions) -> std::io::Result<()> {
         v.temporal_cli.clone().unwrap_or_default(),
         unix_now()
     );
-    write_new(&file, &text)
+    crate::files::write_atomic(&file, text.as_bytes(), None)
 }
 
 /// Marks the first complete start (every service healthy), once.
@@ -405,21 +405,15 @@ pub fn mark_initialized(data: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(marker_dir(data))?;
-    write_new(&file, &format!("first_ready_unix={}\n", unix_now()))
+    crate::files::write_atomic(
+        &file,
+        format!("first_ready_unix={}\n", unix_now()).as_bytes(),
+        None,
+    )
 }
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Temp file, fsync, rename: a marker is either absent or complete.
-fn write_new(file: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = file.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)
 }

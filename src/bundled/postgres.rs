@@ -260,7 +260,9 @@ pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
         .join(format!(".s.PGSQL.{}.lock", setup.port));
     clear_stale_lock(&socket_lock, &cluster)?;
 
-    write_atomic(&cluster.join(COGNO_CONF), conf.as_bytes(), setup.run_as)?;
+    let conf_path = cluster.join(COGNO_CONF);
+    crate::files::write_atomic(&conf_path, conf.as_bytes(), setup.run_as)
+        .map_err(|e| format!("cannot write {}: {e}", conf_path.display()))?;
 
     let postgres = setup.bins.bin_dir.join("postgres");
     Ok(Prepared {
@@ -392,11 +394,9 @@ fn initdb(cluster: &Path, scratch: &Path, setup: &Setup) -> Result<(), String> {
     )
     .and_then(|()| f.sync_all())
     .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-    write_atomic(
-        &pgdata.join("pg_hba.conf"),
-        HBA_TEMPLATE.as_bytes(),
-        setup.run_as,
-    )?;
+    let hba = pgdata.join("pg_hba.conf");
+    crate::files::write_atomic(&hba, HBA_TEMPLATE.as_bytes(), setup.run_as)
+        .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
     syncfs(&pgdata)?;
 
     // rename(2) replaces an empty directory, e.g. one created for ownership.
@@ -636,28 +636,6 @@ fn cogno_conf(setup: &Setup) -> Result<String, String> {
 /// A postgresql.conf string: any parameter type accepts the quoted form.
 fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// Temp file in the same directory, fsync, chown, rename, fsync the directory.
-fn write_atomic(path: &Path, contents: &[u8], run_as: Option<&RunAs>) -> Result<(), String> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.cogno-tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    f.write_all(contents)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    own(&tmp, run_as)?;
-    fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
-    sync_dir(dir)
 }
 
 /// Flushes the whole filesystem holding `dir`: the new cluster is durable

@@ -1,10 +1,8 @@
 //! Bundled Redis: its generated configuration and an AUTH + PING probe.
 
 use crate::process::RunAs;
-use nix::fcntl::AtFlags;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,10 +58,10 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     if let Some(user) = setup.run_as {
         // Files left by a run under another user (say, cogno started
         // unprivileged before) would make Redis fail to append or save.
-        chown_tree(dir, user)?;
+        crate::files::chown_tree(dir, user)?;
     }
     let conf = dir.join("redis.conf");
-    write_atomic(&conf, conf_text.as_bytes(), setup.run_as)
+    crate::files::write_atomic(&conf, conf_text.as_bytes(), setup.run_as)
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     // The password lives only in the 0600 file: a command-line argument
     // would be readable by every local user through /proc.
@@ -253,62 +251,6 @@ fn quote(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Gives `path` and everything under it to `user`, without following links.
-fn chown_tree(path: &Path, user: &RunAs) -> Result<(), String> {
-    nix::unistd::fchownat(
-        None,
-        path,
-        Some(user.uid),
-        Some(user.gid),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| format!("cannot give {} to user {}: {e}", path.display(), user.name))?;
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-    if meta.is_dir() {
-        let entries =
-            fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-            chown_tree(&entry.path(), user)?;
-        }
-    }
-    Ok(())
-}
-
-/// Replaces `path` by a fully written 0600 file, so that a crash leaves
-/// either the old file or the new one, never a torn one.
-fn write_atomic(path: &Path, bytes: &[u8], owner: Option<&RunAs>) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    // A crash may have left the temporary file behind; as PID 1 cogno's own
-    // PID is the same every time, so a fixed name is as unique as any.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    if let Some(user) = owner {
-        nix::unistd::fchownat(
-            None,
-            &tmp,
-            Some(user.uid),
-            Some(user.gid),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
-    }
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -12,10 +12,9 @@ use crate::process::RunAs;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use nix::fcntl::AtFlags;
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tokio::net::TcpStream;
@@ -114,10 +113,10 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     if let Some(user) = setup.run_as {
         // A database left by a run under another user would be read-only
         // to the server.
-        chown_tree(dir, user)?;
+        crate::files::chown_tree(dir, user)?;
     }
     if recorded.is_none_or(|(_, r)| r < parsed) {
-        write_atomic(&record, format!("{version}\n").as_bytes(), setup.run_as)
+        crate::files::write_atomic(&record, format!("{version}\n").as_bytes(), setup.run_as)
             .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
     }
     Ok(command(&bin, setup, &db))
@@ -403,62 +402,6 @@ fn read_record(record: &Path) -> Result<Option<(String, Version)>, String> {
             recorded
         )),
     }
-}
-
-/// Gives `path` and everything under it to `user`, without following links.
-fn chown_tree(path: &Path, user: &RunAs) -> Result<(), String> {
-    nix::unistd::fchownat(
-        None,
-        path,
-        Some(user.uid),
-        Some(user.gid),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| format!("cannot give {} to user {}: {e}", path.display(), user.name))?;
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
-    if meta.is_dir() {
-        let entries =
-            fs::read_dir(path).map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("cannot list {}: {e}", path.display()))?;
-            chown_tree(&entry.path(), user)?;
-        }
-    }
-    Ok(())
-}
-
-/// Replaces `path` by a fully written file, so that a crash leaves either
-/// the old record or the new one, never a torn one.
-fn write_atomic(path: &Path, bytes: &[u8], owner: Option<&RunAs>) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    // A crash may have left the temporary file behind; as PID 1 cogno's own
-    // PID is the same every time, so a fixed name is as unique as any.
-    match fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    if let Some(user) = owner {
-        nix::unistd::fchownat(
-            None,
-            &tmp,
-            Some(user.uid),
-            Some(user.gid),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
-    }
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
