@@ -81,12 +81,12 @@ start() {
   run_pid=$!
 }
 
-# Waits for the container started by `start` to exit; prints its status.
+# Waits for the container started by `start` to exit; sets $status.
+# (Not in a $(…) subshell: only this shell can wait for its own children.)
 wait_exit() {
-  local status=0
+  status=0
   wait "$run_pid" || status=$?
   run_pid=""
-  echo "$status"
 }
 
 curl_json() { curl -sS --max-time 10 "$@"; }
@@ -136,9 +136,9 @@ secrets_before=$(sha256sum "$secrets_file" | cut -d' ' -f1)
 log "stop like docker stop (SIGTERM, 10 s grace)"
 t_stop=$(now)
 "$sim" stop --time 10 "$name" >/dev/null
-status=$(wait_exit)
+wait_exit
 stop_time=$(since "$t_stop")
-[ "$status" = 0 ] && ok "exited 0 in ${stop_time}s" || fail "exit status $status after ${stop_time}s (137 = it had to be killed)"
+[ "$status" = 0 ] && ok "exited 0 in ${stop_time}s" || fail "exit status $status after ${stop_time}s (137: it had to be killed)"
 grep -q 'database system is shut down' "$work/$name.log" && ok "PostgreSQL shut down cleanly" \
   || fail "no clean PostgreSQL shutdown in the log"
 
@@ -160,18 +160,17 @@ else
   ok "no recovery in PostgreSQL's log"
 fi
 "$sim" stop --time 10 "$name-2" >/dev/null
-status=$(wait_exit)
-[ "$status" = 0 ] || fail "second stop: exit status $status"
+wait_exit
+[ "$status" = 0 ] && ok "second stop: exit 0" || fail "second stop: exit status $status"
 
 # ---------------------------------------------------------- bad data dirs ---
 # Expects the container to exit non-zero by itself with an error naming /data.
 expect_refusal() {
   local cname=$1 data=$2 what=$3
   start "$cname" "$data"
-  local status
   for _ in $(seq 1 600); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.2; done
   podman rm -f "$cname" >/dev/null 2>&1 || true
-  status=$(wait_exit)
+  wait_exit
   if [ "$status" != 0 ] && grep -q '/data' "$work/$cname.log" && grep -qi 'help' "$work/$cname.log"; then
     ok "$what: refused with exit $status: $(grep -m1 'error' "$work/$cname.log")"
   else

@@ -108,6 +108,16 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
+    let read_only = nix::sys::statvfs::statvfs(existing)
+        .is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    if read_only {
+        return Err(format!(
+            "the data directory {} is on a read-only mount ({}): cogno keeps the stack's data there\n  \
+             = help: mount it read-write, or pass --data DIR on a writable filesystem",
+            data.display(),
+            existing.display()
+        ));
+    }
     if nix::unistd::access(
         existing,
         nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
