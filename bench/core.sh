@@ -74,6 +74,9 @@ EXTRA_PIDS=()       # anything else we started (baselines)
 kill_leftovers() {
     local arg pid
     for arg in "$IDLE_ARG" "$SCALE_ARG" "$KILL_ARG" "$STOP_ARG" "$@"; do
+        # An empty marker would match every process whose argv[1] is empty
+        # (npm and npx rewrite their command line so): never kill by it.
+        [ -n "$arg" ] || continue
         for pid in $("$PW" pids "$arg"); do kill -KILL "$pid" 2>/dev/null || true; done
     done
 }

@@ -267,12 +267,15 @@ pub fn up(args: StackArgs) -> i32 {
             for line in banner {
                 tracing::info!("{line}");
             }
-            if let Err(e) = bundled::mark_initialized(&marker_data) {
-                tracing::warn!(
-                    "cannot record the first complete start in {}: {e}",
-                    marker_data.display()
-                );
-            }
+            // fsync can take seconds on a busy disk: never on the event loop.
+            std::thread::spawn(move || {
+                if let Err(e) = bundled::mark_initialized(&marker_data) {
+                    tracing::warn!(
+                        "cannot record the first complete start in {}: {e}",
+                        marker_data.display()
+                    );
+                }
+            });
         });
         if let Err(e) = control::server::start(
             listener,
