@@ -7,6 +7,8 @@
 pub mod postgres;
 pub mod redis;
 pub mod temporal;
+#[cfg(test)]
+mod test_support;
 
 use crate::config::{Kind, Stack};
 use crate::process::RunAs;

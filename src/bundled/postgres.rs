@@ -856,36 +856,11 @@ fn scrub(mut msg: String, secrets: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundled::test_support::{free_port, TempDir};
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use std::process::Child;
-    use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Instant;
-
-    /// A directory under the system temp dir, removed on drop. Traversable by
-    /// all, because postgres (another user under root) must reach the cluster.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> TempDir {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "cogno-pg-test-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// A running postmaster, killed if the test fails before stopping it.
     struct Server {
@@ -955,14 +930,6 @@ mod tests {
         nix::unistd::geteuid()
             .is_root()
             .then(|| RunAs::lookup("postgres").expect("user postgres (Debian's postgresql)"))
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
     }
 
     fn bins() -> Binaries {
@@ -1040,7 +1007,7 @@ mod tests {
     async fn cluster_lifecycle() {
         let bins = bins();
         let run_as = run_as();
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("pg");
         let cluster = tmp.0.join("postgresql");
         let sockets = tmp.0.join("run/postgresql");
         let port = free_port();
@@ -1143,7 +1110,7 @@ mod tests {
     fn other_major_version_is_refused_untouched() {
         let bins = bins();
         let run_as = run_as();
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("pg");
         let cluster = tmp.0.join("postgresql");
         fake_cluster(&cluster, "14", run_as.as_ref());
         fs::write(cluster.join("postmaster.pid"), "1\n").unwrap();
@@ -1160,7 +1127,7 @@ mod tests {
     #[test]
     fn non_empty_directory_without_cluster_is_refused_untouched() {
         let bins = bins();
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("pg");
         let cluster = tmp.0.join("postgresql");
         fs::create_dir_all(&cluster).unwrap();
         fs::write(cluster.join("notes.txt"), "mine").unwrap();
@@ -1180,7 +1147,7 @@ mod tests {
     fn stale_pid_of_a_live_unrelated_process_is_removed() {
         let bins = bins();
         let run_as = run_as();
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("pg");
         let cluster = tmp.0.join("postgresql");
         fake_cluster(&cluster, &bins.major.to_string(), run_as.as_ref());
         let port = free_port();
@@ -1212,7 +1179,7 @@ mod tests {
     #[test]
     fn settings_cannot_move_the_port() {
         let bins = bins();
-        let tmp = TempDir::new();
+        let tmp = TempDir::new("pg");
         let cluster = tmp.0.join("postgresql");
         let sockets = tmp.0.join("run/postgresql");
         let s = Setup {

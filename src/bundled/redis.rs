@@ -256,74 +256,11 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundled::test_support::{free_port, Server, TempDir};
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     const PASSWORD: &str = "0123456789abcdef0123456789abcdef";
-
-    /// A temporary data directory, removed on drop. Traversable by the
-    /// redis user, as DATA is in a real deployment.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("cogno-redis-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::DirBuilder::new().mode(0o755).create(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A running redis-server, killed on drop.
-    struct Server(Child);
-
-    impl Server {
-        fn start(command: &[String], run_as: Option<&RunAs>) -> Server {
-            let mut cmd = Command::new(&command[0]);
-            cmd.args(&command[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if let Some(u) = run_as {
-                cmd.uid(u.uid.as_raw()).gid(u.gid.as_raw());
-            }
-            Server(cmd.spawn().expect("start redis-server"))
-        }
-
-        /// SIGTERM, as cogno stops it, and wait for the exit.
-        fn stop(mut self) {
-            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-            let status = self.0.wait().unwrap();
-            assert!(status.success(), "redis-server exited with {status}");
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
 
     fn run_as() -> Option<RunAs> {
         nix::unistd::Uid::effective()
@@ -496,7 +433,8 @@ mod tests {
             .await;
             assert_eq!(reply, "+OK\r\n+OK\r\n");
         });
-        server.stop();
+        let status = server.stop();
+        assert!(status.success(), "redis-server exited with {status}");
 
         let cmd = prepare(&setup).unwrap();
         let _server = Server::start(&cmd, user.as_ref());

@@ -407,65 +407,8 @@ fn read_record(record: &Path) -> Result<Option<(String, Version)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Child, Stdio};
+    use crate::bundled::test_support::{free_port, Server, TempDir};
     use std::time::{Duration, Instant};
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("cogno-temporal-{tag}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// A running `temporal server start-dev`, killed on drop.
-    struct Server(Child);
-
-    impl Server {
-        fn start(command: &[String]) -> Server {
-            let child = Command::new(&command[0])
-                .args(&command[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start temporal");
-            Server(child)
-        }
-
-        fn stop(mut self) {
-            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-            self.0.wait().unwrap();
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -603,7 +546,7 @@ mod tests {
             format!("{}\n", installed_version())
         );
         let rt = rt();
-        let server = Server::start(&cmd);
+        let server = Server::start(&cmd, None);
         rt.block_on(async {
             let err = probe(port).await.unwrap_err();
             assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
@@ -621,7 +564,7 @@ mod tests {
         assert!(data.join(DB_FILE).is_file());
 
         let cmd = prepare(&setup(&data, port)).unwrap();
-        let _server = Server::start(&cmd);
+        let _server = Server::start(&cmd, None);
         rt.block_on(async {
             let (_, ready) = wait_ready(port).await;
             eprintln!("temporal healthy {ready:?} after restart on the same database");
