@@ -127,7 +127,25 @@ fi
 
 podman exec "$name" cogno status && ok "cogno status inside the container (exit 0: ready)" || fail "cogno status"
 
-mem=$(podman stats --no-stream --format '{{.MemUsage}}' "$name" 2>/dev/null || echo "?")
+# Memory as `docker stats` reports it: the cgroup's usage less its inactive
+# file cache (pages PostgreSQL wrote and the kernel may drop at any time).
+container_memory() {
+  local id dir usage inactive
+  id=$(podman inspect --format '{{.Id}}' "$1")
+  dir=$(find /sys/fs/cgroup/memory /sys/fs/cgroup -maxdepth 5 -type d -name "*$id*" 2>/dev/null | head -n1)
+  [ -n "$dir" ] || { echo "?"; return; }
+  if [ -f "$dir/memory.usage_in_bytes" ]; then
+    usage=$(cat "$dir/memory.usage_in_bytes")
+    inactive=$(awk '$1 == "total_inactive_file" { print $2 }' "$dir/memory.stat")
+  else
+    usage=$(cat "$dir/memory.current")
+    inactive=$(awk '$1 == "inactive_file" { print $2 }' "$dir/memory.stat")
+  fi
+  printf '%d MB (cgroup usage %d MB less %d MB inactive file cache)' \
+    $(((usage - inactive) / 1000000)) $((usage / 1000000)) $((inactive / 1000000))
+}
+sleep 5
+mem=$(container_memory "$name")
 printf 'idle memory (container cgroup): %s\n' "$mem"
 
 secrets_file=/var/lib/containers/storage/volumes/$volume/_data/secrets/.env
