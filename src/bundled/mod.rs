@@ -208,6 +208,38 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
     Ok(located)
 }
 
+/// The program a bundled service runs (`name`, described as `what`): the
+/// service's `bin:`, else the first `name` in PATH; `install` says how to get it.
+pub(crate) fn find_program(
+    bin: Option<&Path>,
+    name: &str,
+    what: &str,
+    install: &str,
+) -> Result<PathBuf, String> {
+    if let Some(bin) = bin {
+        return if bin.is_file() {
+            Ok(bin.to_path_buf())
+        } else {
+            Err(format!(
+                "the {what} binary {} (the service's `bin:`) does not exist; fix the path, \
+                 or remove `bin:` to use {name} from PATH",
+                bin.display()
+            ))
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "the {what} (`{name}`) was not found in PATH ({path}); install it ({install}) \
+                 or set the service's `bin:` to its path"
+            )
+        })
+}
+
 /// Whether `who` may search directory `dir` (its x bit for owner, group or others).
 fn can_enter(dir: &Path, who: &RunAs) -> bool {
     use std::os::unix::fs::MetadataExt;

@@ -159,34 +159,18 @@ fn unexpected(at: &str, command: &str, line: &str, password: &str) -> String {
 }
 
 /// `bin` when given, else `redis-server` from PATH.
+fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
+    super::find_program(
+        bin,
+        "redis-server",
+        "Redis",
+        "`apt-get install redis-server` on Debian",
+    )
+}
+
 /// The pre-flight check: the redis-server binary exists.
 pub fn check(bin: Option<&Path>) -> Result<(), String> {
     find_binary(bin).map(drop)
-}
-
-fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(bin) = bin {
-        return if bin.is_file() {
-            Ok(bin.to_path_buf())
-        } else {
-            Err(format!(
-                "the Redis binary {} (the service's `bin:`) does not exist; fix the path, \
-                 or remove `bin:` to use redis-server from PATH",
-                bin.display()
-            ))
-        };
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join("redis-server"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "redis-server was not found in PATH ({path}); install it \
-                 (`apt-get install redis-server` on Debian) or set the service's `bin:` to its path"
-            )
-        })
 }
 
 /// The template, with each line that `settings:` overrides left out, then

