@@ -5,6 +5,7 @@ use crate::bundled;
 use crate::config::{self, fmt_duration, Condition, Stack};
 use crate::control;
 use crate::logs::{OwnWriter, Sink, Style};
+use crate::process;
 use crate::secrets;
 use crate::signals;
 use crate::supervisor::{self, Supervisor};
@@ -180,6 +181,7 @@ fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {
 pub fn up(args: StackArgs) -> i32 {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
+    process::ensure_standard_fds();
     let started = std::time::Instant::now();
     let mut stack = match args.config.load() {
         Ok(s) => s,

@@ -7,7 +7,7 @@
 
 use crate::bundled;
 use crate::config::{Health, Probe};
-use crate::process::{self, Launch, RunAs};
+use crate::process::{self, ExitReason, Launch, RunAs};
 use crate::reaper::Waiters;
 use bytes::Bytes;
 use http_body_util::Empty;
@@ -160,6 +160,10 @@ async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
         .await
         .map_err(|_| "the probe's exit status was lost".to_owned())?;
     guard.0 = None;
+    let reason = match spawned.report.failure() {
+        Some(why) => ExitReason::SpawnFailed(why),
+        None => reason,
+    };
     if reason.success() {
         Ok(())
     } else {

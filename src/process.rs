@@ -4,16 +4,16 @@
 //! way a process ended.
 
 use crate::config::Service;
-use nix::sys::signal::{self, Signal};
+use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{Gid, Pid, Uid};
+use nix::unistd::{ForkResult, Gid, Pid, Uid};
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fmt;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use tracing::warn;
 
 /// Marks every process of a service (inherited by its descendants) so that
 /// daemons that left the service's process group can still be found.
@@ -47,11 +47,13 @@ impl RunAs {
     }
 }
 
-/// A started process and the read ends of its output pipes.
+/// A started process, the read ends of its output pipes, and what tells
+/// whether its exec failed.
 pub struct Spawned {
     pub pid: Pid,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub report: ExecReport,
 }
 
 /// What to run: a service's command, or one of its health probes.
@@ -123,10 +125,11 @@ fn resolve(prog: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> 
     )))
 }
 
-/// Spawns a process as the leader of a new session and process group.
-pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
-    let program = resolve(&l.argv[0], l.env)?;
-    if let Some(dir) = l.working_dir {
+/// Catches in the parent, with a clear message, what would certainly make
+/// the exec fail; rarer failures are reported by the child (see [`ExecReport`]).
+fn precheck(program: &Path, working_dir: Option<&Path>) -> Result<(), SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = working_dir {
         if !dir.is_dir() {
             return Err(SpawnError(format!(
                 "working_dir {} does not exist or is not a directory",
@@ -134,65 +137,287 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
             )));
         }
     }
-    let mut cmd = Command::new(&program);
-    // argv[0] stays as written, as execvp would leave it (busybox-style tools dispatch on it).
-    cmd.arg0(&l.argv[0]);
-    cmd.args(&l.argv[1..])
-        .env_clear()
-        .envs(l.env.iter().map(|(k, v)| (k, v)));
-    cmd.stdin(Stdio::null());
-    if l.capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    } else {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-    }
-    if let Some(dir) = l.working_dir {
-        cmd.current_dir(dir);
-    }
-    let run_as = l.run_as.cloned();
-    // SAFETY: the closure only makes async-signal-safe system calls (setsid,
-    // setgroups, setgid, setuid) on data prepared before the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid()?;
-            if let Some(u) = &run_as {
-                nix::unistd::setgroups(&u.groups)?;
-                nix::unistd::setgid(u.gid)?;
-                nix::unistd::setuid(u.uid)?;
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_owned(),
-            std::io::ErrorKind::PermissionDenied => {
-                "permission denied (is it executable, and readable by the service's user?)"
-                    .to_owned()
-            }
-            _ => e.to_string(),
-        };
-        SpawnError(format!("cannot execute {}: {why}", program.display()))
-    })?;
-    let pid = Pid::from_raw(child.id() as i32);
-    let (stdout, stderr) = if l.capture {
-        (
-            OwnedFd::from(child.stdout.take().expect("piped stdout")),
-            OwnedFd::from(child.stderr.take().expect("piped stderr")),
-        )
-    } else {
-        let null = || std::fs::File::open("/dev/null").map(OwnedFd::from);
-        match (null(), null()) {
-            (Ok(a), Ok(b)) => (a, b),
-            _ => return Err(SpawnError("cannot open /dev/null".into())),
-        }
+    let errno = match std::fs::metadata(program) {
+        Err(e) => e.raw_os_error().unwrap_or(libc::ENOENT),
+        Ok(m) if m.is_dir() => libc::EISDIR,
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => libc::EACCES,
+        Ok(_) => return Ok(()),
     };
-    // The child is reaped by the supervisor's reaper, never through `Child`.
-    drop(child);
+    Err(SpawnError(exec_failure(program, errno)))
+}
+
+fn exec_failure(program: &Path, errno: i32) -> String {
+    let why = match errno {
+        libc::ENOENT if program.exists() => {
+            "its interpreter (the `#!` line) or dynamic loader was not found".to_owned()
+        }
+        libc::ENOENT => "no such file".to_owned(),
+        libc::EACCES => {
+            "permission denied (is it executable, and readable by the service's user?)".to_owned()
+        }
+        libc::ENOEXEC => "exec format error (not a program this machine can run)".to_owned(),
+        e => nix::errno::Errno::from_raw(e).desc().to_lowercase(),
+    };
+    format!("cannot execute {}: {why}", program.display())
+}
+
+fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
+    CString::new(s).map_err(|_| SpawnError(format!("{what} contains a NUL byte")))
+}
+
+/// A pipe whose both ends are close-on-exec: the child's end is made its
+/// stdout or stderr by `dup2`, which clears the flag on the copy.
+fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SpawnError(format!("cannot create a pipe: {e}")))
+}
+
+/// What the forked child does, step by step; a failed step is reported to
+/// the parent by its number and errno.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Step {
+    Setsid = 1,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Chdir,
+    Dup2,
+    Exec,
+}
+
+/// The read end of a close-on-exec pipe the child writes to only if it fails
+/// before its program runs. The spawn does not wait for the exec (so many
+/// services start in parallel on all cores); instead, once the child has
+/// exited, this says whether it ever ran its program.
+pub struct ExecReport {
+    fd: OwnedFd,
+    program: PathBuf,
+    working_dir: Option<PathBuf>,
+    user: Option<String>,
+}
+
+impl ExecReport {
+    /// Why the child never ran its program, if so. Only meaningful once the
+    /// child has exited: until then the pipe may still be empty.
+    pub fn failure(&self) -> Option<String> {
+        let mut buf = [0u8; 8];
+        let n = nix::unistd::read(self.fd.as_raw_fd(), &mut buf).ok()?;
+        if n != buf.len() {
+            return None;
+        }
+        let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let err = nix::errno::Errno::from_raw(errno).desc().to_lowercase();
+        let user = self.user.as_deref().unwrap_or("?");
+        Some(match buf[0] {
+            s if s == Step::Exec as u8 => exec_failure(&self.program, errno),
+            s if s == Step::Chdir as u8 => format!(
+                "cannot enter working_dir {}: {err}",
+                self.working_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("?"))
+                    .display()
+            ),
+            s if s == Step::Dup2 as u8 => format!("cannot set up its output: {err}"),
+            s if s == Step::Setsid as u8 => format!("cannot start a new session: {err}"),
+            _ => format!("cannot switch to user `{user}`: {err}"),
+        })
+    }
+}
+
+/// Everything the child needs, built before the fork: between fork and exec
+/// a multi-threaded process may only make async-signal-safe calls, so there
+/// is no allocation, no lock and no formatting in the child.
+struct Prepared {
+    program: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    dir: Option<CString>,
+    ids: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
+    /// Stdin, stdout, stderr of the child.
+    stdio: [RawFd; 3],
+    report: RawFd,
+}
+
+impl Prepared {
+    /// Runs in the forked child and never returns.
+    ///
+    /// # Safety
+    /// Must only be called in the child of a fork, with every pointer in
+    /// `self` valid (the parent keeps them alive; the child has a copy).
+    unsafe fn exec(&self) -> ! {
+        // The parent blocked every signal around the fork so that none runs
+        // cogno's handlers here; the program starts with defaults and an
+        // empty mask (Rust ignores SIGPIPE, and a blocked SIGTERM would make
+        // `stop` do nothing).
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if libc::setsid() < 0 {
+            self.fail(Step::Setsid);
+        }
+        if let Some((groups, gid, uid)) = &self.ids {
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0 {
+                self.fail(Step::Setgroups);
+            }
+            if libc::setgid(*gid) < 0 {
+                self.fail(Step::Setgid);
+            }
+            if libc::setuid(*uid) < 0 {
+                self.fail(Step::Setuid);
+            }
+        }
+        if let Some(dir) = &self.dir {
+            if libc::chdir(dir.as_ptr()) < 0 {
+                self.fail(Step::Chdir);
+            }
+        }
+        // Every source is >= 3 (ensure_standard_fds), so none is overwritten
+        // before it is copied.
+        for (target, src) in self.stdio.iter().enumerate() {
+            if libc::dup2(*src, target as RawFd) < 0 {
+                self.fail(Step::Dup2);
+            }
+        }
+        libc::execve(
+            self.program.as_ptr(),
+            self.argv.as_ptr(),
+            self.envp.as_ptr(),
+        );
+        self.fail(Step::Exec)
+    }
+
+    unsafe fn fail(&self, step: Step) -> ! {
+        let errno = *libc::__errno_location();
+        let mut msg = [0u8; 8];
+        msg[0] = step as u8;
+        msg[4..].copy_from_slice(&errno.to_ne_bytes());
+        libc::write(self.report, msg.as_ptr().cast(), msg.len());
+        libc::_exit(127)
+    }
+}
+
+/// Makes sure file descriptors 0, 1 and 2 are open (on /dev/null if they
+/// were closed), so that no pipe cogno creates can take one of their
+/// numbers and be clobbered when a child's stdio is set up.
+pub fn ensure_standard_fds() {
+    for fd in 0..3 {
+        // SAFETY: fcntl and open with valid arguments; open returns the
+        // lowest free number, which is `fd` itself.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}
+
+/// Spawns a process as the leader of a new session and process group.
+///
+/// Returns as soon as the child exists, without waiting for its exec: what
+/// can be checked beforehand (a missing or non-executable program, a missing
+/// working directory) is an error here; anything else that stops the exec
+/// makes the child exit with 127 and is told by [`ExecReport::failure`].
+pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
+    let program = resolve(&l.argv[0], l.env)?;
+    precheck(&program, l.working_dir)?;
+    let c_program = cstring("the program path", program.as_os_str().as_bytes())?;
+    // argv[0] stays as written, as execvp would leave it (busybox-style tools dispatch on it).
+    let argv = l
+        .argv
+        .iter()
+        .map(|a| cstring("an argument", a.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = l
+        .env
+        .iter()
+        .map(|(k, v)| cstring("an environment variable", format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let null_terminated = |v: &[CString]| {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect::<Vec<_>>()
+    };
+    let dir = l
+        .working_dir
+        .map(|d| cstring("working_dir", d.as_os_str().as_bytes()))
+        .transpose()?;
+    let devnull = || {
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| SpawnError(format!("cannot open /dev/null: {e}")))
+    };
+    let stdin = devnull()?;
+    let (stdout, stderr, child_out, child_err) = if l.capture {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        (out_r, err_r, out_w, err_w)
+    } else {
+        (devnull()?, devnull()?, devnull()?, devnull()?)
+    };
+    let (report_r, report_w) = pipe()?;
+    let prepared = Prepared {
+        program: c_program,
+        argv: null_terminated(&argv),
+        envp: null_terminated(&envp),
+        dir,
+        ids: l.run_as.map(|u| {
+            (
+                u.groups.iter().map(|g| g.as_raw()).collect(),
+                u.gid.as_raw(),
+                u.uid.as_raw(),
+            )
+        }),
+        stdio: [
+            stdin.as_raw_fd(),
+            child_out.as_raw_fd(),
+            child_err.as_raw_fd(),
+        ],
+        report: report_w.as_raw_fd(),
+    };
+    let old_mask = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK).ok();
+    // SAFETY: the child only runs `Prepared::exec`, which makes
+    // async-signal-safe calls on data prepared above.
+    let forked = unsafe { nix::unistd::fork() };
+    if let Ok(ForkResult::Child) = forked {
+        // SAFETY: we are the child; `prepared` and what it points to are intact.
+        unsafe { prepared.exec() }
+    }
+    if let Some(mask) = old_mask {
+        let _ = mask.thread_set_mask();
+    }
+    let pid = match forked {
+        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Child) => unreachable!("the child never returns from exec"),
+        Err(e) => return Err(SpawnError(format!("cannot fork: {e}"))),
+    };
+    // The child's ends are closed here (they live on in the child only), so
+    // the pipes reach end-of-file when the child and its descendants are done.
+    drop((stdin, child_out, child_err, report_w, argv, envp));
+    if let Err(e) = nix::fcntl::fcntl(
+        report_r.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    ) {
+        warn!("cannot make the exec report pipe non-blocking: {e}");
+    }
     Ok(Spawned {
         pid,
         stdout,
         stderr,
+        report: ExecReport {
+            fd: report_r,
+            program,
+            working_dir: l.working_dir.map(Path::to_path_buf),
+            user: l.run_as.map(|u| u.name.clone()),
+        },
     })
 }
 

@@ -875,6 +875,17 @@ fn command_that_cannot_be_spawned_is_a_failed_start() {
     std::fs::write(&notexec, "#!/bin/sh\necho hi\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&notexec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Executable, but its interpreter is missing: only the exec itself can
+    // tell, in the child, after the spawn has returned.
+    let badinterp = s.file("badinterp.sh");
+    std::fs::write(
+        &badinterp,
+        "#!/nonexistent/cogno-test/interpreter
+echo hi
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&badinterp, std::fs::Permissions::from_mode(0o755)).unwrap();
     s.write(&format!(
         r#"
 services:
@@ -890,6 +901,11 @@ services:
       initial: 50ms
   notexec:
     command: [{notexec:?}]
+    max_restarts: 3
+    backoff:
+      initial: 50ms
+  badinterp:
+    command: [{badinterp:?}]
     max_restarts: 3
     backoff:
       initial: 50ms
@@ -910,6 +926,12 @@ services:
         (
             "notexec",
             format!("cannot execute {notexec}: permission denied"),
+        ),
+        (
+            "badinterp",
+            format!(
+                "cannot execute {badinterp}: its interpreter (the `#!` line) or dynamic loader was not found"
+            ),
         ),
     ];
     for (name, why) in &cases {
@@ -933,7 +955,10 @@ services:
             "{name}: FATAL: gave up after 3 failed starts in a row: could not start: {why}"
         );
         assert!(out.contains(&fatal), "no {fatal:?} in:\n{out}");
-        assert_eq!(cogno.count(&format!("{name}: started")), 0);
+    }
+    // What can be checked before the fork never gets as far as a process.
+    for name in ["missing", "notinpath", "notexec"] {
+        assert_eq!(cogno.count(&format!("{name}: started")), 0, "{out}");
     }
 }
 

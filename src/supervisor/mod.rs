@@ -500,6 +500,7 @@ impl Supervisor {
         };
         let instance = rt.instance;
         rt.pid = Some(spawned.pid);
+        rt.exec_report = Some(spawned.report);
         rt.spawned_at = Some(Instant::now());
         rt.set(State::Starting);
         rt.open_pipes = 2;
@@ -575,6 +576,13 @@ impl Supervisor {
         let known: HashSet<Pid> = self.svcs.iter().filter_map(|s| s.pid).collect();
         let rt = &mut self.svcs[i];
         rt.pid = None;
+        let reason = match rt.exec_report.take().and_then(|r| r.failure()) {
+            Some(why) => {
+                error!("{}: {why}", self.stack.services[i].name);
+                ExitReason::SpawnFailed(why)
+            }
+            None => reason,
+        };
         if let Some(p) = rt.probe.take() {
             p.abort();
         }

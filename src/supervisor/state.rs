@@ -4,7 +4,7 @@
 use crate::control::{Action, ActionResult};
 use crate::health::ProbeResult;
 use crate::logs::SharedRing;
-use crate::process::{ExitReason, RunAs};
+use crate::process::{ExecReport, ExitReason, RunAs};
 use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::fmt;
@@ -129,6 +129,8 @@ pub struct ServiceRt {
     pub probe: Option<tokio::task::AbortHandle>,
     pub cleanup: Option<Cleanup>,
     pub open_pipes: u8,
+    /// Tells, once the process has exited, whether it ever ran its program.
+    pub exec_report: Option<ExecReport>,
     /// The stop signal was sent (shutdown or operator stop).
     pub stop_requested: bool,
     /// Should be stopped once everything that depends on it is down.
@@ -160,6 +162,7 @@ impl ServiceRt {
             probe: None,
             cleanup: None,
             open_pipes: 0,
+            exec_report: None,
             stop_requested: false,
             want_down: false,
             restart_after: false,
