@@ -9,6 +9,7 @@ mod control;
 mod files;
 mod health;
 mod logs;
+mod oom;
 mod process;
 mod reaper;
 mod secrets;

@@ -435,6 +435,9 @@ pub enum ExitReason {
         signal: Signal,
         core: bool,
     },
+    /// Killed by a SIGKILL that cogno did not send, while the kernel's
+    /// count of OOM kills in cogno's memory cgroup rose.
+    LikelyOom,
     /// It could not be started at all.
     SpawnFailed(String),
 }
@@ -466,6 +469,10 @@ impl fmt::Display for ExitReason {
                 }
                 Ok(())
             }
+            ExitReason::LikelyOom => f.write_str(
+                "killed by SIGKILL, likely by the kernel's OOM killer \
+                 (the oom_kill count of cogno's memory cgroup rose)",
+            ),
             ExitReason::SpawnFailed(why) => write!(f, "could not start: {why}"),
         }
     }

@@ -868,6 +868,107 @@ fn exit_codes_and_signals_are_reported_exactly() {
     assert!(out.contains("nothing left to run"));
 }
 
+/// A memory cgroup with a small limit, removed on drop. None where this
+/// machine offers none that a test may create (not root, no memory controller).
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    const LIMIT: &'static str = "50331648"; // 48 MiB
+
+    fn create() -> Option<MemoryCgroup> {
+        let name = format!("cogno-test-oom-{}", std::process::id());
+        let v2 = std::path::Path::new("/sys/fs/cgroup");
+        let v2_memory = std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        let (dir, limits): (_, &[&str]) = if v2_memory {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+memory");
+            (v2.join(name), &["memory.max", "memory.swap.max"])
+        } else {
+            (
+                std::path::Path::new("/sys/fs/cgroup/memory").join(name),
+                &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+            )
+        };
+        std::fs::create_dir(&dir).ok()?;
+        let cg = MemoryCgroup { dir };
+        std::fs::write(cg.dir.join(limits[0]), Self::LIMIT).ok()?;
+        // Without swap in the limit, the kernel would swap instead of killing.
+        let _ = std::fs::write(
+            cg.dir.join(limits[1]),
+            if v2_memory { "0" } else { Self::LIMIT },
+        );
+        Some(cg)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once every process of the test is reaped, which may lag a little.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn sigkill_by_the_oom_killer_is_named_as_likely_oom() {
+    let Some(cgroup) = MemoryCgroup::create() else {
+        eprintln!(
+            "skipped: cannot create a memory cgroup here (needs root and a memory controller)"
+        );
+        return;
+    };
+    let s = Stack::new("oom");
+    s.write(
+        r#"
+services:
+  hog:
+    oneshot: true
+    restart: never
+    command: ["python3", "-c", "b = b'x' * (512 << 20)"]
+  victim:
+    command: ["sleep", "1000"]
+    restart: never
+    startsecs: 0s
+"#,
+    );
+    let mut cmd = s.up_command();
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.dir.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let procs_fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: write(2) on an fd opened before the fork: async-signal-safe.
+    // "0" moves the writing process, cogno-to-be, into the cgroup.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) == 1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut cogno = Cogno::spawn(&s, cmd);
+    cogno.wait_line(
+        "hog: failed: killed by SIGKILL, likely by the kernel's OOM killer \
+         (the oom_kill count of cogno's memory cgroup rose)",
+    );
+    // A SIGKILL from someone else, with no OOM kill since, is just a SIGKILL.
+    signal(cogno.service_pid("victim"), Signal::SIGKILL);
+    let line = cogno.wait_line("victim: killed by SIGKILL");
+    assert!(line.contains("victim: killed by SIGKILL after "), "{line}");
+    assert_eq!(cogno.wait_code(TIMEOUT), 1, "{}", cogno.output());
+    drop(cogno);
+    drop(cgroup);
+}
+
 #[test]
 fn command_that_cannot_be_spawned_is_a_failed_start() {
     let s = Stack::new("spawnfail");

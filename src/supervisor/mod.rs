@@ -15,6 +15,7 @@ use crate::config::{fmt_duration, Condition, RestartPolicy, Stack};
 use crate::control::Request;
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
+use crate::oom::OomCounter;
 use crate::process::{self, ExitReason, Launch, RunAs};
 use crate::reaper::{self, Waiters};
 use futures_util::StreamExt;
@@ -105,6 +106,7 @@ pub struct Supervisor {
     ever_ready: bool,
     changes: logs::Changes,
     on_ready: Option<Box<dyn FnOnce()>>,
+    oom: OomCounter,
 }
 
 impl Supervisor {
@@ -166,6 +168,7 @@ impl Supervisor {
             ever_ready: false,
             changes: tokio::sync::watch::Sender::new(0),
             on_ready: None,
+            oom: OomCounter::open(),
         }
     }
 
@@ -583,6 +586,20 @@ impl Supervisor {
             }
             None => reason,
         };
+        let sigkill = matches!(
+            reason,
+            ExitReason::Signal {
+                signal: Signal::SIGKILL,
+                ..
+            }
+        );
+        // cogno sends SIGKILL only to what it is stopping.
+        let reason =
+            if sigkill && self.phase == Phase::Running && !rt.stop_requested && self.oom.rose() {
+                ExitReason::LikelyOom
+            } else {
+                reason
+            };
         if let Some(p) = rt.probe.take() {
             p.abort();
         }
