@@ -9,6 +9,7 @@ use crate::process;
 use crate::secrets;
 use crate::signals;
 use crate::supervisor::{self, Supervisor};
+use crate::trim;
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -276,6 +277,10 @@ pub fn up(args: StackArgs) -> i32 {
                         "cannot record the first complete start in {}: {e}",
                         marker_data.display()
                     );
+                }
+                match trim::release_startup_pages() {
+                    Ok(bytes) => tracing::debug!("released {} KiB of startup pages", bytes >> 10),
+                    Err(e) => tracing::debug!("cannot release startup pages: {e}"),
                 }
             });
         });

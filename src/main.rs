@@ -15,6 +15,7 @@ mod reaper;
 mod secrets;
 mod signals;
 mod supervisor;
+mod trim;
 
 use clap::Parser;
 
