@@ -11,6 +11,7 @@
 //! stdout (never from the in-memory ring, which `cogno logs` reads) and a
 //! count of what was dropped is written once output flows again.
 
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
@@ -50,7 +51,7 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    batches: VecDeque<Vec<u8>>,
+    batches: VecDeque<Bytes>,
     bytes: usize,
     writing: bool,
     /// Lines dropped while stdout was blocked, not yet reported.
@@ -117,7 +118,7 @@ impl Sink {
             .name("cogno-stdout".into())
             .stack_size(64 << 10)
             .spawn(move || loop {
-                let batch: Vec<Vec<u8>> = {
+                let batch: Vec<Bytes> = {
                     let mut q = s.queue.lock().expect("sink lock");
                     while q.batches.is_empty() {
                         q.writing = false;
@@ -147,7 +148,7 @@ impl Sink {
         &self.shared.style
     }
 
-    fn push(&self, q: &mut Queue, bytes: Vec<u8>) {
+    fn push(&self, q: &mut Queue, bytes: Bytes) {
         if q.dropped > 0 && q.blocked {
             let note = format!(
                 "{:<w$} | stdout was blocked: {} lines were not written here (`cogno logs` has the recent ones)\n",
@@ -156,7 +157,7 @@ impl Sink {
                 w = self.shared.style.width
             );
             q.bytes += note.len();
-            q.batches.push_back(note.into_bytes());
+            q.batches.push_back(note.into());
             q.dropped = 0;
         }
         q.blocked = false;
@@ -167,7 +168,7 @@ impl Sink {
 
     /// Queues a batch of service output holding `lines` lines; waits while the
     /// queue is full, and drops the batch if stdout looks blocked.
-    pub async fn write(&self, bytes: Vec<u8>, lines: usize) {
+    pub async fn write(&self, bytes: Bytes, lines: usize) {
         let deadline = tokio::time::Instant::now() + BLOCKED_AFTER;
         loop {
             let room = self.shared.room.notified();
@@ -207,7 +208,7 @@ impl Sink {
         if !line.ends_with(b"\n") {
             out.push(b'\n');
         }
-        self.push(&mut q, out);
+        self.push(&mut q, out.into());
     }
 
     /// Waits until everything queued is written, or `limit` passes (a blocked
@@ -252,16 +253,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for OwnWriter {
     }
 }
 
-/// A run of complete lines read at one moment from one stream.
+/// A run of complete lines read at one moment from one stream, each with
+/// its prefix: the very buffer that was queued for stdout, shared.
 struct Chunk {
     at: SystemTime,
     stream: Stream,
-    data: Vec<u8>,
+    data: Bytes,
+    prefix_len: usize,
     lines: usize,
 }
 
 /// The most recent [`RING_LINES`] lines of one service, kept as the chunks
-/// they were read in (no allocation per line on the hot path).
+/// they were read in (no copy and no allocation per line on the hot path).
 #[derive(Default)]
 pub struct Ring {
     chunks: VecDeque<Chunk>,
@@ -320,7 +323,8 @@ impl Ring {
                 out.push(Line {
                     at: chunk.at,
                     stream: chunk.stream,
-                    text: String::from_utf8_lossy(text).into_owned(),
+                    text: String::from_utf8_lossy(&text[chunk.prefix_len.min(text.len())..])
+                        .into_owned(),
                 });
             }
         }
@@ -373,22 +377,24 @@ pub async fn forward(
             None => 0,
         };
         if complete > 0 {
-            let region = &buf[..complete];
-            let lines = memchr::memchr_iter(b'\n', region).count();
-            let mut out = Vec::with_capacity(region.len() + lines * prefix.len());
+            let mut out = Vec::with_capacity(complete + complete / 16 * prefix.len());
+            let mut lines = 0;
             let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', region) {
+            for end in memchr::memchr_iter(b'\n', &buf[..complete]) {
                 out.extend_from_slice(&prefix);
-                out.extend_from_slice(&region[start..=end]);
+                out.extend_from_slice(&buf[start..=end]);
                 start = end + 1;
+                lines += 1;
             }
+            buf.drain(..complete);
+            let out = Bytes::from(out);
             ring.lock().expect("ring lock").push(Chunk {
                 at: SystemTime::now(),
                 stream,
-                data: region.to_vec(),
+                data: out.clone(),
+                prefix_len: prefix.len(),
                 lines,
             });
-            buf.drain(..complete);
             changes.send_modify(|n| *n += 1);
             sink.write(out, lines).await;
         }
@@ -403,10 +409,13 @@ mod tests {
     use super::*;
 
     fn chunk(text: &str) -> Chunk {
+        let prefix = "svc | ";
+        let data: String = text.lines().map(|l| format!("{prefix}{l}\n")).collect();
         Chunk {
             at: SystemTime::now(),
             stream: Stream::Stdout,
-            data: text.as_bytes().to_vec(),
+            data: data.into(),
+            prefix_len: prefix.len(),
             lines: text.matches('\n').count(),
         }
     }
