@@ -437,6 +437,39 @@ services:
 }
 
 #[test]
+fn crash_of_a_service_that_closed_its_output_restarts_at_once() {
+    // Its output pipes reach end-of-file long before it dies, so the SIGCHLD
+    // is the last event about it: the restart must follow from that signal
+    // alone, not wait for some later event (it once waited for the 2 s
+    // leftover-cleanup timer).
+    let s = Stack::new("closedout");
+    s.write(
+        r#"
+services:
+  quiet:
+    command: ["sh", "-c", "echo up; exec sleep 1000 >/dev/null 2>&1"]
+    startsecs: 0s
+"#,
+    );
+    let mut cogno = Cogno::up(&s);
+    cogno.wait_line("quiet | up");
+    let pid = cogno.service_pid("quiet");
+    // Let both forwarders see end-of-file before the kill.
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    signal(pid, Signal::SIGKILL);
+    cogno.wait_count("quiet: started", 2);
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the restart took {took:?}:\n{}",
+        cogno.output()
+    );
+    cogno.signal(Signal::SIGTERM);
+    assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
+}
+
+#[test]
 fn crash_after_being_healthy_restarts_at_once() {
     let s = Stack::new("crash");
     let starts = s.file("crashy.starts");

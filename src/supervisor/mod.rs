@@ -208,6 +208,13 @@ impl Supervisor {
                 Some(sig) = signals.next() => self.on_signal(sig),
                 Some(ev) = self.rx.recv() => self.on_event(ev),
             }
+            // Whatever the input (a SIGCHLD can be the last word on a
+            // service), what it changed is acted on now.
+            if self.phase == Phase::Running {
+                self.evaluate_gates();
+                self.note_readiness();
+                self.check_settled();
+            }
             if let Some(code) = self.exit_code {
                 signals.handle().close();
                 return code;
@@ -301,11 +308,6 @@ impl Supervisor {
                 }
             }
             Event::Control(req) => self.on_request(req),
-        }
-        if self.phase == Phase::Running {
-            self.evaluate_gates();
-            self.note_readiness();
-            self.check_settled();
         }
     }
 
