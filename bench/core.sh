@@ -14,6 +14,7 @@
 # Knobs (environment):
 #   BENCH_IDLE_SECS=30      fig 2 window        BENCH_SETTLE_SECS=2   settle before sampling
 #   BENCH_SCALE_N=200       fig 3 services      BENCH_RESTART_RUNS=5  fig 4 kills (median)
+#   BENCH_SCALE_RUNS=5      fig 3 launches per supervisor (median)
 #   BENCH_RESTART_GAP=3     fig 4 s between kills (past every tool's restart-reset window)
 #   BENCH_FLOOD_LINES=2000000                   BENCH_CACHE=/var/cache/cogno-bench
 #   BENCH_FLOOD_RUNS=5      fig 5 floods per supervisor (median ratio, each to its own /dev/null run)
@@ -27,6 +28,7 @@ BENCH_CACHE=${BENCH_CACHE:-/var/cache/cogno-bench}
 IDLE_SECS=${BENCH_IDLE_SECS:-30}
 SETTLE=${BENCH_SETTLE_SECS:-2}
 SCALE_N=${BENCH_SCALE_N:-200}
+SCALE_RUNS=${BENCH_SCALE_RUNS:-5}
 RESTART_RUNS=${BENCH_RESTART_RUNS:-5}
 RESTART_GAP=${BENCH_RESTART_GAP:-3}
 FLOOD_LINES=${BENCH_FLOOD_LINES:-2000000}
@@ -358,26 +360,34 @@ fig2_idle() {
 fig3_scale() {
     if ! multi_service "$SUP"; then emit 3 "$SUP" start_${SCALE_N} n/a "" "supervises one child"; return; fi
     SVC_N=$SCALE_N SVC_CMD=(sleep "$SCALE_ARG")
-    launch "$SUP"
-    local t1
-    if t1=$("$PW" wait-count "$SCALE_ARG" "$SCALE_N" 120); then
-        emit 3 "$SUP" start_${SCALE_N} "$(awk -v a="$T_LAUNCH" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')" s
-    else
-        emit 3 "$SUP" start_${SCALE_N} timeout "" "$("$PW" count "$SCALE_ARG") of $SCALE_N after 120 s"
-    fi
-    stop_sup "$(stop_signal "$SUP")"
+    local r t1 runs=() note=""
+    for ((r = 0; r < SCALE_RUNS; r++)); do
+        launch "$SUP"
+        if t1=$("$PW" wait-count "$SCALE_ARG" "$SCALE_N" 120); then
+            runs+=("$(awk -v a="$T_LAUNCH" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')")
+        else
+            runs+=(timeout) note="; $("$PW" count "$SCALE_ARG") of $SCALE_N after 120 s"
+        fi
+        stop_sup "$(stop_signal "$SUP")"
+    done
+    local med; med=$(printf '%s\n' "${runs[@]}" | grep -v timeout | median)
+    emit 3 "$SUP" start_${SCALE_N} "${med:-timeout}" s "median of ${#runs[@]}: ${runs[*]}$note"
 }
 
 fig3_baseline() {
-    local t0 t1
-    t0=$EPOCHREALTIME
-    bash -c 'for i in $(seq '"$SCALE_N"'); do sleep '"$SCALE_ARG"' & done; wait' 2>/dev/null &
-    EXTRA_PIDS+=($!)
-    t1=$("$PW" wait-count "$SCALE_ARG" "$SCALE_N" 60) || t1=""
-    emit 3 "shell-loop" start_${SCALE_N} "$(awk -v a="$t0" -v b="$t1" 'BEGIN{if (b=="") print "timeout"; else printf "%.3f", b-a}')" s \
-        "bash: for i in \$(seq $SCALE_N); do sleep $SCALE_ARG & done"
-    kill_leftovers
-    wait "${EXTRA_PIDS[-1]}" 2>/dev/null || true
+    local r t0 t1 runs=()
+    for ((r = 0; r < SCALE_RUNS; r++)); do
+        t0=$EPOCHREALTIME
+        bash -c 'for i in $(seq '"$SCALE_N"'); do sleep '"$SCALE_ARG"' & done; wait' 2>/dev/null &
+        EXTRA_PIDS+=($!)
+        t1=$("$PW" wait-count "$SCALE_ARG" "$SCALE_N" 60) || t1=""
+        runs+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN{if (b=="") print "timeout"; else printf "%.3f", b-a}')")
+        kill_leftovers
+        wait "${EXTRA_PIDS[-1]}" 2>/dev/null || true
+    done
+    local med; med=$(printf '%s\n' "${runs[@]}" | grep -v timeout | median)
+    emit 3 "shell-loop" start_${SCALE_N} "${med:-timeout}" s \
+        "median of ${#runs[@]}: ${runs[*]}; bash: for i in \$(seq $SCALE_N); do sleep $SCALE_ARG & done"
 }
 
 fig4_restart() {
