@@ -4,6 +4,7 @@
 //! way a process ended.
 
 use crate::config::Service;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
@@ -13,7 +14,6 @@ use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use tracing::warn;
 
 /// Marks every process of a service (inherited by its descendants) so that
 /// daemons that left the service's process group can still be found.
@@ -167,8 +167,8 @@ fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
 
 /// A pipe whose both ends are close-on-exec: the child's end is made its
 /// stdout or stderr by `dup2`, which clears the flag on the copy.
-fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+fn pipe(flags: OFlag) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC | flags)
         .map_err(|e| SpawnError(format!("cannot create a pipe: {e}")))
 }
 
@@ -357,13 +357,15 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     };
     let stdin = devnull()?;
     let (stdout, stderr, child_out, child_err) = if l.capture {
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        let (out_r, out_w) = pipe(OFlag::empty())?;
+        let (err_r, err_w) = pipe(OFlag::empty())?;
         (out_r, err_r, out_w, err_w)
     } else {
         (devnull()?, devnull()?, devnull()?, devnull()?)
     };
-    let (report_r, report_w) = pipe()?;
+    // Non-blocking, so that reading it can never stall the event loop; the
+    // child's one small write to an empty pipe never blocks either way.
+    let (report_r, report_w) = pipe(OFlag::O_NONBLOCK)?;
     let prepared = Prepared {
         program: c_program,
         argv: null_terminated(&argv),
@@ -402,12 +404,6 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     // The child's ends are closed here (they live on in the child only), so
     // the pipes reach end-of-file when the child and its descendants are done.
     drop((stdin, child_out, child_err, report_w, argv, envp));
-    if let Err(e) = nix::fcntl::fcntl(
-        report_r.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    ) {
-        warn!("cannot make the exec report pipe non-blocking: {e}");
-    }
     Ok(Spawned {
         pid,
         stdout,
