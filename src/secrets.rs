@@ -243,14 +243,12 @@ fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, SecretsErro
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<(), SecretsError> {
-    use std::os::unix::fs::DirBuilderExt;
-    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
-        Ok(()) => Ok(()),
-        Err(e) => Err(SecretsError(format!(
+    crate::files::create_private_dir(dir).map_err(|e| {
+        SecretsError(format!(
             "cannot create the secrets directory {}: {e}\n  = help: the data directory must be writable by cogno's user",
             dir.display()
-        ))),
-    }
+        ))
+    })
 }
 
 /// The secrets file must belong to cogno's user and be private to it.

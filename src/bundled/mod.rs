@@ -240,6 +240,16 @@ pub(crate) fn find_program(
         })
 }
 
+/// Creates the data directory `dir` of the bundled server `server` (0700).
+pub(crate) fn create_server_dir(dir: &Path, server: &str) -> Result<(), String> {
+    crate::files::create_private_dir(dir).map_err(|e| {
+        format!(
+            "cannot create {server}'s data directory {}: {e}; check that the data directory is writable",
+            dir.display()
+        )
+    })
+}
+
 /// Whether `who` may search directory `dir` (its x bit for owner, group or others).
 fn can_enter(dir: &Path, who: &RunAs) -> bool {
     use std::os::unix::fs::MetadataExt;

@@ -2,7 +2,7 @@
 
 use crate::process::RunAs;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,16 +43,7 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     let bin = find_binary(setup.bin)?;
     let conf_text = render(setup)?;
     let dir = setup.dir;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            format!(
-                "cannot create Redis's data directory {}: {e}; check that the data directory is writable",
-                dir.display()
-            )
-        })?;
+    super::create_server_dir(dir, "Redis")?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("cannot make {} private (mode 0700): {e}", dir.display()))?;
     if let Some(user) = setup.run_as {

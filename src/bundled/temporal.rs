@@ -14,7 +14,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::fs;
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use tokio::net::TcpStream;
@@ -100,16 +99,7 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     let dir = setup.dir;
     let record = dir.join(VERSION_FILE);
     let db = dir.join(DB_FILE);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            format!(
-                "cannot create Temporal's data directory {}: {e}; check that the data directory is writable",
-                dir.display()
-            )
-        })?;
+    super::create_server_dir(dir, "Temporal")?;
     if let Some(user) = setup.run_as {
         // A database left by a run under another user would be read-only
         // to the server.
