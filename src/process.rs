@@ -47,12 +47,11 @@ impl RunAs {
     }
 }
 
-/// A started process, the read ends of its output pipes, and what tells
-/// whether its exec failed.
+/// A started process, the read ends of its stdout and stderr pipes (when
+/// captured), and what tells whether its exec failed.
 pub struct Spawned {
     pub pid: Pid,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub output: Option<[OwnedFd; 2]>,
     pub report: ExecReport,
 }
 
@@ -350,18 +349,22 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
         .working_dir
         .map(|d| cstring("working_dir", d.as_os_str().as_bytes()))
         .transpose()?;
-    let devnull = || {
-        std::fs::File::open("/dev/null")
-            .map(OwnedFd::from)
-            .map_err(|e| SpawnError(format!("cannot open /dev/null: {e}")))
-    };
-    let stdin = devnull()?;
-    let (stdout, stderr, child_out, child_err) = if l.capture {
+    let null: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| SpawnError(format!("cannot open /dev/null: {e}")))?
+        .into();
+    let (output, child_ends) = if l.capture {
         let (out_r, out_w) = pipe(OFlag::empty())?;
         let (err_r, err_w) = pipe(OFlag::empty())?;
-        (out_r, err_r, out_w, err_w)
+        (Some([out_r, err_r]), Some([out_w, err_w]))
     } else {
-        (devnull()?, devnull()?, devnull()?, devnull()?)
+        (None, None)
+    };
+    let stdio = match &child_ends {
+        Some([out, err]) => [null.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd()],
+        None => [null.as_raw_fd(); 3],
     };
     // Non-blocking, so that reading it can never stall the event loop; the
     // child's one small write to an empty pipe never blocks either way.
@@ -378,11 +381,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
                 u.uid.as_raw(),
             )
         }),
-        stdio: [
-            stdin.as_raw_fd(),
-            child_out.as_raw_fd(),
-            child_err.as_raw_fd(),
-        ],
+        stdio,
         report: report_w.as_raw_fd(),
     };
     let old_mask = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK).ok();
@@ -403,11 +402,10 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     };
     // The child's ends are closed here (they live on in the child only), so
     // the pipes reach end-of-file when the child and its descendants are done.
-    drop((stdin, child_out, child_err, report_w, argv, envp));
+    drop((null, child_ends, report_w, argv, envp));
     Ok(Spawned {
         pid,
-        stdout,
-        stderr,
+        output,
         report: ExecReport {
             fd: report_r,
             program,

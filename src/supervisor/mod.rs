@@ -510,10 +510,8 @@ impl Supervisor {
         rt.set(State::Starting);
         rt.open_pipes = 2;
         info!("{}: started, pid {}", svc.name, spawned.pid);
-        for (fd, stream) in [
-            (spawned.stdout, Stream::Stdout),
-            (spawned.stderr, Stream::Stderr),
-        ] {
+        let pipes = spawned.output.into_iter().flatten();
+        for (fd, stream) in pipes.zip([Stream::Stdout, Stream::Stderr]) {
             let prefix = self.sink.style().prefix(&svc.name, i, stream);
             let ring = rt.ring.clone();
             let sink = self.sink.clone();
