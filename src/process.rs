@@ -421,6 +421,17 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> bool {
     !matches!(signal::killpg(pgid, sig), Err(nix::errno::Errno::ESRCH))
 }
 
+/// Sends `sig` to the process group of a service's main process `leader`,
+/// which must not have been reaped yet (so its pid cannot have been reused).
+/// [`spawn`] returns before the child has made its own session; a child
+/// that has not yet done so has no descendants, and gets `sig` directly
+/// (blocked until it has reset its signals, then acted on).
+pub fn signal_service(leader: Pid, sig: Signal) {
+    if !signal_group(leader, sig) {
+        let _ = signal::kill(leader, sig);
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {

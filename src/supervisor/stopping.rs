@@ -64,7 +64,7 @@ impl Supervisor {
             }
             let svc = &self.stack.services[i];
             debug!("{}: sending {}", svc.name, svc.stop_signal.as_str());
-            process::signal_group(pid, svc.stop_signal);
+            process::signal_service(pid, svc.stop_signal);
             let grace = match deadline {
                 Some(d) => svc
                     .stop_timeout
@@ -120,7 +120,7 @@ impl Supervisor {
                 fmt_duration(svc.stop_timeout),
                 svc.stop_signal.as_str()
             );
-            process::signal_group(pid, Signal::SIGKILL);
+            process::signal_service(pid, Signal::SIGKILL);
             self.failed = true;
         }
     }
@@ -130,7 +130,7 @@ impl Supervisor {
         self.failed = true;
         for rt in &self.svcs {
             if let Some(pid) = rt.pid {
-                process::signal_group(pid, Signal::SIGKILL);
+                process::signal_service(pid, Signal::SIGKILL);
             }
             if let Some(c) = &rt.cleanup {
                 for p in &c.strays {
