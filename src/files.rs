@@ -2,7 +2,7 @@
 //! leaves the old version or the new one, never a torn one) and given to the
 //! user of the service that reads them.
 
-use crate::process::RunAs;
+use crate::user::RunAs;
 use nix::fcntl::AtFlags;
 use std::fs;
 use std::io::{self, Write};

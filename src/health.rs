@@ -7,8 +7,9 @@
 
 use crate::bundled;
 use crate::config::{Health, Probe};
-use crate::process::{self, ExitReason, Launch, RunAs};
-use crate::reaper::Waiters;
+use crate::os::process::{self, ExitReason, Launch};
+use crate::os::reaper::Waiters;
+use crate::user::RunAs;
 use bytes::Bytes;
 use http_body_util::Empty;
 use nix::sys::signal::Signal;
@@ -66,7 +67,7 @@ pub async fn probe(probe: &Probe, timeout: Duration, exec: &ExecContext) -> Prob
         Ok(r) => r,
         Err(_) => Err(format!(
             "no answer within {}",
-            crate::config::fmt_duration(timeout)
+            crate::fmt::fmt_duration(timeout)
         )),
     };
     ProbeResult {

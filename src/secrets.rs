@@ -287,12 +287,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("cogno-secrets-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testkit::TempDir;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -300,8 +295,9 @@ mod tests {
 
     #[test]
     fn creates_then_reuses_and_only_appends() {
-        let d = tmpdir("reuse");
-        let first = load_or_create(&d, &cognobserve_defaults(), &no_env).unwrap();
+        let tmp = TempDir::new("secrets-reuse");
+        let d = tmp.path();
+        let first = load_or_create(d, &cognobserve_defaults(), &no_env).unwrap();
         assert_eq!(first.generated.len(), 5);
         assert_eq!(first.get("NEXTAUTH_SECRET").unwrap().len(), 64);
         assert_eq!(first.get("REDIS_PASSWORD").unwrap().len(), 32);
@@ -310,7 +306,7 @@ mod tests {
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&d.join("secrets")), 0o700);
         let before = std::fs::read(&file).unwrap();
-        let again = load_or_create(&d, &cognobserve_defaults(), &no_env).unwrap();
+        let again = load_or_create(d, &cognobserve_defaults(), &no_env).unwrap();
         assert!(again.generated.is_empty());
         assert_eq!(
             std::fs::read(&file).unwrap(),
@@ -323,7 +319,7 @@ mod tests {
             bytes: 8,
             encoding: Encoding::Base64,
         });
-        let added = load_or_create(&d, &more, &no_env).unwrap();
+        let added = load_or_create(d, &more, &no_env).unwrap();
         assert_eq!(added.generated, ["EXTRA"]);
         let after = std::fs::read(&file).unwrap();
         assert!(
@@ -334,23 +330,23 @@ mod tests {
             added.get("POSTGRES_PASSWORD"),
             first.get("POSTGRES_PASSWORD")
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn environment_wins_and_is_not_written() {
-        let d = tmpdir("env");
+        let tmp = TempDir::new("secrets-env");
+        let d = tmp.path();
         let env = |k: &str| (k == "REDIS_PASSWORD").then(|| "from-env".to_owned());
-        let s = load_or_create(&d, &cognobserve_defaults(), &env).unwrap();
+        let s = load_or_create(d, &cognobserve_defaults(), &env).unwrap();
         assert_eq!(s.get("REDIS_PASSWORD"), Some("from-env"));
         let text = std::fs::read_to_string(d.join("secrets/.env")).unwrap();
         assert!(!text.contains("from-env") && !text.contains("REDIS_PASSWORD"));
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn refuses_bad_files_without_touching_or_showing_them() {
-        let d = tmpdir("bad");
+        let tmp = TempDir::new("secrets-bad");
+        let d = tmp.path();
         std::fs::create_dir_all(d.join("secrets")).unwrap();
         let file = d.join("secrets/.env");
         std::fs::write(
@@ -359,13 +355,13 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let err = load_or_create(&d, &cognobserve_defaults(), &no_env)
+        let err = load_or_create(d, &cognobserve_defaults(), &no_env)
             .unwrap_err()
             .0;
         assert!(err.contains(".env:3") && !err.contains("s3cr3t"), "{err}");
         std::fs::write(&file, "GOOD=s3cr3t-value\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create(&d, &cognobserve_defaults(), &no_env)
+        let err = load_or_create(d, &cognobserve_defaults(), &no_env)
             .unwrap_err()
             .0;
         assert!(err.contains("644") && err.contains("chmod 600"), "{err}");
@@ -373,6 +369,5 @@ mod tests {
             std::fs::read_to_string(&file).unwrap(),
             "GOOD=s3cr3t-value\n"
         );
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -16,9 +16,7 @@
 //! all of cogno's captured output (except `cogno env`, which exists to print
 //! them) for every value of the stack's secrets file.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};

@@ -7,9 +7,7 @@
 //! check is `test -e FILE` becomes healthy exactly when the test creates
 //! FILE. Nothing here asserts how fast anything is (bench/control.sh does).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,9 +3,7 @@
 //! of services must be adopted and reaped, and SIGTERM must work even though
 //! `unshare --fork` hands its child a blocked SIGTERM.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use std::os::unix::process::CommandExt;
 use std::process::Command;

@@ -6,9 +6,7 @@
 //! fixtures record themselves) or "within a bound far above what is needed";
 //! how fast cogno is is measured in bench/, not here.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 

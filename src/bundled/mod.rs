@@ -11,8 +11,8 @@ pub mod temporal;
 mod test_support;
 
 use crate::config::{Kind, Stack};
-use crate::process::RunAs;
 use crate::secrets::{self, SecretSpec, Secrets};
+use crate::user::RunAs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tracing::info;
@@ -155,12 +155,11 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
     }
     for svc in &stack.services {
         let Some(b) = &svc.bundled else { continue };
-        if let (Some(user), true) = (&svc.user, nix::unistd::geteuid().is_root()) {
-            let who = RunAs::lookup(user)?;
+        if let (Some(who), Some(user)) = (&svc.run_as, &svc.user) {
             if let Some(blocked) = data
                 .ancestors()
                 .filter(|p| p.exists())
-                .find(|p| !can_enter(p, &who))
+                .find(|p| !can_enter(p, who))
             {
                 let (owner, mode) = std::fs::metadata(blocked)
                     .map(|m| {
@@ -183,7 +182,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
             }
         }
         if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
-            let holder = port_holder(b.port)
+            let holder = crate::os::procfs::port_holder(b.port)
                 .map(|h| format!(" by {h}"))
                 .unwrap_or_default();
             return Err(format!(
@@ -266,40 +265,6 @@ fn can_enter(dir: &Path, who: &RunAs) -> bool {
     }
 }
 
-/// "pid 123 (redis-server)" for the process listening on `port`, when /proc tells.
-fn port_holder(port: u16) -> Option<String> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && f.get(3) == Some(&"0A") {
-                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
-            }
-        }
-    }
-    for pid in crate::process::all_pids() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path())
-                .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
-            {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                return Some(format!("pid {pid} ({})", comm.trim()));
-            }
-        }
-    }
-    None
-}
-
 /// Numbered progress lines with the time since cogno started.
 pub struct Progress {
     start: Instant,
@@ -316,7 +281,7 @@ impl Progress {
         info!(
             "[{} at {}] {msg}",
             self.n,
-            crate::supervisor::fmt_latency(self.start.elapsed())
+            crate::fmt::fmt_latency(self.start.elapsed())
         );
     }
 }
@@ -336,7 +301,6 @@ pub fn prepare(
     located: &Located,
     progress: &mut Progress,
 ) -> Result<Versions, String> {
-    let root = nix::unistd::geteuid().is_root();
     let mut versions = Versions {
         postgres_major: None,
         temporal_cli: None,
@@ -346,12 +310,9 @@ pub fn prepare(
         let Some(b) = svc.bundled.clone() else {
             continue;
         };
-        let run_as = match (&svc.user, root) {
-            (Some(u), true) => Some(RunAs::lookup(u)?),
-            _ => None,
-        };
+        let run_as = svc.run_as.clone();
         let started = Instant::now();
-        let took = || crate::supervisor::fmt_latency(started.elapsed());
+        let took = || crate::fmt::fmt_latency(started.elapsed());
         match b.kind {
             Kind::Postgres => {
                 let bins = located

@@ -3,7 +3,7 @@
 //! postmaster.pid, provisioning the app's role and databases, and the health
 //! probe that logs in with the app's credentials.
 
-use crate::process::RunAs;
+use crate::user::RunAs;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection};
 use std::fs;
@@ -856,7 +856,7 @@ fn scrub(mut msg: String, secrets: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundled::test_support::{free_port, TempDir};
+    use crate::testkit::{free_port, TempDir};
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     use std::process::Child;
@@ -1008,11 +1008,11 @@ mod tests {
         let bins = bins();
         let run_as = run_as();
         let tmp = TempDir::new("pg");
-        let cluster = tmp.0.join("postgresql");
-        let sockets = tmp.0.join("run/postgresql");
+        let cluster = tmp.path().join("postgresql");
+        let sockets = tmp.path().join("run/postgresql");
         let port = free_port();
         // A crash mid-initdb left cogno's temporary behind.
-        let leftover = tmp.0.join("postgresql.initdb-tmp");
+        let leftover = tmp.path().join("postgresql.initdb-tmp");
         fs::create_dir_all(leftover.join("pgdata/base")).unwrap();
         fs::write(leftover.join("pgdata/PG_VERSION"), "15\n").unwrap();
 
@@ -1038,7 +1038,7 @@ mod tests {
             ["-D".to_owned(), cluster.display().to_string()]
         );
 
-        let log = tmp.0.join("postgres.log");
+        let log = tmp.path().join("postgres.log");
         let server = Server::start(&p.command, log.clone(), run_as.as_ref());
         server.wait_ready(0);
 
@@ -1111,28 +1111,28 @@ mod tests {
         let bins = bins();
         let run_as = run_as();
         let tmp = TempDir::new("pg");
-        let cluster = tmp.0.join("postgresql");
+        let cluster = tmp.path().join("postgresql");
         fake_cluster(&cluster, "14", run_as.as_ref());
         fs::write(cluster.join("postmaster.pid"), "1\n").unwrap();
-        let before = snapshot(&tmp.0);
-        let sockets = tmp.0.join("run/postgresql");
+        let before = snapshot(tmp.path());
+        let sockets = tmp.path().join("run/postgresql");
         let s = setup(&cluster, &sockets, free_port(), &bins, run_as.as_ref());
         let err = prepare(&s).unwrap_err();
         assert!(err.contains("PostgreSQL 14"), "{err}");
         assert!(err.contains(&format!("PostgreSQL {}", bins.major)), "{err}");
         assert!(err.contains("docs/upgrading.md"), "{err}");
-        assert_eq!(snapshot(&tmp.0), before);
+        assert_eq!(snapshot(tmp.path()), before);
     }
 
     #[test]
     fn non_empty_directory_without_cluster_is_refused_untouched() {
         let bins = bins();
         let tmp = TempDir::new("pg");
-        let cluster = tmp.0.join("postgresql");
+        let cluster = tmp.path().join("postgresql");
         fs::create_dir_all(&cluster).unwrap();
         fs::write(cluster.join("notes.txt"), "mine").unwrap();
-        let before = snapshot(&tmp.0);
-        let sockets = tmp.0.join("run/postgresql");
+        let before = snapshot(tmp.path());
+        let sockets = tmp.path().join("run/postgresql");
         let run_as = run_as();
         let s = setup(&cluster, &sockets, free_port(), &bins, run_as.as_ref());
         let err = prepare(&s).unwrap_err();
@@ -1140,7 +1140,7 @@ mod tests {
             err.contains("notes.txt") && err.contains("no PG_VERSION"),
             "{err}"
         );
-        assert_eq!(snapshot(&tmp.0), before);
+        assert_eq!(snapshot(tmp.path()), before);
     }
 
     #[test]
@@ -1148,10 +1148,10 @@ mod tests {
         let bins = bins();
         let run_as = run_as();
         let tmp = TempDir::new("pg");
-        let cluster = tmp.0.join("postgresql");
+        let cluster = tmp.path().join("postgresql");
         fake_cluster(&cluster, &bins.major.to_string(), run_as.as_ref());
         let port = free_port();
-        let sockets = tmp.0.join("run/postgresql");
+        let sockets = tmp.path().join("run/postgresql");
         // This test process is alive but is no postgres.
         let me = std::process::id();
         let pid_file = cluster.join("postmaster.pid");
@@ -1160,7 +1160,7 @@ mod tests {
         let socket_lock = sockets.join(format!(".s.PGSQL.{port}.lock"));
         fs::write(&socket_lock, format!("{me}\n{}\n", cluster.display())).unwrap();
         // Left by a crash between initdb's rename and the cleanup.
-        let leftover = tmp.0.join("postgresql.initdb-tmp");
+        let leftover = tmp.path().join("postgresql.initdb-tmp");
         fs::create_dir(&leftover).unwrap();
 
         let s = Setup {
@@ -1180,15 +1180,15 @@ mod tests {
     fn settings_cannot_move_the_port() {
         let bins = bins();
         let tmp = TempDir::new("pg");
-        let cluster = tmp.0.join("postgresql");
-        let sockets = tmp.0.join("run/postgresql");
+        let cluster = tmp.path().join("postgresql");
+        let sockets = tmp.path().join("run/postgresql");
         let s = Setup {
             settings: &[("Port".into(), "5433".into())],
             ..setup(&cluster, &sockets, free_port(), &bins, None)
         };
         let err = prepare(&s).unwrap_err();
         assert!(err.contains("`Port`") && err.contains("port:"), "{err}");
-        assert!(fs::read_dir(&tmp.0).unwrap().next().is_none());
+        assert!(fs::read_dir(tmp.path()).unwrap().next().is_none());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Bundled Redis: its generated configuration and an AUTH + PING probe.
 
-use crate::process::RunAs;
+use crate::user::RunAs;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -231,7 +231,8 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundled::test_support::{free_port, Server, TempDir};
+    use crate::bundled::test_support::Server;
+    use crate::testkit::{free_port, TempDir};
     use std::os::unix::fs::MetadataExt;
     use std::time::{Duration, Instant};
 
@@ -289,7 +290,7 @@ mod tests {
     #[test]
     fn conf_has_the_defaults_and_settings_override_them() {
         let dir = TempDir::new("conf");
-        let data = dir.0.join("redis");
+        let data = dir.path().join("redis");
         let settings = vec![
             ("appendfsync".to_owned(), "always".to_owned()),
             ("maxmemory".to_owned(), "64mb".to_owned()),
@@ -346,9 +347,9 @@ mod tests {
     #[test]
     fn missing_binary_is_named() {
         let dir = TempDir::new("bin");
-        let bin = dir.0.join("no-such-redis-server");
+        let bin = dir.path().join("no-such-redis-server");
         let err = prepare(&Setup {
-            dir: &dir.0.join("redis"),
+            dir: &dir.path().join("redis"),
             port: 6399,
             password: PASSWORD,
             bin: Some(&bin),
@@ -357,13 +358,13 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.contains(&bin.display().to_string()), "{err}");
-        assert!(!dir.0.join("redis").exists());
+        assert!(!dir.path().join("redis").exists());
     }
 
     #[test]
     fn real_server_auth_probe_and_restart() {
         let dir = TempDir::new("real");
-        let data = dir.0.join("redis");
+        let data = dir.path().join("redis");
         let user = run_as();
         let port = free_port();
         let setup = Setup {

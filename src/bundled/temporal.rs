@@ -8,7 +8,7 @@
 //! picks them from the ephemeral range, which the stack's fixed ports are not
 //! in, so they are left to it rather than pinned to ports that could collide.
 
-use crate::process::RunAs;
+use crate::user::RunAs;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -380,7 +380,8 @@ fn read_record(record: &Path) -> Result<Option<(String, Version)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundled::test_support::{free_port, Server, TempDir};
+    use crate::bundled::test_support::Server;
+    use crate::testkit::{free_port, TempDir};
     use std::time::{Duration, Instant};
 
     fn rt() -> tokio::runtime::Runtime {
@@ -460,7 +461,7 @@ mod tests {
     #[test]
     fn older_cli_than_the_record_is_refused_and_nothing_changes() {
         let dir = TempDir::new("older");
-        let data = dir.0.join("temporal");
+        let data = dir.path().join("temporal");
         fs::create_dir_all(&data).unwrap();
         fs::write(data.join(DB_FILE), b"not really sqlite").unwrap();
         fs::write(data.join(VERSION_FILE), "99.0.0\n").unwrap();
@@ -498,10 +499,10 @@ mod tests {
     #[test]
     fn missing_binary_names_the_package() {
         let dir = TempDir::new("bin");
-        let bin = dir.0.join("no-such-temporal");
+        let bin = dir.path().join("no-such-temporal");
         let s = Setup {
             bin: Some(&bin),
-            ..setup(&dir.0, 7233)
+            ..setup(dir.path(), 7233)
         };
         let err = prepare(&s).unwrap_err();
         assert!(err.contains(&bin.display().to_string()), "{err}");
@@ -510,7 +511,7 @@ mod tests {
     #[test]
     fn real_server_health_record_and_restart() {
         let dir = TempDir::new("real");
-        let data = dir.0.join("temporal");
+        let data = dir.path().join("temporal");
         let port = free_port();
         let cmd = prepare(&setup(&data, port)).unwrap();
         assert_eq!(&cmd[1..5], ["server", "start-dev", "--headless", "--ip"]);

@@ -1,43 +1,9 @@
-//! What the bundled servers' unit tests share: temporary data directories,
-//! free ports, and real servers killed when a test fails.
+//! What the bundled servers' unit tests share besides `crate::testkit`:
+//! real servers, killed when a test fails.
 
-use crate::process::RunAs;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use crate::user::RunAs;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-
-/// A directory under the system temp dir, removed on drop. Traversable by
-/// all, as DATA is in a real deployment: the servers run as other users under root.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("cogno-{tag}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A running server (output discarded), killed on drop.
 pub struct Server(pub Child);

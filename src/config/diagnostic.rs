@@ -1,5 +1,6 @@
-//! Configuration errors that read like a compiler's: what is wrong, where
-//! (file, line, column, key), the offending source line, and what to do.
+//! Placing configuration errors: the key path of a value, and where that
+//! path is written in the stack file (line, column), for [`crate::error`]'s
+//! compiler-style rendering.
 //!
 //! serde_yaml keeps no positions once a document is parsed, so errors found
 //! after parsing (unknown dependency, cycle, bad duration…) are placed by
@@ -8,8 +9,7 @@
 //! sequences, which is what stack files are written in; anything it cannot
 //! follow falls back to the deepest key it did find.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One segment of a path into the YAML document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,47 +35,12 @@ pub fn display_path(path: &[Seg]) -> String {
     out
 }
 
-/// A position in the source: 1-based line and column, and how many columns to underline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub line: usize,
-    pub column: usize,
-    pub len: usize,
-}
-
-/// A configuration error, ready to show to a user.
-#[derive(Debug, Clone)]
-pub struct Diagnostic {
-    pub message: String,
-    pub file: PathBuf,
-    pub span: Option<Span>,
-    pub source_line: Option<String>,
-    pub help: Option<String>,
-}
+pub use crate::error::{Error as Diagnostic, Span};
 
 impl Diagnostic {
-    pub fn new(file: &Path, message: impl Into<String>) -> Self {
-        Diagnostic {
-            message: message.into(),
-            file: file.to_path_buf(),
-            span: None,
-            source_line: None,
-            help: None,
-        }
-    }
-
-    pub fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-
-    /// Places the error at `span` and keeps that source line for display.
-    pub fn at(mut self, text: &str, span: Option<Span>) -> Self {
-        if let Some(span) = span {
-            self.source_line = text.lines().nth(span.line - 1).map(str::to_owned);
-        }
-        self.span = span;
-        self
+    /// A configuration error in `file` (exit status 2).
+    pub fn in_stack_file(file: &Path, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::config(message).in_file(file)
     }
 
     /// Places the error at the key path `path` in `text`.
@@ -84,42 +49,6 @@ impl Diagnostic {
         self.at(text, span)
     }
 }
-
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
-        match self.span {
-            Some(span) => {
-                writeln!(
-                    f,
-                    "  --> {}:{}:{}",
-                    self.file.display(),
-                    span.line,
-                    span.column
-                )?;
-                if let Some(line) = &self.source_line {
-                    let gutter = span.line.to_string().len();
-                    writeln!(f, "{:gutter$} |", "")?;
-                    writeln!(f, "{} | {}", span.line, line)?;
-                    writeln!(
-                        f,
-                        "{:gutter$} | {}{}",
-                        "",
-                        " ".repeat(span.column.saturating_sub(1)),
-                        "^".repeat(span.len.max(1))
-                    )?;
-                }
-            }
-            None => writeln!(f, "  --> {}", self.file.display())?,
-        }
-        if let Some(help) = &self.help {
-            writeln!(f, "  = help: {help}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Diagnostic {}
 
 /// Finds where the value at `path` is written in `text`. Returns the position
 /// of the deepest segment found (the key itself, or the list item), so that

@@ -13,6 +13,8 @@ mod interpolate;
 pub mod plan;
 mod raw;
 
+use crate::fmt::fmt_duration;
+use crate::user::RunAs;
 use diagnostic::{display_path, Diagnostic, Seg};
 use nix::sys::signal::Signal;
 use plan::Plan;
@@ -72,7 +74,11 @@ pub struct Service {
     pub oneshot: bool,
     pub priority: i64,
     pub working_dir: Option<PathBuf>,
+    /// The `user:` as written (or a bundled server's default user).
     pub user: Option<String>,
+    /// That user, resolved when the stack was loaded; None when cogno is not
+    /// root (services then run as cogno's user).
+    pub run_as: Option<RunAs>,
     pub env: Vec<(String, String)>,
     pub depends_on: Vec<Dependency>,
     pub health: Option<Health>,
@@ -149,7 +155,7 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reads and validates the stack file at `path`.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, Diagnostic> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostic::new(path, format!("cannot read the stack file: {e}")).help(if e.kind()
+        Diagnostic::in_stack_file(path, format!("cannot read the stack file: {e}")).help(if e.kind()
             == std::io::ErrorKind::NotFound
         {
             "pass --config FILE, set COGNO_CONFIG, or create ./cogno.yaml (see docs/configuration.md)"
@@ -169,12 +175,12 @@ pub fn parse(
     let mut value: serde_yaml::Value =
         serde_yaml::from_str(text).map_err(|e| yaml_error(text, file, &e))?;
     if value.is_null() {
-        return Err(Diagnostic::new(file, "the stack file is empty")
+        return Err(Diagnostic::in_stack_file(file, "the stack file is empty")
             .help("declare at least one service under `services:` (see docs/configuration.md)"));
     }
     interpolate::interpolate_tree(&mut value, env, &mut Vec::new()).map_err(|(path, err)| {
         let d = match err {
-            interpolate::InterpolateError::Unset(name) => Diagnostic::new(
+            interpolate::InterpolateError::Unset(name) => Diagnostic::in_stack_file(
                 file,
                 format!(
                     "environment variable `{name}` is not set (used in `{}`)",
@@ -185,7 +191,7 @@ pub fn parse(
                 "set {name} in cogno's environment, or give a default: ${{{name}:-value}}"
             )),
             interpolate::InterpolateError::Malformed(msg) => {
-                Diagnostic::new(file, format!("{msg} in `{}`", display_path(&path)))
+                Diagnostic::in_stack_file(file, format!("{msg} in `{}`", display_path(&path)))
                     .help("write a literal `$` as `$$`")
             }
         };
@@ -199,7 +205,7 @@ pub fn parse(
         } else {
             format!("`{}`: {inner}", display_path(&path))
         };
-        Diagnostic::new(file, message)
+        Diagnostic::in_stack_file(file, message)
             .help("every key, its type and its default are listed in docs/configuration.md")
             .at_path(text, &path)
     })?;
@@ -225,14 +231,14 @@ fn yaml_error(text: &str, file: &Path, e: &serde_yaml::Error) -> Diagnostic {
         } else {
             format!("`{within}`")
         };
-        return Diagnostic::new(file, format!("invalid YAML: duplicate key `{name}` in {within}"))
+        return Diagnostic::in_stack_file(file, format!("invalid YAML: duplicate key `{name}` in {within}"))
             .help(format!(
                 "the first `{name}` is on line {}; keep one of them (YAML would silently keep only one)",
                 first.line
             ))
             .at(text, again.or(span));
     }
-    Diagnostic::new(file, format!("invalid YAML: {msg}"))
+    Diagnostic::in_stack_file(file, format!("invalid YAML: {msg}"))
         .help("fix the YAML syntax at this position (indentation, quoting, a missing `:`)")
         .at(text, span)
 }
@@ -277,7 +283,7 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn err(&self, path: &[Seg], message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(self.file, message)
+        Diagnostic::in_stack_file(self.file, message)
             .help(help)
             .at_path(self.text, path)
     }
@@ -490,8 +496,12 @@ impl Builder<'_> {
         };
         let user = rs.user.clone().or(default_user.map(str::to_owned));
         let root = nix::unistd::geteuid().is_root();
+        // Looked up once, here: a service never runs as anyone but the user
+        // resolved now (a later lookup failing must not run it as root).
+        let mut run_as = None;
         if let Some(user) = user.as_ref().filter(|_| root) {
-            if nix::unistd::User::from_name(user).ok().flatten().is_none() {
+            run_as = RunAs::lookup(user).ok();
+            if run_as.is_none() {
                 let help = match (rs.user.is_none(), default_user) {
                     (true, Some("postgres")) => {
                         "install Debian's postgresql package (it creates the postgres user) \
@@ -525,6 +535,7 @@ impl Builder<'_> {
             priority: rs.priority.map_or(default_priority, |p| p.0),
             working_dir: rs.working_dir.as_ref().map(PathBuf::from),
             user,
+            run_as,
             env: rs
                 .env
                 .iter()
@@ -904,20 +915,4 @@ fn parse_http_probe(url: &str) -> Result<Probe, String> {
         authority,
         path: path.to_owned(),
     })
-}
-
-/// `1.5s`, `200ms`, `2m`: the way durations are written in stack files.
-pub fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        "0s".into()
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
 }

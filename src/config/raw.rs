@@ -120,6 +120,16 @@ pub enum Condition {
     Completed,
 }
 
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Condition::Started => "started",
+            Condition::Healthy => "healthy",
+            Condition::Completed => "completed",
+        })
+    }
+}
+
 /// `depends_on: [a, b]` or `depends_on: {a: completed, b: healthy}`.
 #[derive(Debug)]
 pub enum DependsOn {

@@ -1,5 +1,5 @@
-//! The CLI side of the control API: `cogno status`, `logs`, `start`, `stop`,
-//! `restart`, `healthcheck` and `shutdown`.
+//! The CLI side of the control API: its transport. The remote commands
+//! (`cogno status`, `logs`, `start`…, in `commands/`) use it.
 //!
 //! A few requests per command over a Unix socket do not need an HTTP stack
 //! or an event loop: requests are written by hand and answers parsed with
@@ -7,9 +7,7 @@
 //! `cogno healthcheck` and `cogno status` down to a process start and one
 //! round trip.
 
-use super::{Action, ActionResult, StackStatus};
-use crate::supervisor::fmt_latency;
-use serde::Deserialize;
+use super::StackStatus;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -19,166 +17,7 @@ use std::time::Duration;
 /// it is wedged, and a health check must not hang.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn status(socket: &Path, json: bool) -> i32 {
-    let st = match get_status(socket) {
-        Ok(st) => st,
-        Err(e) => return e.report(),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
-    } else {
-        print!("{}", render_status(&st));
-    }
-    i32::from(st.phase != "ready")
-}
-
-pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> i32 {
-    // The prefixes are padded to the longest name in the stack, as `cogno up` pads them.
-    let width = match get_status(socket) {
-        Ok(st) => st
-            .services
-            .iter()
-            .map(|s| s.name.len())
-            .chain(["cogno".len()])
-            .max()
-            .unwrap_or(0),
-        Err(e) => return e.report(),
-    };
-    let mut path = format!("/logs?n={lines}");
-    for s in services {
-        path.push_str("&service=");
-        path.push_str(&percent_encode(s));
-    }
-    if follow {
-        path.push_str("&follow=1");
-    }
-    let reply = match request(socket, "GET", &path, None) {
-        Ok(r) => r,
-        Err(e) => return e.report(),
-    };
-    if reply.status != 200 {
-        return reply.refusal();
-    }
-    let mut body = BufReader::new(reply.body);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match body.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            // The stack stopped while following: its output has ended too.
-            Err(_) => break,
-        }
-        let written = match serde_json::from_slice::<LogLine>(&line) {
-            Ok(l) => {
-                let mark = if l.stream == "stderr" { '!' } else { '|' };
-                writeln!(out, "{:<width$} {mark} {}", l.service, l.line)
-            }
-            Err(_) => out.write_all(&line),
-        };
-        // Flushed whenever the next read may wait, so `-f` shows lines as they come.
-        let flushed = if body.buffer().is_empty() {
-            out.flush()
-        } else {
-            Ok(())
-        };
-        if written.and(flushed).is_err() {
-            // The reader went away (`cogno logs | head`): nothing left to do.
-            return 0;
-        }
-    }
-    let _ = out.flush();
-    0
-}
-
-#[derive(Deserialize)]
-struct LogLine {
-    service: String,
-    stream: String,
-    line: String,
-}
-
-pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: bool) -> i32 {
-    let verb = match action {
-        Action::Start => "start",
-        Action::Stop => "stop",
-        Action::Restart => "restart",
-    };
-    // One after another, as asked, and not past the first failure: later
-    // services may well depend on the one that failed.
-    for service in services {
-        let mut path = format!("/services/{}/{verb}", percent_encode(service));
-        if with_dependents {
-            path.push_str("?with_dependents=1");
-        }
-        let reply = match request(socket, "POST", &path, None) {
-            Ok(r) => r,
-            Err(e) => return e.report(),
-        };
-        let result: ActionResult = match reply.json() {
-            Ok(r) => r,
-            Err(e) => return e.report(),
-        };
-        let took = fmt_latency(Duration::from_millis(result.took_ms));
-        if !result.ok {
-            if result.code == 500 {
-                eprintln!(
-                    "error: {service}: {verb} failed after {took}: {}",
-                    result.message
-                );
-            } else {
-                eprintln!("error: {}", result.message);
-            }
-            return 1;
-        }
-        match (action, result.message.as_str()) {
-            (_, m) if m.starts_with("already") => println!("{service}: {m}"),
-            (Action::Stop, _) => println!("{service}: stopped in {took}"),
-            (Action::Start, m) => println!("{service}: started, {m} after {took}"),
-            (Action::Restart, m) => println!("{service}: restarted, {m} after {took}"),
-        }
-    }
-    0
-}
-
-pub fn healthcheck(socket: &Path) -> i32 {
-    let st = match get_status(socket) {
-        Ok(st) => st,
-        Err(e) => return e.report(),
-    };
-    if st.phase == "ready" {
-        println!("ready: {} services healthy", st.services.len());
-        return 0;
-    }
-    if st.not_ready.is_empty() {
-        println!("not ready: {}", st.phase);
-    } else {
-        println!("not ready: {} ({})", st.phase, st.not_ready.join("; "));
-    }
-    1
-}
-
-pub fn shutdown(socket: &Path) -> i32 {
-    let reply = match request(socket, "POST", "/shutdown", None) {
-        Ok(r) => r,
-        Err(e) => return e.report(),
-    };
-    match reply.json::<ActionResult>() {
-        Ok(r) if r.ok => {
-            println!("{}", r.message);
-            0
-        }
-        Ok(r) => {
-            eprintln!("error: {}", r.message);
-            1
-        }
-        Err(e) => e.report(),
-    }
-}
-
-fn get_status(socket: &Path) -> Result<StackStatus, Failure> {
+pub fn get_status(socket: &Path) -> Result<StackStatus, Failure> {
     let reply = request(socket, "GET", "/status", Some(STATUS_TIMEOUT))?;
     if reply.status != 200 {
         let message = reply.error_message();
@@ -187,93 +26,8 @@ fn get_status(socket: &Path) -> Result<StackStatus, Failure> {
     reply.json()
 }
 
-/// The phase on top (with what is missing), then one row per service.
-fn render_status(st: &StackStatus) -> String {
-    let mut out = format!(
-        "{}: {} services, up {} (cogno {}, pid {})\n",
-        st.phase,
-        st.services.len(),
-        human(st.uptime_ms),
-        st.version,
-        st.pid
-    );
-    for why in &st.not_ready {
-        out.push_str(&format!("  - {why}\n"));
-    }
-    out.push('\n');
-    let mut rows = vec![[
-        "SERVICE",
-        "STATE",
-        "PID",
-        "UPTIME",
-        "RESTARTS",
-        "HEALTH",
-        "LAST EXIT",
-    ]
-    .map(String::from)];
-    for s in &st.services {
-        let health = match &s.health {
-            None => "-".to_owned(),
-            Some(h) => match h.latency_ms {
-                Some(ms) => format!("{} {}", h.status, latency(ms)),
-                None => h.status.clone(),
-            },
-        };
-        rows.push([
-            s.name.clone(),
-            s.state.clone(),
-            s.pid.map_or("-".into(), |p| p.to_string()),
-            s.uptime_ms.map_or("-".into(), human),
-            s.restarts.to_string(),
-            health,
-            s.last_exit.clone().unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    let mut widths = [0; 7];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in &rows {
-        let mut line = String::new();
-        for (k, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if k == row.len() - 1 {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// `850ms`, `42s`, `5m12s`, `3h07m`, `2d4h`: uptimes at a glance.
-fn human(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0 => format!("{ms}ms"),
-        1..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-fn latency(ms: f64) -> String {
-    if ms < 10.0 {
-        format!("{ms:.1}ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else {
-        format!("{:.2}s", ms / 1000.0)
-    }
-}
-
 /// Why a command could not get an answer.
-enum Failure {
+pub enum Failure {
     /// Nothing listens on the socket.
     NotRunning(String, std::io::Error),
     Other(String),
@@ -281,7 +35,7 @@ enum Failure {
 
 impl Failure {
     /// Prints the one-line error and gives the exit status.
-    fn report(self) -> i32 {
+    pub fn report(self) -> i32 {
         match self {
             Failure::NotRunning(path, e) => {
                 let why = match e.kind() {
@@ -302,9 +56,9 @@ impl Failure {
 }
 
 /// An answer: its status, and its body (decoded from chunks if need be).
-struct Reply {
-    status: u16,
-    body: Body,
+pub struct Reply {
+    pub status: u16,
+    pub body: Body,
 }
 
 impl Reply {
@@ -317,7 +71,7 @@ impl Reply {
         Ok(body)
     }
 
-    fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, Failure> {
+    pub fn json<T: serde::de::DeserializeOwned>(self) -> Result<T, Failure> {
         let status = self.status;
         let body = self.text()?;
         serde_json::from_slice(&body).map_err(|_| {
@@ -346,14 +100,14 @@ impl Reply {
         }
     }
 
-    fn refusal(self) -> i32 {
+    pub fn refusal(self) -> i32 {
         eprintln!("error: {}", self.error_message());
         1
     }
 }
 
 /// Sends one request (no body) and reads the status line and headers.
-fn request(
+pub fn request(
     socket: &Path,
     method: &str,
     path: &str,
@@ -426,7 +180,7 @@ fn request(
 }
 
 /// A response body as a reader.
-enum Body {
+pub enum Body {
     Plain(std::io::Take<BufReader<UnixStream>>),
     Chunked {
         inner: BufReader<UnixStream>,
@@ -479,7 +233,7 @@ impl Read for Body {
 
 /// Service names only hold `[A-Za-z0-9_-]`, but whatever is typed must
 /// still reach the server as one path segment.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -489,21 +243,4 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_at_a_glance() {
-        assert_eq!(human(850), "850ms");
-        assert_eq!(human(42_000), "42s");
-        assert_eq!(human(312_000), "5m12s");
-        assert_eq!(human(3 * 3_600_000 + 7 * 60_000), "3h07m");
-        assert_eq!(human(2 * 86_400_000 + 4 * 3_600_000), "2d4h");
-        assert_eq!(latency(0.42), "0.4ms");
-        assert_eq!(latency(31.6), "32ms");
-        assert_eq!(latency(1420.0), "1.42s");
-    }
 }

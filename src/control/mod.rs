@@ -7,7 +7,24 @@ pub mod client;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+
+/// Sends operators' requests to a running supervisor.
+#[derive(Clone)]
+pub struct Handle(mpsc::UnboundedSender<Request>);
+
+impl Handle {
+    /// A handle, and the receiving end the supervisor reads requests from.
+    pub fn channel() -> (Handle, mpsc::UnboundedReceiver<Request>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Handle(tx), rx)
+    }
+
+    /// False when the supervisor has already exited.
+    pub fn send(&self, r: Request) -> bool {
+        self.0.send(r).is_ok()
+    }
+}
 
 /// What the API asks the supervisor.
 #[derive(Debug)]

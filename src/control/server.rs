@@ -2,9 +2,10 @@
 //! served concurrently with supervision, and optionally the health document
 //! over TCP (`health_listen`). Routes are documented in docs/api.md.
 
+use super::Handle;
 use super::{Action, ActionResult, Request, ServiceStatus, StackStatus};
+use crate::fmt::rfc3339;
 use crate::logs::{Line, LogView, SharedRing, Stream};
-use crate::supervisor::ControlHandle;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
@@ -96,7 +97,7 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
 pub fn start(
     listener: std::os::unix::net::UnixListener,
     health_listen: Option<std::net::SocketAddr>,
-    control: ControlHandle,
+    control: Handle,
     logs: LogView,
 ) -> Result<(), String> {
     let unix =
@@ -205,7 +206,7 @@ impl hyper::body::Body for Body {
 }
 
 struct Api {
-    control: ControlHandle,
+    control: Handle,
     logs: LogView,
 }
 
@@ -626,47 +627,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `2024-05-01T12:00:00.123Z`: RFC 3339 in UTC, to the millisecond.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, proleptic Gregorian calendar).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
-        assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
-        assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
-    }
 
     #[test]
     fn queries_are_decoded() {

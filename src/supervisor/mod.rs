@@ -5,19 +5,21 @@
 //! timer, a signal — and is handled to completion before the next one. There
 //! is no polling tick: with nothing to do, cogno sleeps in `epoll_wait`.
 
-mod control;
+mod env;
+mod operator;
 mod state;
 mod stopping;
 
 pub use state::State;
 
-use crate::config::{fmt_duration, Condition, RestartPolicy, Stack};
-use crate::control::Request;
+use crate::config::{Condition, RestartPolicy, Stack};
+use crate::control::{self, Request};
+use crate::fmt::{fmt_duration, fmt_latency};
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
-use crate::oom::OomCounter;
-use crate::process::{self, ExitReason, Launch, RunAs};
-use crate::reaper::{self, Waiters};
+use crate::os::oom::OomCounter;
+use crate::os::process::{self, ExitReason, Launch};
+use crate::os::reaper::{self, Waiters};
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -57,18 +59,6 @@ enum Event {
     },
     ShutdownDeadline,
     FinalKill,
-    Control(Request),
-}
-
-/// Sends operators' requests to a running supervisor.
-#[derive(Clone)]
-pub struct ControlHandle(mpsc::UnboundedSender<Event>);
-
-impl ControlHandle {
-    /// False when the supervisor has already exited.
-    pub fn send(&self, r: Request) -> bool {
-        self.0.send(Event::Control(r)).is_ok()
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +83,8 @@ pub struct Supervisor {
     svcs: Vec<ServiceRt>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
+    control: control::Handle,
+    requests: mpsc::UnboundedReceiver<Request>,
     waiters: Waiters,
     sink: Sink,
     phase: Phase,
@@ -125,15 +117,8 @@ impl Supervisor {
             .iter()
             .zip(derived)
             .map(|(s, derived)| {
-                // Users were checked when the stack was loaded; a lookup failing
-                // now (e.g. NSS trouble) runs the service as cogno's user, loudly.
-                let run_as = match (&s.user, root) {
-                    (Some(u), true) => RunAs::lookup(u)
-                        .map_err(|e| warn!("{}: {e}; it will run as root", s.name))
-                        .ok(),
-                    _ => None,
-                };
-                let env = process::service_env(&derived, &base_env, &stack.env, s, run_as.as_ref());
+                let run_as = s.run_as.clone();
+                let env = env::service_env(&derived, &base_env, &stack.env, s, run_as.as_ref());
                 ServiceRt::new(run_as, env)
             })
             .collect();
@@ -152,11 +137,14 @@ impl Supervisor {
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
+        let (control, requests) = control::Handle::channel();
         Supervisor {
             stack,
             svcs,
             tx,
             rx,
+            control,
+            requests,
             waiters: Waiters::default(),
             sink,
             phase: Phase::Running,
@@ -177,8 +165,8 @@ impl Supervisor {
         self.on_ready = Some(Box::new(f));
     }
 
-    pub fn control(&self) -> ControlHandle {
-        ControlHandle(self.tx.clone())
+    pub fn control(&self) -> control::Handle {
+        self.control.clone()
     }
 
     /// What `cogno logs` reads: each service's name and ring, and the change signal.
@@ -207,6 +195,7 @@ impl Supervisor {
             tokio::select! {
                 Some(sig) = signals.next() => self.on_signal(sig),
                 Some(ev) = self.rx.recv() => self.on_event(ev),
+                Some(req) = self.requests.recv() => self.on_request(req),
             }
             // Whatever the input (a SIGCHLD can be the last word on a
             // service), what it changed is acted on now.
@@ -307,7 +296,6 @@ impl Supervisor {
                     self.finish_if_empty(true);
                 }
             }
-            Event::Control(req) => self.on_request(req),
         }
     }
 
@@ -464,10 +452,7 @@ impl Supervisor {
                 };
                 return Gate::Blocked(format!("{name} is {ds}{detail}"));
             }
-            waiting.push(format!(
-                "{name} ({})",
-                crate::cli::condition_name(dep.condition)
-            ));
+            waiting.push(format!("{name} ({})", dep.condition));
         }
         if waiting.is_empty() {
             Gate::Open
@@ -818,16 +803,4 @@ enum Gate {
     Open,
     Wait(String),
     Blocked(String),
-}
-
-/// `12ms`, `1.25s`: for measured durations in messages.
-pub fn fmt_latency(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else if d < Duration::from_secs(60) {
-        format!("{:.2}s", d.as_secs_f64())
-    } else {
-        let s = d.as_secs();
-        format!("{}m{}s", s / 60, s % 60)
-    }
 }

@@ -4,7 +4,8 @@
 use crate::control::{Action, ActionResult};
 use crate::health::ProbeResult;
 use crate::logs::SharedRing;
-use crate::process::{ExecReport, ExitReason, RunAs};
+use crate::os::process::{ExecReport, ExitReason};
+use crate::user::RunAs;
 use nix::unistd::Pid;
 use std::collections::HashSet;
 use std::fmt;

@@ -5,10 +5,10 @@
 //! on; unrelated services stop in parallel. The whole-stack stop never
 //! outlasts `shutdown_budget`: what is left when it is used up is killed.
 
-use super::{fmt_latency, Event, Phase, State, Supervisor, Timer, FINAL_SWEEP_GRACE};
-use crate::config::fmt_duration;
-use crate::process;
-use crate::reaper;
+use super::{Event, Phase, State, Supervisor, Timer, FINAL_SWEEP_GRACE};
+use crate::fmt::{fmt_duration, fmt_latency};
+use crate::os::process;
+use crate::os::reaper;
 use nix::sys::signal::{self as nsig, Signal};
 use nix::unistd::Pid;
 use std::time::Instant;
@@ -151,7 +151,7 @@ impl Supervisor {
             let _ = nsig::kill(Pid::from_raw(-1), sig);
             return;
         }
-        for pid in process::children_of(nix::unistd::getpid()) {
+        for pid in crate::os::procfs::children_of(nix::unistd::getpid()) {
             let _ = nsig::kill(pid, sig);
         }
     }
@@ -165,7 +165,7 @@ impl Supervisor {
         for (pid, reason) in reaper::reap(&self.waiters) {
             debug!("reaped pid {pid} ({reason})");
         }
-        let left = process::children_of(nix::unistd::getpid());
+        let left = crate::os::procfs::children_of(nix::unistd::getpid());
         if left.is_empty() || give_up {
             if !left.is_empty() {
                 warn!("{} processes could not be killed: {:?}", left.len(), left);

@@ -8,16 +8,15 @@
 //! children, and the temp dir's path on fixtures' command lines); dropping a
 //! [`Cogno`] SIGKILLs whatever still carries it.
 
-#![allow(dead_code)]
-
+pub use cogno::os::procfs::ProcStat;
+pub use cogno::testkit::{free_port, TempDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long any wait may take before the test fails: generous, so that a
 /// loaded machine never makes a test flake. Waits return as soon as the
@@ -45,47 +44,6 @@ pub fn fx(name: &str, args: &[&str]) -> String {
     let mut words = vec![prog.as_str()];
     words.extend_from_slice(args);
     argv(&words)
-}
-
-/// A free TCP port on 127.0.0.1 (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let path = std::env::temp_dir().join(format!(
-            "cogno-test-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// A stack file and data dir in a fresh temp dir.
@@ -424,46 +382,18 @@ pub fn signal(pid: i32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid), sig);
 }
 
-/// The fields of /proc/PID/stat the tests look at.
-#[derive(Debug, Clone)]
-pub struct ProcStat {
-    pub pid: i32,
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub session: i32,
-}
-
-pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut f = rest.split(' ');
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    let pgrp = f.next()?.parse().ok()?;
-    let session = f.next()?.parse().ok()?;
-    Some(ProcStat {
-        pid,
-        state,
-        ppid,
-        pgrp,
-        session,
-    })
-}
-
 /// The process exists (possibly as a zombie).
 pub fn exists(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
 pub fn all_pids() -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    cogno::os::procfs::all_pids().map(Pid::as_raw).collect()
+}
+
+/// /proc/PID/stat, read by the library's own reader.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    ProcStat::read(Pid::from_raw(pid))
 }
 
 fn read_nul_separated(path: String) -> Vec<String> {
@@ -500,19 +430,18 @@ fn has_marker(arg: &str, marker: &str) -> bool {
 }
 
 /// Zombie processes whose parent is `ppid`.
-pub fn zombies_of(ppid: i32) -> Vec<ProcStat> {
+pub fn zombies_of(ppid: i32) -> Vec<i32> {
     all_pids()
         .into_iter()
-        .filter_map(proc_stat)
-        .filter(|s| s.ppid == ppid && s.state == 'Z')
+        .filter(|&p| proc_stat(p).is_some_and(|s| s.ppid == ppid && s.state == 'Z'))
         .collect()
 }
 
 /// Direct children of `ppid`.
 pub fn children_of(ppid: i32) -> Vec<i32> {
-    all_pids()
+    cogno::os::procfs::children_of(Pid::from_raw(ppid))
         .into_iter()
-        .filter(|&p| proc_stat(p).is_some_and(|s| s.ppid == ppid))
+        .map(Pid::as_raw)
         .collect()
 }
 

@@ -3,8 +3,9 @@
 //! (and are answered) only when the service is healthy, stopped, or failed.
 
 use super::state::PendingOp;
-use super::{fmt_latency, Phase, State, Supervisor};
+use super::{Phase, State, Supervisor};
 use crate::control::{Action, ActionResult, HealthStatus, Request, ServiceStatus, StackStatus};
+use crate::fmt::fmt_latency;
 use std::collections::BTreeSet;
 use std::time::Instant;
 use tracing::info;

@@ -3,11 +3,12 @@
 //! whole group, finding the strays a dead service left behind, and naming the
 //! way a process ended.
 
-use crate::config::Service;
+use super::procfs;
+use crate::user::RunAs;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{ForkResult, Gid, Pid, Uid};
+use nix::unistd::{ForkResult, Pid};
 use std::collections::HashSet;
 use std::ffi::CString;
 use std::fmt;
@@ -18,34 +19,6 @@ use std::path::{Path, PathBuf};
 /// Marks every process of a service (inherited by its descendants) so that
 /// daemons that left the service's process group can still be found.
 pub const SERVICE_ENV: &str = "COGNO_SERVICE";
-
-/// The user a service runs as, resolved before forking (nothing that
-/// allocates or reads files may run between fork and exec).
-#[derive(Debug, Clone)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: Uid,
-    pub gid: Gid,
-    pub groups: Vec<Gid>,
-    pub home: PathBuf,
-}
-
-impl RunAs {
-    pub fn lookup(name: &str) -> Result<RunAs, String> {
-        let user = nix::unistd::User::from_name(name)
-            .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
-            .ok_or_else(|| format!("user `{name}` does not exist"))?;
-        let cname = CString::new(name).map_err(|_| format!("invalid user name `{name}`"))?;
-        let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
-        Ok(RunAs {
-            name: name.to_owned(),
-            uid: user.uid,
-            gid: user.gid,
-            groups,
-            home: user.dir,
-        })
-    }
-}
 
 /// A started process, the read ends of its stdout and stderr pipes (when
 /// captured), and what tells whether its exec failed.
@@ -63,34 +36,6 @@ pub struct Launch<'a> {
     pub run_as: Option<&'a RunAs>,
     /// Capture stdout/stderr into pipes; otherwise they go to /dev/null.
     pub capture: bool,
-}
-
-/// The environment a service's processes get: what cogno derives for the
-/// bundled services, then cogno's own, then the stack's `env`, then the
-/// service's `env` (later wins), plus the service marker.
-pub fn service_env(
-    derived: &[(String, String)],
-    base: &[(String, String)],
-    stack_env: &[(String, String)],
-    svc: &Service,
-    run_as: Option<&RunAs>,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        Vec::with_capacity(base.len() + stack_env.len() + svc.env.len() + 4);
-    let mut set = |k: &str, v: &str| match env.iter_mut().find(|(ek, _)| ek == k) {
-        Some(e) => e.1 = v.to_owned(),
-        None => env.push((k.to_owned(), v.to_owned())),
-    };
-    for (k, v) in derived.iter().chain(base).chain(stack_env).chain(&svc.env) {
-        set(k, v);
-    }
-    if let Some(u) = run_as {
-        set("HOME", &u.home.to_string_lossy());
-        set("USER", &u.name);
-        set("LOGNAME", &u.name);
-    }
-    set(SERVICE_ENV, &svc.name);
-    env
 }
 
 /// Why a process could not be started.
@@ -491,16 +436,16 @@ pub fn kill_strays(leader: Pid, service: &str, known: &HashSet<Pid>) -> HashSet<
     signal_group(leader, Signal::SIGKILL);
     let me = nix::unistd::getpid();
     let mut strays = HashSet::new();
-    for pid in children_of(me) {
+    for pid in procfs::children_of(me) {
         if known.contains(&pid) {
             continue;
         }
-        let Some(stat) = ProcStat::read(pid) else {
+        let Some(stat) = procfs::ProcStat::read(pid) else {
             continue;
         };
         if stat.pgrp == leader.as_raw()
             || stat.session == leader.as_raw()
-            || has_marker(pid, service)
+            || procfs::environ_has(pid, &format!("{SERVICE_ENV}={service}"))
         {
             let _ = signal::kill(pid, Signal::SIGKILL);
             // A daemon that made itself a group leader takes its group with it.
@@ -511,72 +456,4 @@ pub fn kill_strays(leader: Pid, service: &str, known: &HashSet<Pid>) -> HashSet<
         }
     }
     strays
-}
-
-/// Direct children of `parent`: services, probes and adopted orphans.
-pub fn children_of(parent: Pid) -> Vec<Pid> {
-    let mut out = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(
-                    list.split_whitespace()
-                        .filter_map(|p| p.parse().ok())
-                        .map(Pid::from_raw),
-                );
-            }
-        }
-        if !out.is_empty()
-            || std::path::Path::new(&format!("/proc/{parent}/task/{parent}/children")).exists()
-        {
-            return out;
-        }
-    }
-    // Kernels without /proc/PID/task/TID/children: scan every process.
-    all_pids()
-        .filter(|p| ProcStat::read(*p).is_some_and(|s| s.ppid == parent.as_raw()))
-        .collect()
-}
-
-pub fn all_pids() -> impl Iterator<Item = Pid> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .map(Pid::from_raw)
-}
-
-fn has_marker(pid: Pid, service: &str) -> bool {
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
-    let want = format!("{SERVICE_ENV}={service}");
-    environ.split(|b| *b == 0).any(|kv| kv == want.as_bytes())
-}
-
-/// The fields of /proc/PID/stat that cogno needs.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcStat {
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub session: i32,
-}
-
-impl ProcStat {
-    pub fn read(pid: Pid) -> Option<ProcStat> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may contain spaces and parentheses: parse after the last ')'.
-        let rest = &text[text.rfind(')')? + 2..];
-        let mut f = rest.split(' ');
-        f.next()?; // state
-        let ppid = f.next()?.parse().ok()?;
-        let pgrp = f.next()?.parse().ok()?;
-        let session = f.next()?.parse().ok()?;
-        Some(ProcStat {
-            ppid,
-            pgrp,
-            session,
-        })
-    }
 }

@@ -6,7 +6,7 @@
 //! Services are owned by the supervisor, which matches pids itself. Other
 //! children (exec health probes) register here to receive their status.
 
-use crate::process::ExitReason;
+use crate::os::process::ExitReason;
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use std::collections::HashMap;

@@ -1,0 +1,207 @@
+//! The command layer: one clap grammar, one dispatch, one file per command.
+//! `up` is the composition root; `check` and `env` read the stack file; the
+//! remote commands talk to a running stack through `control::client`.
+//!
+//! This module also finds the stack file and the data directory, the same
+//! way for every command.
+
+mod act;
+mod check;
+mod env;
+mod healthcheck;
+mod logs;
+mod shutdown;
+mod status;
+mod up;
+
+use crate::config::{self, Stack};
+use crate::control::{self, Action};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Exit status for a configuration or usage error (nothing was started or written).
+pub const EXIT_CONFIG: i32 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "cogno",
+    version,
+    about = "Init and process supervisor: runs a whole stack (PostgreSQL, Redis, Temporal, apps) from one command",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the stack in the foreground until SIGTERM/SIGINT
+    Up(StackArgs),
+    /// Validate the stack file and print the start plan; starts nothing
+    Check(ConfigArg),
+    /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
+    Env(StackArgs),
+    /// Show the stack's phase and every service's state; exit 0 only when ready
+    Status {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Print the status as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent output of all (or some) services, interleaved in time order
+    Logs {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Only these services
+        services: Vec<String>,
+        /// Keep following new lines
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many recent lines to show first
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Start stopped or failed services and wait until they are healthy
+    Start(ActionArgs),
+    /// Stop services (dependants must be stopped too: --with-dependents)
+    Stop(ActionArgs),
+    /// Restart services and wait until they are healthy again
+    Restart(ActionArgs),
+    /// Exit 0 if the stack is ready, else 1 with one line saying why (for HEALTHCHECK)
+    Healthcheck(StackArgs),
+    /// Stop the whole stack in order, like SIGTERM
+    Shutdown(StackArgs),
+}
+
+#[derive(Args)]
+pub struct ActionArgs {
+    #[command(flatten)]
+    pub target: StackArgs,
+    /// Services to act on
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    /// Also stop the services that depend on these first (and, for restart, start them again after)
+    #[arg(long)]
+    pub with_dependents: bool,
+}
+
+#[derive(Args)]
+pub struct ConfigArg {
+    /// Stack file [default: $COGNO_CONFIG, else ./cogno.yaml]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct StackArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Data directory [default: $COGNO_DATA_DIR, else `data_dir` in the stack file, else ./data, or /data as PID 1]
+    #[arg(long, short = 'd', value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+pub(crate) fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The stack `cogno up` runs when no stack file is given or found.
+const QUICKSTART: &str = include_str!("../../config/quickstart.yaml");
+const QUICKSTART_NAME: &str = "<built-in quick-start stack>";
+
+impl ConfigArg {
+    /// The stack file named by --config or $COGNO_CONFIG, else ./cogno.yaml
+    /// if it exists; None means the built-in quick-start stack.
+    fn path(&self) -> Option<PathBuf> {
+        let named = self
+            .config
+            .clone()
+            .or_else(|| env_lookup("COGNO_CONFIG").map(PathBuf::from));
+        named.or_else(|| Some(PathBuf::from("cogno.yaml")).filter(|p| p.exists()))
+    }
+
+    fn load(&self) -> Result<Stack, i32> {
+        let loaded = match self.path() {
+            Some(path) => config::load(&path, &env_lookup),
+            None => config::parse(QUICKSTART, Path::new(QUICKSTART_NAME), &env_lookup),
+        };
+        loaded.map_err(|d| {
+            eprint!("{d}");
+            EXIT_CONFIG
+        })
+    }
+}
+
+/// Where a running cogno's control socket is, found the way `up` finds its data directory.
+/// The stack file is only read when the data directory is not given; if it
+/// cannot be read, the default data directory is used.
+pub fn socket_path(args: &StackArgs) -> PathBuf {
+    let explicit = args
+        .data
+        .clone()
+        .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
+    let data = match explicit {
+        Some(d) => d,
+        None => match args.config.load() {
+            Ok(stack) => data_dir(args, &stack),
+            Err(_) => PathBuf::from(if is_pid1() { "/data" } else { "./data" }),
+        },
+    };
+    control::server::socket_in(&data)
+}
+
+pub(crate) fn is_pid1() -> bool {
+    nix::unistd::getpid().as_raw() == 1
+}
+
+/// `--data`, else `$COGNO_DATA_DIR`, else the file's `data_dir` (relative to
+/// the file), else ./data natively and /data as PID 1.
+pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
+    let dir = data_dir_as_given(args, stack);
+    // Absolute: bundled servers change directory (postgres into its cluster),
+    // and paths handed to them must still point at the same place.
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {
+    if let Some(d) = args
+        .data
+        .clone()
+        .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from))
+    {
+        return d;
+    }
+    if let Some(d) = &stack.data_dir {
+        let base = stack
+            .file
+            .parent()
+            .filter(|p| p.exists())
+            .unwrap_or(Path::new("."));
+        return base.join(d);
+    }
+    PathBuf::from(if is_pid1() { "/data" } else { "./data" })
+}
+
+/// Parses the command line, runs the command, and gives cogno's exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Env(args) => env::run(args),
+        Command::Status { target, json } => status::status(&socket_path(&target), json),
+        Command::Logs {
+            target,
+            services,
+            follow,
+            lines,
+        } => logs::logs(&socket_path(&target), &services, follow, lines),
+        Command::Start(a) => act::run(Action::Start, a),
+        Command::Stop(a) => act::run(Action::Stop, a),
+        Command::Restart(a) => act::run(Action::Restart, a),
+        Command::Healthcheck(target) => healthcheck::healthcheck(&socket_path(&target)),
+        Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
+    }
+}

@@ -1,0 +1,234 @@
+//! `cogno up`: the composition root. It loads the stack, runs the
+//! pre-flight checks, prepares the bundled servers and the secrets, wires
+//! the supervisor to its output sink and control server, and runs it.
+
+use super::{data_dir, env_lookup, is_pid1, StackArgs, EXIT_CONFIG};
+use crate::bundled;
+use crate::config::{self, Stack};
+use crate::control;
+use crate::logs::{OwnWriter, Sink, Style};
+use crate::os::{process, signals, trim};
+use crate::secrets;
+use crate::supervisor::{self, Supervisor};
+use std::io::IsTerminal;
+use std::path::Path;
+
+pub fn run(args: StackArgs) -> i32 {
+    // Before anything else, and before any thread exists: signal state is per process.
+    signals::reset_inherited();
+    process::ensure_standard_fds();
+    let started = std::time::Instant::now();
+    let mut stack = match args.config.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let data = data_dir(&args, &stack);
+    // Everything that can be checked is checked before anything is written.
+    let located = match bundled::preflight(&stack, &data) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&data) {
+        eprintln!(
+            "error: cannot create the data directory {}: {e}\n  = help: pass --data DIR with a writable directory",
+            data.display()
+        );
+        return EXIT_CONFIG;
+    }
+    // Binding the socket first also makes sure no other cogno runs on this data directory.
+    let listener = match control::server::bind(&control::server::socket_in(&data)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let pid1 = is_pid1();
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
+    let sink = Sink::start(Style::new(&names, color), std::io::stdout());
+    init_tracing(&sink, color);
+    if !pid1 {
+        if let Err(e) = signals::become_subreaper() {
+            tracing::warn!(
+                "cannot become a subreaper ({e}): orphans of services will escape supervision"
+            );
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the event loop: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(async {
+        let signals = match signal_hook_tokio::Signals::new(supervisor::SIGNALS) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
+        tracing::info!(
+            "cogno {} {} ({}, data in {})",
+            env!("CARGO_PKG_VERSION"),
+            if pid1 {
+                "running as PID 1"
+            } else {
+                "running as a subreaper"
+            },
+            stack.file.display(),
+            data.display()
+        );
+        let mut progress = bundled::Progress::new(started);
+        let derived = match first_run(&mut stack, &data, &located, &mut progress) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("{e}");
+                return EXIT_CONFIG;
+            }
+        };
+        let base_env: Vec<(String, String)> = std::env::vars().collect();
+        let health_listen = stack.health_listen;
+        let banner = ready_banner(&stack, &data);
+        let mut supervisor = Supervisor::new(stack, base_env, derived, sink.clone(), pid1);
+        let marker_data = data.clone();
+        supervisor.on_first_ready(move || {
+            for line in banner {
+                tracing::info!("{line}");
+            }
+            // fsync can take seconds on a busy disk: never on the event loop.
+            std::thread::spawn(move || {
+                if let Err(e) = bundled::mark_initialized(&marker_data) {
+                    tracing::warn!(
+                        "cannot record the first complete start in {}: {e}",
+                        marker_data.display()
+                    );
+                }
+                match trim::release_startup_pages() {
+                    Ok(bytes) => tracing::debug!("released {} KiB of startup pages", bytes >> 10),
+                    Err(e) => tracing::debug!("cannot release startup pages: {e}"),
+                }
+            });
+        });
+        if let Err(e) = control::server::start(
+            listener,
+            health_listen,
+            supervisor.control(),
+            supervisor.log_view(),
+        ) {
+            tracing::error!("{e}");
+            return 1;
+        }
+        supervisor.run(signals).await
+    });
+    // Pending timers would otherwise be waited for; nothing they do matters now.
+    runtime.shutdown_background();
+    // The socket is ours (bind refuses one that answers): leave no trace of a stopped stack.
+    let _ = std::fs::remove_file(control::server::socket_in(&data));
+    sink.flush(std::time::Duration::from_secs(2));
+    code
+}
+
+fn init_tracing(sink: &Sink, color: bool) {
+    let level = std::env::var("COGNO_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(OwnWriter(sink.clone()))
+        .with_max_level(level)
+        .without_time()
+        .with_target(false)
+        .with_ansi(color)
+        .init();
+}
+
+/// Secrets and bundled-service files, before anything starts. Returns what
+/// each service gets in its environment from cogno.
+fn first_run(
+    stack: &mut Stack,
+    data: &Path,
+    located: &bundled::Located,
+    progress: &mut bundled::Progress,
+) -> Result<Vec<Vec<(String, String)>>, String> {
+    let specs = bundled::secret_specs(stack);
+    if specs.is_empty() {
+        return Ok(vec![Vec::new(); stack.services.len()]);
+    }
+    let secrets = secrets::load_or_create(data, &specs, &env_lookup).map_err(|e| e.0)?;
+    let kept = specs.len() - secrets.generated.len() - secrets.from_env.len();
+    progress.step(format!(
+        "secrets: {} generated, {kept} kept, {} from the environment ({})",
+        secrets.generated.len(),
+        secrets.from_env.len(),
+        secrets.file.display()
+    ));
+    let versions = bundled::prepare(stack, data, &secrets, located, progress)?;
+    if let Err(e) = bundled::record_creation(data, &versions) {
+        tracing::warn!("cannot record what created {}: {e}", data.display());
+    }
+    let derived = bundled::derived_env(stack, &secrets);
+    Ok(stack
+        .services
+        .iter()
+        .map(|s| {
+            let mut env = derived.clone();
+            // The probe of the bundled PostgreSQL provisions the app's role as the superuser.
+            if s.bundled
+                .as_ref()
+                .is_some_and(|b| b.kind == config::Kind::Postgres)
+            {
+                if let Some(v) = secrets.get(bundled::POSTGRES_ADMIN_PASSWORD) {
+                    env.push((bundled::POSTGRES_ADMIN_PASSWORD.to_owned(), v.to_owned()));
+                }
+            }
+            env
+        })
+        .collect())
+}
+
+/// What a new user needs once everything is healthy: where things are, never secret values.
+fn ready_banner(stack: &Stack, data: &Path) -> Vec<String> {
+    let mut lines = vec!["ready. What runs here:".to_owned()];
+    for svc in &stack.services {
+        let what = match &svc.bundled {
+            Some(b) => match b.kind {
+                config::Kind::Postgres => format!(
+                    "postgresql://127.0.0.1:{} (database {})",
+                    b.port,
+                    bundled::APP_DB
+                ),
+                config::Kind::Redis => format!("redis://127.0.0.1:{}", b.port),
+                config::Kind::Temporal => format!(
+                    "temporal at 127.0.0.1:{} (namespace {})",
+                    b.port, b.namespace
+                ),
+            },
+            None => match &svc.health {
+                Some(h) => match &h.probe {
+                    config::Probe::Http { url, .. } => url.clone(),
+                    config::Probe::Tcp(a) => a.clone(),
+                    _ => "running".into(),
+                },
+                None => "running".into(),
+            },
+        };
+        lines.push(format!("  {:<10} {what}", svc.name));
+    }
+    if !bundled::secret_specs(stack).is_empty() {
+        lines.push(format!(
+            "  secrets in {} (`cogno env` prints the connection settings)",
+            data.join("secrets").join(".env").display()
+        ));
+    }
+    lines.push("  `cogno status` shows every service, `cogno logs -f` follows their output".into());
+    lines
+}

@@ -1,0 +1,36 @@
+//! cogno: an init and process supervisor that runs a whole stack — bundled
+//! infrastructure and app processes — from one command, as PID 1 of a
+//! container or natively for development.
+//!
+//! How the crate is laid out (docs/architecture.md has the event flow):
+//!
+//! - [`commands`]: the command line — one clap grammar, one dispatch, one
+//!   file per command. `commands::up` is the composition root that wires
+//!   everything below together. `src/main.rs` only calls [`commands::main`].
+//! - [`config`]: the stack file — parsing (`raw`), interpolation, building a
+//!   validated [`config::Stack`] with its start plan, compiler-grade errors.
+//! - [`supervisor`]: one event loop owning every service's state machine;
+//!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
+//!   calls the control API.
+//! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone;
+//!   [`secrets`] generates and keeps the stack's secrets; [`files`] writes
+//!   files crash-safely.
+//! - [`os`]: OS plumbing, apart from policy — spawning, reaping, signals,
+//!   /proc readers, OOM detection, releasing startup pages.
+//! - Leaves used everywhere: [`fmt`] (durations and instants for people) and
+//!   [`user`] (the OS user a service runs as).
+
+pub mod bundled;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod files;
+pub mod fmt;
+pub mod health;
+pub mod logs;
+pub mod os;
+pub mod secrets;
+pub mod supervisor;
+pub mod testkit;
+pub mod user;

@@ -1,0 +1,34 @@
+//! The OS user a service runs as, looked up once (when the stack is loaded)
+//! and used by the config checks, pre-flight and the supervisor alike.
+
+use nix::unistd::{Gid, Uid};
+use std::ffi::CString;
+use std::path::PathBuf;
+
+/// The user a service runs as, resolved before forking (nothing that
+/// allocates or reads files may run between fork and exec).
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    pub groups: Vec<Gid>,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        let user = nix::unistd::User::from_name(name)
+            .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
+            .ok_or_else(|| format!("user `{name}` does not exist"))?;
+        let cname = CString::new(name).map_err(|_| format!("invalid user name `{name}`"))?;
+        let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
+        Ok(RunAs {
+            name: name.to_owned(),
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+            home: user.dir,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! cogno's integration tests: one test binary (one link step instead of one
+//! per file), with the tests grouped by behaviour in the modules below. They
+//! run the real `cogno` binary against real processes and servers.
+
+// Helpers are shared by the modules; not every module uses every one.
+#![allow(dead_code)]
+
+mod common;
+
+mod bundled;
+mod config_errors;
+mod control;
+mod pid1;
+mod supervisor;
