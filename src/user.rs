@@ -1,6 +1,7 @@
 //! The OS user a service runs as, looked up once (when the stack is loaded)
 //! and used by the config checks, pre-flight and the supervisor alike.
 
+use crate::error::Error;
 use nix::unistd::{Gid, Uid};
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -17,11 +18,16 @@ pub struct RunAs {
 }
 
 impl RunAs {
-    pub fn lookup(name: &str) -> Result<RunAs, String> {
+    /// Looks `name` up in the system's user database, with its supplementary groups.
+    pub fn lookup(name: &str) -> Result<RunAs, Error> {
         let user = nix::unistd::User::from_name(name)
-            .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
-            .ok_or_else(|| format!("user `{name}` does not exist"))?;
-        let cname = CString::new(name).map_err(|_| format!("invalid user name `{name}`"))?;
+            .map_err(|e| Error::new(format!("cannot look up user `{name}`: {e}")))?
+            .ok_or_else(|| {
+                Error::config(format!("user `{name}` does not exist on this system"))
+                    .help(format!("create it (useradd --system {name}) or use another user"))
+            })?;
+        let cname =
+            CString::new(name).map_err(|_| Error::config(format!("invalid user name `{name}`")))?;
         let groups = nix::unistd::getgrouplist(&cname, user.gid).unwrap_or_else(|_| vec![user.gid]);
         Ok(RunAs {
             name: name.to_owned(),
