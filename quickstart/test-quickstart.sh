@@ -63,7 +63,8 @@ log "build the stand-in app image ($app_image)"
 "$sim" build --file "$repo/quickstart/demo-app/Dockerfile" --tag "$app_image" "$repo/quickstart/demo-app"
 
 log "build the quick-start image ($image)"
-"$sim" build --file "$repo/Dockerfile.quickstart" --tag "$image" --build-arg "APP_IMAGE=$app_image" "$repo"
+"$sim" build --file "$repo/Dockerfile.quickstart" --tag "$image" --build-arg "APP_IMAGE=$app_image" \
+  --build-arg "COGNO_COMMIT=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" "$repo"
 size=$(podman image inspect "$image" --format '{{.Size}}')
 app_size=$(podman image inspect "$app_image" --format '{{.Size}}')
 printf 'image size: %s MB in all, %s MB without the app layer\n' \

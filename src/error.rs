@@ -39,15 +39,21 @@ pub struct Span {
 #[derive(Debug, Clone)]
 pub struct Error {
     pub message: String,
-    /// The file it is about, if any.
-    pub file: Option<PathBuf>,
-    /// Where in `file`, when known.
-    pub span: Option<Span>,
-    /// The text of the line at `span`, shown under the location.
-    pub source_line: Option<String>,
+    /// The file it is about, and where in it (boxed: errors travel in
+    /// `Result`s, which stay small without it).
+    pub location: Option<Box<Location>>,
     pub help: Option<String>,
     /// The exit status cogno ends with because of it.
     pub status: i32,
+}
+
+/// Where an error is: a file, and a place in it when known.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub file: PathBuf,
+    pub span: Option<Span>,
+    /// The text of the line at `span`, shown under the location.
+    pub source_line: Option<String>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -57,9 +63,7 @@ impl Error {
     pub fn new(message: impl Into<String>) -> Error {
         Error {
             message: message.into(),
-            file: None,
-            span: None,
-            source_line: None,
+            location: None,
             help: None,
             status: EXIT_FAILURE,
         }
@@ -82,17 +86,21 @@ impl Error {
 
     /// The error is about `file`.
     pub fn in_file(mut self, file: &Path) -> Error {
-        self.file = Some(file.to_path_buf());
+        self.location = Some(Box::new(Location {
+            file: file.to_path_buf(),
+            span: None,
+            source_line: None,
+        }));
         self
     }
 
-    /// Places the error at `span` of `text` (the file's contents) and keeps
-    /// that source line for display.
+    /// Places the error at `span` of `text` (the contents of the file given
+    /// to [`Error::in_file`]) and keeps that source line for display.
     pub fn at(mut self, text: &str, span: Option<Span>) -> Error {
-        if let Some(span) = span {
-            self.source_line = text.lines().nth(span.line - 1).map(str::to_owned);
+        if let Some(loc) = &mut self.location {
+            loc.source_line = span.and_then(|s| text.lines().nth(s.line - 1).map(str::to_owned));
+            loc.span = span;
         }
-        self.span = span;
         self
     }
 
@@ -112,10 +120,14 @@ impl fmt::Display for Error {
         } else {
             writeln!(f, "error: {}", self.message)?;
         }
-        match (&self.file, self.span) {
-            (Some(file), Some(span)) => {
+        match self.location.as_deref() {
+            Some(Location {
+                file,
+                span: Some(span),
+                source_line,
+            }) => {
                 writeln!(f, "  --> {}:{}:{}", file.display(), span.line, span.column)?;
-                if let Some(line) = &self.source_line {
+                if let Some(line) = source_line {
                     let gutter = span.line.to_string().len();
                     writeln!(f, "{:gutter$} |", "")?;
                     writeln!(f, "{} | {}", span.line, line)?;
@@ -128,8 +140,8 @@ impl fmt::Display for Error {
                     )?;
                 }
             }
-            (Some(file), None) => writeln!(f, "  --> {}", file.display())?,
-            (None, _) => {}
+            Some(loc) => writeln!(f, "  --> {}", loc.file.display())?,
+            None => {}
         }
         if let Some(help) = &self.help {
             writeln!(f, "  = help: {help}")?;

@@ -23,8 +23,9 @@ impl RunAs {
         let user = nix::unistd::User::from_name(name)
             .map_err(|e| Error::new(format!("cannot look up user `{name}`: {e}")))?
             .ok_or_else(|| {
-                Error::config(format!("user `{name}` does not exist on this system"))
-                    .help(format!("create it (useradd --system {name}) or use another user"))
+                Error::config(format!("user `{name}` does not exist on this system")).help(format!(
+                    "create it (useradd --system {name}) or use another user"
+                ))
             })?;
         let cname =
             CString::new(name).map_err(|_| Error::config(format!("invalid user name `{name}`")))?;

@@ -283,8 +283,8 @@ services:
         &["services.web.helth", "unknown field `helth`"],
         At::Text("helth"),
     );
-    // The message lists the key that was meant.
-    assert!(err.contains("`health`"), "{err}");
+    // The message names the key that was meant.
+    assert!(err.contains("did you mean `health`?"), "{err}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod common;
 
 mod bundled;
+mod cli;
 mod config_errors;
 mod control;
 mod pid1;

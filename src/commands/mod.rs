@@ -16,22 +16,60 @@ mod up;
 
 use crate::config::{self, Stack};
 use crate::control::{self, Action};
-use clap::{Args, Parser, Subcommand};
+use crate::error::Error;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 /// Exit status for a configuration or usage error (nothing was started or written).
 pub const EXIT_CONFIG: i32 = 2;
 
+/// `cogno --version`: the crate's version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("COGNO_COMMIT"),
+    ")"
+);
+
+const EXAMPLES: &str = "\
+Examples:
+  cogno up                          # the built-in stack: PostgreSQL, Redis, Temporal
+  cogno up --config stack.yaml      # your stack file
+  cogno check --config stack.yaml   # validate it and print the start plan
+  cogno env > .env                  # connection settings for an app run outside cogno
+  cogno status                      # a running stack, from another terminal
+  cogno logs -f web                 # follow one service's output
+
+Docs: docs/quick-start.md, docs/configuration.md (every key), docs/cli.md (every command)";
+
 #[derive(Parser)]
 #[command(
     name = "cogno",
-    version,
+    version = VERSION,
     about = "Init and process supervisor: runs a whole stack (PostgreSQL, Redis, Temporal, apps) from one command",
+    after_help = EXAMPLES,
     propagate_version = true
 )]
 pub struct Cli {
+    /// When to colour output: auto (on a terminal, unless NO_COLOR or CLICOLOR=0; CLICOLOR_FORCE forces it), always, never
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Whether to colour what is written to `stream`: `--color`, else the
+/// conventions anstream follows (NO_COLOR, CLICOLOR, CLICOLOR_FORCE, TERM,
+/// and whether it is a terminal).
+pub(crate) fn colored(stream: &impl anstream::stream::RawStream) -> bool {
+    anstream::AutoStream::choice(stream) != anstream::ColorChoice::Never
 }
 
 #[derive(Subcommand)]
@@ -73,6 +111,13 @@ pub enum Command {
     Healthcheck(StackArgs),
     /// Stop the whole stack in order, like SIGTERM
     Shutdown(StackArgs),
+    /// Print a shell completion script (e.g. `cogno completions bash > /etc/bash_completion.d/cogno`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, in roff (e.g. `cogno man > /usr/local/share/man/man1/cogno.1`)
+    Man,
 }
 
 #[derive(Args)]
@@ -187,6 +232,11 @@ fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {
 /// Parses the command line, runs the command, and gives cogno's exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    anstream::ColorChoice::write_global(match cli.color {
+        ColorWhen::Auto => anstream::ColorChoice::Auto,
+        ColorWhen::Always => anstream::ColorChoice::Always,
+        ColorWhen::Never => anstream::ColorChoice::Never,
+    });
     match cli.command {
         Command::Up(args) => up::run(args),
         Command::Check(args) => check::run(args),
@@ -203,5 +253,30 @@ pub fn main() -> i32 {
         Command::Restart(a) => act::run(Action::Restart, a),
         Command::Healthcheck(target) => healthcheck::healthcheck(&socket_path(&target)),
         Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cogno", &mut script);
+            print_bytes(&script, "the completion script")
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_bytes(&page, "the man page"),
+                Err(e) => Error::new(format!("cannot render the man page: {e}")).report(),
+            }
+        }
+    }
+}
+
+/// Writes `bytes` (`what`) to stdout. A reader that went away (`| head`) is
+/// not an error: it has what it wanted.
+fn print_bytes(bytes: &[u8], what: &str) -> i32 {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Error::new(format!("cannot write {what}: {e}")).report()
+        }
+        _ => 0,
     }
 }

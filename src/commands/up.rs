@@ -10,7 +10,6 @@ use crate::logs::{OwnWriter, Sink, Style};
 use crate::os::{process, signals, trim};
 use crate::secrets;
 use crate::supervisor::{self, Supervisor};
-use std::io::IsTerminal;
 use std::path::Path;
 
 pub fn run(args: StackArgs) -> i32 {
@@ -47,7 +46,7 @@ pub fn run(args: StackArgs) -> i32 {
         }
     };
     let pid1 = is_pid1();
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = super::colored(&std::io::stdout());
     let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
     let sink = Sink::start(Style::new(&names, color), std::io::stdout());
     init_tracing(&sink, color);

@@ -4,10 +4,6 @@
 //!
 //! Every error is a [`Diagnostic`] naming the file, line, column and key.
 
-// A stack is loaded once and an error ends the command: the size of the
-// error value on that path does not matter.
-#![allow(clippy::result_large_err)]
-
 pub mod diagnostic;
 mod interpolate;
 pub mod plan;
@@ -205,11 +201,33 @@ pub fn parse(
         } else {
             format!("`{}`: {inner}", display_path(&path))
         };
+        let listed = "every key, its type and its default are listed in docs/configuration.md";
+        let help = match did_you_mean(&message) {
+            Some(meant) => format!("did you mean `{meant}`? ({listed})"),
+            None => listed.to_owned(),
+        };
         Diagnostic::in_stack_file(file, message)
-            .help("every key, its type and its default are listed in docs/configuration.md")
+            .help(help)
             .at_path(text, &path)
     })?;
     Builder { text, file }.build(raw)
+}
+
+/// For serde's "unknown field `helth`, expected one of `a`, `b`…": the
+/// expected name closest to the one written, if it is close enough to be a
+/// typo (as clap suggests for a mistyped flag).
+fn did_you_mean(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("unknown field `")?;
+    let (written, rest) = rest.split_once('`')?;
+    let (_, expected) = rest.split_once("expected ")?;
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (strsim::jaro(written, name), name))
+        .filter(|(score, _)| *score > 0.7)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name.to_owned())
 }
 
 fn yaml_error(text: &str, file: &Path, e: &serde_yaml::Error) -> Diagnostic {
@@ -915,4 +933,18 @@ fn parse_http_probe(url: &str) -> Result<Probe, String> {
         authority,
         path: path.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn a_typo_gets_the_closest_key_and_nonsense_gets_none() {
+        let msg = "`services.web`: unknown field `helth`, expected one of `kind`, `health`, `env`";
+        assert_eq!(did_you_mean(msg).as_deref(), Some("health"));
+        let msg = "unknown field `zzzzzz`, expected one of `kind`, `health`, `env`";
+        assert_eq!(did_you_mean(msg), None);
+        assert_eq!(did_you_mean("invalid type: string, expected u16"), None);
+    }
 }
