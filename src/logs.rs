@@ -25,6 +25,9 @@ pub const RING_LINES: usize = 1000;
 const QUEUE_BYTES: usize = 8 << 20;
 /// How long a forwarder waits for room before treating stdout as blocked.
 const BLOCKED_AFTER: Duration = Duration::from_secs(2);
+/// At exit, how long the output may make no progress before cogno stops
+/// waiting for it.
+const FLUSH_STALL: Duration = Duration::from_millis(500);
 /// A line longer than this is split (there is no newline to wait for forever).
 const MAX_LINE: usize = 1 << 20;
 const READ_CHUNK: usize = 64 << 10;
@@ -56,7 +59,13 @@ struct Queue {
     writing: bool,
     /// Lines dropped while stdout was blocked, not yet reported.
     dropped: u64,
+    /// Set when a forwarder gave up waiting for room; cleared only by the
+    /// writer, once a write has gone through (output flows again) — never
+    /// by a new line being queued, or every line would wait again.
     blocked: bool,
+    /// The stack is stopping: forwarders never wait for room, so that a
+    /// service's end of output (and so its stop) is never held up by stdout.
+    stopping: bool,
 }
 
 /// How prefixes look: padded names, and colors on a terminal.
@@ -137,8 +146,20 @@ impl Sink {
                 let _ = out.flush();
                 let mut q = s.queue.lock().expect("sink lock");
                 q.bytes -= written;
+                if std::mem::take(&mut q.blocked) && q.dropped > 0 {
+                    let note = format!(
+                        "{:<w$} | stdout was blocked: {} lines were not written here (`cogno logs` has the recent ones)\n",
+                        OWN_NAME,
+                        std::mem::take(&mut q.dropped),
+                        w = s.style.width
+                    );
+                    q.bytes += note.len();
+                    q.batches.push_back(note.into());
+                }
                 drop(q);
                 s.room.notify_waiters();
+                // Progress, for `flush`.
+                s.drained.notify_all();
             })
             .expect("spawn the stdout writer thread");
         Sink { shared }
@@ -149,18 +170,6 @@ impl Sink {
     }
 
     fn push(&self, q: &mut Queue, bytes: Bytes) {
-        if q.dropped > 0 && q.blocked {
-            let note = format!(
-                "{:<w$} | stdout was blocked: {} lines were not written here (`cogno logs` has the recent ones)\n",
-                OWN_NAME,
-                q.dropped,
-                w = self.shared.style.width
-            );
-            q.bytes += note.len();
-            q.batches.push_back(note.into());
-            q.dropped = 0;
-        }
-        q.blocked = false;
         q.bytes += bytes.len();
         q.batches.push_back(bytes);
         self.shared.wake_writer.notify_one();
@@ -178,7 +187,7 @@ impl Sink {
                     self.push(&mut q, bytes);
                     return;
                 }
-                if q.blocked || tokio::time::Instant::now() >= deadline {
+                if q.blocked || q.stopping || tokio::time::Instant::now() >= deadline {
                     q.blocked = true;
                     q.dropped += lines as u64;
                     return;
@@ -211,14 +220,38 @@ impl Sink {
         self.push(&mut q, out.into());
     }
 
-    /// Waits until everything queued is written, or `limit` passes (a blocked
-    /// stdout must not keep cogno from exiting).
+    /// From now on, forwarders never wait for room: what does not fit is
+    /// dropped from stdout (the rings keep it). Called when the stack starts
+    /// stopping, so that a stalled reader of cogno's stdout cannot delay
+    /// a stop past its budget.
+    pub fn stop_waiting(&self) {
+        self.shared.queue.lock().expect("sink lock").stopping = true;
+        self.shared.room.notify_waiters();
+    }
+
+    /// Waits until everything queued is written, as long as the writer makes
+    /// progress and at most `limit`: a stalled stdout gets [`FLUSH_STALL`],
+    /// not the whole limit, so it cannot keep cogno from exiting in time.
     pub fn flush(&self, limit: Duration) {
-        let q = self.shared.queue.lock().expect("sink lock");
-        let _ = self
-            .shared
-            .drained
-            .wait_timeout_while(q, limit, |q| !q.batches.is_empty() || q.writing);
+        let deadline = std::time::Instant::now() + limit;
+        let mut q = self.shared.queue.lock().expect("sink lock");
+        loop {
+            if q.batches.is_empty() && !q.writing {
+                return;
+            }
+            let before = q.bytes;
+            let wait =
+                FLUSH_STALL.min(deadline.saturating_duration_since(std::time::Instant::now()));
+            q = self
+                .shared
+                .drained
+                .wait_timeout(q, wait)
+                .expect("sink lock")
+                .0;
+            if (q.bytes == before && q.writing) || std::time::Instant::now() >= deadline {
+                return;
+            }
+        }
     }
 }
 

@@ -1332,3 +1332,105 @@ fn no_secret_value_appears_in_any_output() {
     ));
     assert_no_secret_in(&secrets, &outputs);
 }
+
+// ------------------------------------------- a stdout that nobody reads
+
+/// "Database cluster state" of the cluster in `data`, from pg_controldata.
+fn cluster_state(data: &Path) -> String {
+    let bin = format!("/usr/lib/postgresql/{}/bin/pg_controldata", pg_major());
+    let out = Command::new(bin)
+        .arg(data.join("postgresql"))
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run pg_controldata");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Database cluster state:"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| format!("unknown: {text}"))
+}
+
+/// A log driver that stalls (nobody reads cogno's stdout) must not make a
+/// stop overrun the budget: three tiers of services — PostgreSQL, then two
+/// services flooding their output — stop in order within `shutdown_budget`,
+/// nothing is killed, and PostgreSQL shuts down cleanly.
+#[test]
+fn a_stdout_nobody_reads_never_makes_a_stop_miss_its_budget() {
+    let s = Stack::new("stdout-unread");
+    let port = free_port();
+    let flood = fixture("flood.py");
+    // A burst that fills cogno's output queue, then a line every 10 ms.
+    let chatty = |name: &str| {
+        argv(&[
+            "sh",
+            "-c",
+            &format!(
+                "python3 {flood} 150000 --width 60; while :; do echo tick {name}; sleep 0.01; done"
+            ),
+        ])
+    };
+    let budget = Duration::from_secs(6);
+    s.write(&format!(
+        "shutdown_budget: 6s\nservices:\n  \
+         postgres: {{kind: postgres, port: {port}}}\n  \
+         a: {{command: {}, priority: 200, startsecs: 0s}}\n  \
+         b: {{command: {}, priority: 300, startsecs: 0s}}\n",
+        chatty("a"),
+        chatty("b")
+    ));
+    let mut cmd = s.up_command();
+    cmd.current_dir(s.dir.path())
+        .env("COGNO_TEST_MARKER", s.marker())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("start cogno");
+    // Held open and never read: a stalled log driver.
+    let _unread = child.stdout.take();
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            kill_within(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(s.marker());
+
+    let healthcheck = || {
+        Command::new(COGNO)
+            .args(["healthcheck", "--data"])
+            .arg(&s.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success())
+    };
+    // No output to wait on (that is the point): ask the control socket.
+    assert!(
+        eventually(READY, healthcheck),
+        "the stack never became ready"
+    );
+    // Long enough for the flood to fill the queue and mark stdout blocked.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let t = Instant::now();
+    signal(child.id() as i32, Signal::SIGTERM);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(t.elapsed() < EXIT, "cogno did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "cogno had to kill something, or failed ({status}), after {took:?}"
+    );
+    // A docker-style SIGKILL comes once the grace (the budget) is over.
+    assert!(
+        took < budget,
+        "the stop took {took:?}, more than the {budget:?} budget"
+    );
+    assert_eq!(cluster_state(&s.data), "shut down");
+}

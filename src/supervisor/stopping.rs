@@ -21,6 +21,7 @@ impl Supervisor {
         }
         self.phase = Phase::Stopping;
         self.shutdown_started = Some(Instant::now());
+        self.sink.stop_waiting();
         for i in 0..self.svcs.len() {
             let rt = &mut self.svcs[i];
             rt.want_down = true;
