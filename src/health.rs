@@ -30,6 +30,7 @@ pub struct ExecContext {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<std::path::PathBuf>,
     pub run_as: Option<RunAs>,
+    pub no_new_privs: bool,
     pub waiters: Waiters,
 }
 
@@ -153,6 +154,7 @@ async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
         working_dir: ctx.working_dir.as_deref(),
         run_as: ctx.run_as.as_ref(),
         capture: false,
+        no_new_privs: ctx.no_new_privs,
     })
     .map_err(|e| e.to_string())?;
     let exited = ctx.waiters.wait_for(spawned.pid);

@@ -11,5 +11,6 @@ mod bundled;
 mod cli;
 mod config_errors;
 mod control;
+mod hardening;
 mod pid1;
 mod supervisor;

@@ -7,7 +7,7 @@ use crate::bundled;
 use crate::config::{self, Stack};
 use crate::control;
 use crate::logs::{OwnWriter, Sink, Style};
-use crate::os::{process, signals, trim};
+use crate::os::{limits, process, signals, trim};
 use crate::secrets;
 use crate::supervisor::{self, Supervisor};
 use std::path::Path;
@@ -16,6 +16,13 @@ pub fn run(args: StackArgs) -> i32 {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
     process::ensure_standard_fds();
+    // cogno holds every secret of the stack: no core dump, no ptrace by others.
+    if let Err(e) = limits::protect_memory() {
+        eprintln!("warning: cannot keep cogno's memory out of core dumps: {e}");
+    }
+    if let Err(e) = limits::raise_nofile() {
+        eprintln!("warning: cannot raise cogno's file descriptor limit: {e}");
+    }
     let started = std::time::Instant::now();
     let mut stack = match args.config.load() {
         Ok(s) => s,

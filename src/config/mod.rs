@@ -75,6 +75,9 @@ pub struct Service {
     /// That user, resolved when the stack was loaded; None when cogno is not
     /// root (services then run as cogno's user).
     pub run_as: Option<RunAs>,
+    /// Start it with PR_SET_NO_NEW_PRIVS (the default): nothing it runs can
+    /// gain privileges through setuid binaries or file capabilities.
+    pub no_new_privs: bool,
     pub env: Vec<(String, String)>,
     pub depends_on: Vec<Dependency>,
     pub health: Option<Health>,
@@ -554,6 +557,7 @@ impl Builder<'_> {
             working_dir: rs.working_dir.as_ref().map(PathBuf::from),
             user,
             run_as,
+            no_new_privs: rs.no_new_privs.is_none_or(|b| b.0),
             env: rs
                 .env
                 .iter()

@@ -59,6 +59,7 @@ pub struct RawService {
     pub priority: Option<Lenient<i64>>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    pub no_new_privs: Option<Lenient<bool>>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub depends_on: Option<DependsOn>,

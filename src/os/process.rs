@@ -36,6 +36,9 @@ pub struct Launch<'a> {
     pub run_as: Option<&'a RunAs>,
     /// Capture stdout/stderr into pipes; otherwise they go to /dev/null.
     pub capture: bool,
+    /// PR_SET_NO_NEW_PRIVS: neither the program nor anything it runs can
+    /// gain privileges (setuid binaries, file capabilities).
+    pub no_new_privs: bool,
 }
 
 /// Why a process could not be started.
@@ -127,6 +130,7 @@ enum Step {
     Setuid,
     Chdir,
     Dup2,
+    NoNewPrivs,
     Exec,
 }
 
@@ -164,6 +168,11 @@ impl ExecReport {
             ),
             s if s == Step::Dup2 as u8 => format!("cannot set up its output: {err}"),
             s if s == Step::Setsid as u8 => format!("cannot start a new session: {err}"),
+            s if s == Step::NoNewPrivs as u8 => {
+                format!(
+                    "cannot set no_new_privs: {err} (set `no_new_privs: false` to run without it)"
+                )
+            }
             _ => format!("cannot switch to user `{user}`: {err}"),
         })
     }
@@ -178,6 +187,9 @@ struct Prepared {
     envp: Vec<*const libc::c_char>,
     dir: Option<CString>,
     ids: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
+    no_new_privs: bool,
+    /// The soft RLIMIT_NOFILE to give back (cogno raised its own).
+    nofile: Option<libc::rlimit>,
     /// Stdin, stdout, stderr of the child.
     stdio: [RawFd; 3],
     report: RawFd,
@@ -229,6 +241,30 @@ impl Prepared {
             if libc::dup2(*src, target as RawFd) < 0 {
                 self.fail(Step::Dup2);
             }
+        }
+        // Descriptors cogno inherited without close-on-exec (a wrapper's, a
+        // terminal's) must not reach services: everything above stderr is
+        // closed at exec. Close-on-exec rather than close: the report pipe
+        // must work until the exec.
+        if libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) < 0
+        {
+            // Kernels before 5.11: one fcntl per possible descriptor.
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            for fd in 3..lim.rlim_cur.min(1 << 16) as RawFd {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        if let Some(lim) = &self.nofile {
+            libc::setrlimit(libc::RLIMIT_NOFILE, lim);
+        }
+        if self.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+            self.fail(Step::NoNewPrivs);
         }
         libc::execve(
             self.program.as_ptr(),
@@ -325,6 +361,17 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
                 u.gid.as_raw(),
                 u.uid.as_raw(),
             )
+        }),
+        no_new_privs: l.no_new_privs,
+        nofile: super::limits::original_nofile().map(|soft| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit on a valid struct.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+            lim.rlim_cur = soft.min(lim.rlim_max);
+            lim
         }),
         stdio,
         report: report_w.as_raw_fd(),

@@ -470,6 +470,7 @@ impl Supervisor {
             working_dir: svc.working_dir.as_deref(),
             run_as: rt.run_as.as_ref(),
             capture: true,
+            no_new_privs: svc.no_new_privs,
         });
         let restart = rt.instance > 0;
         rt.instance += 1;
@@ -522,6 +523,7 @@ impl Supervisor {
                     env: rt.env.clone(),
                     working_dir: svc.working_dir.clone(),
                     run_as: rt.run_as.clone(),
+                    no_new_privs: svc.no_new_privs,
                     waiters: self.waiters.clone(),
                 };
                 let task = tokio::spawn(health::run(h.clone(), ctx, move |result| {

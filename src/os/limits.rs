@@ -1,0 +1,62 @@
+//! Process-wide limits and protections cogno sets for itself at start:
+//! nothing of it may be dumped (it holds every secret of the stack), and
+//! its own file-descriptor limit is raised so that supervision keeps a
+//! reserve; services get the limit cogno was started with back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The soft RLIMIT_NOFILE cogno was started with, for its children
+/// (u64::MAX: not changed, nothing to restore).
+static ORIGINAL_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// No core dump and no ptrace attach by other users of cogno's memory, which
+/// holds every secret: not dumpable, core size 0.
+pub fn protect_memory() -> std::io::Result<()> {
+    // SAFETY: prctl and setrlimit with plain integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let none = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::setrlimit(libc::RLIMIT_CORE, &none) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Raises cogno's soft file-descriptor limit to its hard limit: health
+/// listeners, pipes and probes must never leave supervision without one.
+/// The original soft limit is kept for services ([`original_nofile`]): some
+/// programs misbehave with a very high limit (select(), loops over every fd).
+pub fn raise_nofile() -> std::io::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur >= lim.rlim_max {
+            return Ok(());
+        }
+        let original = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ORIGINAL_NOFILE.store(original, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The soft file-descriptor limit a child should get back, if cogno raised its own.
+pub fn original_nofile() -> Option<u64> {
+    let v = ORIGINAL_NOFILE.load(Ordering::Relaxed);
+    (v != u64::MAX).then_some(v)
+}
