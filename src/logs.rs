@@ -19,8 +19,17 @@ use std::time::{Duration, SystemTime};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 
-/// Lines kept in memory per service.
+/// Lines kept in memory per service…
 pub const RING_LINES: usize = 1000;
+/// …within this many bytes (prefixes included): a service writing long lines
+/// must not make PID 1 hold its output by the gigabyte. The newest chunk
+/// read is always kept, so the bound is this plus one read (at most
+/// [`MAX_LINE`]).
+pub const RING_BYTES: usize = 1 << 20;
+/// A line longer than this is cut when read back from the ring (for `cogno
+/// logs` and error reports), with a note of how much was left out; stdout
+/// gets every line whole.
+const SHOWN_LINE: usize = 16 << 10;
 /// Output queued for stdout before forwarders wait.
 const QUEUE_BYTES: usize = 8 << 20;
 /// How long a forwarder waits for room before treating stdout as blocked.
@@ -302,6 +311,7 @@ struct Chunk {
 pub struct Ring {
     chunks: VecDeque<Chunk>,
     lines: usize,
+    bytes: usize,
     /// Lines ever pushed: a follower's position.
     seq: u64,
 }
@@ -317,15 +327,18 @@ pub struct Line {
 impl Ring {
     fn push(&mut self, chunk: Chunk) {
         self.lines += chunk.lines;
+        self.bytes += chunk.data.len();
         self.seq += chunk.lines as u64;
         self.chunks.push_back(chunk);
         while let Some(front) = self.chunks.front() {
-            if self.lines - front.lines >= RING_LINES {
-                self.lines -= front.lines;
-                self.chunks.pop_front();
-            } else {
+            let enough_lines = self.lines - front.lines >= RING_LINES;
+            let too_big = self.bytes > RING_BYTES && self.chunks.len() > 1;
+            if !(enough_lines || too_big) {
                 break;
             }
+            self.lines -= front.lines;
+            self.bytes -= front.data.len();
+            self.chunks.pop_front();
         }
     }
 
@@ -353,11 +366,16 @@ impl Ring {
                 if out.len() == n {
                     break;
                 }
+                let text = &text[chunk.prefix_len.min(text.len())..];
+                let mut shown =
+                    String::from_utf8_lossy(&text[..text.len().min(SHOWN_LINE)]).into_owned();
+                if text.len() > SHOWN_LINE {
+                    shown.push_str(&format!(" [… {} more bytes]", text.len() - SHOWN_LINE));
+                }
                 out.push(Line {
                     at: chunk.at,
                     stream: chunk.stream,
-                    text: String::from_utf8_lossy(&text[chunk.prefix_len.min(text.len())..])
-                        .into_owned(),
+                    text: shown,
                 });
             }
         }
@@ -464,5 +482,25 @@ mod tests {
         assert_eq!(texts, ["b598", "a599", "b599"]);
         assert!(ring.lines >= RING_LINES && ring.lines < RING_LINES + 2);
         assert_eq!(ring.tail(5000).len(), ring.lines);
+    }
+
+    #[test]
+    fn ring_is_bounded_by_bytes_and_long_lines_are_shown_cut() {
+        let mut ring = Ring::default();
+        let long = "y".repeat(300 << 10);
+        for i in 0..20 {
+            ring.push(chunk(&format!("{i} {long}\n")));
+        }
+        assert!(
+            ring.bytes <= RING_BYTES + (301 << 10),
+            "{} bytes kept",
+            ring.bytes
+        );
+        assert!(ring.lines >= 3, "the newest lines are kept: {}", ring.lines);
+        let last = ring.tail(1).pop().unwrap();
+        assert!(last.text.starts_with("19 yyy"), "{}", &last.text[..10]);
+        let note = format!(" [… {} more bytes]", "19 ".len() + long.len() - SHOWN_LINE);
+        assert_eq!(last.text.len(), SHOWN_LINE + note.len());
+        assert!(last.text.ends_with(&note), "{}", &last.text[SHOWN_LINE..]);
     }
 }

@@ -111,3 +111,52 @@ fn cogno_is_not_dumpable_and_services_keep_the_descriptor_limit_they_would_have(
     cogno.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
 }
+
+/// VmHWM (peak resident set) of `pid`, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    proc_field(pid, "status", "VmHWM:")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmHWM")
+}
+
+#[test]
+fn a_service_writing_long_lines_cannot_make_cogno_hold_its_output() {
+    let s = Stack::new("long-lines");
+    let done = s.file("done");
+    // 300 lines of 900 KB: 270 MB that a ring of 1000 lines would keep.
+    let script = format!(
+        "import sys\nfor i in range(300):\n    sys.stdout.write('x' * 900000 + '\\n')\nsys.stdout.flush()\nopen({done:?}, 'w').close()\n"
+    );
+    s.write(&format!(
+        "services:\n  chatty:\n    command: {}\n    oneshot: true\n  idle:\n    command: [\"sleep\", \"600\"]\n",
+        argv(&["python3", "-c", &script])
+    ));
+    let mut cmd = s.up_command();
+    cmd.current_dir(s.dir.path())
+        .env("COGNO_TEST_MARKER", s.marker())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("start cogno");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            kill_marked(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(s.marker());
+    assert!(
+        eventually(TIMEOUT * 3, || std::path::Path::new(&done).exists()),
+        "the service never finished writing"
+    );
+    let peak = peak_rss_kib(child.id() as i32);
+    signal(child.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    assert!(
+        peak < 64 << 10,
+        "cogno's peak resident memory was {} MiB",
+        peak >> 10
+    );
+}
