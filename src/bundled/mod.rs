@@ -2,7 +2,7 @@
 //! `kind:` alone. This module is what they share: the secrets they need, the
 //! environment handed to the app services, the pre-flight checks made before
 //! anything is written, the first-run preparation (with numbered progress
-//! lines) and the record of what created the data directory.
+//! lines).
 
 pub mod postgres;
 pub mod redis;
@@ -11,6 +11,7 @@ pub mod temporal;
 mod test_support;
 
 use crate::config::{Kind, Stack};
+use crate::datadir::{DataDir, Versions};
 use crate::secrets::{self, SecretSpec, Secrets};
 use crate::user::RunAs;
 use std::path::{Path, PathBuf};
@@ -101,12 +102,13 @@ pub struct Located {
 /// written and has room, the bundled services' ports are free, their
 /// binaries exist and can open the existing data, the secrets file is
 /// usable. Each failure is one error saying what to do.
-pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
+pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, String> {
+    let root = data.root();
     let mut located = Located::default();
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
         return Ok(located);
     }
-    let existing = data
+    let existing = root
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
@@ -116,7 +118,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
         return Err(format!(
             "the data directory {} is on a read-only mount ({}): cogno keeps the stack's data there\n  \
              = help: mount it read-write, or pass --data DIR on a writable filesystem",
-            data.display(),
+            root.display(),
             existing.display()
         ));
     }
@@ -134,7 +136,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
         return Err(format!(
             "the data directory {} cannot be written by cogno's user (uid {}): {} belongs to uid {owner}{}\n  \
              = help: give cogno's user a writable directory (e.g. `chown -R {} {}`), or pass --data DIR",
-            data.display(),
+            root.display(),
             nix::unistd::geteuid(),
             existing.display(),
             if std::fs::metadata(existing).is_ok_and(|m| m.permissions().readonly()) { " and is read-only" } else { "" },
@@ -144,7 +146,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
     }
     if let Ok(st) = nix::sys::statvfs::statvfs(existing) {
         let free = st.blocks_available() * st.fragment_size();
-        if free < MIN_FREE_BYTES && !data.join("postgresql").join("PG_VERSION").exists() {
+        if free < MIN_FREE_BYTES && !data.postgres().join("PG_VERSION").exists() {
             return Err(format!(
                 "only {} MiB free under {}: a first start needs about {} MiB (PostgreSQL, Temporal)\n  = help: free some space or use another --data",
                 free >> 20,
@@ -156,7 +158,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
     for svc in &stack.services {
         let Some(b) = &svc.bundled else { continue };
         if let (Some(who), Some(user)) = (&svc.run_as, &svc.user) {
-            if let Some(blocked) = data
+            if let Some(blocked) = root
                 .ancestors()
                 .filter(|p| p.exists())
                 .find(|p| !can_enter(p, who))
@@ -175,7 +177,7 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
                      (`chmod o+x {}` on the host), give it to root (`chown 0:0 {}`), or use a named volume",
                     blocked.display(),
                     svc.name,
-                    data.display(),
+                    root.display(),
                     blocked.display(),
                     blocked.display(),
                 ));
@@ -192,15 +194,12 @@ pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
         }
         match b.kind {
             Kind::Postgres => {
-                let bins = postgres::locate(
-                    b.bin.as_deref(),
-                    &data.join(".cogno").join("postgresql-bin"),
-                )?;
-                postgres::check_existing(&data.join("postgresql"), &bins)?;
+                let bins = postgres::locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
+                postgres::check_existing(&data.postgres(), &bins)?;
                 located.postgres = Some(bins);
             }
             Kind::Redis => redis::check(b.bin.as_deref())?,
-            Kind::Temporal => temporal::check(&data.join("temporal"), b.bin.as_deref())?,
+            Kind::Temporal => temporal::check(&data.temporal(), b.bin.as_deref())?,
         }
     }
     secrets::check_existing(data).map_err(|e| e.0)?;
@@ -241,7 +240,7 @@ pub(crate) fn find_program(
 
 /// Creates the data directory `dir` of the bundled server `server` (0700).
 pub(crate) fn create_server_dir(dir: &Path, server: &str) -> Result<(), String> {
-    crate::files::create_private_dir(dir).map_err(|e| {
+    crate::datadir::files::create_private_dir(dir).map_err(|e| {
         format!(
             "cannot create {server}'s data directory {}: {e}; check that the data directory is writable",
             dir.display()
@@ -286,17 +285,11 @@ impl Progress {
     }
 }
 
-/// What created this data directory, recorded once in DATA/.cogno/created.
-pub struct Versions {
-    pub postgres_major: Option<u32>,
-    pub temporal_cli: Option<String>,
-}
-
 /// Prepares every bundled service's files (first run: creates them) and
 /// fills in its command. Runs before the supervisor starts; blocking.
 pub fn prepare(
     stack: &mut Stack,
-    data: &Path,
+    data: &DataDir,
     secrets: &Secrets,
     located: &Located,
     progress: &mut Progress,
@@ -305,7 +298,6 @@ pub fn prepare(
         postgres_major: None,
         temporal_cli: None,
     };
-    let run_dir = data.join("run");
     for svc in &mut stack.services {
         let Some(b) = svc.bundled.clone() else {
             continue;
@@ -319,10 +311,10 @@ pub fn prepare(
                     .postgres
                     .clone()
                     .ok_or("internal error: PostgreSQL was not located during pre-flight")?;
-                let cluster = data.join("postgresql");
+                let cluster = data.postgres();
                 let prepared = postgres::prepare(&postgres::Setup {
                     cluster: &cluster,
-                    socket_dir: &run_dir.join("postgresql"),
+                    socket_dir: &data.postgres_sockets(),
                     port: b.port,
                     bins: &bins,
                     settings: &b.settings,
@@ -351,7 +343,7 @@ pub fn prepare(
                 svc.command = prepared.command;
             }
             Kind::Redis => {
-                let dir = data.join("redis");
+                let dir = data.redis();
                 svc.command = redis::prepare(&redis::Setup {
                     dir: &dir,
                     port: b.port,
@@ -368,7 +360,7 @@ pub fn prepare(
                 ));
             }
             Kind::Temporal => {
-                let dir = data.join("temporal");
+                let dir = data.temporal();
                 svc.command = temporal::prepare(&temporal::Setup {
                     dir: &dir,
                     port: b.port,
@@ -389,46 +381,4 @@ pub fn prepare(
         }
     }
     Ok(versions)
-}
-
-fn marker_dir(data: &Path) -> PathBuf {
-    data.join(".cogno")
-}
-
-/// Records, once, which versions created this data directory.
-pub fn record_creation(data: &Path, v: &Versions) -> std::io::Result<()> {
-    let dir = marker_dir(data);
-    let file = dir.join("created");
-    if file.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&dir)?;
-    let text = format!(
-        "# What created this data directory (written once by cogno).\ncogno={}\npostgresql_major={}\ntemporal_cli={}\ncreated_unix={}\n",
-        env!("CARGO_PKG_VERSION"),
-        v.postgres_major.map(|m| m.to_string()).unwrap_or_default(),
-        v.temporal_cli.clone().unwrap_or_default(),
-        unix_now()
-    );
-    crate::files::write_atomic(&file, text.as_bytes(), None)
-}
-
-/// Marks the first complete start (every service healthy), once.
-pub fn mark_initialized(data: &Path) -> std::io::Result<()> {
-    let file = marker_dir(data).join("initialized");
-    if file.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(marker_dir(data))?;
-    crate::files::write_atomic(
-        &file,
-        format!("first_ready_unix={}\n", unix_now()).as_bytes(),
-        None,
-    )
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
