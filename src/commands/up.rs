@@ -26,10 +26,7 @@ pub fn run(args: StackArgs) -> i32 {
     // Everything that can be checked is checked before anything is written.
     let located = match bundled::preflight(&stack, &data) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return e.report(),
     };
     if let Err(e) = data.create() {
         return e.report();

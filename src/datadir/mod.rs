@@ -1,5 +1,6 @@
-//! The data directory: the one place that knows its layout, records what
-//! created it, and writes files in it crash-safely.
+//! The data directory: the one place that knows its layout, checks it
+//! before anything is written, records what created it, and writes files
+//! in it crash-safely.
 //!
 //! ```text
 //! DATA/
@@ -19,13 +20,15 @@
 //! names onto a bare one: a change of layout (and the code that must know
 //! about it — backup, restore, migrations) is then made here alone.
 
-// Its errors end the command before anything runs (creating the directory):
-// the size of the error value on that path does not matter.
+// Its errors end the command before anything runs (pre-flight, creating the
+// directory): the size of the error value on that path does not matter.
 #![allow(clippy::result_large_err)]
 
 pub mod files;
+mod preflight;
 mod stamps;
 
+pub use preflight::{Problem, ServiceUser};
 pub use stamps::Versions;
 
 use crate::error::Error;
