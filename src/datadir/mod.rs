@@ -9,6 +9,8 @@
 //!     cogno.sock            the control socket (0600)
 //!     postgresql/           the bundled PostgreSQL's Unix socket
 //!   postgresql/             the bundled PostgreSQL's cluster
+//!   postgresql.initdb-tmp/  initdb's scratch until it is renamed into place
+//!                           (named by bundled/postgres.rs, beside the cluster)
 //!   redis/                  the bundled Redis's working directory
 //!   temporal/               the bundled Temporal's database
 //!   .cogno/
@@ -18,7 +20,11 @@
 //!
 //! Everything else takes a [`DataDir`] and asks it for a path, never joins
 //! names onto a bare one: a change of layout (and the code that must know
-//! about it — backup, restore, migrations) is then made here alone.
+//! about it — backup, restore, migrations) is then made here alone. For the
+//! same reason, what root must check or refuse about the directory itself
+//! (who owns it, who may write it) belongs in [`DataDir::preflight`] as
+//! another [`Problem`], and opening files beneath it without following
+//! links belongs in `files`.
 
 // Its errors end the command before anything runs (pre-flight, creating the
 // directory): the size of the error value on that path does not matter.
