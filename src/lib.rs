@@ -13,8 +13,9 @@
 //!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
 //!   calls the control API.
 //! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone;
-//!   [`secrets`] generates and keeps the stack's secrets; [`files`] writes
-//!   files crash-safely.
+//!   [`secrets`] generates and keeps the stack's secrets; [`datadir`] owns
+//!   the data directory: its layout, pre-flight checks, stamps and
+//!   crash-safe writes.
 //! - [`os`]: OS plumbing, apart from policy — spawning, reaping, signals,
 //!   /proc readers, OOM detection, releasing startup pages.
 //! - Leaves used everywhere: [`fmt`] (durations and instants for people) and
@@ -24,8 +25,8 @@ pub mod bundled;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod datadir;
 pub mod error;
-pub mod files;
 pub mod fmt;
 pub mod health;
 pub mod logs;

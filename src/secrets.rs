@@ -5,6 +5,7 @@
 //! fsynced, renamed over the target, and the directory is fsynced, so the
 //! file is always either the old or the new complete version.
 
+use crate::datadir::DataDir;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +88,8 @@ impl std::fmt::Display for SecretsError {
 
 /// The pre-flight check: an existing secrets file is cogno's, private, and
 /// parses. Reads only.
-pub fn check_existing(data: &Path) -> Result<(), SecretsError> {
-    let file = data.join("secrets").join(".env");
+pub fn check_existing(data: &DataDir) -> Result<(), SecretsError> {
+    let file = data.secrets_file();
     match std::fs::read(&file) {
         Ok(bytes) => {
             check_private_file(&file)?;
@@ -112,13 +113,12 @@ const HEADER: &str = "\
 /// (never changing or removing a value it has), and overlays values set in
 /// cogno's environment (`env`) for this run only.
 pub fn load_or_create(
-    data: &Path,
+    data: &DataDir,
     specs: &[SecretSpec],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Secrets, SecretsError> {
-    let dir = data.join("secrets");
-    let file = dir.join(".env");
-    ensure_private_dir(&dir)?;
+    let file = data.secrets_file();
+    ensure_private_dir(&data.secrets_dir())?;
     let existing = match std::fs::read(&file) {
         Ok(bytes) => {
             check_private_file(&file)?;
@@ -174,7 +174,7 @@ pub fn load_or_create(
                 .expect("generated above");
             text.extend_from_slice(format!("{name}={v}\n").as_bytes());
         }
-        crate::files::write_atomic(&file, &text, None).map_err(|e| {
+        crate::datadir::files::write_atomic(&file, &text, None).map_err(|e| {
             SecretsError(format!(
                 "cannot write the secrets file {}: {e}\n  = help: check free space and permissions of the data directory",
                 file.display()
@@ -243,7 +243,7 @@ fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, SecretsErro
 }
 
 fn ensure_private_dir(dir: &Path) -> Result<(), SecretsError> {
-    crate::files::create_private_dir(dir).map_err(|e| {
+    crate::datadir::files::create_private_dir(dir).map_err(|e| {
         SecretsError(format!(
             "cannot create the secrets directory {}: {e}\n  = help: the data directory must be writable by cogno's user",
             dir.display()
@@ -297,7 +297,8 @@ mod tests {
     fn creates_then_reuses_and_only_appends() {
         let tmp = TempDir::new("secrets-reuse");
         let d = tmp.path();
-        let first = load_or_create(d, &cognobserve_defaults(), &no_env).unwrap();
+        let data = DataDir::new(d);
+        let first = load_or_create(&data, &cognobserve_defaults(), &no_env).unwrap();
         assert_eq!(first.generated.len(), 5);
         assert_eq!(first.get("NEXTAUTH_SECRET").unwrap().len(), 64);
         assert_eq!(first.get("REDIS_PASSWORD").unwrap().len(), 32);
@@ -306,7 +307,7 @@ mod tests {
         assert_eq!(mode(&file), 0o600);
         assert_eq!(mode(&d.join("secrets")), 0o700);
         let before = std::fs::read(&file).unwrap();
-        let again = load_or_create(d, &cognobserve_defaults(), &no_env).unwrap();
+        let again = load_or_create(&data, &cognobserve_defaults(), &no_env).unwrap();
         assert!(again.generated.is_empty());
         assert_eq!(
             std::fs::read(&file).unwrap(),
@@ -319,7 +320,7 @@ mod tests {
             bytes: 8,
             encoding: Encoding::Base64,
         });
-        let added = load_or_create(d, &more, &no_env).unwrap();
+        let added = load_or_create(&data, &more, &no_env).unwrap();
         assert_eq!(added.generated, ["EXTRA"]);
         let after = std::fs::read(&file).unwrap();
         assert!(
@@ -337,7 +338,7 @@ mod tests {
         let tmp = TempDir::new("secrets-env");
         let d = tmp.path();
         let env = |k: &str| (k == "REDIS_PASSWORD").then(|| "from-env".to_owned());
-        let s = load_or_create(d, &cognobserve_defaults(), &env).unwrap();
+        let s = load_or_create(&DataDir::new(d), &cognobserve_defaults(), &env).unwrap();
         assert_eq!(s.get("REDIS_PASSWORD"), Some("from-env"));
         let text = std::fs::read_to_string(d.join("secrets/.env")).unwrap();
         assert!(!text.contains("from-env") && !text.contains("REDIS_PASSWORD"));
@@ -355,13 +356,13 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let err = load_or_create(d, &cognobserve_defaults(), &no_env)
+        let err = load_or_create(&DataDir::new(d), &cognobserve_defaults(), &no_env)
             .unwrap_err()
             .0;
         assert!(err.contains(".env:3") && !err.contains("s3cr3t"), "{err}");
         std::fs::write(&file, "GOOD=s3cr3t-value\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create(d, &cognobserve_defaults(), &no_env)
+        let err = load_or_create(&DataDir::new(d), &cognobserve_defaults(), &no_env)
             .unwrap_err()
             .0;
         assert!(err.contains("644") && err.contains("chmod 600"), "{err}");

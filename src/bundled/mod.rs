@@ -2,7 +2,7 @@
 //! `kind:` alone. This module is what they share: the secrets they need, the
 //! environment handed to the app services, the pre-flight checks made before
 //! anything is written, the first-run preparation (with numbered progress
-//! lines) and the record of what created the data directory.
+//! lines).
 
 pub mod postgres;
 pub mod redis;
@@ -11,8 +11,9 @@ pub mod temporal;
 mod test_support;
 
 use crate::config::{Kind, Stack};
+use crate::datadir::{DataDir, ServiceUser, Versions};
+use crate::error::Error;
 use crate::secrets::{self, SecretSpec, Secrets};
-use crate::user::RunAs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tracing::info;
@@ -21,8 +22,6 @@ use tracing::info;
 pub const POSTGRES_ADMIN_PASSWORD: &str = "POSTGRES_ADMIN_PASSWORD";
 /// The role and database the app gets.
 pub const APP_DB: &str = "cognobserve";
-/// Free space the data directory needs for a first start (cluster, WAL, Temporal).
-const MIN_FREE_BYTES: u64 = 512 << 20;
 
 /// The secrets this stack uses: those the file declares, else the CognObserve
 /// set when it has bundled services, plus what the bundled services need.
@@ -98,112 +97,55 @@ pub struct Located {
 }
 
 /// Checks made before anything is written: the data directory can be
-/// written and has room, the bundled services' ports are free, their
-/// binaries exist and can open the existing data, the secrets file is
-/// usable. Each failure is one error saying what to do.
-pub fn preflight(stack: &Stack, data: &Path) -> Result<Located, String> {
+/// written, has room and is reachable by the servers' users, the bundled
+/// services' ports are free, their binaries exist and can open the existing
+/// data, the secrets file is usable. Each failure is one error saying what to do.
+pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
     let mut located = Located::default();
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
         return Ok(located);
     }
-    let existing = data
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let read_only = nix::sys::statvfs::statvfs(existing)
-        .is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
-    if read_only {
-        return Err(format!(
-            "the data directory {} is on a read-only mount ({}): cogno keeps the stack's data there\n  \
-             = help: mount it read-write, or pass --data DIR on a writable filesystem",
-            data.display(),
-            existing.display()
-        ));
-    }
-    if nix::unistd::access(
-        existing,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    )
-    .is_err()
-    {
-        let meta = std::fs::metadata(existing);
-        let owner = meta
-            .as_ref()
-            .map(|m| std::os::unix::fs::MetadataExt::uid(m).to_string())
-            .unwrap_or_else(|_| "?".into());
-        return Err(format!(
-            "the data directory {} cannot be written by cogno's user (uid {}): {} belongs to uid {owner}{}\n  \
-             = help: give cogno's user a writable directory (e.g. `chown -R {} {}`), or pass --data DIR",
-            data.display(),
-            nix::unistd::geteuid(),
-            existing.display(),
-            if std::fs::metadata(existing).is_ok_and(|m| m.permissions().readonly()) { " and is read-only" } else { "" },
-            nix::unistd::geteuid(),
-            existing.display(),
-        ));
-    }
-    if let Ok(st) = nix::sys::statvfs::statvfs(existing) {
-        let free = st.blocks_available() * st.fragment_size();
-        if free < MIN_FREE_BYTES && !data.join("postgresql").join("PG_VERSION").exists() {
-            return Err(format!(
-                "only {} MiB free under {}: a first start needs about {} MiB (PostgreSQL, Temporal)\n  = help: free some space or use another --data",
-                free >> 20,
-                existing.display(),
-                MIN_FREE_BYTES >> 20
-            ));
-        }
-    }
+    let users: Vec<ServiceUser> = stack
+        .services
+        .iter()
+        .filter(|s| s.bundled.is_some())
+        .filter_map(|s| {
+            s.run_as.as_ref().map(|user| ServiceUser {
+                service: &s.name,
+                user,
+            })
+        })
+        .collect();
+    data.preflight(&users)?;
     for svc in &stack.services {
         let Some(b) = &svc.bundled else { continue };
-        if let (Some(who), Some(user)) = (&svc.run_as, &svc.user) {
-            if let Some(blocked) = data
-                .ancestors()
-                .filter(|p| p.exists())
-                .find(|p| !can_enter(p, who))
-            {
-                let (owner, mode) = std::fs::metadata(blocked)
-                    .map(|m| {
-                        (
-                            std::os::unix::fs::MetadataExt::uid(&m),
-                            std::os::unix::fs::MetadataExt::mode(&m) & 0o7777,
-                        )
-                    })
-                    .unwrap_or((0, 0));
-                return Err(format!(
-                    "{} belongs to uid {owner} with mode {mode:04o}: user `{user}`, which runs `{}`, cannot enter it, \
-                     so the data directory {} is out of its reach\n  = help: let other users enter it \
-                     (`chmod o+x {}` on the host), give it to root (`chown 0:0 {}`), or use a named volume",
-                    blocked.display(),
-                    svc.name,
-                    data.display(),
-                    blocked.display(),
-                    blocked.display(),
-                ));
-            }
-        }
         if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
             let holder = crate::os::procfs::port_holder(b.port)
                 .map(|h| format!(" by {h}"))
                 .unwrap_or_default();
-            return Err(format!(
-                "port {} (service `{}`) is already in use{holder}\n  = help: stop what holds it, or set `port:` for `{}` in the stack file",
-                b.port, svc.name, svc.name
-            ));
+            return Err(Error::config(format!(
+                "port {} (service `{}`) is already in use{holder}",
+                b.port, svc.name
+            ))
+            .help(format!(
+                "stop what holds it, or set `port:` for `{}` in the stack file",
+                svc.name
+            )));
         }
         match b.kind {
             Kind::Postgres => {
-                let bins = postgres::locate(
-                    b.bin.as_deref(),
-                    &data.join(".cogno").join("postgresql-bin"),
-                )?;
-                postgres::check_existing(&data.join("postgresql"), &bins)?;
+                let bins = postgres::locate(b.bin.as_deref(), &data.postgres_bin_cache())
+                    .map_err(Error::config)?;
+                postgres::check_existing(&data.postgres(), &bins).map_err(Error::config)?;
                 located.postgres = Some(bins);
             }
-            Kind::Redis => redis::check(b.bin.as_deref())?,
-            Kind::Temporal => temporal::check(&data.join("temporal"), b.bin.as_deref())?,
+            Kind::Redis => redis::check(b.bin.as_deref()).map_err(Error::config)?,
+            Kind::Temporal => {
+                temporal::check(&data.temporal(), b.bin.as_deref()).map_err(Error::config)?
+            }
         }
     }
-    secrets::check_existing(data).map_err(|e| e.0)?;
+    secrets::check_existing(data).map_err(|e| Error::config(e.0))?;
     Ok(located)
 }
 
@@ -241,28 +183,12 @@ pub(crate) fn find_program(
 
 /// Creates the data directory `dir` of the bundled server `server` (0700).
 pub(crate) fn create_server_dir(dir: &Path, server: &str) -> Result<(), String> {
-    crate::files::create_private_dir(dir).map_err(|e| {
+    crate::datadir::files::create_private_dir(dir).map_err(|e| {
         format!(
             "cannot create {server}'s data directory {}: {e}; check that the data directory is writable",
             dir.display()
         )
     })
-}
-
-/// Whether `who` may search directory `dir` (its x bit for owner, group or others).
-fn can_enter(dir: &Path, who: &RunAs) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::metadata(dir) else {
-        return false;
-    };
-    let mode = m.mode();
-    if m.uid() == who.uid.as_raw() {
-        mode & 0o100 != 0
-    } else if m.gid() == who.gid.as_raw() || who.groups.iter().any(|g| g.as_raw() == m.gid()) {
-        mode & 0o010 != 0
-    } else {
-        mode & 0o001 != 0
-    }
 }
 
 /// Numbered progress lines with the time since cogno started.
@@ -286,17 +212,11 @@ impl Progress {
     }
 }
 
-/// What created this data directory, recorded once in DATA/.cogno/created.
-pub struct Versions {
-    pub postgres_major: Option<u32>,
-    pub temporal_cli: Option<String>,
-}
-
 /// Prepares every bundled service's files (first run: creates them) and
 /// fills in its command. Runs before the supervisor starts; blocking.
 pub fn prepare(
     stack: &mut Stack,
-    data: &Path,
+    data: &DataDir,
     secrets: &Secrets,
     located: &Located,
     progress: &mut Progress,
@@ -305,7 +225,6 @@ pub fn prepare(
         postgres_major: None,
         temporal_cli: None,
     };
-    let run_dir = data.join("run");
     for svc in &mut stack.services {
         let Some(b) = svc.bundled.clone() else {
             continue;
@@ -319,10 +238,10 @@ pub fn prepare(
                     .postgres
                     .clone()
                     .ok_or("internal error: PostgreSQL was not located during pre-flight")?;
-                let cluster = data.join("postgresql");
+                let cluster = data.postgres();
                 let prepared = postgres::prepare(&postgres::Setup {
                     cluster: &cluster,
-                    socket_dir: &run_dir.join("postgresql"),
+                    socket_dir: &data.postgres_sockets(),
                     port: b.port,
                     bins: &bins,
                     settings: &b.settings,
@@ -351,7 +270,7 @@ pub fn prepare(
                 svc.command = prepared.command;
             }
             Kind::Redis => {
-                let dir = data.join("redis");
+                let dir = data.redis();
                 svc.command = redis::prepare(&redis::Setup {
                     dir: &dir,
                     port: b.port,
@@ -368,7 +287,7 @@ pub fn prepare(
                 ));
             }
             Kind::Temporal => {
-                let dir = data.join("temporal");
+                let dir = data.temporal();
                 svc.command = temporal::prepare(&temporal::Setup {
                     dir: &dir,
                     port: b.port,
@@ -389,46 +308,4 @@ pub fn prepare(
         }
     }
     Ok(versions)
-}
-
-fn marker_dir(data: &Path) -> PathBuf {
-    data.join(".cogno")
-}
-
-/// Records, once, which versions created this data directory.
-pub fn record_creation(data: &Path, v: &Versions) -> std::io::Result<()> {
-    let dir = marker_dir(data);
-    let file = dir.join("created");
-    if file.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&dir)?;
-    let text = format!(
-        "# What created this data directory (written once by cogno).\ncogno={}\npostgresql_major={}\ntemporal_cli={}\ncreated_unix={}\n",
-        env!("CARGO_PKG_VERSION"),
-        v.postgres_major.map(|m| m.to_string()).unwrap_or_default(),
-        v.temporal_cli.clone().unwrap_or_default(),
-        unix_now()
-    );
-    crate::files::write_atomic(&file, text.as_bytes(), None)
-}
-
-/// Marks the first complete start (every service healthy), once.
-pub fn mark_initialized(data: &Path) -> std::io::Result<()> {
-    let file = marker_dir(data).join("initialized");
-    if file.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(marker_dir(data))?;
-    crate::files::write_atomic(
-        &file,
-        format!("first_ready_unix={}\n", unix_now()).as_bytes(),
-        None,
-    )
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

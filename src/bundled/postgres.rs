@@ -261,7 +261,7 @@ pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
     clear_stale_lock(&socket_lock, &cluster)?;
 
     let conf_path = cluster.join(COGNO_CONF);
-    crate::files::write_atomic(&conf_path, conf.as_bytes(), setup.run_as)
+    crate::datadir::files::write_atomic(&conf_path, conf.as_bytes(), setup.run_as)
         .map_err(|e| format!("cannot write {}: {e}", conf_path.display()))?;
 
     let postgres = setup.bins.bin_dir.join("postgres");
@@ -395,7 +395,7 @@ fn initdb(cluster: &Path, scratch: &Path, setup: &Setup) -> Result<(), String> {
     .and_then(|()| f.sync_all())
     .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     let hba = pgdata.join("pg_hba.conf");
-    crate::files::write_atomic(&hba, HBA_TEMPLATE.as_bytes(), setup.run_as)
+    crate::datadir::files::write_atomic(&hba, HBA_TEMPLATE.as_bytes(), setup.run_as)
         .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
     syncfs(&pgdata)?;
 

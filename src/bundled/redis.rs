@@ -49,10 +49,10 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     if let Some(user) = setup.run_as {
         // Files left by a run under another user (say, cogno started
         // unprivileged before) would make Redis fail to append or save.
-        crate::files::chown_tree(dir, user)?;
+        crate::datadir::files::chown_tree(dir, user)?;
     }
     let conf = dir.join("redis.conf");
-    crate::files::write_atomic(&conf, conf_text.as_bytes(), setup.run_as)
+    crate::datadir::files::write_atomic(&conf, conf_text.as_bytes(), setup.run_as)
         .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     // The password lives only in the 0600 file: a command-line argument
     // would be readable by every local user through /proc.

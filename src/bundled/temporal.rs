@@ -103,11 +103,15 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     if let Some(user) = setup.run_as {
         // A database left by a run under another user would be read-only
         // to the server.
-        crate::files::chown_tree(dir, user)?;
+        crate::datadir::files::chown_tree(dir, user)?;
     }
     if recorded.is_none_or(|(_, r)| r < parsed) {
-        crate::files::write_atomic(&record, format!("{version}\n").as_bytes(), setup.run_as)
-            .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
+        crate::datadir::files::write_atomic(
+            &record,
+            format!("{version}\n").as_bytes(),
+            setup.run_as,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", record.display()))?;
     }
     Ok(command(&bin, setup, &db))
 }

@@ -15,7 +15,8 @@ mod status;
 mod up;
 
 use crate::config::{self, Stack};
-use crate::control::{self, Action};
+use crate::control::Action;
+use crate::datadir::DataDir;
 use crate::error::Error;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -188,13 +189,13 @@ pub fn socket_path(args: &StackArgs) -> PathBuf {
         .clone()
         .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
     let data = match explicit {
-        Some(d) => d,
+        Some(d) => DataDir::new(d),
         None => match args.config.load() {
             Ok(stack) => data_dir(args, &stack),
-            Err(_) => PathBuf::from(if is_pid1() { "/data" } else { "./data" }),
+            Err(_) => DataDir::new(if is_pid1() { "/data" } else { "./data" }),
         },
     };
-    control::server::socket_in(&data)
+    data.socket()
 }
 
 pub(crate) fn is_pid1() -> bool {
@@ -203,11 +204,11 @@ pub(crate) fn is_pid1() -> bool {
 
 /// `--data`, else `$COGNO_DATA_DIR`, else the file's `data_dir` (relative to
 /// the file), else ./data natively and /data as PID 1.
-pub fn data_dir(args: &StackArgs, stack: &Stack) -> PathBuf {
+pub fn data_dir(args: &StackArgs, stack: &Stack) -> DataDir {
     let dir = data_dir_as_given(args, stack);
     // Absolute: bundled servers change directory (postgres into its cluster),
     // and paths handed to them must still point at the same place.
-    std::path::absolute(&dir).unwrap_or(dir)
+    DataDir::new(std::path::absolute(&dir).unwrap_or(dir))
 }
 
 fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {

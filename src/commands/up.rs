@@ -6,11 +6,11 @@ use super::{data_dir, env_lookup, is_pid1, StackArgs, EXIT_CONFIG};
 use crate::bundled;
 use crate::config::{self, Stack};
 use crate::control;
+use crate::datadir::DataDir;
 use crate::logs::{OwnWriter, Sink, Style};
 use crate::os::{limits, process, signals, trim};
 use crate::secrets;
 use crate::supervisor::{self, Supervisor};
-use std::path::Path;
 
 pub fn run(args: StackArgs) -> i32 {
     // Before anything else, and before any thread exists: signal state is per process.
@@ -32,20 +32,13 @@ pub fn run(args: StackArgs) -> i32 {
     // Everything that can be checked is checked before anything is written.
     let located = match bundled::preflight(&stack, &data) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return e.report(),
     };
-    if let Err(e) = std::fs::create_dir_all(&data) {
-        eprintln!(
-            "error: cannot create the data directory {}: {e}\n  = help: pass --data DIR with a writable directory",
-            data.display()
-        );
-        return EXIT_CONFIG;
+    if let Err(e) = data.create() {
+        return e.report();
     }
     // Binding the socket first also makes sure no other cogno runs on this data directory.
-    let listener = match control::server::bind(&control::server::socket_in(&data)) {
+    let listener = match control::server::bind(&data) {
         Ok(l) => l,
         Err(e) => {
             eprint!("{e}");
@@ -91,7 +84,7 @@ pub fn run(args: StackArgs) -> i32 {
                 "running as a subreaper"
             },
             stack.file.display(),
-            data.display()
+            data.root().display()
         );
         let mut progress = bundled::Progress::new(started);
         let derived = match first_run(&mut stack, &data, &located, &mut progress) {
@@ -112,10 +105,10 @@ pub fn run(args: StackArgs) -> i32 {
             }
             // fsync can take seconds on a busy disk: never on the event loop.
             std::thread::spawn(move || {
-                if let Err(e) = bundled::mark_initialized(&marker_data) {
+                if let Err(e) = marker_data.mark_initialized() {
                     tracing::warn!(
                         "cannot record the first complete start in {}: {e}",
-                        marker_data.display()
+                        marker_data.root().display()
                     );
                 }
                 match trim::release_startup_pages() {
@@ -138,7 +131,7 @@ pub fn run(args: StackArgs) -> i32 {
     // Pending timers would otherwise be waited for; nothing they do matters now.
     runtime.shutdown_background();
     // The socket is ours (bind refuses one that answers): leave no trace of a stopped stack.
-    let _ = std::fs::remove_file(control::server::socket_in(&data));
+    let _ = std::fs::remove_file(data.socket());
     sink.flush(std::time::Duration::from_secs(2));
     code
 }
@@ -161,7 +154,7 @@ fn init_tracing(sink: &Sink, color: bool) {
 /// each service gets in its environment from cogno.
 fn first_run(
     stack: &mut Stack,
-    data: &Path,
+    data: &DataDir,
     located: &bundled::Located,
     progress: &mut bundled::Progress,
 ) -> Result<Vec<Vec<(String, String)>>, String> {
@@ -178,8 +171,8 @@ fn first_run(
         secrets.file.display()
     ));
     let versions = bundled::prepare(stack, data, &secrets, located, progress)?;
-    if let Err(e) = bundled::record_creation(data, &versions) {
-        tracing::warn!("cannot record what created {}: {e}", data.display());
+    if let Err(e) = data.record_creation(&versions) {
+        tracing::warn!("cannot record what created {}: {e}", data.root().display());
     }
     let derived = bundled::derived_env(stack, &secrets);
     Ok(stack
@@ -202,7 +195,7 @@ fn first_run(
 }
 
 /// What a new user needs once everything is healthy: where things are, never secret values.
-fn ready_banner(stack: &Stack, data: &Path) -> Vec<String> {
+fn ready_banner(stack: &Stack, data: &DataDir) -> Vec<String> {
     let mut lines = vec!["ready. What runs here:".to_owned()];
     for svc in &stack.services {
         let what = match &svc.bundled {
@@ -232,7 +225,7 @@ fn ready_banner(stack: &Stack, data: &Path) -> Vec<String> {
     if !bundled::secret_specs(stack).is_empty() {
         lines.push(format!(
             "  secrets in {} (`cogno env` prints the connection settings)",
-            data.join("secrets").join(".env").display()
+            data.secrets_file().display()
         ));
     }
     lines.push("  `cogno status` shows every service, `cogno logs -f` follows their output".into());

@@ -4,6 +4,7 @@
 
 use super::Handle;
 use super::{Action, ActionResult, Request, ServiceStatus, StackStatus};
+use crate::datadir::DataDir;
 use crate::fmt::rfc3339;
 use crate::logs::{Line, LogView, SharedRing, Stream};
 use bytes::Bytes;
@@ -13,19 +14,12 @@ use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-
-/// The control socket of the stack whose data directory is `data`.
-pub fn socket_in(data: &Path) -> PathBuf {
-    data.join("run").join("cogno.sock")
-}
 
 /// Why the control socket could not be set up.
 #[derive(Debug)]
@@ -37,33 +31,24 @@ impl std::fmt::Display for BindError {
     }
 }
 
-/// Creates DATA/run (0711) and binds the socket (0600). A socket file that
-/// answers belongs to a cogno that is running on this data directory: that
-/// is an error, never something to take over. One that does not answer is
-/// left over from a crash and is replaced.
-pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> {
-    let dir = path.parent().expect("socket path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| {
-        BindError(format!(
-            "cannot create {}: {e}\n  = help: the data directory must be writable by cogno's user",
-            dir.display()
-        ))
-    })?;
-    // 0711: the bundled servers' users must reach their socket directories in
-    // here (DATA/run/postgresql); nobody else may list it, and the control
-    // socket itself is 0600.
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+/// Binds the control socket (0600) in DATA/run, which
+/// [`DataDir::create`] made. A socket file that answers belongs to
+/// a cogno that is running on this data directory: that is an error, never
+/// something to take over. One that does not answer is left over from a
+/// crash and is replaced.
+pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindError> {
+    let path = data.socket();
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(BindError(format!(
             "another cogno is already running on this data directory (its control socket {} answers)\n  \
              = help: stop it first (`cogno shutdown --data {}`), or use another --data directory",
             path.display(),
-            dir.parent().unwrap_or(dir).display()
+            data.root().display()
         )));
     }
-    match std::fs::symlink_metadata(path) {
+    match std::fs::symlink_metadata(&path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&path);
         }
         Ok(_) => {
             return Err(BindError(format!(
@@ -76,7 +61,7 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, BindError> 
     // Created with no access for group and others from the start: no window
     // in which another user could connect.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = std::os::unix::net::UnixListener::bind(path);
+    let bound = std::os::unix::net::UnixListener::bind(&path);
     nix::sys::stat::umask(old);
     let listener = bound.map_err(|e| {
         BindError(format!(

@@ -1,0 +1,158 @@
+//! The data directory: the one place that knows its layout, checks it
+//! before anything is written, records what created it, and writes files
+//! in it crash-safely.
+//!
+//! ```text
+//! DATA/
+//!   secrets/.env            the stack's secrets (0600, in a 0700 directory)
+//!   run/                    0711: the servers' users reach their sockets in here
+//!     cogno.sock            the control socket (0600)
+//!     postgresql/           the bundled PostgreSQL's Unix socket
+//!   postgresql/             the bundled PostgreSQL's cluster
+//!   postgresql.initdb-tmp/  initdb's scratch until it is renamed into place
+//!                           (named by bundled/postgres.rs, beside the cluster)
+//!   redis/                  the bundled Redis's working directory
+//!   temporal/               the bundled Temporal's database
+//!   .cogno/
+//!     created, initialized  the stamps (see `stamps`)
+//!     postgresql-bin/       PostgreSQL binaries downloaded when none are installed
+//! ```
+//!
+//! Everything else takes a [`DataDir`] and asks it for a path, never joins
+//! names onto a bare one: a change of layout (and the code that must know
+//! about it — backup, restore, migrations) is then made here alone. For the
+//! same reason, what root must check or refuse about the directory itself
+//! (who owns it, who may write it) belongs in [`DataDir::preflight`] as
+//! another [`Problem`], and opening files beneath it without following
+//! links belongs in `files`.
+
+pub mod files;
+mod preflight;
+mod stamps;
+
+pub use preflight::{Problem, ServiceUser};
+pub use stamps::Versions;
+
+use crate::error::Error;
+use std::path::{Path, PathBuf};
+
+/// A stack's data directory (`--data`, `$COGNO_DATA_DIR`, `data_dir:`).
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data directory at `root`, taken as given: callers that hand paths
+    /// to servers which change directory make it absolute first.
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// DATA itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// DATA/secrets: private to cogno's user.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+
+    /// DATA/secrets/.env
+    pub fn secrets_file(&self) -> PathBuf {
+        self.secrets_dir().join(".env")
+    }
+
+    /// DATA/run: the sockets of this run.
+    pub fn run_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
+    /// DATA/run/cogno.sock: the control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("cogno.sock")
+    }
+
+    /// DATA/postgresql: the bundled PostgreSQL's cluster.
+    pub fn postgres(&self) -> PathBuf {
+        self.root.join("postgresql")
+    }
+
+    /// DATA/run/postgresql: where the bundled PostgreSQL puts its socket.
+    pub fn postgres_sockets(&self) -> PathBuf {
+        self.run_dir().join("postgresql")
+    }
+
+    /// DATA/.cogno/postgresql-bin: PostgreSQL binaries cogno downloaded.
+    pub fn postgres_bin_cache(&self) -> PathBuf {
+        self.cogno_dir().join("postgresql-bin")
+    }
+
+    /// DATA/redis: the bundled Redis's working directory.
+    pub fn redis(&self) -> PathBuf {
+        self.root.join("redis")
+    }
+
+    /// DATA/temporal: the bundled Temporal's database.
+    pub fn temporal(&self) -> PathBuf {
+        self.root.join("temporal")
+    }
+
+    /// DATA/.cogno: cogno's own records about the data directory.
+    fn cogno_dir(&self) -> PathBuf {
+        self.root.join(".cogno")
+    }
+
+    /// Creates DATA (and its parents) and DATA/run (0711) if missing.
+    pub fn create(&self) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            Error::config(format!(
+                "cannot create the data directory {}: {e}",
+                self.root.display()
+            ))
+            .help("pass --data DIR with a writable directory")
+        })?;
+        let run = self.run_dir();
+        std::fs::create_dir_all(&run).map_err(|e| {
+            Error::config(format!("cannot create {}: {e}", run.display()))
+                .help("the data directory must be writable by cogno's user")
+        })?;
+        // 0711: the bundled servers' users must reach their socket directories in
+        // here (DATA/run/postgresql); nobody else may list it, and the control
+        // socket itself is 0600.
+        let _ = std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o711));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let d = DataDir::new("/data");
+        assert_eq!(d.secrets_file(), Path::new("/data/secrets/.env"));
+        assert_eq!(d.socket(), Path::new("/data/run/cogno.sock"));
+        assert_eq!(d.postgres(), Path::new("/data/postgresql"));
+        assert_eq!(d.postgres_sockets(), Path::new("/data/run/postgresql"));
+        assert_eq!(
+            d.postgres_bin_cache(),
+            Path::new("/data/.cogno/postgresql-bin")
+        );
+        assert_eq!(d.redis(), Path::new("/data/redis"));
+        assert_eq!(d.temporal(), Path::new("/data/temporal"));
+    }
+
+    #[test]
+    fn run_dir_is_0711() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = crate::testkit::TempDir::new("datadir-run");
+        let d = DataDir::new(tmp.path().join("data"));
+        d.create().unwrap();
+        let mode = std::fs::metadata(d.run_dir()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o711);
+    }
+}

@@ -1,0 +1,286 @@
+//! The data directory's pre-flight checks, made before anything is written:
+//! it is on a writable mount, cogno's user can write it, it has room for a
+//! first start, and every bundled server's user can reach it.
+
+use super::DataDir;
+use crate::error::Error;
+use crate::user::RunAs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Free space the data directory needs for a first start (cluster, WAL, Temporal).
+const MIN_FREE_BYTES: u64 = 512 << 20;
+
+/// A service that runs as its own user and keeps its data under DATA.
+pub struct ServiceUser<'a> {
+    pub service: &'a str,
+    pub user: &'a RunAs,
+}
+
+/// Why the data directory cannot be used. Nothing has been written when one
+/// is found; it converts into the [`Error`] users see (exit status 2).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// DATA is on a read-only mount; `existing` is its nearest existing ancestor.
+    ReadOnly { data: PathBuf, existing: PathBuf },
+    /// cogno's user (`uid`) cannot write `existing`, which belongs to `owner`.
+    NotWritable {
+        data: PathBuf,
+        existing: PathBuf,
+        uid: u32,
+        owner: Option<u32>,
+        read_only: bool,
+    },
+    /// A first start would not fit in `free` bytes under `existing`.
+    NoSpace { existing: PathBuf, free: u64 },
+    /// `user` (of `service`) cannot enter `blocked`, on the way to DATA.
+    Unreachable {
+        data: PathBuf,
+        blocked: PathBuf,
+        owner: u32,
+        mode: u32,
+        user: String,
+        service: String,
+    },
+}
+
+impl DataDir {
+    /// Checks, without writing anything, that cogno can keep the stack's
+    /// data here and that each of `users` can reach it.
+    pub fn preflight(&self, users: &[ServiceUser]) -> Result<(), Problem> {
+        let data = self.root();
+        // DATA itself may not exist yet: what matters is where it will be created.
+        let existing = data
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let statvfs = nix::sys::statvfs::statvfs(existing);
+        if statvfs
+            .as_ref()
+            .is_ok_and(|st| st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        {
+            return Err(Problem::ReadOnly {
+                data: data.to_owned(),
+                existing: existing.to_owned(),
+            });
+        }
+        if nix::unistd::access(
+            existing,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .is_err()
+        {
+            let meta = std::fs::metadata(existing);
+            return Err(Problem::NotWritable {
+                data: data.to_owned(),
+                existing: existing.to_owned(),
+                uid: nix::unistd::geteuid().as_raw(),
+                owner: meta.as_ref().ok().map(|m| m.uid()),
+                read_only: meta.is_ok_and(|m| m.permissions().readonly()),
+            });
+        }
+        if let Ok(st) = statvfs {
+            let free = st.blocks_available() * st.fragment_size();
+            // An existing cluster is no first start: it needs no new room.
+            if free < MIN_FREE_BYTES && !self.postgres().join("PG_VERSION").exists() {
+                return Err(Problem::NoSpace {
+                    existing: existing.to_owned(),
+                    free,
+                });
+            }
+        }
+        for u in users {
+            if let Some(blocked) = data
+                .ancestors()
+                .filter(|p| p.exists())
+                .find(|p| !can_enter(p, u.user))
+            {
+                let (owner, mode) = std::fs::metadata(blocked)
+                    .map(|m| (m.uid(), m.mode() & 0o7777))
+                    .unwrap_or((0, 0));
+                return Err(Problem::Unreachable {
+                    data: data.to_owned(),
+                    blocked: blocked.to_owned(),
+                    owner,
+                    mode,
+                    user: u.user.name.clone(),
+                    service: u.service.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `who` may search directory `dir` (its x bit for owner, group or others).
+fn can_enter(dir: &Path, who: &RunAs) -> bool {
+    let Ok(m) = std::fs::metadata(dir) else {
+        return false;
+    };
+    let mode = m.mode();
+    if m.uid() == who.uid.as_raw() {
+        mode & 0o100 != 0
+    } else if m.gid() == who.gid.as_raw() || who.groups.iter().any(|g| g.as_raw() == m.gid()) {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Error {
+        match p {
+            Problem::ReadOnly { data, existing } => Error::config(format!(
+                "the data directory {} is on a read-only mount ({}): cogno keeps the stack's data there",
+                data.display(),
+                existing.display()
+            ))
+            .help("mount it read-write, or pass --data DIR on a writable filesystem"),
+            Problem::NotWritable {
+                data,
+                existing,
+                uid,
+                owner,
+                read_only,
+            } => Error::config(format!(
+                "the data directory {} cannot be written by cogno's user (uid {uid}): {} belongs to uid {}{}",
+                data.display(),
+                existing.display(),
+                owner.map_or_else(|| "?".to_owned(), |o| o.to_string()),
+                if read_only { " and is read-only" } else { "" },
+            ))
+            .help(format!(
+                "give cogno's user a writable directory (e.g. `chown -R {uid} {}`), or pass --data DIR",
+                existing.display()
+            )),
+            Problem::NoSpace { existing, free } => Error::config(format!(
+                "only {} MiB free under {}: a first start needs about {} MiB (PostgreSQL, Temporal)",
+                free >> 20,
+                existing.display(),
+                MIN_FREE_BYTES >> 20
+            ))
+            .help("free some space or use another --data"),
+            Problem::Unreachable {
+                data,
+                blocked,
+                owner,
+                mode,
+                user,
+                service,
+            } => Error::config(format!(
+                "{} belongs to uid {owner} with mode {mode:04o}: user `{user}`, which runs `{service}`, \
+                 cannot enter it, so the data directory {} is out of its reach",
+                blocked.display(),
+                data.display(),
+            ))
+            .help(format!(
+                "let other users enter it (`chmod o+x {}` on the host), give it to root (`chown 0:0 {}`), \
+                 or use a named volume",
+                blocked.display(),
+                blocked.display(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages as they were when these checks lived in `bundled`.
+    #[test]
+    fn renders_as_before() {
+        let p = PathBuf::from;
+        let cases = [
+            (
+                Problem::ReadOnly {
+                    data: p("/ro/data"),
+                    existing: p("/ro"),
+                },
+                "error: the data directory /ro/data is on a read-only mount (/ro): cogno keeps the stack's data there\n  \
+                 = help: mount it read-write, or pass --data DIR on a writable filesystem\n",
+            ),
+            (
+                Problem::NotWritable {
+                    data: p("/srv/data"),
+                    existing: p("/srv"),
+                    uid: 1000,
+                    owner: Some(0),
+                    read_only: true,
+                },
+                "error: the data directory /srv/data cannot be written by cogno's user (uid 1000): /srv belongs to uid 0 and is read-only\n  \
+                 = help: give cogno's user a writable directory (e.g. `chown -R 1000 /srv`), or pass --data DIR\n",
+            ),
+            (
+                Problem::NoSpace {
+                    existing: p("/data"),
+                    free: 100 << 20,
+                },
+                "error: only 100 MiB free under /data: a first start needs about 512 MiB (PostgreSQL, Temporal)\n  \
+                 = help: free some space or use another --data\n",
+            ),
+            (
+                Problem::Unreachable {
+                    data: p("/home/me/data"),
+                    blocked: p("/home/me"),
+                    owner: 1000,
+                    mode: 0o700,
+                    user: "postgres".into(),
+                    service: "db".into(),
+                },
+                "error: /home/me belongs to uid 1000 with mode 0700: user `postgres`, which runs `db`, cannot enter it, \
+                 so the data directory /home/me/data is out of its reach\n  = help: let other users enter it \
+                 (`chmod o+x /home/me` on the host), give it to root (`chown 0:0 /home/me`), or use a named volume\n",
+            ),
+        ];
+        for (problem, text) in cases {
+            let e = Error::from(problem);
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.status, crate::error::EXIT_CONFIG);
+        }
+    }
+
+    #[test]
+    fn a_writable_directory_passes() {
+        let tmp = crate::testkit::TempDir::new("datadir-preflight");
+        let d = DataDir::new(tmp.path().join("not-yet/data"));
+        assert_eq!(d.preflight(&[]), Ok(()));
+    }
+
+    #[test]
+    fn a_directory_a_service_user_cannot_enter_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = crate::testkit::TempDir::new("datadir-unreachable");
+        let private = tmp.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Someone who is neither its owner nor in its group.
+        let nobody = RunAs {
+            name: "nobody".into(),
+            uid: nix::unistd::Uid::from_raw(65534),
+            gid: nix::unistd::Gid::from_raw(65534),
+            groups: Vec::new(),
+            home: PathBuf::from("/nonexistent"),
+        };
+        let d = DataDir::new(private.join("data"));
+        let users = [ServiceUser {
+            service: "db",
+            user: &nobody,
+        }];
+        match d.preflight(&users) {
+            Err(Problem::Unreachable {
+                blocked,
+                mode,
+                user,
+                service,
+                ..
+            }) => {
+                assert_eq!(
+                    (blocked, mode, user.as_str(), service.as_str()),
+                    (private, 0o700, "nobody", "db")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
