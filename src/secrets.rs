@@ -72,6 +72,40 @@ impl Secrets {
     pub fn pairs(&self) -> &[(String, String)] {
         &self.values
     }
+
+    /// The values of `names` (those it has), for whoever logs in with them.
+    pub fn credentials<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Credentials {
+        Credentials(
+            names
+                .into_iter()
+                .filter_map(|n| self.get(n).map(|v| (n.to_owned(), v.to_owned())))
+                .collect(),
+        )
+    }
+}
+
+/// A few secrets, carried by what logs in with them (a bundled server's
+/// health probe) instead of being read back from a child's environment.
+/// Its `Debug` never shows values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials(Vec<(String, String)>);
+
+impl Credentials {
+    /// The value of `name`; empty when it was not given, which the server refuses.
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 /// A secrets file cogno will not use. The message names the file and the
