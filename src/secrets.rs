@@ -21,24 +21,6 @@ pub struct SecretSpec {
     pub encoding: Encoding,
 }
 
-/// The CognObserve set: NEXTAUTH_SECRET, INTERNAL_API_SECRET,
-/// JWT_SHARED_SECRET (32 bytes, hex), POSTGRES_PASSWORD, REDIS_PASSWORD
-/// (16 bytes, hex).
-pub fn cognobserve_defaults() -> Vec<SecretSpec> {
-    let spec = |name: &str, bytes| SecretSpec {
-        name: name.to_owned(),
-        bytes,
-        encoding: Encoding::Hex,
-    };
-    vec![
-        spec("NEXTAUTH_SECRET", 32),
-        spec("INTERNAL_API_SECRET", 32),
-        spec("JWT_SHARED_SECRET", 32),
-        spec("POSTGRES_PASSWORD", 16),
-        spec("REDIS_PASSWORD", 16),
-    ]
-}
-
 /// The secrets in effect for this run. Its `Debug` never shows values.
 pub struct Secrets {
     /// DATA/secrets/.env
@@ -321,6 +303,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    use crate::bundled::product::secrets as cognobserve_defaults;
     use crate::testkit::TempDir;
 
     fn no_env(_: &str) -> Option<String> {
