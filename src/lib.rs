@@ -12,8 +12,9 @@
 //! - [`supervisor`]: one event loop owning every service's state machine;
 //!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
 //!   calls the control API.
-//! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone;
-//!   [`secrets`] generates and keeps the stack's secrets; [`files`] writes
+//! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
+//!   each a `bundled::Server` with its static facts in `config::kinds`
+//!   (docs/adding-a-bundled-server.md); [`secrets`] generates and keeps the stack's secrets; [`files`] writes
 //!   files crash-safely.
 //! - [`os`]: OS plumbing, apart from policy — spawning, reaping, signals,
 //!   /proc readers, OOM detection, releasing startup pages.
