@@ -34,16 +34,6 @@ pub struct ExecContext {
     pub waiters: Waiters,
 }
 
-impl ExecContext {
-    /// A variable of the service's environment (credentials of bundled probes).
-    fn var(&self, name: &str) -> &str {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
 /// Runs `health`'s probe forever, calling `report` with each result. The
 /// supervisor aborts the task when the service's process ends.
 pub async fn run(health: Health, exec: ExecContext, report: impl Fn(ProbeResult)) {
@@ -90,18 +80,14 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             path,
         } => http_get(url, authority, path).await,
         Probe::Exec(argv) => run_exec(argv, exec).await,
-        Probe::Postgres { port, databases } => {
-            bundled::postgres::probe(
-                *port,
-                bundled::APP_DB,
-                exec.var("POSTGRES_PASSWORD"),
-                exec.var(bundled::POSTGRES_ADMIN_PASSWORD),
-                databases,
-            )
-            .await
+        Probe::Bundled {
+            server,
+            credentials,
+        } => {
+            bundled::server(server.kind)
+                .probe(server, credentials)
+                .await
         }
-        Probe::Redis { port } => bundled::redis::probe(*port, exec.var("REDIS_PASSWORD")).await,
-        Probe::Temporal { port } => bundled::temporal::probe(*port).await,
     }
 }
 

@@ -12,10 +12,11 @@
 //! - [`supervisor`]: one event loop owning every service's state machine;
 //!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
 //!   calls the control API.
-//! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone;
-//!   [`secrets`] generates and keeps the stack's secrets; [`datadir`] owns
-//!   the data directory: its layout, pre-flight checks, stamps and
-//!   crash-safe writes.
+//! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
+//!   each a `bundled::Server` with its static facts in `config::kinds`
+//!   (docs/architecture.md: adding a bundled server); [`secrets`] generates
+//!   and keeps the stack's secrets; [`datadir`] owns the data directory: its
+//!   layout, pre-flight checks, stamps and crash-safe writes.
 //! - [`os`]: OS plumbing, apart from policy — spawning, reaping, signals,
 //!   /proc readers, OOM detection, releasing startup pages.
 //! - Leaves used everywhere: [`fmt`] (durations and instants for people) and

@@ -22,24 +22,6 @@ pub struct SecretSpec {
     pub encoding: Encoding,
 }
 
-/// The CognObserve set: NEXTAUTH_SECRET, INTERNAL_API_SECRET,
-/// JWT_SHARED_SECRET (32 bytes, hex), POSTGRES_PASSWORD, REDIS_PASSWORD
-/// (16 bytes, hex).
-pub fn cognobserve_defaults() -> Vec<SecretSpec> {
-    let spec = |name: &str, bytes| SecretSpec {
-        name: name.to_owned(),
-        bytes,
-        encoding: Encoding::Hex,
-    };
-    vec![
-        spec("NEXTAUTH_SECRET", 32),
-        spec("INTERNAL_API_SECRET", 32),
-        spec("JWT_SHARED_SECRET", 32),
-        spec("POSTGRES_PASSWORD", 16),
-        spec("REDIS_PASSWORD", 16),
-    ]
-}
-
 /// The secrets in effect for this run. Its `Debug` never shows values.
 pub struct Secrets {
     /// DATA/secrets/.env
@@ -72,6 +54,40 @@ impl Secrets {
     /// Name and value pairs, for the services' environment.
     pub fn pairs(&self) -> &[(String, String)] {
         &self.values
+    }
+
+    /// The values of `names` (those it has), for whoever logs in with them.
+    pub fn credentials<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Credentials {
+        Credentials(
+            names
+                .into_iter()
+                .filter_map(|n| self.get(n).map(|v| (n.to_owned(), v.to_owned())))
+                .collect(),
+        )
+    }
+}
+
+/// A few secrets, carried by what logs in with them (a bundled server's
+/// health probe) instead of being read back from a child's environment.
+/// Its `Debug` never shows values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials(Vec<(String, String)>);
+
+impl Credentials {
+    /// The value of `name`; empty when it was not given, which the server refuses.
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
     }
 }
 
@@ -287,6 +303,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    use crate::bundled::product::secrets as cognobserve_defaults;
     use crate::testkit::TempDir;
 
     fn no_env(_: &str) -> Option<String> {

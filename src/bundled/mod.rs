@@ -1,27 +1,113 @@
 //! Bundled infrastructure: PostgreSQL, Redis and Temporal run by cogno from
-//! `kind:` alone. This module is what they share: the secrets they need, the
-//! environment handed to the app services, the pre-flight checks made before
-//! anything is written, the first-run preparation (with numbered progress
-//! lines).
+//! `kind:` alone. Each is a [`Server`] in its own file, listed once in
+//! [`SERVERS`]; its static facts (default port, user, priority…) are its row
+//! in `config::kinds::KINDS`. This module is what they share: the secrets
+//! they need, the environment handed to the app services, the pre-flight
+//! checks made before anything is written and the first-run preparation
+//! (with numbered progress lines). The data directory itself (its layout,
+//! its own checks, its stamps) is [`crate::datadir`]'s. The CognObserve
+//! product's own defaults are in [`product`].
 
 pub mod postgres;
+pub mod product;
 pub mod redis;
 pub mod temporal;
 #[cfg(test)]
 mod test_support;
 
-use crate::config::{Kind, Stack};
+use crate::config::{Bundled, Health, Kind, Probe, Stack};
 use crate::datadir::{DataDir, ServiceUser, Versions};
 use crate::error::Error;
-use crate::secrets::{self, SecretSpec, Secrets};
+use crate::secrets::{self, Credentials, SecretSpec, Secrets};
+use crate::user::RunAs;
+use std::any::Any;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Instant;
 use tracing::info;
 
-/// The superuser password of the bundled PostgreSQL (cogno's own use only).
-pub const POSTGRES_ADMIN_PASSWORD: &str = "POSTGRES_ADMIN_PASSWORD";
-/// The role and database the app gets.
-pub const APP_DB: &str = "cognobserve";
+/// A bundled server: what cogno does for a `kind:`, from its secrets to its
+/// health probe. Adding one is a file implementing this, an entry in
+/// [`SERVERS`] and a row in `config::kinds::KINDS` (docs/architecture.md, "Adding a bundled server").
+pub trait Server: Sync {
+    /// Its row's name in `config::kinds::KINDS`.
+    fn name(&self) -> &'static str;
+
+    /// The secrets it needs, generated with the stack's; its probe gets them.
+    fn secrets(&self) -> &'static [ServerSecret];
+
+    /// The connection settings the app services get, derived from its actual
+    /// settings (change the port and the URL follows) and the secrets.
+    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<(String, String)>;
+
+    /// Its pre-flight check, reading only: its program exists and can open
+    /// the data an earlier run left in `data`. What it found goes to `prepare`.
+    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, String>;
+
+    /// Creates (first run) or updates its files and builds its command.
+    /// Blocking, before the supervisor starts; it may wait for processes it
+    /// runs, so never call it while the reaper runs.
+    fn prepare(
+        &self,
+        job: &Job,
+        found: &dyn Any,
+        versions: &mut Versions,
+    ) -> Result<Prepared, String>;
+
+    /// Its health check, in its own protocol, logging in with `credentials`
+    /// (its [`Server::secrets`]).
+    fn probe<'a>(&'a self, b: &'a Bundled, credentials: &'a Credentials) -> ProbeFuture<'a>;
+
+    /// Where it is, for the ready banner (never a secret).
+    fn banner(&self, b: &Bundled) -> String;
+}
+
+/// Every bundled server, one for each row of `config::kinds::KINDS`.
+pub static SERVERS: &[&dyn Server] = &[&postgres::Postgres, &redis::Redis, &temporal::Temporal];
+
+/// The server of `kind`.
+pub fn server(kind: Kind) -> &'static dyn Server {
+    *SERVERS
+        .iter()
+        .find(|s| s.name() == kind.name)
+        .expect("every kind has a server (tested)")
+}
+
+/// A secret a server needs: `bytes` random bytes, hex.
+pub struct ServerSecret {
+    pub name: &'static str,
+    pub bytes: usize,
+    /// Only cogno uses it (a superuser's password): the services never get it.
+    pub private: bool,
+}
+
+/// What a server's pre-flight found, handed back to its `prepare`
+/// (PostgreSQL: the binaries it located, perhaps by downloading them).
+pub type Found = Box<dyn Any>;
+
+/// One run of a bundled server's probe.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// What a server's `prepare` works with.
+pub struct Job<'a> {
+    pub bundled: &'a Bundled,
+    /// The data directory.
+    pub data: &'a DataDir,
+    /// The user it runs as (None: cogno's own).
+    pub run_as: Option<&'a RunAs>,
+    pub secrets: &'a Secrets,
+}
+
+/// What a server's `prepare` did.
+pub struct Prepared {
+    /// The command to supervise.
+    pub command: Vec<String>,
+    /// What was prepared and where, for its progress line.
+    pub progress: String,
+    /// Anything else worth a line in the log.
+    pub notes: Vec<String>,
+}
 
 /// The secrets this stack uses: those the file declares, else the CognObserve
 /// set when it has bundled services, plus what the bundled services need.
@@ -29,82 +115,67 @@ pub fn secret_specs(stack: &Stack) -> Vec<SecretSpec> {
     let has_bundled = stack.services.iter().any(|s| s.bundled.is_some());
     let mut specs = match &stack.secrets {
         Some(declared) => declared.clone(),
-        None if has_bundled => secrets::cognobserve_defaults(),
+        None if has_bundled => product::secrets(),
         None => Vec::new(),
     };
-    let mut need = |name: &str, bytes| {
-        if !specs.iter().any(|s| s.name == name) {
-            specs.push(SecretSpec {
-                name: name.to_owned(),
-                bytes,
-                encoding: secrets::Encoding::Hex,
-            });
+    for (_, b) in bundled_kinds(stack) {
+        for need in server(b.kind).secrets() {
+            if !specs.iter().any(|s| s.name == need.name) {
+                specs.push(SecretSpec {
+                    name: need.name.to_owned(),
+                    bytes: need.bytes,
+                    encoding: secrets::Encoding::Hex,
+                });
+            }
         }
-    };
-    if stack.bundled(Kind::Postgres).is_some() {
-        need("POSTGRES_PASSWORD", 16);
-        need(POSTGRES_ADMIN_PASSWORD, 16);
-    }
-    if stack.bundled(Kind::Redis).is_some() {
-        need("REDIS_PASSWORD", 16);
     }
     specs
 }
 
 /// The connection settings the app services get, derived from the bundled
-/// services' actual settings (change the postgres port and DATABASE_URL
-/// follows), and the secrets. Services' own and cogno's environment win.
+/// services' actual settings and the secrets (all but the servers' private
+/// ones). Services' own and cogno's environment win.
 pub fn derived_env(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let secret = |name: &str| secrets.get(name).unwrap_or_default().to_owned();
-    if let Some((_, pg)) = stack.bundled(Kind::Postgres) {
-        env.push((
-            "DATABASE_URL".into(),
-            format!(
-                "postgresql://{APP_DB}:{}@127.0.0.1:{}/{APP_DB}",
-                secret("POSTGRES_PASSWORD"),
-                pg.port
-            ),
-        ));
-    }
-    if let Some((_, r)) = stack.bundled(Kind::Redis) {
-        env.push((
-            "REDIS_URL".into(),
-            format!("redis://:{}@127.0.0.1:{}", secret("REDIS_PASSWORD"), r.port),
-        ));
-    }
-    if let Some((_, t)) = stack.bundled(Kind::Temporal) {
-        env.push(("TEMPORAL_ADDRESS".into(), format!("127.0.0.1:{}", t.port)));
-        env.push(("TEMPORAL_NAMESPACE".into(), t.namespace.clone()));
-        env.push(("TEMPORAL_TASK_QUEUE".into(), "cognobserve-tasks".into()));
+    for (_, b) in bundled_kinds(stack) {
+        env.extend(server(b.kind).app_env(b, secrets));
     }
     if stack.services.iter().any(|s| s.bundled.is_some()) {
-        env.push(("NEXTAUTH_URL".into(), "http://localhost:3000".into()));
-        env.push(("WEB_API_URL".into(), "http://127.0.0.1:3000".into()));
+        env.extend(product::app_env());
     }
+    let private = |name: &str| {
+        SERVERS
+            .iter()
+            .flat_map(|s| s.secrets())
+            .any(|n| n.private && n.name == name)
+    };
     for (k, v) in secrets.pairs() {
-        if k != POSTGRES_ADMIN_PASSWORD {
+        if !private(k) {
             env.push((k.clone(), v.clone()));
         }
     }
     env
 }
 
-/// What pre-flight found, for `prepare`.
-#[derive(Default)]
-pub struct Located {
-    postgres: Option<postgres::Binaries>,
+/// The first service of each kind the stack has, in table order: the one
+/// whose connection settings the apps get.
+fn bundled_kinds(stack: &Stack) -> impl Iterator<Item = (&crate::config::Service, &Bundled)> {
+    Kind::all().filter_map(|kind| stack.bundled(kind))
 }
+
+/// What pre-flight found, for `prepare`: one entry per service.
+#[derive(Default)]
+pub struct Located(Vec<Option<Found>>);
 
 /// Checks made before anything is written: the data directory can be
 /// written, has room and is reachable by the servers' users, the bundled
 /// services' ports are free, their binaries exist and can open the existing
 /// data, the secrets file is usable. Each failure is one error saying what to do.
 pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
-    let mut located = Located::default();
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
-        return Ok(located);
+        return Ok(Located::default());
     }
+    let mut located = Located(stack.services.iter().map(|_| None).collect());
     let users: Vec<ServiceUser> = stack
         .services
         .iter()
@@ -117,7 +188,7 @@ pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
         })
         .collect();
     data.preflight(&users)?;
-    for svc in &stack.services {
+    for (svc, found) in stack.services.iter().zip(&mut located.0) {
         let Some(b) = &svc.bundled else { continue };
         if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
             let holder = crate::os::procfs::port_holder(b.port)
@@ -132,18 +203,7 @@ pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
                 svc.name
             )));
         }
-        match b.kind {
-            Kind::Postgres => {
-                let bins = postgres::locate(b.bin.as_deref(), &data.postgres_bin_cache())
-                    .map_err(Error::config)?;
-                postgres::check_existing(&data.postgres(), &bins).map_err(Error::config)?;
-                located.postgres = Some(bins);
-            }
-            Kind::Redis => redis::check(b.bin.as_deref()).map_err(Error::config)?,
-            Kind::Temporal => {
-                temporal::check(&data.temporal(), b.bin.as_deref()).map_err(Error::config)?
-            }
-        }
+        *found = Some(server(b.kind).preflight(b, data).map_err(Error::config)?);
     }
     secrets::check_existing(data).map_err(|e| Error::config(e.0))?;
     Ok(located)
@@ -212,8 +272,9 @@ impl Progress {
     }
 }
 
-/// Prepares every bundled service's files (first run: creates them) and
-/// fills in its command. Runs before the supervisor starts; blocking.
+/// Prepares every bundled service's files (first run: creates them), fills
+/// in its command and gives its probe its credentials. Runs before the
+/// supervisor starts; blocking.
 pub fn prepare(
     stack: &mut Stack,
     data: &DataDir,
@@ -225,87 +286,91 @@ pub fn prepare(
         postgres_major: None,
         temporal_cli: None,
     };
-    for svc in &mut stack.services {
-        let Some(b) = svc.bundled.clone() else {
+    for (i, svc) in stack.services.iter_mut().enumerate() {
+        let Some(b) = &svc.bundled else {
             continue;
         };
-        let run_as = svc.run_as.clone();
+        let server = server(b.kind);
+        let found = located.0.get(i).and_then(Option::as_deref).ok_or_else(|| {
+            format!(
+                "internal error: `{}` was not checked by pre-flight",
+                svc.name
+            )
+        })?;
         let started = Instant::now();
-        let took = || crate::fmt::fmt_latency(started.elapsed());
-        match b.kind {
-            Kind::Postgres => {
-                let bins = located
-                    .postgres
-                    .clone()
-                    .ok_or("internal error: PostgreSQL was not located during pre-flight")?;
-                let cluster = data.postgres();
-                let prepared = postgres::prepare(&postgres::Setup {
-                    cluster: &cluster,
-                    socket_dir: &data.postgres_sockets(),
-                    port: b.port,
-                    bins: &bins,
-                    settings: &b.settings,
-                    run_as: run_as.as_ref(),
-                    admin_password: secrets.get(POSTGRES_ADMIN_PASSWORD).unwrap_or_default(),
-                })?;
-                progress.step(format!(
-                    "{}: PostgreSQL {} {} in {} (took {})",
-                    svc.name,
-                    bins.version,
-                    if prepared.initialized {
-                        "cluster created"
-                    } else {
-                        "cluster found"
-                    },
-                    cluster.display(),
-                    took()
-                ));
-                if prepared.removed_stale_pid {
-                    info!(
-                        "{}: removed a stale postmaster.pid left by an unclean stop",
-                        svc.name
-                    );
-                }
-                versions.postgres_major = Some(bins.major);
-                svc.command = prepared.command;
-            }
-            Kind::Redis => {
-                let dir = data.redis();
-                svc.command = redis::prepare(&redis::Setup {
-                    dir: &dir,
-                    port: b.port,
-                    password: secrets.get("REDIS_PASSWORD").unwrap_or_default(),
-                    bin: b.bin.as_deref(),
-                    settings: &b.settings,
-                    run_as: run_as.as_ref(),
-                })?;
-                progress.step(format!(
-                    "{}: redis.conf written in {} (took {})",
-                    svc.name,
-                    dir.display(),
-                    took()
-                ));
-            }
-            Kind::Temporal => {
-                let dir = data.temporal();
-                svc.command = temporal::prepare(&temporal::Setup {
-                    dir: &dir,
-                    port: b.port,
-                    bin: b.bin.as_deref(),
-                    namespace: &b.namespace,
-                    run_as: run_as.as_ref(),
-                })?;
-                versions.temporal_cli = std::fs::read_to_string(dir.join("cli-version"))
-                    .ok()
-                    .map(|v| v.trim().to_owned());
-                progress.step(format!(
-                    "{}: Temporal dev server in {} (took {})",
-                    svc.name,
-                    dir.display(),
-                    took()
-                ));
-            }
+        let job = Job {
+            bundled: b,
+            data,
+            run_as: svc.run_as.as_ref(),
+            secrets,
+        };
+        let prepared = server.prepare(&job, found, &mut versions)?;
+        progress.step(format!(
+            "{}: {} (took {})",
+            svc.name,
+            prepared.progress,
+            crate::fmt::fmt_latency(started.elapsed())
+        ));
+        for note in &prepared.notes {
+            info!("{}: {note}", svc.name);
+        }
+        svc.command = prepared.command;
+        if let Some(Health {
+            probe: Probe::Bundled { credentials, .. },
+            ..
+        }) = &mut svc.health
+        {
+            *credentials = secrets.credentials(server.secrets().iter().map(|n| n.name));
         }
     }
     Ok(versions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_server_and_every_server_a_kind() {
+        for kind in Kind::all() {
+            assert_eq!(server(kind).name(), kind.name);
+        }
+
+        for s in SERVERS {
+            assert!(Kind::find(s.name()).is_some(), "{} has no row", s.name());
+        }
+        assert_eq!(SERVERS.len(), Kind::all().count());
+    }
+
+    #[test]
+    fn apps_get_connection_settings_but_never_a_private_secret() {
+        let yaml = "services:\n  db: {kind: postgres, port: 5999}\n  cache: {kind: redis}\n";
+        let stack = crate::config::parse(yaml, Path::new("stack.yaml"), &|_| None).unwrap();
+        let tmp = crate::testkit::TempDir::new("derived");
+        let specs = secret_specs(&stack);
+        let secrets =
+            secrets::load_or_create(&DataDir::new(tmp.path()), &specs, &|_| None).unwrap();
+        assert!(specs.iter().any(|s| s.name == "POSTGRES_ADMIN_PASSWORD"));
+        let env = derived_env(&stack, &secrets);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names[..4],
+            ["DATABASE_URL", "REDIS_URL", "NEXTAUTH_URL", "WEB_API_URL"]
+        );
+        assert!(
+            env[0].1.ends_with("@127.0.0.1:5999/cognobserve"),
+            "{}",
+            env[0].1
+        );
+        assert!(!names.contains(&"POSTGRES_ADMIN_PASSWORD"), "{names:?}");
+
+        let admin = secrets.get("POSTGRES_ADMIN_PASSWORD").unwrap();
+        let credentials = secrets.credentials(["POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD"]);
+        assert_eq!(credentials.get("POSTGRES_ADMIN_PASSWORD"), admin);
+        let shown = format!("{credentials:?}");
+        assert!(
+            shown.contains("POSTGRES_ADMIN_PASSWORD") && !shown.contains(admin),
+            "{shown}"
+        );
+    }
 }

@@ -1,11 +1,17 @@
 //! Bundled PostgreSQL: finding (or installing) the binaries, creating the
 //! cluster crash-safely, writing its configuration, clearing a stale
 //! postmaster.pid, provisioning the app's role and databases, and the health
-//! probe that logs in with the app's credentials.
+//! probe that logs in with the app's credentials: the `postgres` kind.
 
+use super::product::APP_DB;
+use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
+use crate::config::Bundled;
+use crate::datadir::DataDir;
+use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{AssertSqlSafe, Connection};
+use std::any::Any;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -13,6 +19,106 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// The app's password.
+const PASSWORD: &str = "POSTGRES_PASSWORD";
+/// The superuser's password: cogno's own use only (initdb, provisioning).
+const ADMIN_PASSWORD: &str = "POSTGRES_ADMIN_PASSWORD";
+
+/// The `postgres` kind.
+pub struct Postgres;
+
+impl Server for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn secrets(&self) -> &'static [ServerSecret] {
+        &[
+            ServerSecret {
+                name: PASSWORD,
+                bytes: 16,
+                private: false,
+            },
+            ServerSecret {
+                name: ADMIN_PASSWORD,
+                bytes: 16,
+                private: true,
+            },
+        ]
+    }
+
+    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<(String, String)> {
+        vec![(
+            "DATABASE_URL".into(),
+            format!(
+                "postgresql://{APP_DB}:{}@127.0.0.1:{}/{APP_DB}",
+                secrets.get(PASSWORD).unwrap_or_default(),
+                b.port
+            ),
+        )]
+    }
+
+    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, String> {
+        let bins = locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
+        check_existing(&data.postgres(), &bins)?;
+        Ok(Box::new(bins))
+    }
+
+    fn prepare(
+        &self,
+        job: &Job,
+        found: &dyn Any,
+        versions: &mut Versions,
+    ) -> Result<super::Prepared, String> {
+        let bins = found
+            .downcast_ref::<Binaries>()
+            .ok_or("internal error: PostgreSQL was not located during pre-flight")?;
+        let cluster = job.data.postgres();
+        let prepared = prepare(&Setup {
+            cluster: &cluster,
+            socket_dir: &job.data.postgres_sockets(),
+            port: job.bundled.port,
+            bins,
+            settings: &job.bundled.settings,
+            run_as: job.run_as,
+            admin_password: job.secrets.get(ADMIN_PASSWORD).unwrap_or_default(),
+        })?;
+        versions.postgres_major = Some(bins.major);
+        Ok(super::Prepared {
+            command: prepared.command,
+            progress: format!(
+                "PostgreSQL {} {} in {}",
+                bins.version,
+                if prepared.initialized {
+                    "cluster created"
+                } else {
+                    "cluster found"
+                },
+                cluster.display()
+            ),
+            notes: prepared
+                .removed_stale_pid
+                .then(|| "removed a stale postmaster.pid left by an unclean stop".to_owned())
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    fn probe<'a>(&'a self, b: &'a Bundled, credentials: &'a Credentials) -> ProbeFuture<'a> {
+        Box::pin(probe(
+            b.port,
+            APP_DB,
+            credentials.get(PASSWORD),
+            credentials.get(ADMIN_PASSWORD),
+            &b.databases,
+        ))
+    }
+
+    fn banner(&self, b: &Bundled) -> String {
+        format!("postgresql://127.0.0.1:{} (database {APP_DB})", b.port)
+    }
+}
 
 /// PostgreSQL's server binaries and their version.
 #[derive(Debug, Clone)]

@@ -1,11 +1,83 @@
-//! Bundled Redis: its generated configuration and an AUTH + PING probe.
+//! Bundled Redis: its generated configuration and an AUTH + PING probe: the
+//! `redis` kind.
 
+use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
+use crate::config::Bundled;
+use crate::datadir::DataDir;
+use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
+use std::any::Any;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// The password clients AUTH with.
+const PASSWORD: &str = "REDIS_PASSWORD";
+
+/// The `redis` kind.
+pub struct Redis;
+
+impl Server for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn secrets(&self) -> &'static [ServerSecret] {
+        &[ServerSecret {
+            name: PASSWORD,
+            bytes: 16,
+            private: false,
+        }]
+    }
+
+    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<(String, String)> {
+        vec![(
+            "REDIS_URL".into(),
+            format!(
+                "redis://:{}@127.0.0.1:{}",
+                secrets.get(PASSWORD).unwrap_or_default(),
+                b.port
+            ),
+        )]
+    }
+
+    fn preflight(&self, b: &Bundled, _data: &DataDir) -> Result<Found, String> {
+        check(b.bin.as_deref())?;
+        Ok(Box::new(()))
+    }
+
+    fn prepare(
+        &self,
+        job: &Job,
+        _found: &dyn Any,
+        _versions: &mut Versions,
+    ) -> Result<super::Prepared, String> {
+        let dir = job.data.redis();
+        let command = prepare(&Setup {
+            dir: &dir,
+            port: job.bundled.port,
+            password: job.secrets.get(PASSWORD).unwrap_or_default(),
+            bin: job.bundled.bin.as_deref(),
+            settings: &job.bundled.settings,
+            run_as: job.run_as,
+        })?;
+        Ok(super::Prepared {
+            command,
+            progress: format!("redis.conf written in {}", dir.display()),
+            notes: Vec::new(),
+        })
+    }
+
+    fn probe<'a>(&'a self, b: &'a Bundled, credentials: &'a Credentials) -> ProbeFuture<'a> {
+        Box::pin(probe(b.port, credentials.get(PASSWORD)))
+    }
+
+    fn banner(&self, b: &Bundled) -> String {
+        format!("redis://127.0.0.1:{}", b.port)
+    }
+}
 
 /// The defaults every generated redis.conf starts from.
 const TEMPLATE: &str = include_str!("../../bundled/redis.conf");

@@ -1,6 +1,6 @@
 //! Bundled Temporal: the Temporal CLI's development server (a real Temporal
 //! server with SQLite persistence), the record of which CLI version wrote its
-//! database, and a gRPC health probe.
+//! database, and a gRPC health probe: the `temporal` kind.
 //!
 //! Besides the frontend on `port`, start-dev opens an HTTP API port, a
 //! metrics port and the internal history, matching and worker services on
@@ -8,10 +8,16 @@
 //! picks them from the ephemeral range, which the stack's fixed ports are not
 //! in, so they are left to it rather than pinned to ports that could collide.
 
+use super::product::TEMPORAL_TASK_QUEUE;
+use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
+use crate::config::Bundled;
+use crate::datadir::DataDir;
+use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
 use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::any::Any;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,6 +32,67 @@ const DB_FILE: &str = "temporal.db";
 /// membership is ready; the overall "" status is SERVING from the moment the
 /// gRPC server exists, so it proves nothing.
 const HEALTH_SERVICE: &str = "temporal.api.workflowservice.v1.WorkflowService";
+
+/// The `temporal` kind.
+pub struct Temporal;
+
+impl Server for Temporal {
+    fn name(&self) -> &'static str {
+        "temporal"
+    }
+
+    fn secrets(&self) -> &'static [ServerSecret] {
+        &[]
+    }
+
+    fn app_env(&self, b: &Bundled, _secrets: &Secrets) -> Vec<(String, String)> {
+        vec![
+            ("TEMPORAL_ADDRESS".into(), format!("127.0.0.1:{}", b.port)),
+            ("TEMPORAL_NAMESPACE".into(), b.namespace.clone()),
+            ("TEMPORAL_TASK_QUEUE".into(), TEMPORAL_TASK_QUEUE.into()),
+        ]
+    }
+
+    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, String> {
+        check(&data.temporal(), b.bin.as_deref())?;
+        Ok(Box::new(()))
+    }
+
+    fn prepare(
+        &self,
+        job: &Job,
+        _found: &dyn Any,
+        versions: &mut Versions,
+    ) -> Result<super::Prepared, String> {
+        let dir = job.data.temporal();
+        let command = prepare(&Setup {
+            dir: &dir,
+            port: job.bundled.port,
+            bin: job.bundled.bin.as_deref(),
+            namespace: &job.bundled.namespace,
+            run_as: job.run_as,
+        })?;
+        versions.temporal_cli = fs::read_to_string(dir.join(VERSION_FILE))
+            .ok()
+            .map(|v| v.trim().to_owned());
+        Ok(super::Prepared {
+            command,
+            progress: format!("Temporal dev server in {}", dir.display()),
+            notes: Vec::new(),
+        })
+    }
+
+    fn probe<'a>(&'a self, b: &'a Bundled, _credentials: &'a Credentials) -> ProbeFuture<'a> {
+        Box::pin(probe(b.port))
+    }
+
+    fn banner(&self, b: &Bundled) -> String {
+        format!(
+            "temporal at 127.0.0.1:{} (namespace {})",
+            b.port, b.namespace
+        )
+    }
+}
 
 pub struct Setup<'a> {
     /// DATA/temporal: the SQLite database and the version record.

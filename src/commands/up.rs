@@ -174,24 +174,10 @@ fn first_run(
     if let Err(e) = data.record_creation(&versions) {
         tracing::warn!("cannot record what created {}: {e}", data.root().display());
     }
-    let derived = bundled::derived_env(stack, &secrets);
-    Ok(stack
-        .services
-        .iter()
-        .map(|s| {
-            let mut env = derived.clone();
-            // The probe of the bundled PostgreSQL provisions the app's role as the superuser.
-            if s.bundled
-                .as_ref()
-                .is_some_and(|b| b.kind == config::Kind::Postgres)
-            {
-                if let Some(v) = secrets.get(bundled::POSTGRES_ADMIN_PASSWORD) {
-                    env.push((bundled::POSTGRES_ADMIN_PASSWORD.to_owned(), v.to_owned()));
-                }
-            }
-            env
-        })
-        .collect())
+    Ok(vec![
+        bundled::derived_env(stack, &secrets);
+        stack.services.len()
+    ])
 }
 
 /// What a new user needs once everything is healthy: where things are, never secret values.
@@ -199,18 +185,7 @@ fn ready_banner(stack: &Stack, data: &DataDir) -> Vec<String> {
     let mut lines = vec!["ready. What runs here:".to_owned()];
     for svc in &stack.services {
         let what = match &svc.bundled {
-            Some(b) => match b.kind {
-                config::Kind::Postgres => format!(
-                    "postgresql://127.0.0.1:{} (database {})",
-                    b.port,
-                    bundled::APP_DB
-                ),
-                config::Kind::Redis => format!("redis://127.0.0.1:{}", b.port),
-                config::Kind::Temporal => format!(
-                    "temporal at 127.0.0.1:{} (namespace {})",
-                    b.port, b.namespace
-                ),
-            },
+            Some(b) => bundled::server(b.kind).banner(b),
             None => match &svc.health {
                 Some(h) => match &h.probe {
                     config::Probe::Http { url, .. } => url.clone(),

@@ -6,10 +6,12 @@
 
 pub mod diagnostic;
 mod interpolate;
+pub mod kinds;
 pub mod plan;
 mod raw;
 
 use crate::fmt::fmt_duration;
+use crate::secrets::Credentials;
 use crate::user::RunAs;
 use diagnostic::{display_path, Diagnostic, Seg};
 use nix::sys::signal::Signal;
@@ -19,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use raw::{Condition, Kind, RestartPolicy};
+pub use kinds::Kind;
+pub use raw::{Condition, RestartPolicy};
 
 /// A validated stack, ready to run.
 #[derive(Debug, Clone)]
@@ -37,6 +40,7 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The first service of `kind`.
     pub fn bundled(&self, kind: Kind) -> Option<(&Service, &Bundled)> {
         self.services.iter().find_map(|s| {
             s.bundled
@@ -48,7 +52,7 @@ impl Stack {
 }
 
 /// A service whose program, files and health check cogno knows (`kind:`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundled {
     pub kind: Kind,
     pub port: u16,
@@ -121,12 +125,13 @@ pub enum Probe {
     Tcp(String),
     /// The command exits 0.
     Exec(Vec<String>),
-    /// Logs in to PostgreSQL as the app (provisioning the role and databases first if needed).
-    Postgres { port: u16, databases: Vec<String> },
-    /// AUTH + PING.
-    Redis { port: u16 },
-    /// The frontend answers a gRPC health check.
-    Temporal { port: u16 },
+    /// The bundled server's own check, in its protocol (`bundled::Server::probe`).
+    Bundled {
+        server: Bundled,
+        /// The secrets it logs in with: none until `bundled::prepare` has
+        /// loaded them, before the supervisor starts.
+        credentials: Credentials,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -418,6 +423,7 @@ impl Builder<'_> {
             ));
         }
         let bundled = self.bundled(name, rs)?;
+        let kind = bundled.as_ref().map(|b| b.kind);
         let command = match &rs.command {
             Some(_) if bundled.is_some() => {
                 return Err(self.err(
@@ -464,9 +470,7 @@ impl Builder<'_> {
             (None, None) => None,
         };
         let stop_signal = match &rs.stop_signal {
-            // Postgres: SIGINT is its "fast" shutdown — a clean checkpoint, no recovery next start.
-            None if bundled.as_ref().is_some_and(|b| b.kind == Kind::Postgres) => Signal::SIGINT,
-            None => Signal::SIGTERM,
+            None => kind.map_or(Signal::SIGTERM, |k| k.stop_signal),
             Some(s) => match parse_signal(s) {
                 Some(Signal::SIGKILL | Signal::SIGSTOP) => {
                     return Err(self.err(
@@ -509,13 +513,8 @@ impl Builder<'_> {
                 "use 1 for a constant delay, 2 to double it after each failure",
             ));
         }
-        // Bundled servers run as their own users when cogno is root (initdb refuses root).
-        let default_user = match bundled.as_ref().map(|b| b.kind) {
-            Some(Kind::Postgres) => Some("postgres"),
-            Some(Kind::Redis) => Some("redis"),
-            _ => None,
-        };
-        let user = rs.user.clone().or(default_user.map(str::to_owned));
+        let default_user = kind.and_then(|k| k.facts().user.as_ref());
+        let user = rs.user.clone().or(default_user.map(|u| u.name.to_owned()));
         let root = nix::unistd::geteuid().is_root();
         // Looked up once, here: a service never runs as anyone but the user
         // resolved now (a later lookup failing must not run it as root).
@@ -523,18 +522,13 @@ impl Builder<'_> {
         if let Some(user) = user.as_ref().filter(|_| root) {
             run_as = RunAs::lookup(user).ok();
             if run_as.is_none() {
-                let help = match (rs.user.is_none(), default_user) {
-                    (true, Some("postgres")) => {
-                        "install Debian's postgresql package (it creates the postgres user) \
-                                                 or set `user:` to an existing user"
-                            .to_owned()
-                    }
-                    (true, Some(_)) => {
-                        "install Debian's redis-server package (it creates the redis user) \
-                                        or set `user:` to an existing user"
-                            .to_owned()
-                    }
-                    _ => format!("create it (useradd --system {user}) or remove `user`"),
+                let help = match default_user.filter(|_| rs.user.is_none()) {
+                    Some(u) => format!(
+                        "install Debian's {} package (it creates the {} user) \
+                         or set `user:` to an existing user",
+                        u.package, u.name
+                    ),
+                    None => format!("create it (useradd --system {user}) or remove `user`"),
                 };
                 return Err(self.err(
                     &self.svc_path(name, &["user"]),
@@ -543,11 +537,8 @@ impl Builder<'_> {
                 ));
             }
         }
-        let (default_priority, default_critical) = match bundled.as_ref().map(|b| b.kind) {
-            Some(Kind::Temporal) => (200, true),
-            Some(_) => (100, true),
-            None => (DEFAULT_PRIORITY, false),
-        };
+        let (default_priority, default_critical) =
+            kind.map_or((DEFAULT_PRIORITY, false), |k| (k.priority, k.critical));
         Ok(Service {
             name: name.to_owned(),
             command,
@@ -578,59 +569,16 @@ impl Builder<'_> {
     /// The bundled part of a service (`kind:` and its keys), checking that
     /// kind-specific keys are only used where they mean something.
     fn bundled(&self, name: &str, rs: &RawService) -> Result<Option<Bundled>, Diagnostic> {
-        let only = |k: &str, set: bool, kinds: &[Kind], what: &str| -> Result<(), Diagnostic> {
-            if set && !rs.kind.is_some_and(|kind| kinds.contains(&kind)) {
+        for (k, _) in kind_keys(rs).iter().filter(|(_, set)| *set) {
+            if !rs.kind.is_some_and(|kind| kind.takes(k)) {
                 return Err(self.err(
                     &self.svc_path(name, &[k]),
-                    format!("`{k}` only applies to {what}"),
+                    format!("`{k}` only applies to {}", kinds::applies_to(k)),
                     "remove it, or set the service's `kind`",
                 ));
             }
-            Ok(())
-        };
-        let all = [Kind::Postgres, Kind::Redis, Kind::Temporal];
-        only(
-            "port",
-            rs.port.is_some(),
-            &all,
-            "bundled services (kind: postgres, redis or temporal)",
-        )?;
-        only(
-            "settings",
-            !rs.settings.is_empty(),
-            &[Kind::Postgres, Kind::Redis],
-            "kind: postgres and kind: redis",
-        )?;
-        only(
-            "bin",
-            rs.bin.is_some(),
-            &[Kind::Redis, Kind::Temporal],
-            "kind: redis and kind: temporal (postgres uses bin_dir)",
-        )?;
-        only(
-            "bin_dir",
-            rs.bin_dir.is_some(),
-            &[Kind::Postgres],
-            "kind: postgres",
-        )?;
-        only(
-            "databases",
-            rs.databases.is_some(),
-            &[Kind::Postgres],
-            "kind: postgres",
-        )?;
-        only(
-            "namespace",
-            rs.namespace.is_some(),
-            &[Kind::Temporal],
-            "kind: temporal",
-        )?;
+        }
         let Some(kind) = rs.kind else { return Ok(None) };
-        let default_port = match kind {
-            Kind::Postgres => 5432,
-            Kind::Redis => 6379,
-            Kind::Temporal => 7233,
-        };
         if let Some(db) = rs.databases.iter().flatten().find(|d| {
             d.is_empty()
                 || d.len() > 63
@@ -644,7 +592,7 @@ impl Builder<'_> {
         }
         Ok(Some(Bundled {
             kind,
-            port: rs.port.map_or(default_port, |p| p.0),
+            port: rs.port.map_or(kind.port, |p| p.0),
             bin: rs.bin.as_ref().or(rs.bin_dir.as_ref()).map(PathBuf::from),
             settings: rs
                 .settings
@@ -878,19 +826,27 @@ impl Builder<'_> {
     }
 }
 
+/// The keys only some kinds take (which ones: [`kinds::KINDS`]), each with
+/// whether `rs` sets it, in the order they are checked.
+fn kind_keys(rs: &RawService) -> [(&'static str, bool); 6] {
+    [
+        ("port", rs.port.is_some()),
+        ("settings", !rs.settings.is_empty()),
+        ("bin", rs.bin.is_some()),
+        ("bin_dir", rs.bin_dir.is_some()),
+        ("databases", rs.databases.is_some()),
+        ("namespace", rs.namespace.is_some()),
+    ]
+}
+
 /// The health check a bundled service gets unless the file gives one: its
 /// own protocol, probed often until the first success so dependants start fast.
 fn bundled_health(b: &Bundled) -> Health {
-    let probe = match b.kind {
-        Kind::Postgres => Probe::Postgres {
-            port: b.port,
-            databases: b.databases.clone(),
-        },
-        Kind::Redis => Probe::Redis { port: b.port },
-        Kind::Temporal => Probe::Temporal { port: b.port },
-    };
     Health {
-        probe,
+        probe: Probe::Bundled {
+            server: b.clone(),
+            credentials: Credentials::default(),
+        },
         interval: Duration::from_secs(5),
         timeout: Duration::from_secs(2),
         retries: 3,

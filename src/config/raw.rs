@@ -2,6 +2,7 @@
 //! with `deny_unknown_fields` so that a typo is an error, not a silent default.
 //! Interpreting them (defaults, cross-references) is `config::build`'s job.
 
+use super::kinds::Kind;
 use indexmap::IndexMap;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -33,14 +34,6 @@ pub struct RawSecret {
 pub enum SecretEncoding {
     Hex,
     Base64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Postgres,
-    Redis,
-    Temporal,
 }
 
 #[derive(Debug, Deserialize)]
