@@ -3,7 +3,7 @@
 //! over TCP (`health_listen`). Routes are documented in docs/api.md.
 
 use super::Handle;
-use super::{Action, ActionResult, Request, ServiceStatus, StackStatus};
+use super::{Action, ActionResult, Outcome, Phase, Refusal, Request, ServiceStatus, StackStatus};
 use crate::fmt::rfc3339;
 use crate::logs::{Line, LogView, SharedRing, Stream};
 use bytes::Bytes;
@@ -314,10 +314,13 @@ impl Api {
             return gone();
         }
         match rx.await {
-            Ok(result) => json(
-                StatusCode::from_u16(result.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                &result,
-            ),
+            Ok(outcome) => {
+                let result = action_result(outcome);
+                json(
+                    StatusCode::from_u16(result.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &result,
+                )
+            }
             Err(_) => gone(),
         }
     }
@@ -329,15 +332,13 @@ impl Api {
         }
         json(
             StatusCode::OK,
-            &ActionResult {
-                ok: true,
-                code: 200,
+            &action_result(Outcome::Done {
                 message: format!(
                     "shutdown requested: cogno (pid {}) is stopping the stack",
                     std::process::id()
                 ),
-                took_ms: 0,
-            },
+                took: Duration::ZERO,
+            }),
         )
     }
 
@@ -493,9 +494,9 @@ struct ServiceHealth {
 /// The stack's health document, and the HTTP status it is served with.
 fn health_document(st: &StackStatus, now: SystemTime) -> (StatusCode, HealthDocument) {
     let critical_failing = st.services.iter().any(|s| s.critical && !s.passes());
-    let status = match st.phase.as_str() {
-        "ready" => "healthy",
-        "starting" | "stopping" => "unhealthy",
+    let status = match st.phase {
+        Phase::Ready => "healthy",
+        Phase::Starting | Phase::Stopping => "unhealthy",
         _ if critical_failing => "unhealthy",
         _ => "degraded",
     };
@@ -528,8 +529,31 @@ fn service_health(s: &ServiceStatus) -> ServiceHealth {
             .map(|ms| (ms * 100.0).round() / 100.0),
         error: (!pass).then(|| match &s.reason {
             Some(r) => format!("{}: {r}", s.state),
-            None => s.state.clone(),
+            None => s.state.to_string(),
         }),
+    }
+}
+
+/// An action's outcome as the API answers it: the body, whose `code` is
+/// the HTTP status (docs/api.md).
+fn action_result(outcome: Outcome) -> ActionResult {
+    let ms = |took: Duration| took.as_millis() as u64;
+    let (ok, code, message, took_ms) = match outcome {
+        Outcome::Done { message, took } => (true, 200, message, ms(took)),
+        Outcome::Failed { message, took } => (false, 500, message, ms(took)),
+        Outcome::Refused(why) => {
+            let code = match why {
+                Refusal::UnknownService { .. } => 404,
+                Refusal::ShuttingDown | Refusal::NeededBy { .. } => 409,
+            };
+            (false, code, why.to_string(), 0)
+        }
+    };
+    ActionResult {
+        ok,
+        code,
+        message,
+        took_ms,
     }
 }
 

@@ -4,10 +4,13 @@
 
 use super::state::PendingOp;
 use super::{Phase, State, Supervisor};
-use crate::control::{Action, ActionResult, HealthStatus, Request, ServiceStatus, StackStatus};
+use crate::control::{
+    Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
+    StackStatus,
+};
 use crate::fmt::fmt_latency;
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 impl Supervisor {
@@ -26,94 +29,80 @@ impl Supervisor {
                 service,
                 with_dependents,
                 reply,
-            } => {
-                if let Err(refusal) = self.act(action, &service, with_dependents, reply) {
-                    info!("{action} {service} refused: {}", refusal.0);
+            } => match self.act(action, &service, with_dependents) {
+                Ok(Accepted::Already(what)) => {
+                    let _ = reply.send(Outcome::Done {
+                        message: what.to_owned(),
+                        took: Duration::ZERO,
+                    });
                 }
-            }
+                Ok(Accepted::Pending(i)) => {
+                    self.svcs[i].waiting_ops.push(PendingOp {
+                        action,
+                        since: Instant::now(),
+                        reply,
+                    });
+                    if action != Action::Start {
+                        self.advance_stops();
+                    }
+                }
+                Err(refusal) => {
+                    info!("{action} {service} refused: {refusal}");
+                    let _ = reply.send(Outcome::Refused(refusal));
+                }
+            },
         }
     }
 
+    /// Sets an operator's action on `service` going.
     fn act(
         &mut self,
         action: Action,
         service: &str,
         with_dependents: bool,
-        reply: tokio::sync::oneshot::Sender<ActionResult>,
-    ) -> Result<(), Refused> {
-        let refuse = |reply: tokio::sync::oneshot::Sender<ActionResult>, code, msg: String| {
-            let _ = reply.send(ActionResult::err(code, msg.clone()));
-            Err(Refused(msg))
-        };
+    ) -> Result<Accepted, Refusal> {
         if self.phase != Phase::Running {
-            return refuse(reply, 409, "the stack is shutting down".into());
+            return Err(Refusal::ShuttingDown);
         }
         let Some(i) = self.stack.services.iter().position(|s| s.name == service) else {
-            let known: Vec<&str> = self
-                .stack
-                .services
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            return refuse(
-                reply,
-                404,
-                format!(
-                    "there is no service named `{service}`; known services: {}",
-                    known.join(", ")
-                ),
-            );
-        };
-        let op = PendingOp {
-            action,
-            since: Instant::now(),
-            reply,
+            return Err(Refusal::UnknownService {
+                name: service.to_owned(),
+                known: self.stack.services.iter().map(|s| s.name.clone()).collect(),
+            });
         };
         info!("{service}: {action} requested through the control socket");
         match action {
             Action::Start => {
                 let rt = &mut self.svcs[i];
                 if rt.state == State::Running {
-                    let result = done(&op, "already running and healthy");
-                    let _ = op.reply.send(result);
-                    return Ok(());
+                    return Ok(Accepted::Already("already running and healthy"));
                 }
                 if !rt.alive() && !matches!(rt.state, State::Waiting(_) | State::Backoff(_)) {
                     rt.failed_starts = 0;
                     rt.crash_streak = 0;
                     rt.set(State::Waiting("starting on request".into()));
                 }
-                rt.waiting_ops.push(op);
             }
             Action::Stop | Action::Restart => {
                 let dependants = self.alive_dependants(i);
                 if !dependants.is_empty() && !with_dependents {
-                    let names: Vec<&str> = dependants
-                        .iter()
-                        .map(|&d| self.stack.services[d].name.as_str())
-                        .collect();
-                    let after = if action == Action::Restart {
-                        " and start them again after"
-                    } else {
-                        ""
-                    };
-                    let msg = format!(
-                        "{service} is needed by {} (running): add --with-dependents to stop them first{after}",
-                        names.join(", ")
-                    );
-                    let _ = op.reply.send(ActionResult::err(409, msg.clone()));
-                    return Err(Refused(msg));
+                    return Err(Refusal::NeededBy {
+                        service: service.to_owned(),
+                        dependants: dependants
+                            .iter()
+                            .map(|&d| self.stack.services[d].name.clone())
+                            .collect(),
+                        action,
+                    });
                 }
                 for j in dependants.into_iter().chain([i]) {
                     let rt = &mut self.svcs[j];
                     rt.want_down = true;
                     rt.restart_after = action == Action::Restart;
                 }
-                self.svcs[i].waiting_ops.push(op);
-                self.advance_stops();
             }
         }
-        Ok(())
+        Ok(Accepted::Pending(i))
     }
 
     /// Services that depend on `i`, directly or not, and have a process.
@@ -139,17 +128,13 @@ impl Supervisor {
                 self.svcs[i].waiting_ops.push(op);
                 continue;
             }
-            let result = if ok {
-                done(&op, what)
+            let (message, took) = (what.to_owned(), op.since.elapsed());
+            let outcome = if ok {
+                Outcome::Done { message, took }
             } else {
-                ActionResult {
-                    ok: false,
-                    code: 500,
-                    message: what.to_owned(),
-                    took_ms: op.since.elapsed().as_millis() as u64,
-                }
+                Outcome::Failed { message, took }
             };
-            let _ = op.reply.send(result);
+            let _ = op.reply.send(outcome);
         }
     }
 
@@ -158,17 +143,20 @@ impl Supervisor {
         let ops = std::mem::take(&mut self.svcs[i].waiting_ops);
         for op in ops {
             if op.action == Action::Stop {
-                let result = done(&op, "stopped");
-                let _ = op.reply.send(result);
+                let _ = op.reply.send(Outcome::Done {
+                    message: "stopped".into(),
+                    took: op.since.elapsed(),
+                });
             } else {
                 self.svcs[i].waiting_ops.push(op);
             }
         }
     }
 
-    pub(super) fn abandon_ops(&mut self, i: usize, why: &str) {
+    /// Refuses what operators still wait for: the stack is going down.
+    pub(super) fn abandon_ops(&mut self, i: usize) {
         for op in std::mem::take(&mut self.svcs[i].waiting_ops) {
-            let _ = op.reply.send(ActionResult::err(409, why));
+            let _ = op.reply.send(Outcome::Refused(Refusal::ShuttingDown));
         }
     }
 
@@ -192,9 +180,9 @@ impl Supervisor {
     }
 
     /// The stack's phase and, when it is not ready, what is missing.
-    fn phase_now(&self) -> (&'static str, Vec<String>) {
+    fn phase_now(&self) -> (StackPhase, Vec<String>) {
         if self.phase != Phase::Running {
-            return ("stopping", Vec::new());
+            return (StackPhase::Stopping, Vec::new());
         }
         let not_ready: Vec<String> = (0..self.svcs.len())
             .filter(|&i| !self.ready(i))
@@ -210,7 +198,7 @@ impl Supervisor {
             })
             .collect();
         if not_ready.is_empty() {
-            return ("ready", not_ready);
+            return (StackPhase::Ready, not_ready);
         }
         let progressing = self.svcs.iter().any(|s| {
             matches!(
@@ -219,9 +207,9 @@ impl Supervisor {
             )
         });
         if self.ever_ready || !progressing {
-            ("degraded", not_ready)
+            (StackPhase::Degraded, not_ready)
         } else {
-            ("starting", not_ready)
+            (StackPhase::Starting, not_ready)
         }
     }
 
@@ -253,7 +241,7 @@ impl Supervisor {
             .enumerate()
             .map(|(i, (svc, rt))| ServiceStatus {
                 name: svc.name.clone(),
-                state: rt.state.name().to_owned(),
+                state: rt.state.kind(),
                 reason: self.reason(i),
                 pid: rt.pid.map(|p| p.as_raw()),
                 uptime_ms: rt
@@ -279,7 +267,7 @@ impl Supervisor {
             })
             .collect();
         StackStatus {
-            phase: phase.into(),
+            phase,
             not_ready,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -289,14 +277,10 @@ impl Supervisor {
     }
 }
 
-/// Why an action was not carried out (already answered to the caller).
-struct Refused(String);
-
-fn done(op: &PendingOp, what: &str) -> ActionResult {
-    ActionResult {
-        ok: true,
-        code: 200,
-        message: what.to_owned(),
-        took_ms: op.since.elapsed().as_millis() as u64,
-    }
+/// An action the supervisor took on.
+enum Accepted {
+    /// Nothing to do: answered at once with this message.
+    Already(&'static str),
+    /// Answered once service `.0` has finished it.
+    Pending(usize),
 }

@@ -1,7 +1,7 @@
 //! The state of one supervised service: the explicit state machine that
 //! `cogno status` shows, and the counters the restart policy needs.
 
-use crate::control::{Action, ActionResult};
+use crate::control::{Action, Outcome, ServiceState};
 use crate::health::ProbeResult;
 use crate::logs::SharedRing;
 use crate::os::process::{ExecReport, ExitReason};
@@ -45,21 +45,22 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(&self) -> &'static str {
+    /// The state's name, as `cogno status` shows it.
+    pub fn kind(&self) -> ServiceState {
         match self {
-            State::Waiting(_) => "waiting",
-            State::Blocked(_) => "blocked",
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Unhealthy => "unhealthy",
-            State::Exiting => "exiting",
-            State::Backoff(_) => "backoff",
-            State::Stopping => "stopping",
-            State::Stopped => "stopped",
-            State::Completed => "completed",
-            State::Exited => "exited",
-            State::Failed => "failed",
-            State::Fatal => "fatal",
+            State::Waiting(_) => ServiceState::Waiting,
+            State::Blocked(_) => ServiceState::Blocked,
+            State::Starting => ServiceState::Starting,
+            State::Running => ServiceState::Running,
+            State::Unhealthy => ServiceState::Unhealthy,
+            State::Exiting => ServiceState::Exiting,
+            State::Backoff(_) => ServiceState::Backoff,
+            State::Stopping => ServiceState::Stopping,
+            State::Stopped => ServiceState::Stopped,
+            State::Completed => ServiceState::Completed,
+            State::Exited => ServiceState::Exited,
+            State::Failed => ServiceState::Failed,
+            State::Fatal => ServiceState::Fatal,
         }
     }
 
@@ -79,7 +80,7 @@ impl State {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        self.kind().fmt(f)
     }
 }
 
@@ -98,7 +99,7 @@ pub struct Cleanup {
 pub struct PendingOp {
     pub action: Action,
     pub since: Instant,
-    pub reply: oneshot::Sender<ActionResult>,
+    pub reply: oneshot::Sender<Outcome>,
 }
 
 /// Health-check bookkeeping.

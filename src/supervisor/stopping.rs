@@ -28,7 +28,7 @@ impl Supervisor {
             if !rt.alive() && !rt.state.terminal() {
                 rt.set(State::Stopped);
             }
-            self.abandon_ops(i, "the stack is shutting down");
+            self.abandon_ops(i);
         }
         self.schedule(self.stack.shutdown_budget, Event::ShutdownDeadline);
         self.advance_stops();
