@@ -7,12 +7,13 @@
 
 mod env;
 mod operator;
+mod restart;
 mod state;
 mod stopping;
 
 pub use state::State;
 
-use crate::config::{Condition, RestartPolicy, Stack};
+use crate::config::{Condition, Stack};
 use crate::control::{self, Request};
 use crate::fmt::{fmt_duration, fmt_latency};
 use crate::health::{self, ExecContext, ProbeResult};
@@ -23,6 +24,7 @@ use crate::os::reaper::{self, Waiters};
 use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use restart::{Decision, End, Why};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use state::{Cleanup, ServiceRt};
 use std::collections::HashSet;
@@ -642,90 +644,74 @@ impl Supervisor {
             self.on_stopped(i);
             return;
         }
-        let policy_restarts = match svc.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !reason.success(),
-            RestartPolicy::Never => false,
-        };
         let name = svc.name.clone();
-        if svc.oneshot && reason.success() {
-            info!("{name}: completed in {}", fmt_latency(ran));
-            rt.set(State::Completed);
-            self.finish_ops(i, true, "completed");
-            return;
-        }
-        if rt.healthy_at.is_none() || svc.oneshot {
-            // A failed start: it never became healthy.
-            rt.failed_starts += 1;
-            let attempts = rt.failed_starts;
-            if !policy_restarts || attempts >= svc.max_restarts {
-                let state = if !policy_restarts {
-                    if reason.success() {
-                        State::Exited
-                    } else {
-                        State::Failed
+        let ending = restart::Ending {
+            success: reason.success(),
+            healthy_for: rt.healthy_at.map(|t| t.elapsed()),
+        };
+        let history = restart::History {
+            failed_starts: rt.failed_starts,
+            crash_streak: rt.crash_streak,
+        };
+        let (decision, history) = restart::decide(&restart::Rule::of(svc), history, ending);
+        rt.failed_starts = history.failed_starts;
+        rt.crash_streak = history.crash_streak;
+        let ran = fmt_latency(ran);
+        match decision {
+            Decision::GiveUp { end, after } => {
+                let state = match end {
+                    End::Completed => State::Completed,
+                    End::Exited => State::Exited,
+                    End::Failed => State::Failed,
+                    End::Fatal => State::Fatal,
+                };
+                match after {
+                    Why::Completed => {
+                        info!("{name}: completed in {ran}");
+                        rt.set(state);
+                        self.finish_ops(i, true, "completed");
+                        return;
                     }
-                } else {
-                    State::Fatal
-                };
-                let tail = self.last_output(i);
-                let what = if state == State::Fatal {
-                    format!("FATAL: gave up after {attempts} failed starts in a row")
-                } else {
-                    format!("{state}")
-                };
-                error!("{name}: {what}: {reason} after {}{tail}", fmt_latency(ran));
+                    Why::FailedStart { attempt } => {
+                        let tail = self.last_output(i);
+                        let what = if state == State::Fatal {
+                            format!("FATAL: gave up after {attempt} failed starts in a row")
+                        } else {
+                            format!("{state}")
+                        };
+                        error!("{name}: {what}: {reason} after {ran}{tail}");
+                    }
+                    Why::AfterRunning => warn!(
+                        "{name}: {reason} after {ran}; its restart policy ({}) says not to restart it",
+                        svc.restart
+                    ),
+                }
                 self.svcs[i].set(state);
                 self.on_given_up(i);
-                return;
             }
-            let delay = svc.backoff.delay(attempts);
-            warn!(
-                "{name}: failed to start ({reason} after {}); attempt {attempts} of {}, retrying in {}",
-                fmt_latency(ran),
-                svc.max_restarts,
-                fmt_duration(delay)
-            );
-            self.back_off(i, delay);
-            return;
-        }
-        // It had been healthy: a crash (or a clean exit) in steady state.
-        if !policy_restarts {
-            let state = if reason.success() {
-                State::Exited
-            } else {
-                State::Failed
-            };
-            warn!(
-                "{name}: {reason} after {}; its restart policy ({}) says not to restart it",
-                fmt_latency(ran),
-                svc.restart
-            );
-            rt.set(state);
-            self.on_given_up(i);
-            return;
-        }
-        if rt
-            .healthy_at
-            .is_some_and(|t| t.elapsed() >= svc.backoff.reset_after)
-        {
-            rt.crash_streak = 0;
-        }
-        rt.crash_streak += 1;
-        let delay = match rt.crash_streak {
-            1 => Duration::ZERO,
-            n => svc.backoff.delay(n - 1),
-        };
-        warn!(
-            "{name}: {reason} after running {}; restarting {}",
-            fmt_latency(ran),
-            if delay.is_zero() {
-                "now".to_owned()
-            } else {
-                format!("in {}", fmt_duration(delay))
+            Decision::Restart {
+                delay,
+                after: Why::FailedStart { attempt },
+            } => {
+                warn!(
+                    "{name}: failed to start ({reason} after {ran}); attempt {attempt} of {}, retrying in {}",
+                    svc.max_restarts,
+                    fmt_duration(delay)
+                );
+                self.back_off(i, delay);
             }
-        );
-        self.back_off(i, delay);
+            Decision::Restart { delay, .. } => {
+                warn!(
+                    "{name}: {reason} after running {ran}; restarting {}",
+                    if delay.is_zero() {
+                        "now".to_owned()
+                    } else {
+                        format!("in {}", fmt_duration(delay))
+                    }
+                );
+                self.back_off(i, delay);
+            }
+        }
     }
 
     fn back_off(&mut self, i: usize, delay: Duration) {
