@@ -2,6 +2,7 @@
 //! carrying out operators' start, stop and restart actions, which finish
 //! (and are answered) only when the service is healthy, stopped, or failed.
 
+use super::machine::{Answer, Input, Intent};
 use super::state::PendingOp;
 use super::{Phase, State, Supervisor};
 use crate::control::{
@@ -73,15 +74,10 @@ impl Supervisor {
         info!("{service}: {action} requested through the control socket");
         match action {
             Action::Start => {
-                let rt = &mut self.svcs[i];
-                if rt.state == State::Running {
+                if matches!(self.svcs[i].state(), State::Running { .. }) {
                     return Ok(Accepted::Already("already running and healthy"));
                 }
-                if !rt.alive() && !matches!(rt.state, State::Waiting(_) | State::Backoff(_)) {
-                    rt.failed_starts = 0;
-                    rt.crash_streak = 0;
-                    rt.set(State::Waiting("starting on request".into()));
-                }
+                self.feed(i, Input::Start);
             }
             Action::Stop | Action::Restart => {
                 let dependants = self.alive_dependants(i);
@@ -95,10 +91,13 @@ impl Supervisor {
                         action,
                     });
                 }
+                let intent = if action == Action::Restart {
+                    Intent::Restart
+                } else {
+                    Intent::Down
+                };
                 for j in dependants.into_iter().chain([i]) {
-                    let rt = &mut self.svcs[j];
-                    rt.want_down = true;
-                    rt.restart_after = action == Action::Restart;
+                    self.feed(j, Input::Want(intent));
                 }
             }
         }
@@ -116,12 +115,22 @@ impl Supervisor {
                 }
             }
         }
-        found.retain(|&d| self.svcs[d].alive());
+        found.retain(|&d| self.svcs[d].state().alive());
         found
     }
 
+    /// Tells the operators waiting on service `i` what its machine says.
+    pub(super) fn answer(&mut self, i: usize, answer: Answer) {
+        match answer {
+            Answer::Up(what) => self.finish_ops(i, true, what),
+            Answer::Failed(why) => self.finish_ops(i, false, &why),
+            Answer::Down => self.finish_stop_ops(i),
+            Answer::ShuttingDown => self.abandon_ops(i),
+        }
+    }
+
     /// Answers start/restart requests: the service is healthy (`ok`) or has failed.
-    pub(super) fn finish_ops(&mut self, i: usize, ok: bool, what: &str) {
+    fn finish_ops(&mut self, i: usize, ok: bool, what: &str) {
         let ops = std::mem::take(&mut self.svcs[i].waiting_ops);
         for op in ops {
             if op.action == Action::Stop {
@@ -139,7 +148,7 @@ impl Supervisor {
     }
 
     /// Answers stop requests: the service is down.
-    pub(super) fn finish_stop_ops(&mut self, i: usize) {
+    fn finish_stop_ops(&mut self, i: usize) {
         let ops = std::mem::take(&mut self.svcs[i].waiting_ops);
         for op in ops {
             if op.action == Action::Stop {
@@ -154,14 +163,17 @@ impl Supervisor {
     }
 
     /// Refuses what operators still wait for: the stack is going down.
-    pub(super) fn abandon_ops(&mut self, i: usize) {
+    fn abandon_ops(&mut self, i: usize) {
         for op in std::mem::take(&mut self.svcs[i].waiting_ops) {
             let _ = op.reply.send(Outcome::Refused(Refusal::ShuttingDown));
         }
     }
 
     fn ready(&self, i: usize) -> bool {
-        matches!(self.svcs[i].state, State::Running | State::Completed)
+        matches!(
+            self.svcs[i].state(),
+            State::Running { .. } | State::Completed
+        )
     }
 
     /// Logs the moment the stack first becomes ready.
@@ -193,7 +205,8 @@ impl Supervisor {
                     .unwrap_or_default();
                 format!(
                     "{} is {}{reason}",
-                    self.stack.services[i].name, self.svcs[i].state
+                    self.stack.services[i].name,
+                    self.svcs[i].state()
                 )
             })
             .collect();
@@ -202,8 +215,8 @@ impl Supervisor {
         }
         let progressing = self.svcs.iter().any(|s| {
             matches!(
-                s.state,
-                State::Waiting(_) | State::Starting | State::Backoff(_) | State::Exiting
+                s.state(),
+                State::Waiting(_) | State::Starting(_) | State::Backoff { .. } | State::Exiting(_)
             )
         });
         if self.ever_ready || !progressing {
@@ -214,18 +227,16 @@ impl Supervisor {
     }
 
     fn reason(&self, i: usize) -> Option<String> {
-        let rt = &self.svcs[i];
-        match &rt.state {
+        let machine = &self.svcs[i].machine;
+        match &machine.state {
             State::Waiting(r) | State::Blocked(r) => Some(r.clone()),
-            State::Backoff(until) => Some(format!(
+            State::Backoff { until } => Some(format!(
                 "restarting in {}",
                 fmt_latency(until.saturating_duration_since(Instant::now()))
             )),
-            State::Failed | State::Fatal | State::Exited => {
-                rt.last_exit.as_ref().map(|r| r.to_string())
-            }
-            State::Unhealthy | State::Starting => {
-                rt.health.last.as_ref().and_then(|h| h.error.clone())
+            State::Failed(r) | State::Fatal(r) | State::Exited(r) => Some(r.to_string()),
+            State::Unhealthy { .. } | State::Starting(_) => {
+                machine.last_probe.as_ref().and_then(|h| h.error.clone())
             }
             _ => None,
         }
@@ -241,16 +252,16 @@ impl Supervisor {
             .enumerate()
             .map(|(i, (svc, rt))| ServiceStatus {
                 name: svc.name.clone(),
-                state: rt.state.kind(),
+                state: rt.state().kind(),
                 reason: self.reason(i),
-                pid: rt.pid.map(|p| p.as_raw()),
+                pid: rt.state().main().map(|m| m.pid.as_raw()),
                 uptime_ms: rt
-                    .pid
-                    .and(rt.spawned_at)
-                    .map(|t| t.elapsed().as_millis() as u64),
+                    .state()
+                    .main()
+                    .map(|m| m.since.elapsed().as_millis() as u64),
                 restarts: rt.restarts,
-                last_exit: rt.last_exit.as_ref().map(|r| r.to_string()),
-                health: svc.health.as_ref().map(|_| match &rt.health.last {
+                last_exit: rt.machine.last_exit.as_ref().map(|r| r.to_string()),
+                health: svc.health.as_ref().map(|_| match &rt.machine.last_probe {
                     None => HealthStatus {
                         status: "unknown".into(),
                         latency_ms: None,
