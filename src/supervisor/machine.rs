@@ -717,3 +717,538 @@ impl Machine {
         out.push(self.timer(Timer::StopKill, grace));
     }
 }
+
+/// The machine driven by a fake child, as watchexec tests its jobs: no
+/// process, no clock, no runtime. One test (or more) per transition of
+/// docs/behaviour.md's state table.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RestartPolicy::{self, Always, Never, OnFailure};
+    use crate::supervisor::restart::tests::rule;
+
+    const S: Duration = Duration::from_secs(1);
+    const PID: i32 = 4242;
+
+    /// One service and its fake child: inputs go in, effects come out, time
+    /// moves only when told.
+    struct Fake {
+        m: Machine,
+        spec: Spec,
+        now: Instant,
+    }
+
+    impl Fake {
+        fn new(policy: RestartPolicy) -> Fake {
+            Fake {
+                m: Machine::default(),
+                spec: Spec {
+                    name: "web".into(),
+                    rule: rule(policy, false),
+                    startsecs: S,
+                    probe: None,
+                    critical: false,
+                    stop_signal: Signal::SIGTERM,
+                    stop_timeout: 5 * S,
+                },
+                now: Instant::now(),
+            }
+        }
+
+        fn with_probe(mut self) -> Fake {
+            self.spec.probe = Some((2, 10 * S));
+            self
+        }
+
+        fn step(&mut self, input: Input) -> Vec<Effect> {
+            self.m.step(&self.spec, input, self.now)
+        }
+
+        fn after(&mut self, d: Duration) -> &mut Fake {
+            self.now += d;
+            self
+        }
+
+        fn kind(&self) -> ServiceState {
+            self.m.state.kind()
+        }
+
+        /// Gate opens, the child is spawned.
+        fn start(&mut self) -> Vec<Effect> {
+            assert_eq!(self.step(Input::Gate(Gate::Open)), [Effect::Spawn]);
+            self.step(Input::Spawned(Pid::from_raw(PID)))
+        }
+
+        /// Started, and healthy after startsecs.
+        fn running(&mut self) {
+            self.start();
+            self.after(S).step(Input::Timer(Timer::Startsecs));
+            assert_eq!(self.kind(), ServiceState::Running);
+        }
+
+        /// Started, and healthy when its first check passes.
+        fn running_via_probe(&mut self) {
+            self.start();
+            self.probe(true);
+            assert_eq!(self.kind(), ServiceState::Running);
+        }
+
+        /// The child exits with `code` and its leftovers are gone.
+        fn exit(&mut self, code: i32) -> Vec<Effect> {
+            let mut effects = self.step(Input::Exited(ExitReason::Code(code)));
+            assert_eq!(self.kind(), ServiceState::Exiting);
+            effects.extend(self.step(Input::CleanupDone));
+            effects
+        }
+
+        fn probe(&mut self, ok: bool) -> Vec<Effect> {
+            self.step(Input::Probe(ProbeResult {
+                ok,
+                latency: Duration::from_millis(3),
+                error: (!ok).then(|| "connection refused".into()),
+            }))
+        }
+    }
+
+    fn pid() -> Pid {
+        Pid::from_raw(PID)
+    }
+
+    fn timer(effects: &[Effect], which: Timer) -> Option<Duration> {
+        effects.iter().find_map(|e| match e {
+            Effect::StartTimer { timer, after, .. } if *timer == which => Some(*after),
+            _ => None,
+        })
+    }
+
+    fn logged(effects: &[Effect], text: &str) -> bool {
+        effects.iter().any(|e| match e {
+            Effect::Log(_, m) | Effect::Report(m) => m.contains(text),
+            _ => false,
+        })
+    }
+
+    fn answered(effects: &[Effect]) -> Vec<&Answer> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Answer(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn waiting_waits_for_its_dependencies_then_starts() {
+        let mut f = Fake::new(Always);
+        let why = "waiting for db (healthy)".to_owned();
+        assert!(f.step(Input::Gate(Gate::Wait(why.clone()))).is_empty());
+        assert_eq!(f.m.state, State::Waiting(why));
+        let effects = f.start();
+        assert_eq!(f.kind(), ServiceState::Starting);
+        assert!(logged(&effects, "web: started, pid 4242"));
+        assert_eq!(timer(&effects, Timer::Startsecs), Some(S));
+    }
+
+    #[test]
+    fn waiting_is_blocked_by_a_dependency_that_cannot_get_there() {
+        let mut f = Fake::new(Always);
+        let effects = f.step(Input::Gate(Gate::Blocked("db is fatal".into())));
+        assert_eq!(f.m.state, State::Blocked("db is fatal".into()));
+        assert!(logged(&effects, "web: blocked: db is fatal"));
+        assert_eq!(
+            answered(&effects),
+            [&Answer::Failed("blocked: db is fatal".into())]
+        );
+        // The same verdict again changes nothing and says nothing.
+        assert!(f
+            .step(Input::Gate(Gate::Blocked("db is fatal".into())))
+            .is_empty());
+    }
+
+    #[test]
+    fn blocked_leaves_once_the_dependency_is_started_again() {
+        let mut f = Fake::new(Always);
+        f.step(Input::Gate(Gate::Blocked("db is stopped".into())));
+        f.step(Input::Gate(Gate::Wait("waiting for db (healthy)".into())));
+        assert_eq!(f.kind(), ServiceState::Waiting);
+        f.step(Input::Gate(Gate::Blocked("db is stopped".into())));
+        assert_eq!(f.step(Input::Gate(Gate::Open)), [Effect::Spawn]);
+    }
+
+    #[test]
+    fn starting_is_running_after_startsecs_without_a_health_check() {
+        let mut f = Fake::new(Always);
+        f.start();
+        let effects = f.after(S).step(Input::Timer(Timer::Startsecs));
+        assert!(matches!(f.m.state, State::Running { main, .. } if main.pid == pid()));
+        assert!(logged(&effects, "web: healthy after 1.00s"));
+        assert_eq!(answered(&effects), [&Answer::Up("healthy")]);
+    }
+
+    #[test]
+    fn starting_is_running_at_once_with_startsecs_zero() {
+        let mut f = Fake::new(Always);
+        f.spec.startsecs = Duration::ZERO;
+        let effects = f.start();
+        assert_eq!(f.kind(), ServiceState::Running);
+        assert_eq!(timer(&effects, Timer::Startsecs), None);
+    }
+
+    #[test]
+    fn starting_is_running_when_its_health_check_passes() {
+        let mut f = Fake::new(Always).with_probe();
+        let effects = f.start();
+        assert!(effects.contains(&Effect::StartProbe));
+        assert_eq!(timer(&effects, Timer::Startsecs), None);
+        let effects = f.after(S).probe(true);
+        assert_eq!(f.kind(), ServiceState::Running);
+        assert!(logged(&effects, "(check took 3ms)"));
+    }
+
+    #[test]
+    fn failures_in_the_start_period_do_not_count() {
+        let mut f = Fake::new(Always).with_probe();
+        f.start();
+        for _ in 0..5 {
+            f.after(S).probe(false);
+        }
+        assert_eq!(f.kind(), ServiceState::Starting);
+        assert_eq!(f.m.probe_failures, 0);
+        f.after(10 * S).probe(false);
+        assert_eq!(f.kind(), ServiceState::Starting);
+        let effects = f.probe(false);
+        assert_eq!(f.kind(), ServiceState::Unhealthy);
+        assert!(logged(
+            &effects,
+            "web: unhealthy after 2 failed checks: connection refused"
+        ));
+        // Healthy for the first time: running, and the start is answered.
+        let effects = f.probe(true);
+        assert_eq!(f.kind(), ServiceState::Running);
+        assert_eq!(answered(&effects), [&Answer::Up("healthy")]);
+    }
+
+    #[test]
+    fn running_is_unhealthy_after_retries_failures_and_back_when_it_passes() {
+        let mut f = Fake::new(Always).with_probe();
+        f.start();
+        f.probe(true);
+        let State::Running { healthy_at, .. } = f.m.state else {
+            panic!("{:?}", f.m.state)
+        };
+        assert!(f.after(S).probe(false).is_empty());
+        assert_eq!(f.kind(), ServiceState::Running);
+        f.probe(false);
+        assert_eq!(
+            f.m.state,
+            State::Unhealthy {
+                main: Instance {
+                    pid: pid(),
+                    since: healthy_at
+                },
+                healthy_at: Some(healthy_at)
+            }
+        );
+        let effects = f.probe(true);
+        assert!(logged(&effects, "web: healthy again"));
+        assert!(answered(&effects).is_empty());
+        // It keeps the moment it first became healthy.
+        assert!(matches!(f.m.state, State::Running { healthy_at: h, .. } if h == healthy_at));
+    }
+
+    #[test]
+    fn an_exit_is_exiting_until_the_leftovers_are_gone() {
+        let mut f = Fake::new(Always).with_probe();
+        f.running_via_probe();
+        let effects = f.step(Input::Exited(ExitReason::Code(3)));
+        assert_eq!(f.kind(), ServiceState::Exiting);
+        assert_eq!(
+            effects[0..1],
+            [Effect::StopProbe],
+            "the probe stops with its instance"
+        );
+        assert_eq!(timer(&effects, Timer::CleanupLimit), Some(CLEANUP_LIMIT));
+        assert_eq!(effects.last(), Some(&Effect::KillLeftovers(pid())));
+        // A probe or a second exit of the ended instance changes nothing.
+        assert!(f.step(Input::Exited(ExitReason::Code(3))).is_empty());
+        f.step(Input::CleanupDone);
+        assert_eq!(f.kind(), ServiceState::Waiting);
+    }
+
+    #[test]
+    fn exiting_moves_on_when_the_cleanup_limit_is_reached() {
+        let mut f = Fake::new(Always);
+        f.running();
+        f.step(Input::Exited(ExitReason::Code(1)));
+        let effects = f
+            .after(CLEANUP_LIMIT)
+            .step(Input::Timer(Timer::CleanupLimit));
+        assert_eq!(effects[0], Effect::AbandonCleanup);
+        assert_eq!(f.m.state, State::Waiting("restarting".into()));
+    }
+
+    #[test]
+    fn a_failed_start_backs_off_and_is_retried() {
+        let mut f = Fake::new(Always);
+        f.start();
+        let effects = f.exit(1);
+        assert!(logged(
+            &effects,
+            "web: failed to start (exited with code 1 after 0ms); attempt 1 of 3, retrying in 1s"
+        ));
+        assert!(matches!(f.m.state, State::Backoff { until } if until == f.now + S));
+        assert_eq!(timer(&effects, Timer::Backoff), Some(S));
+        f.after(S).step(Input::Timer(Timer::Backoff));
+        assert_eq!(f.m.state, State::Waiting("restarting".into()));
+        f.start();
+        f.exit(1);
+        assert!(matches!(f.m.state, State::Backoff { until } if until == f.now + 2 * S));
+    }
+
+    #[test]
+    fn a_spawn_that_fails_is_a_failed_start() {
+        let mut f = Fake::new(Always);
+        f.step(Input::Gate(Gate::Open));
+        let effects = f.step(Input::SpawnFailed("no such file: /bin/nope".into()));
+        assert!(logged(&effects, "no such file: /bin/nope"));
+        assert_eq!(f.kind(), ServiceState::Backoff);
+        assert_eq!(f.m.history.failed_starts, 1);
+    }
+
+    #[test]
+    fn fatal_after_max_restarts_failed_starts() {
+        let mut f = Fake::new(Always);
+        f.spec.critical = true;
+        for _ in 0..2 {
+            f.start();
+            f.exit(1);
+            f.step(Input::Timer(Timer::Backoff));
+        }
+        f.start();
+        let effects = f.exit(1);
+        assert_eq!(f.m.state, State::Fatal(ExitReason::Code(1)));
+        assert!(effects.contains(&Effect::Report(
+            "web: FATAL: gave up after 3 failed starts in a row: exited with code 1 after 0ms"
+                .into()
+        )));
+        assert_eq!(
+            answered(&effects),
+            [&Answer::Failed("fatal: exited with code 1".into())]
+        );
+        assert!(logged(
+            &effects,
+            "web: critical service is fatal: stopping the stack"
+        ));
+        assert_eq!(effects.last(), Some(&Effect::StopStack));
+    }
+
+    #[test]
+    fn a_crash_after_being_healthy_restarts_at_once_then_backs_off() {
+        let mut f = Fake::new(Always);
+        f.running();
+        let effects = f.after(S).exit(0);
+        assert!(logged(
+            &effects,
+            "web: exited with code 0 after running 2.00s; restarting now"
+        ));
+        assert_eq!(f.m.state, State::Waiting("restarting".into()));
+        f.running();
+        f.exit(1);
+        assert_eq!(f.kind(), ServiceState::Backoff);
+        assert_eq!(f.m.history.crash_streak, 2);
+    }
+
+    #[test]
+    fn a_policy_that_does_not_restart_leaves_it_exited_or_failed() {
+        let mut f = Fake::new(OnFailure);
+        f.running();
+        let effects = f.exit(0);
+        assert_eq!(f.m.state, State::Exited(ExitReason::Code(0)));
+        assert!(logged(
+            &effects,
+            "its restart policy (on-failure) says not to restart it"
+        ));
+        let mut f = Fake::new(Never);
+        f.start();
+        let effects = f.exit(2);
+        assert_eq!(f.m.state, State::Failed(ExitReason::Code(2)));
+        assert!(effects.contains(&Effect::Report(
+            "web: failed: exited with code 2 after 0ms".into()
+        )));
+        assert!(!effects.contains(&Effect::StopStack));
+    }
+
+    #[test]
+    fn a_oneshot_that_exits_0_is_completed() {
+        let mut f = Fake::new(Never);
+        f.spec.rule = rule(Never, true);
+        f.start();
+        let effects = f.after(S).exit(0);
+        assert_eq!(f.m.state, State::Completed);
+        assert!(logged(&effects, "web: completed in 1.00s"));
+        assert_eq!(answered(&effects), [&Answer::Up("completed")]);
+    }
+
+    #[test]
+    fn terminal_states_leave_on_an_operators_start() {
+        let mut ends: Vec<Fake> = Vec::new();
+        let mut stopped = Fake::new(Always);
+        stopped.step(Input::Shutdown);
+        ends.push(stopped);
+        let mut completed = Fake::new(Never);
+        completed.spec.rule = rule(Never, true);
+        completed.start();
+        completed.exit(0);
+        ends.push(completed);
+        let mut exited = Fake::new(OnFailure);
+        exited.running();
+        exited.exit(0);
+        ends.push(exited);
+        let mut failed = Fake::new(Never);
+        failed.running();
+        failed.exit(1);
+        ends.push(failed);
+        let mut fatal = Fake::new(Always);
+        fatal.m.history.failed_starts = 2;
+        fatal.start();
+        fatal.exit(1);
+        ends.push(fatal);
+        for mut f in ends {
+            let was = f.kind();
+            assert!(f.m.state.terminal(), "{was}");
+            f.m.intent = Intent::Supervise;
+            f.step(Input::Start);
+            assert_eq!(
+                f.m.state,
+                State::Waiting("starting on request".into()),
+                "from {was}"
+            );
+            assert_eq!(f.m.history, History::default(), "from {was}");
+        }
+    }
+
+    #[test]
+    fn start_leaves_a_live_or_already_waiting_service_alone() {
+        let mut f = Fake::new(Always);
+        f.running();
+        let epoch = f.m.epoch;
+        f.step(Input::Start);
+        assert_eq!((f.kind(), f.m.epoch), (ServiceState::Running, epoch));
+        let mut f = Fake::new(Always);
+        f.start();
+        f.exit(1);
+        f.step(Input::Start);
+        assert_eq!(f.kind(), ServiceState::Backoff);
+    }
+
+    #[test]
+    fn stopping_is_stopped_once_it_exits() {
+        let mut f = Fake::new(Always);
+        f.running();
+        f.step(Input::Want(Intent::Down));
+        assert_eq!(f.kind(), ServiceState::Running, "intent is not state");
+        let effects = f.step(Input::StopNow { grace: 3 * S });
+        assert_eq!(effects[1], Effect::Signal(pid(), Signal::SIGTERM));
+        assert_eq!(timer(&effects, Timer::StopKill), Some(3 * S));
+        assert_eq!(f.kind(), ServiceState::Stopping);
+        // Told again while it stops: nothing more.
+        assert!(f.step(Input::StopNow { grace: S }).is_empty());
+        f.step(Input::Exited(ExitReason::Code(0)));
+        assert!(matches!(f.m.state, State::Stopping(Stop::CleaningUp(_))));
+        let effects = f.after(S).step(Input::CleanupDone);
+        assert!(logged(
+            &effects,
+            "web: stopped (exited with code 0) after 2.00s"
+        ));
+        assert_eq!(f.m.state, State::Stopped);
+        assert_eq!(f.m.intent, Intent::Supervise);
+        assert_eq!(answered(&effects), [&Answer::Down]);
+        assert_eq!(effects.last(), Some(&Effect::Stopped));
+    }
+
+    #[test]
+    fn stopping_kills_after_its_grace() {
+        let mut f = Fake::new(Always);
+        f.running();
+        f.step(Input::Want(Intent::Down));
+        f.step(Input::StopNow { grace: 5 * S });
+        let effects = f.after(5 * S).step(Input::Timer(Timer::StopKill));
+        assert!(logged(
+            &effects,
+            "web: still running 5s after SIGTERM; sending SIGKILL"
+        ));
+        assert_eq!(effects.last(), Some(&Effect::Kill(pid())));
+    }
+
+    #[test]
+    fn a_restart_stops_then_waits_to_start_again() {
+        let mut f = Fake::new(Always);
+        f.running();
+        f.m.history.crash_streak = 2;
+        f.step(Input::Want(Intent::Restart));
+        f.step(Input::StopNow { grace: S });
+        f.step(Input::Exited(ExitReason::Signal {
+            signal: Signal::SIGTERM,
+            core: false,
+        }));
+        let effects = f.step(Input::CleanupDone);
+        assert_eq!(f.m.state, State::Waiting("restarting on request".into()));
+        assert_eq!(f.m.history, History::default());
+        assert!(answered(&effects).is_empty(), "answered once healthy");
+    }
+
+    #[test]
+    fn a_service_that_is_not_running_stops_at_once() {
+        let mut f = Fake::new(Always);
+        f.step(Input::Gate(Gate::Wait("waiting for db (healthy)".into())));
+        f.step(Input::Want(Intent::Down));
+        let effects = f.step(Input::StopNow { grace: S });
+        assert_eq!(f.m.state, State::Stopped);
+        assert_eq!(effects, [Effect::Answer(Answer::Down), Effect::Stopped]);
+    }
+
+    #[test]
+    fn an_exiting_service_told_to_stop_stops_with_its_cleanup() {
+        let mut f = Fake::new(Always);
+        f.running();
+        f.step(Input::Exited(ExitReason::Code(1)));
+        f.step(Input::Want(Intent::Down));
+        assert!(f.step(Input::StopNow { grace: S }).is_empty());
+        f.step(Input::CleanupDone);
+        assert_eq!(f.m.state, State::Stopped);
+    }
+
+    #[test]
+    fn shutdown_stops_what_is_not_running_and_refuses_waiting_operators() {
+        let mut f = Fake::new(Always);
+        f.start();
+        f.exit(1);
+        let effects = f.step(Input::Shutdown);
+        assert_eq!(f.m.state, State::Stopped);
+        assert_eq!(f.m.intent, Intent::Down);
+        assert_eq!(answered(&effects), [&Answer::ShuttingDown]);
+        // A failed service stays failed.
+        let mut f = Fake::new(Never);
+        f.running();
+        f.exit(1);
+        f.step(Input::Shutdown);
+        assert_eq!(f.kind(), ServiceState::Failed);
+    }
+
+    #[test]
+    fn timers_of_another_state_do_nothing_and_state_changes_date_them() {
+        let mut f = Fake::new(Always);
+        let effects = f.start();
+        let Some(Effect::StartTimer { epoch, .. }) = effects.last() else {
+            panic!("{effects:?}")
+        };
+        assert_eq!(*epoch, f.m.epoch);
+        for t in [Timer::Backoff, Timer::StopKill, Timer::CleanupLimit] {
+            assert!(f.step(Input::Timer(t)).is_empty());
+        }
+        f.exit(1);
+        assert!(f.m.epoch > *epoch);
+        assert!(f.step(Input::Timer(Timer::Startsecs)).is_empty());
+    }
+}

@@ -132,13 +132,14 @@ pub fn decide(rule: &Rule, mut history: History, ending: Ending) -> (Decision, H
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use RestartPolicy::{Always, Never, OnFailure};
 
     const S: Duration = Duration::from_secs(1);
 
-    fn rule(policy: RestartPolicy, oneshot: bool) -> Rule {
+    /// A rule with max_restarts 3 and a 1 s × 2 backoff capped at 4 s, reset after 60 s.
+    pub(in crate::supervisor) fn rule(policy: RestartPolicy, oneshot: bool) -> Rule {
         Rule {
             policy,
             oneshot,
