@@ -636,13 +636,8 @@ impl Machine {
                 self.set(state);
                 out.push(Effect::Answer(Answer::Failed(why)));
                 if out.spec.critical {
-                    out.push(Effect::Log(
-                        Level::ERROR,
-                        format!(
-                            "{}: critical service is {}: stopping the stack",
-                            out.spec.name, self.state
-                        ),
-                    ));
+                    let what = format!("critical service is {}: stopping the stack", self.state);
+                    out.log(Level::ERROR, what);
                     out.push(Effect::StopStack);
                 }
             }
