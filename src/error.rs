@@ -152,6 +152,15 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A bare message from the steps that run before anything starts (the
+/// bundled servers' pre-flight and preparation, whose messages already say
+/// what to do): a configuration or pre-flight error, exit status 2.
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::config(message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! file is always either the old or the new complete version.
 
 use crate::datadir::DataDir;
+use crate::error::Error;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,20 +92,9 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// A secrets file cogno will not use. The message names the file and the
-/// line or mode, and the fix; it never contains a secret value.
-#[derive(Debug)]
-pub struct SecretsError(pub String);
-
-impl std::fmt::Display for SecretsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// The pre-flight check: an existing secrets file is cogno's, private, and
 /// parses. Reads only.
-pub fn check_existing(data: &DataDir) -> Result<(), SecretsError> {
+pub fn check_existing(data: &DataDir) -> Result<(), Error> {
     let file = data.secrets_file();
     match std::fs::read(&file) {
         Ok(bytes) => {
@@ -112,10 +102,11 @@ pub fn check_existing(data: &DataDir) -> Result<(), SecretsError> {
             parse(&file, &bytes).map(drop)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(SecretsError(format!(
-            "cannot read the secrets file {}: {e}\n  = help: it must be readable by cogno's user",
+        Err(e) => Err(Error::config(format!(
+            "cannot read the secrets file {}: {e}",
             file.display()
-        ))),
+        ))
+        .help("it must be readable by cogno's user")),
     }
 }
 
@@ -132,7 +123,7 @@ pub fn load_or_create(
     data: &DataDir,
     specs: &[SecretSpec],
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Secrets, SecretsError> {
+) -> Result<Secrets, Error> {
     let file = data.secrets_file();
     ensure_private_dir(&data.secrets_dir())?;
     let existing = match std::fs::read(&file) {
@@ -142,10 +133,11 @@ pub fn load_or_create(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            return Err(SecretsError(format!(
-            "cannot read the secrets file {}: {e}\n  = help: it must be readable by cogno's user",
-            file.display()
-        )))
+            return Err(Error::config(format!(
+                "cannot read the secrets file {}: {e}",
+                file.display()
+            ))
+            .help("it must be readable by cogno's user"))
         }
     };
     let stored = match &existing {
@@ -191,10 +183,11 @@ pub fn load_or_create(
             text.extend_from_slice(format!("{name}={v}\n").as_bytes());
         }
         crate::datadir::files::write_atomic(&file, &text, None).map_err(|e| {
-            SecretsError(format!(
-                "cannot write the secrets file {}: {e}\n  = help: check free space and permissions of the data directory",
+            Error::config(format!(
+                "cannot write the secrets file {}: {e}",
                 file.display()
             ))
+            .help("check free space and permissions of the data directory")
         })?;
     }
     Ok(Secrets {
@@ -220,12 +213,13 @@ fn generate(spec: &SecretSpec) -> String {
 
 /// `KEY=value` lines; blank lines and `#` comments are allowed. An error
 /// names the line but never shows its text (it may hold a secret).
-fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, SecretsError> {
+fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, Error> {
     let text = std::str::from_utf8(bytes).map_err(|_| {
-        SecretsError(format!(
-            "the secrets file {} is not UTF-8 text\n  = help: restore it from a backup; cogno will not overwrite it",
+        Error::config(format!(
+            "the secrets file {} is not UTF-8 text",
             file.display()
         ))
+        .help("restore it from a backup; cogno will not overwrite it")
     })?;
     let mut out: Vec<(String, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -234,12 +228,15 @@ fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, SecretsErro
             continue;
         }
         let bad = |why: &str| {
-            SecretsError(format!(
-                "the secrets file {}:{} {why}\n  = help: fix that line by hand (KEY=value, one per line); \
-                 cogno never rewrites this file, so nothing in it is lost",
+            Error::config(format!(
+                "the secrets file {}:{} {why}",
                 file.display(),
                 n + 1
             ))
+            .help(
+                "fix that line by hand (KEY=value, one per line); \
+                 cogno never rewrites this file, so nothing in it is lost",
+            )
         };
         let Some((k, v)) = t.split_once('=') else {
             return Err(bad("is not a KEY=value line"));
@@ -258,40 +255,45 @@ fn parse(file: &Path, bytes: &[u8]) -> Result<Vec<(String, String)>, SecretsErro
     Ok(out)
 }
 
-fn ensure_private_dir(dir: &Path) -> Result<(), SecretsError> {
+fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     crate::datadir::files::create_private_dir(dir).map_err(|e| {
-        SecretsError(format!(
-            "cannot create the secrets directory {}: {e}\n  = help: the data directory must be writable by cogno's user",
+        Error::config(format!(
+            "cannot create the secrets directory {}: {e}",
             dir.display()
         ))
+        .help("the data directory must be writable by cogno's user")
     })
 }
 
 /// The secrets file must belong to cogno's user and be private to it.
-fn check_private_file(file: &Path) -> Result<(), SecretsError> {
+fn check_private_file(file: &Path) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(file).map_err(|e| {
-        SecretsError(format!(
+        Error::config(format!(
             "cannot inspect the secrets file {}: {e}",
             file.display()
         ))
     })?;
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(SecretsError(format!(
-            "the secrets file {} belongs to uid {}, not to cogno's user (uid {me})\n  = help: if it is yours, \
-             `chown {me} {}`; cogno does not take over files it does not own",
+        return Err(Error::config(format!(
+            "the secrets file {} belongs to uid {}, not to cogno's user (uid {me})",
             file.display(),
             meta.uid(),
+        ))
+        .help(format!(
+            "if it is yours, `chown {me} {}`; cogno does not take over files it does not own",
             file.display()
         )));
     }
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(SecretsError(format!(
-            "the secrets file {} is readable by others (mode {mode:03o}): it holds passwords\n  = help: \
-             `chmod 600 {}` (cogno does not change it for you)",
+        return Err(Error::config(format!(
+            "the secrets file {} is readable by others (mode {mode:03o}): it holds passwords",
             file.display(),
+        ))
+        .help(format!(
+            "`chmod 600 {}` (cogno does not change it for you)",
             file.display()
         )));
     }
@@ -375,13 +377,13 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = load_or_create(&DataDir::new(d), &cognobserve_defaults(), &no_env)
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(err.contains(".env:3") && !err.contains("s3cr3t"), "{err}");
         std::fs::write(&file, "GOOD=s3cr3t-value\n").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_or_create(&DataDir::new(d), &cognobserve_defaults(), &no_env)
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(err.contains("644") && err.contains("chmod 600"), "{err}");
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),

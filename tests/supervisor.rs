@@ -1215,3 +1215,16 @@ services:
         cogno.output()
     );
 }
+
+/// A stack whose every service counts as healthy the moment it is spawned
+/// (`startsecs: 0s`) had nothing left to wake the loop after the first
+/// starts, so "ready" (and the banner, and the first-ready marker) never came.
+#[test]
+fn a_stack_healthy_at_spawn_is_announced_ready() {
+    let s = Stack::new("ready-at-spawn");
+    s.write("services:\n  idle:\n    command: [\"sleep\", \"600\"]\n    startsecs: 0s\n");
+    let mut cogno = Cogno::up(&s);
+    cogno.wait_line("stack is ready: 1 services healthy");
+    cogno.signal(Signal::SIGTERM);
+    assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
+}

@@ -43,7 +43,7 @@ pub trait Server: Sync {
 
     /// Its pre-flight check, reading only: its program exists and can open
     /// the data an earlier run left in `data`. What it found goes to `prepare`.
-    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, String>;
+    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error>;
 
     /// Creates (first run) or updates its files and builds its command.
     /// Blocking, before the supervisor starts; it may wait for processes it
@@ -53,7 +53,7 @@ pub trait Server: Sync {
         job: &Job,
         found: &dyn Any,
         versions: &mut Versions,
-    ) -> Result<Prepared, String>;
+    ) -> Result<Prepared, Error>;
 
     /// Its health check, in its own protocol, logging in with `credentials`
     /// (its [`Server::secrets`]).
@@ -203,9 +203,9 @@ pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
                 svc.name
             )));
         }
-        *found = Some(server(b.kind).preflight(b, data).map_err(Error::config)?);
+        *found = Some(server(b.kind).preflight(b, data)?);
     }
-    secrets::check_existing(data).map_err(|e| Error::config(e.0))?;
+    secrets::check_existing(data)?;
     Ok(located)
 }
 
@@ -281,7 +281,7 @@ pub fn prepare(
     secrets: &Secrets,
     located: &Located,
     progress: &mut Progress,
-) -> Result<Versions, String> {
+) -> Result<Versions, Error> {
     let mut versions = Versions {
         postgres_major: None,
         temporal_cli: None,

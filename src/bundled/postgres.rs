@@ -7,6 +7,7 @@ use super::product::APP_DB;
 use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
 use crate::datadir::DataDir;
+use crate::error::Error;
 use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -59,7 +60,7 @@ impl Server for Postgres {
         )]
     }
 
-    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, String> {
+    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
         let bins = locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
         check_existing(&data.postgres(), &bins)?;
         Ok(Box::new(bins))
@@ -70,10 +71,10 @@ impl Server for Postgres {
         job: &Job,
         found: &dyn Any,
         versions: &mut Versions,
-    ) -> Result<super::Prepared, String> {
-        let bins = found
-            .downcast_ref::<Binaries>()
-            .ok_or("internal error: PostgreSQL was not located during pre-flight")?;
+    ) -> Result<super::Prepared, Error> {
+        let bins = found.downcast_ref::<Binaries>().ok_or_else(|| {
+            Error::new("internal error: PostgreSQL was not located during pre-flight")
+        })?;
         let cluster = job.data.postgres();
         let prepared = prepare(&Setup {
             cluster: &cluster,
@@ -148,7 +149,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Blocking, and it waits for the processes it runs (`postgres --version`,
 /// `pg_config`): call it before the reaper runs or on the thread that reaps.
-pub fn locate(bin_dir: Option<&Path>, cache: &Path) -> Result<Binaries, String> {
+pub(super) fn locate(bin_dir: Option<&Path>, cache: &Path) -> Result<Binaries, String> {
     if let Some(dir) = bin_dir {
         if !is_server_dir(dir) {
             return Err(format!(
@@ -336,7 +337,7 @@ pub struct Prepared {
 ///
 /// It waits for initdb itself: call it before the reaper runs or on the
 /// thread that reaps (not from spawn_blocking), or the status is stolen.
-pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
+pub(super) fn prepare(setup: &Setup) -> Result<Prepared, String> {
     let cluster = std::path::absolute(setup.cluster)
         .map_err(|e| format!("cannot resolve {}: {e}", setup.cluster.display()))?;
     // Bad `settings:` must fail before anything is written.
@@ -385,7 +386,7 @@ pub fn prepare(setup: &Setup) -> Result<Prepared, String> {
 /// The read-only part of `prepare`, for the pre-flight checks: an existing
 /// cluster must be of the binaries' major version and include cogno.conf; a
 /// directory that is neither empty nor a cluster is refused.
-pub fn check_existing(cluster: &Path, bins: &Binaries) -> Result<ClusterState, String> {
+pub(super) fn check_existing(cluster: &Path, bins: &Binaries) -> Result<ClusterState, String> {
     let state = cluster_state(cluster)?;
     if let ClusterState::Exists = state {
         check_version(cluster, bins)?;
@@ -779,7 +780,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
 /// superuser with `admin_password`): create or update the role with the
 /// current password, create the databases (`user` plus `databases`) owned by
 /// it. Idempotent; safe to interrupt.
-pub async fn probe(
+pub(super) async fn probe(
     port: u16,
     user: &str,
     password: &str,

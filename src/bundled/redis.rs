@@ -4,6 +4,7 @@
 use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
 use crate::datadir::DataDir;
+use crate::error::Error;
 use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
 use std::any::Any;
@@ -43,7 +44,7 @@ impl Server for Redis {
         )]
     }
 
-    fn preflight(&self, b: &Bundled, _data: &DataDir) -> Result<Found, String> {
+    fn preflight(&self, b: &Bundled, _data: &DataDir) -> Result<Found, Error> {
         check(b.bin.as_deref())?;
         Ok(Box::new(()))
     }
@@ -53,7 +54,7 @@ impl Server for Redis {
         job: &Job,
         _found: &dyn Any,
         _versions: &mut Versions,
-    ) -> Result<super::Prepared, String> {
+    ) -> Result<super::Prepared, Error> {
         let dir = job.data.redis();
         let command = prepare(&Setup {
             dir: &dir,
@@ -111,7 +112,7 @@ pub struct Setup<'a> {
 
 /// Writes DATA/redis/redis.conf (0600, owned by the redis user) and returns
 /// the command to supervise. Blocking.
-pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
+pub(super) fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     let bin = find_binary(setup.bin)?;
     let conf_text = render(setup)?;
     let dir = setup.dir;
@@ -135,7 +136,7 @@ pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
 }
 
 /// Health probe: AUTH with `password`, then PING, over RESP on 127.0.0.1:`port`.
-pub async fn probe(port: u16, password: &str) -> Result<(), String> {
+pub(super) async fn probe(port: u16, password: &str) -> Result<(), String> {
     let at = format!("redis on 127.0.0.1:{port}");
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
@@ -232,7 +233,7 @@ fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 /// The pre-flight check: the redis-server binary exists.
-pub fn check(bin: Option<&Path>) -> Result<(), String> {
+pub(super) fn check(bin: Option<&Path>) -> Result<(), String> {
     find_binary(bin).map(drop)
 }
 

@@ -12,6 +12,7 @@ use super::product::TEMPORAL_TASK_QUEUE;
 use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
 use crate::datadir::DataDir;
+use crate::error::Error;
 use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
 use bytes::{Buf, Bytes};
@@ -53,7 +54,7 @@ impl Server for Temporal {
         ]
     }
 
-    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, String> {
+    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
         check(&data.temporal(), b.bin.as_deref())?;
         Ok(Box::new(()))
     }
@@ -63,7 +64,7 @@ impl Server for Temporal {
         job: &Job,
         _found: &dyn Any,
         versions: &mut Versions,
-    ) -> Result<super::Prepared, String> {
+    ) -> Result<super::Prepared, Error> {
         let dir = job.data.temporal();
         let command = prepare(&Setup {
             dir: &dir,
@@ -109,7 +110,7 @@ pub struct Setup<'a> {
 /// on first use, and returns the command to supervise. Blocking.
 /// The read-only part of `prepare`, for the pre-flight checks: the binary
 /// exists and is not older than the CLI that last used the database.
-pub fn check(dir: &Path, bin: Option<&Path>) -> Result<(), String> {
+pub(super) fn check(dir: &Path, bin: Option<&Path>) -> Result<(), String> {
     inspect(dir, bin).map(drop)
 }
 
@@ -156,7 +157,7 @@ fn inspect(dir: &Path, bin: Option<&Path>) -> Result<Inspected, String> {
     })
 }
 
-pub fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
+pub(super) fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
     let Inspected {
         bin,
         version,
@@ -205,7 +206,7 @@ fn command(bin: &Path, setup: &Setup, db: &Path) -> Vec<String> {
 }
 
 /// Health probe: the frontend answers a gRPC health check on 127.0.0.1:`port`.
-pub async fn probe(port: u16) -> Result<(), String> {
+pub(super) async fn probe(port: u16) -> Result<(), String> {
     health_check(port, HEALTH_SERVICE).await
 }
 

@@ -9,11 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: bool) -> i32 {
-    let verb = match action {
-        Action::Start => "start",
-        Action::Stop => "stop",
-        Action::Restart => "restart",
-    };
+    let verb = action;
     // One after another, as asked, and not past the first failure: later
     // services may well depend on the one that failed.
     for service in services {

@@ -1,6 +1,6 @@
 //! `cogno env`: the environment app services get, as a sourceable .env.
 
-use super::{data_dir, env_lookup, StackArgs, EXIT_CONFIG};
+use super::{data_dir, env_lookup, StackArgs};
 use crate::bundled;
 use crate::secrets;
 
@@ -14,10 +14,7 @@ pub fn run(args: StackArgs) -> i32 {
     let specs = bundled::secret_specs(&stack);
     let secrets = match secrets::load_or_create(&data, &specs, &env_lookup) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return e.report(),
     };
     println!(
         "# The environment cogno gives app services (stack {}).",

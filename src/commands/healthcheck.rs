@@ -2,6 +2,7 @@
 //! saying why (for a container's HEALTHCHECK).
 
 use crate::control::client::get_status;
+use crate::control::Phase;
 use std::path::Path;
 
 pub fn healthcheck(socket: &Path) -> i32 {
@@ -9,7 +10,7 @@ pub fn healthcheck(socket: &Path) -> i32 {
         Ok(st) => st,
         Err(e) => return e.report(),
     };
-    if st.phase == "ready" {
+    if st.phase == Phase::Ready {
         println!("ready: {} services healthy", st.services.len());
         return 0;
     }

@@ -1,6 +1,6 @@
 //! `cogno status`: the stack's phase and every service's state.
 
-use crate::control::{client, StackStatus};
+use crate::control::{client, Phase, StackStatus};
 use crate::fmt::{human, latency};
 use std::path::Path;
 
@@ -14,7 +14,7 @@ pub fn status(socket: &Path, json: bool) -> i32 {
     } else {
         print!("{}", render_status(&st));
     }
-    i32::from(st.phase != "ready")
+    i32::from(st.phase != Phase::Ready)
 }
 
 /// The phase on top (with what is missing), then one row per service.
@@ -51,7 +51,7 @@ fn render_status(st: &StackStatus) -> String {
         };
         rows.push([
             s.name.clone(),
-            s.state.clone(),
+            s.state.to_string(),
             s.pid.map_or("-".into(), |p| p.to_string()),
             s.uptime_ms.map_or("-".into(), human),
             s.restarts.to_string(),

@@ -2,11 +2,12 @@
 //! pre-flight checks, prepares the bundled servers and the secrets, wires
 //! the supervisor to its output sink and control server, and runs it.
 
-use super::{data_dir, env_lookup, is_pid1, StackArgs, EXIT_CONFIG};
+use super::{data_dir, env_lookup, is_pid1, StackArgs};
 use crate::bundled;
 use crate::config::{self, Stack};
 use crate::control;
 use crate::datadir::DataDir;
+use crate::error::Error;
 use crate::logs::{OwnWriter, Sink, Style};
 use crate::os::{limits, process, signals, trim};
 use crate::secrets;
@@ -40,10 +41,7 @@ pub fn run(args: StackArgs) -> i32 {
     // Binding the socket first also makes sure no other cogno runs on this data directory.
     let listener = match control::server::bind(&data) {
         Ok(l) => l,
-        Err(e) => {
-            eprint!("{e}");
-            return EXIT_CONFIG;
-        }
+        Err(e) => return Error::from(e).report(),
     };
     let pid1 = is_pid1();
     let color = super::colored(&std::io::stdout());
@@ -90,8 +88,8 @@ pub fn run(args: StackArgs) -> i32 {
         let derived = match first_run(&mut stack, &data, &located, &mut progress) {
             Ok(d) => d,
             Err(e) => {
-                tracing::error!("{e}");
-                return EXIT_CONFIG;
+                tracing::error!("{e:#}");
+                return e.status;
             }
         };
         let base_env: Vec<(String, String)> = std::env::vars().collect();
@@ -123,8 +121,8 @@ pub fn run(args: StackArgs) -> i32 {
             supervisor.control(),
             supervisor.log_view(),
         ) {
-            tracing::error!("{e}");
-            return 1;
+            tracing::error!("{e:#}");
+            return e.status;
         }
         supervisor.run(signals).await
     });
@@ -157,12 +155,12 @@ fn first_run(
     data: &DataDir,
     located: &bundled::Located,
     progress: &mut bundled::Progress,
-) -> Result<Vec<Vec<(String, String)>>, String> {
+) -> Result<Vec<Vec<(String, String)>>, Error> {
     let specs = bundled::secret_specs(stack);
     if specs.is_empty() {
         return Ok(vec![Vec::new(); stack.services.len()]);
     }
-    let secrets = secrets::load_or_create(data, &specs, &env_lookup).map_err(|e| e.0)?;
+    let secrets = secrets::load_or_create(data, &specs, &env_lookup)?;
     let kept = specs.len() - secrets.generated.len() - secrets.from_env.len();
     progress.step(format!(
         "secrets: {} generated, {kept} kept, {} from the environment ({})",

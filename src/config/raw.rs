@@ -177,7 +177,7 @@ impl<'de> Deserialize<'de> for Argv {
 }
 
 /// Splits a command line into words the way `sh` would, without any expansion.
-pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+fn split_words(s: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -314,7 +314,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration `{s}`: write it like `500ms`, `5s`, `2m` or `1h`");
     let t = s.trim();
     if t.is_empty() {

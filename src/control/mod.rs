@@ -7,7 +7,19 @@ pub mod client;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// The lowercase word, as on the wire.
+macro_rules! display_as_wire {
+    ($t:ident { $($v:ident => $s:literal),* $(,)? }) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($t::$v => $s),* })
+            }
+        }
+    };
+}
 
 /// Sends operators' requests to a running supervisor.
 #[derive(Clone)]
@@ -34,7 +46,7 @@ pub enum Request {
         action: Action,
         service: String,
         with_dependents: bool,
-        reply: oneshot::Sender<ActionResult>,
+        reply: oneshot::Sender<Outcome>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -47,15 +59,11 @@ pub enum Action {
     Restart,
 }
 
-impl std::fmt::Display for Action {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Restart => "restart",
-        })
-    }
-}
+display_as_wire!(Action {
+    Start => "start",
+    Stop => "stop",
+    Restart => "restart",
+});
 
 impl Action {
     pub fn parse(s: &str) -> Option<Action> {
@@ -68,7 +76,63 @@ impl Action {
     }
 }
 
-/// The outcome of an action, once it has finished (healthy, stopped, or failed).
+/// What the supervisor answers an action with, once it has finished
+/// (healthy, stopped, or failed) or was refused. The API server turns it
+/// into an [`ActionResult`] and its HTTP status.
+#[derive(Debug)]
+pub enum Outcome {
+    Done { message: String, took: Duration },
+    Failed { message: String, took: Duration },
+    Refused(Refusal),
+}
+
+/// Why the supervisor would not carry out an action. Callers branch on it:
+/// the API server picks the HTTP status from it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    UnknownService {
+        name: String,
+        known: Vec<String>,
+    },
+    ShuttingDown,
+    /// Stopping `service` would pull the ground from under running dependants.
+    NeededBy {
+        service: String,
+        dependants: Vec<String>,
+        action: Action,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::UnknownService { name, known } => write!(
+                f,
+                "there is no service named `{name}`; known services: {}",
+                known.join(", ")
+            ),
+            Refusal::ShuttingDown => f.write_str("the stack is shutting down"),
+            Refusal::NeededBy {
+                service,
+                dependants,
+                action,
+            } => {
+                let after = if *action == Action::Restart {
+                    " and start them again after"
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "{service} is needed by {} (running): add --with-dependents to stop them first{after}",
+                    dependants.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// An action's outcome on the wire (docs/api.md); `code` is the HTTP status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionResult {
     pub ok: bool,
@@ -78,22 +142,10 @@ pub struct ActionResult {
     pub took_ms: u64,
 }
 
-impl ActionResult {
-    pub fn err(code: u16, message: impl Into<String>) -> ActionResult {
-        ActionResult {
-            ok: false,
-            code,
-            message: message.into(),
-            took_ms: 0,
-        }
-    }
-}
-
 /// The whole stack, as `cogno status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackStatus {
-    /// starting | ready | degraded | stopping
-    pub phase: String,
+    pub phase: Phase,
     /// Why the stack is not ready: one entry per service that is not.
     pub not_ready: Vec<String>,
     pub uptime_ms: u64,
@@ -105,7 +157,7 @@ pub struct StackStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    pub state: String,
+    pub state: ServiceState,
     /// What it waits for, why it is blocked, or why it failed.
     pub reason: Option<String>,
     pub pid: Option<i32>,
@@ -128,6 +180,63 @@ pub struct HealthStatus {
 impl ServiceStatus {
     /// Whether this service counts as passing in the stack's health document.
     pub fn passes(&self) -> bool {
-        self.state == "running" || self.state == "completed"
+        matches!(self.state, ServiceState::Running | ServiceState::Completed)
     }
 }
+
+/// Where the stack is, as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Services are still on their way up.
+    Starting,
+    /// Every service is healthy (or its oneshot has completed).
+    Ready,
+    /// Some service is not, and nothing is still coming up (or it was ready once).
+    Degraded,
+    /// The stack is being stopped.
+    Stopping,
+}
+
+/// A service's state as `cogno status` shows it: the name of the
+/// supervisor's state, without the data the state carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    Waiting,
+    Blocked,
+    Starting,
+    Running,
+    Unhealthy,
+    Exiting,
+    Backoff,
+    Stopping,
+    Stopped,
+    Completed,
+    Exited,
+    Failed,
+    Fatal,
+}
+
+display_as_wire!(Phase {
+    Starting => "starting",
+    Ready => "ready",
+    Degraded => "degraded",
+    Stopping => "stopping",
+});
+
+display_as_wire!(ServiceState {
+    Waiting => "waiting",
+    Blocked => "blocked",
+    Starting => "starting",
+    Running => "running",
+    Unhealthy => "unhealthy",
+    Exiting => "exiting",
+    Backoff => "backoff",
+    Stopping => "stopping",
+    Stopped => "stopped",
+    Completed => "completed",
+    Exited => "exited",
+    Failed => "failed",
+    Fatal => "fatal",
+});

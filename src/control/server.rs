@@ -3,8 +3,9 @@
 //! over TCP (`health_listen`). Routes are documented in docs/api.md.
 
 use super::Handle;
-use super::{Action, ActionResult, Request, ServiceStatus, StackStatus};
+use super::{Action, ActionResult, Outcome, Phase, Refusal, Request, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
+use crate::error::Error;
 use crate::fmt::rfc3339;
 use crate::logs::{Line, LogView, SharedRing, Stream};
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
@@ -21,13 +23,39 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 
-/// Why the control socket could not be set up.
+/// Why the control socket could not be set up. `AlreadyRunning` is the one
+/// a caller may act on: another cogno owns this data directory.
 #[derive(Debug)]
-pub struct BindError(pub String);
+pub enum BindError {
+    /// A cogno answers on the socket: it runs on this data directory.
+    AlreadyRunning { socket: PathBuf, data: PathBuf },
+    /// Something that is not a socket sits where the socket goes.
+    NotASocket(PathBuf),
+    /// The socket could not be created.
+    Io(PathBuf, std::io::Error),
+}
 
-impl std::fmt::Display for BindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "error: {}", self.0)
+impl From<BindError> for Error {
+    fn from(e: BindError) -> Error {
+        match e {
+            BindError::AlreadyRunning { socket, data } => Error::config(format!(
+                "another cogno is already running on this data directory (its control socket {} answers)",
+                socket.display()
+            ))
+            .help(format!(
+                "stop it first (`cogno shutdown --data {}`), or use another --data directory",
+                data.display()
+            )),
+            BindError::NotASocket(path) => Error::config(format!(
+                "{} exists and is not a socket; cogno will not remove it",
+                path.display()
+            ))
+            .help("move it away and start again"),
+            BindError::Io(path, e) => Error::config(format!(
+                "cannot create the control socket {}: {e}",
+                path.display()
+            )),
+        }
     }
 }
 
@@ -39,23 +67,16 @@ impl std::fmt::Display for BindError {
 pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindError> {
     let path = data.socket();
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        return Err(BindError(format!(
-            "another cogno is already running on this data directory (its control socket {} answers)\n  \
-             = help: stop it first (`cogno shutdown --data {}`), or use another --data directory",
-            path.display(),
-            data.root().display()
-        )));
+        return Err(BindError::AlreadyRunning {
+            socket: path,
+            data: data.root().to_path_buf(),
+        });
     }
     match std::fs::symlink_metadata(&path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
             let _ = std::fs::remove_file(&path);
         }
-        Ok(_) => {
-            return Err(BindError(format!(
-                "{} exists and is not a socket; cogno will not remove it\n  = help: move it away and start again",
-                path.display()
-            )))
-        }
+        Ok(_) => return Err(BindError::NotASocket(path)),
         Err(_) => {}
     }
     // Created with no access for group and others from the start: no window
@@ -63,15 +84,10 @@ pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindErro
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let bound = std::os::unix::net::UnixListener::bind(&path);
     nix::sys::stat::umask(old);
-    let listener = bound.map_err(|e| {
-        BindError(format!(
-            "cannot create the control socket {}: {e}",
-            path.display()
-        ))
-    })?;
+    let listener = bound.map_err(|e| BindError::Io(path.clone(), e))?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| BindError(format!("control socket {}: {e}", path.display())))?;
+        .map_err(|e| BindError::Io(path.clone(), e))?;
     Ok(listener)
 }
 
@@ -84,12 +100,15 @@ pub fn start(
     health_listen: Option<std::net::SocketAddr>,
     control: Handle,
     logs: LogView,
-) -> Result<(), String> {
-    let unix =
-        tokio::net::UnixListener::from_std(listener).map_err(|e| format!("control socket: {e}"))?;
+) -> Result<(), Error> {
+    let unix = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| Error::new(format!("control socket: {e}")))?;
     let tcp = match health_listen {
         Some(addr) => Some(listen_tcp(addr).map_err(|e| {
-            format!("cannot serve the health document on {addr} (`health_listen`): {e}")
+            Error::new(format!(
+                "cannot serve the health document on {addr} (`health_listen`): {e}"
+            ))
+            .help("free that address, or change `health_listen` in the stack file")
         })?),
         None => None,
     };
@@ -299,10 +318,13 @@ impl Api {
             return gone();
         }
         match rx.await {
-            Ok(result) => json(
-                StatusCode::from_u16(result.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                &result,
-            ),
+            Ok(outcome) => {
+                let result = action_result(outcome);
+                json(
+                    StatusCode::from_u16(result.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &result,
+                )
+            }
             Err(_) => gone(),
         }
     }
@@ -314,15 +336,13 @@ impl Api {
         }
         json(
             StatusCode::OK,
-            &ActionResult {
-                ok: true,
-                code: 200,
+            &action_result(Outcome::Done {
                 message: format!(
                     "shutdown requested: cogno (pid {}) is stopping the stack",
                     std::process::id()
                 ),
-                took_ms: 0,
-            },
+                took: Duration::ZERO,
+            }),
         )
     }
 
@@ -478,9 +498,9 @@ struct ServiceHealth {
 /// The stack's health document, and the HTTP status it is served with.
 fn health_document(st: &StackStatus, now: SystemTime) -> (StatusCode, HealthDocument) {
     let critical_failing = st.services.iter().any(|s| s.critical && !s.passes());
-    let status = match st.phase.as_str() {
-        "ready" => "healthy",
-        "starting" | "stopping" => "unhealthy",
+    let status = match st.phase {
+        Phase::Ready => "healthy",
+        Phase::Starting | Phase::Stopping => "unhealthy",
         _ if critical_failing => "unhealthy",
         _ => "degraded",
     };
@@ -513,8 +533,31 @@ fn service_health(s: &ServiceStatus) -> ServiceHealth {
             .map(|ms| (ms * 100.0).round() / 100.0),
         error: (!pass).then(|| match &s.reason {
             Some(r) => format!("{}: {r}", s.state),
-            None => s.state.clone(),
+            None => s.state.to_string(),
         }),
+    }
+}
+
+/// An action's outcome as the API answers it: the body, whose `code` is
+/// the HTTP status (docs/api.md).
+fn action_result(outcome: Outcome) -> ActionResult {
+    let ms = |took: Duration| took.as_millis() as u64;
+    let (ok, code, message, took_ms) = match outcome {
+        Outcome::Done { message, took } => (true, 200, message, ms(took)),
+        Outcome::Failed { message, took } => (false, 500, message, ms(took)),
+        Outcome::Refused(why) => {
+            let code = match why {
+                Refusal::UnknownService { .. } => 404,
+                Refusal::ShuttingDown | Refusal::NeededBy { .. } => 409,
+            };
+            (false, code, why.to_string(), 0)
+        }
+    };
+    ActionResult {
+        ok,
+        code,
+        message,
+        took_ms,
     }
 }
 

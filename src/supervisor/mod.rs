@@ -2,37 +2,44 @@
 //!
 //! Everything that changes a service's state arrives as an event — SIGCHLD
 //! (then `waitpid`), a probe result, an output pipe reaching end of file, a
-//! timer, a signal — and is handled to completion before the next one. There
-//! is no polling tick: with nothing to do, cogno sleeps in `epoll_wait`.
+//! timer, a signal, an operator's request — and is handled to completion
+//! before the next one. There is no polling tick: with nothing to do, cogno
+//! sleeps in `epoll_wait`.
+//!
+//! Each event becomes an [`machine::Input`] to one service's pure state
+//! machine ([`machine`]); the loop carries out the [`machine::Effect`]s it
+//! returns (spawn, signal, timers, logs, answers to operators). What spans
+//! services — dependency gates, stop order, the stack's phase — is decided
+//! here and told to each machine as an input.
 
 mod env;
+mod machine;
 mod operator;
+mod restart;
 mod state;
 mod stopping;
 
-pub use state::State;
+pub use machine::State;
 
-use crate::config::{Condition, RestartPolicy, Stack};
+use crate::config::{Condition, Stack};
 use crate::control::{self, Request};
-use crate::fmt::{fmt_duration, fmt_latency};
+use crate::fmt::fmt_duration;
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
 use crate::os::oom::OomCounter;
 use crate::os::process::{self, ExitReason, Launch};
 use crate::os::reaper::{self, Waiters};
 use futures_util::StreamExt;
+use machine::{Effect, Gate, Input, Spec, Timer, CLEANUP_LIMIT};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-use state::{Cleanup, ServiceRt};
+use state::ServiceRt;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn, Level};
 
-/// How long an ended instance's leftovers may take to disappear before the
-/// supervisor moves on without them.
-const CLEANUP_LIMIT: Duration = Duration::from_secs(2);
 /// After the services, how long stray processes get between SIGTERM and SIGKILL.
 const FINAL_SWEEP_GRACE: Duration = Duration::from_secs(1);
 /// Lines of output shown when a service is given up on.
@@ -59,14 +66,6 @@ enum Event {
     },
     ShutdownDeadline,
     FinalKill,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Timer {
-    Startsecs,
-    Backoff,
-    StopKill,
-    CleanupLimit,
 }
 
 #[derive(Debug, PartialEq)]
@@ -119,7 +118,7 @@ impl Supervisor {
             .map(|(s, derived)| {
                 let run_as = s.run_as.clone();
                 let env = env::service_env(&derived, &base_env, &stack.env, s, run_as.as_ref());
-                ServiceRt::new(run_as, env)
+                ServiceRt::new(Spec::of(s), run_as, env)
             })
             .collect();
         if !root {
@@ -190,15 +189,11 @@ impl Supervisor {
             self.svcs.len(),
             self.stack.plan.tiers.len()
         );
-        self.evaluate_gates();
         loop {
-            tokio::select! {
-                Some(sig) = signals.next() => self.on_signal(sig),
-                Some(ev) = self.rx.recv() => self.on_event(ev),
-                Some(req) = self.requests.recv() => self.on_request(req),
-            }
-            // Whatever the input (a SIGCHLD can be the last word on a
-            // service), what it changed is acted on now.
+            // Whatever the last input was (a SIGCHLD can be the last word on
+            // a service) — or none yet, at the start, where services that are
+            // healthy at spawn may already make the stack ready — what it
+            // changed is acted on before waiting for the next one.
             if self.phase == Phase::Running {
                 self.evaluate_gates();
                 self.note_readiness();
@@ -207,6 +202,11 @@ impl Supervisor {
             if let Some(code) = self.exit_code {
                 signals.handle().close();
                 return code;
+            }
+            tokio::select! {
+                Some(sig) = signals.next() => self.on_signal(sig),
+                Some(ev) = self.rx.recv() => self.on_event(ev),
+                Some(req) = self.requests.recv() => self.on_request(req),
             }
         }
     }
@@ -221,18 +221,6 @@ impl Supervisor {
             tokio::time::sleep(after).await;
             let _ = tx.send(ev);
         });
-    }
-
-    fn schedule_timer(&self, i: usize, after: Duration, kind: Timer) {
-        let epoch = self.svcs[i].epoch;
-        self.schedule(
-            after,
-            Event::Timer {
-                svc: i,
-                epoch,
-                kind,
-            },
-        );
     }
 
     // ---------------------------------------------------------------- events
@@ -258,8 +246,8 @@ impl Supervisor {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Timer { svc, epoch, kind } => {
-                if self.svcs[svc].epoch == epoch {
-                    self.on_timer(svc, kind);
+                if self.svcs[svc].machine.epoch == epoch {
+                    self.feed(svc, Input::Timer(kind));
                 }
             }
             Event::Probe {
@@ -267,17 +255,15 @@ impl Supervisor {
                 instance,
                 result,
             } => {
-                if self.svcs[svc].instance == instance && self.svcs[svc].pid.is_some() {
-                    self.on_probe(svc, result);
+                let rt = &self.svcs[svc];
+                if rt.instance == instance && rt.state().main().is_some() {
+                    self.feed(svc, Input::Probe(result));
                 }
             }
             Event::OutputClosed { svc, instance } => {
                 let rt = &mut self.svcs[svc];
                 if rt.instance == instance {
                     rt.open_pipes = rt.open_pipes.saturating_sub(1);
-                    if let Some(c) = &mut rt.cleanup {
-                        c.open_pipes = rt.open_pipes;
-                    }
                     self.try_finish_cleanup(svc);
                 }
             }
@@ -301,15 +287,13 @@ impl Supervisor {
 
     fn reap(&mut self) {
         for (pid, reason) in reaper::reap(&self.waiters) {
-            if let Some(i) = self.svcs.iter().position(|s| s.pid == Some(pid)) {
-                self.on_main_exit(i, pid, reason);
-            } else if let Some(i) = self
-                .svcs
-                .iter()
-                .position(|s| s.cleanup.as_ref().is_some_and(|c| c.strays.contains(&pid)))
-            {
-                if let Some(c) = &mut self.svcs[i].cleanup {
-                    c.strays.remove(&pid);
+            let main = |s: &ServiceRt| s.state().main().map(|m| m.pid) == Some(pid);
+            let stray = |s: &ServiceRt| s.strays.as_ref().is_some_and(|c| c.contains(&pid));
+            if let Some(i) = self.svcs.iter().position(main) {
+                self.on_main_exit(i, reason);
+            } else if let Some(i) = self.svcs.iter().position(stray) {
+                if let Some(c) = &mut self.svcs[i].strays {
+                    c.remove(&pid);
                 }
                 self.try_finish_cleanup(i);
             } else {
@@ -321,103 +305,66 @@ impl Supervisor {
         }
     }
 
-    fn on_timer(&mut self, i: usize, kind: Timer) {
-        match (kind, &self.svcs[i].state) {
-            (Timer::Startsecs, State::Starting) => self.become_healthy(i),
-            (Timer::Backoff, State::Backoff(_)) => {
-                self.svcs[i].set(State::Waiting("restarting".into()));
-            }
-            (Timer::StopKill, State::Stopping) => self.on_stop_timeout(i),
-            (Timer::CleanupLimit, State::Exiting) => {
-                if let Some(c) = &self.svcs[i].cleanup {
-                    let left: Vec<String> = c.strays.iter().map(|p| p.to_string()).collect();
-                    warn!(
-                        "{}: moving on after {}: leftover processes {} still exist{}",
-                        self.name(i),
-                        fmt_duration(CLEANUP_LIMIT),
-                        if left.is_empty() {
-                            "none".into()
-                        } else {
-                            left.join(", ")
-                        },
-                        if c.open_pipes > 0 {
-                            ", and something still holds its output pipe open"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                self.finish_cleanup(i);
-            }
-            _ => {}
+    // ------------------------------------------------------------ machine
+
+    /// Hands `input` to service `i`'s state machine and carries out its effects.
+    fn feed(&mut self, i: usize, input: Input) {
+        let rt = &mut self.svcs[i];
+        let effects = rt.machine.step(&rt.spec, input, Instant::now());
+        for effect in effects {
+            self.execute(i, effect);
         }
     }
 
-    fn on_probe(&mut self, i: usize, result: ProbeResult) {
-        let svc = &self.stack.services[i];
-        let retries = svc.health.as_ref().map_or(1, |h| h.retries);
-        let start_period = svc
-            .health
-            .as_ref()
-            .map_or(Duration::ZERO, |h| h.start_period);
-        let rt = &mut self.svcs[i];
-        let ok = result.ok;
-        let error = result.error.clone().unwrap_or_default();
-        rt.health.last = Some(result);
-        if ok {
-            rt.health.consecutive_failures = 0;
-            match rt.state {
-                State::Starting => self.become_healthy(i),
-                State::Unhealthy if rt.healthy_at.is_none() => self.become_healthy(i),
-                State::Unhealthy => {
-                    info!("{}: healthy again", svc.name);
-                    rt.set(State::Running);
+    fn execute(&mut self, i: usize, effect: Effect) {
+        match effect {
+            Effect::Spawn => self.spawn(i),
+            Effect::StartProbe => self.start_probe(i),
+            Effect::StopProbe => {
+                if let Some(p) = self.svcs[i].probe.take() {
+                    p.abort();
                 }
-                _ => {}
             }
-            return;
-        }
-        let in_start_period =
-            rt.healthy_at.is_none() && rt.spawned_at.is_some_and(|t| t.elapsed() < start_period);
-        if in_start_period {
-            return;
-        }
-        rt.health.consecutive_failures += 1;
-        if rt.health.consecutive_failures >= retries
-            && matches!(rt.state, State::Starting | State::Running)
-        {
-            warn!(
-                "{}: unhealthy after {} failed checks: {error}",
-                svc.name, rt.health.consecutive_failures
-            );
-            rt.set(State::Unhealthy);
+            Effect::Signal(pid, sig) => process::signal_service(pid, sig),
+            Effect::Kill(pid) => {
+                process::signal_service(pid, Signal::SIGKILL);
+                self.failed = true;
+            }
+            Effect::KillLeftovers(pid) => self.kill_strays(i, pid),
+            Effect::AbandonCleanup => self.abandon_cleanup(i),
+            Effect::StartTimer {
+                timer,
+                after,
+                epoch,
+            } => self.schedule(
+                after,
+                Event::Timer {
+                    svc: i,
+                    epoch,
+                    kind: timer,
+                },
+            ),
+            Effect::Log(level, msg) => log(level, &msg),
+            Effect::Report(msg) => error!("{msg}{}", self.last_output(i)),
+            Effect::Answer(answer) => self.answer(i, answer),
+            Effect::StopStack => {
+                self.failed = true;
+                self.begin_shutdown();
+            }
+            Effect::Stopped => self.advance_stops(),
         }
     }
 
     // ------------------------------------------------------------ starting
 
-    /// Starts every waiting service whose dependencies are all in their
-    /// condition, and marks the rest waiting or blocked with the reason.
+    /// Tells every waiting or blocked service whether its dependencies are
+    /// all in their condition; those that are start.
     fn evaluate_gates(&mut self) {
         let order: Vec<usize> = self.stack.plan.start_order().collect();
         for i in order {
-            if !matches!(self.svcs[i].state, State::Waiting(_) | State::Blocked(_)) {
-                continue;
-            }
-            match self.gate(i) {
-                Gate::Open => self.spawn(i),
-                Gate::Wait(why) => {
-                    if self.svcs[i].state != State::Waiting(why.clone()) {
-                        self.svcs[i].set(State::Waiting(why));
-                    }
-                }
-                Gate::Blocked(why) => {
-                    if self.svcs[i].state != State::Blocked(why.clone()) {
-                        warn!("{}: blocked: {why}", self.name(i));
-                        self.svcs[i].set(State::Blocked(why.clone()));
-                        self.finish_ops(i, false, &format!("blocked: {why}"));
-                    }
-                }
+            if matches!(self.svcs[i].state(), State::Waiting(_) | State::Blocked(_)) {
+                let gate = self.gate(i);
+                self.feed(i, Input::Gate(gate));
             }
         }
     }
@@ -425,31 +372,31 @@ impl Supervisor {
     fn gate(&self, i: usize) -> Gate {
         let mut waiting = Vec::new();
         for dep in &self.stack.services[i].depends_on {
-            let ds = &self.svcs[dep.on].state;
+            let machine = &self.svcs[dep.on].machine;
+            let ds = &machine.state;
             let name = self.name(dep.on);
             // A dependency on its way down (an operator's stop or restart) is
             // not there to wait for: its dependants come back after it does.
-            let satisfied = !self.svcs[dep.on].want_down
+            let satisfied = !machine.intent.down()
                 && match dep.condition {
-                    Condition::Started => {
-                        matches!(
-                            ds,
-                            State::Starting | State::Running | State::Unhealthy | State::Completed
-                        )
-                    }
-                    Condition::Healthy => *ds == State::Running,
+                    Condition::Started => matches!(
+                        ds,
+                        State::Starting(_)
+                            | State::Running { .. }
+                            | State::Unhealthy { .. }
+                            | State::Completed
+                    ),
+                    Condition::Healthy => matches!(ds, State::Running { .. }),
                     Condition::Completed => *ds == State::Completed,
                 };
             if satisfied {
                 continue;
             }
             if ds.terminal() {
-                let detail = match (&self.svcs[dep.on].last_exit, ds) {
-                    (Some(reason), State::Failed | State::Fatal | State::Exited) => {
-                        format!(" ({reason})")
-                    }
-                    _ => String::new(),
-                };
+                let detail = ds
+                    .exit_reason()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
                 return Gate::Blocked(format!("{name} is {ds}{detail}"));
             }
             waiting.push(format!("{name} ({})", dep.condition));
@@ -472,30 +419,20 @@ impl Supervisor {
             capture: true,
             no_new_privs: svc.no_new_privs,
         });
-        let restart = rt.instance > 0;
-        rt.instance += 1;
-        rt.healthy_at = None;
-        rt.health = Default::default();
-        rt.stop_requested = false;
-        if restart {
+        if rt.instance > 0 {
             rt.restarts += 1;
         }
+        rt.instance += 1;
         let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
                 error!("{}: {e}", svc.name);
-                rt.spawned_at = Some(Instant::now());
-                self.on_ended(i, ExitReason::SpawnFailed(e.0));
-                return;
+                return self.feed(i, Input::SpawnFailed(e.0));
             }
         };
         let instance = rt.instance;
-        rt.pid = Some(spawned.pid);
         rt.exec_report = Some(spawned.report);
-        rt.spawned_at = Some(Instant::now());
-        rt.set(State::Starting);
         rt.open_pipes = 2;
-        info!("{}: started, pid {}", svc.name, spawned.pid);
         let pipes = spawned.output.into_iter().flatten();
         for (fd, stream) in pipes.zip([Stream::Stdout, Stream::Stderr]) {
             let prefix = self.sink.style().prefix(&svc.name, i, stream);
@@ -516,56 +453,39 @@ impl Supervisor {
                 }
             }
         }
-        match &svc.health {
-            Some(h) => {
-                let tx = self.tx.clone();
-                let ctx = ExecContext {
-                    env: rt.env.clone(),
-                    working_dir: svc.working_dir.clone(),
-                    run_as: rt.run_as.clone(),
-                    no_new_privs: svc.no_new_privs,
-                    waiters: self.waiters.clone(),
-                };
-                let task = tokio::spawn(health::run(h.clone(), ctx, move |result| {
-                    let _ = tx.send(Event::Probe {
-                        svc: i,
-                        instance,
-                        result,
-                    });
-                }));
-                rt.probe = Some(task.abort_handle());
-            }
-            None if svc.startsecs.is_zero() => self.become_healthy(i),
-            None => self.schedule_timer(i, svc.startsecs, Timer::Startsecs),
-        }
+        self.feed(i, Input::Spawned(spawned.pid));
     }
 
-    fn become_healthy(&mut self, i: usize) {
+    fn start_probe(&mut self, i: usize) {
+        let svc = &self.stack.services[i];
         let rt = &mut self.svcs[i];
-        rt.healthy_at = Some(Instant::now());
-        rt.failed_starts = 0;
-        let took = rt.spawned_at.map(|t| t.elapsed()).unwrap_or_default();
-        rt.set(State::Running);
-        let latency = rt
-            .health
-            .last
-            .as_ref()
-            .map(|r| format!(" (check took {})", fmt_latency(r.latency)))
-            .unwrap_or_default();
-        info!(
-            "{}: healthy after {}{latency}",
-            self.name(i),
-            fmt_latency(took)
-        );
-        self.finish_ops(i, true, "healthy");
+        let Some(h) = &svc.health else {
+            return;
+        };
+        let tx = self.tx.clone();
+        let instance = rt.instance;
+        let ctx = ExecContext {
+            env: rt.env.clone(),
+            working_dir: svc.working_dir.clone(),
+            run_as: rt.run_as.clone(),
+            no_new_privs: svc.no_new_privs,
+            waiters: self.waiters.clone(),
+        };
+        let task = tokio::spawn(health::run(h.clone(), ctx, move |result| {
+            let _ = tx.send(Event::Probe {
+                svc: i,
+                instance,
+                result,
+            });
+        }));
+        rt.probe = Some(task.abort_handle());
     }
 
     // ------------------------------------------------------------- ending
 
-    fn on_main_exit(&mut self, i: usize, pid: Pid, reason: ExitReason) {
-        let known: HashSet<Pid> = self.svcs.iter().filter_map(|s| s.pid).collect();
+    /// Service `i`'s main process ended: says how, exactly, to its machine.
+    fn on_main_exit(&mut self, i: usize, reason: ExitReason) {
         let rt = &mut self.svcs[i];
-        rt.pid = None;
         let reason = match rt.exec_report.take().and_then(|r| r.failure()) {
             Some(why) => {
                 error!("{}: {why}", self.stack.services[i].name);
@@ -581,185 +501,59 @@ impl Supervisor {
             }
         );
         // cogno sends SIGKILL only to what it is stopping.
-        let reason =
-            if sigkill && self.phase == Phase::Running && !rt.stop_requested && self.oom.rose() {
-                ExitReason::LikelyOom
-            } else {
-                reason
-            };
-        if let Some(p) = rt.probe.take() {
-            p.abort();
-        }
-        let strays = process::kill_strays(pid, &self.stack.services[i].name, &known);
-        if !strays.is_empty() {
-            debug!(
-                "{}: killed {} leftover processes",
-                self.stack.services[i].name,
-                strays.len()
-            );
-        }
-        rt.cleanup = Some(Cleanup {
-            reason,
-            strays,
-            open_pipes: rt.open_pipes,
-        });
-        let next = if rt.state == State::Stopping {
-            State::Stopping
+        let stopping = matches!(rt.state(), State::Stopping(_));
+        let reason = if sigkill && self.phase == Phase::Running && !stopping && self.oom.rose() {
+            ExitReason::LikelyOom
         } else {
-            State::Exiting
+            reason
         };
-        rt.set(next);
-        self.schedule_timer(i, CLEANUP_LIMIT, Timer::CleanupLimit);
+        self.feed(i, Input::Exited(reason));
+    }
+
+    /// Kills what the ended main process `pid` left behind, and waits for it.
+    fn kill_strays(&mut self, i: usize, pid: Pid) {
+        let known: HashSet<Pid> = self
+            .svcs
+            .iter()
+            .filter_map(|s| s.state().main().map(|m| m.pid))
+            .collect();
+        let name = &self.stack.services[i].name;
+        let strays = process::kill_strays(pid, name, &known);
+        if !strays.is_empty() {
+            debug!("{name}: killed {} leftover processes", strays.len());
+        }
+        self.svcs[i].strays = Some(strays);
         self.try_finish_cleanup(i);
     }
 
     fn try_finish_cleanup(&mut self, i: usize) {
-        if self.svcs[i]
-            .cleanup
-            .as_ref()
-            .is_some_and(|c| c.strays.is_empty() && c.open_pipes == 0)
-        {
-            self.finish_cleanup(i);
-        }
-    }
-
-    fn finish_cleanup(&mut self, i: usize) {
-        if let Some(c) = self.svcs[i].cleanup.take() {
-            self.on_ended(i, c.reason);
-        }
-    }
-
-    /// The instance is gone (or never started): apply the restart policy.
-    fn on_ended(&mut self, i: usize, reason: ExitReason) {
-        let svc = &self.stack.services[i];
         let rt = &mut self.svcs[i];
-        let ran = rt.spawned_at.map(|t| t.elapsed()).unwrap_or_default();
-        rt.last_exit = Some(reason.clone());
-        if self.phase != Phase::Running || rt.stop_requested || rt.want_down {
-            info!(
-                "{}: stopped ({reason}) after {}",
-                svc.name,
-                fmt_latency(ran)
-            );
-            self.on_stopped(i);
-            return;
-        }
-        let policy_restarts = match svc.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !reason.success(),
-            RestartPolicy::Never => false,
-        };
-        let name = svc.name.clone();
-        if svc.oneshot && reason.success() {
-            info!("{name}: completed in {}", fmt_latency(ran));
-            rt.set(State::Completed);
-            self.finish_ops(i, true, "completed");
-            return;
-        }
-        if rt.healthy_at.is_none() || svc.oneshot {
-            // A failed start: it never became healthy.
-            rt.failed_starts += 1;
-            let attempts = rt.failed_starts;
-            if !policy_restarts || attempts >= svc.max_restarts {
-                let state = if !policy_restarts {
-                    if reason.success() {
-                        State::Exited
-                    } else {
-                        State::Failed
-                    }
-                } else {
-                    State::Fatal
-                };
-                let tail = self.last_output(i);
-                let what = if state == State::Fatal {
-                    format!("FATAL: gave up after {attempts} failed starts in a row")
-                } else {
-                    format!("{state}")
-                };
-                error!("{name}: {what}: {reason} after {}{tail}", fmt_latency(ran));
-                self.svcs[i].set(state);
-                self.on_given_up(i);
-                return;
-            }
-            let delay = svc.backoff.delay(attempts);
-            warn!(
-                "{name}: failed to start ({reason} after {}); attempt {attempts} of {}, retrying in {}",
-                fmt_latency(ran),
-                svc.max_restarts,
-                fmt_duration(delay)
-            );
-            self.back_off(i, delay);
-            return;
-        }
-        // It had been healthy: a crash (or a clean exit) in steady state.
-        if !policy_restarts {
-            let state = if reason.success() {
-                State::Exited
-            } else {
-                State::Failed
-            };
-            warn!(
-                "{name}: {reason} after {}; its restart policy ({}) says not to restart it",
-                fmt_latency(ran),
-                svc.restart
-            );
-            rt.set(state);
-            self.on_given_up(i);
-            return;
-        }
-        if rt
-            .healthy_at
-            .is_some_and(|t| t.elapsed() >= svc.backoff.reset_after)
-        {
-            rt.crash_streak = 0;
-        }
-        rt.crash_streak += 1;
-        let delay = match rt.crash_streak {
-            1 => Duration::ZERO,
-            n => svc.backoff.delay(n - 1),
-        };
-        warn!(
-            "{name}: {reason} after running {}; restarting {}",
-            fmt_latency(ran),
-            if delay.is_zero() {
-                "now".to_owned()
-            } else {
-                format!("in {}", fmt_duration(delay))
-            }
-        );
-        self.back_off(i, delay);
-    }
-
-    fn back_off(&mut self, i: usize, delay: Duration) {
-        if delay.is_zero() {
-            self.svcs[i].set(State::Waiting("restarting".into()));
-        } else {
-            self.svcs[i].set(State::Backoff(Instant::now() + delay));
-            self.schedule_timer(i, delay, Timer::Backoff);
+        if rt.open_pipes == 0 && rt.strays.as_ref().is_some_and(|s| s.is_empty()) {
+            rt.strays = None;
+            self.feed(i, Input::CleanupDone);
         }
     }
 
-    /// A service reached a state it will not leave on its own.
-    fn on_given_up(&mut self, i: usize) {
-        let why = format!(
-            "{}{}",
-            self.svcs[i].state,
-            self.svcs[i]
-                .last_exit
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default()
-        );
-        self.finish_ops(i, false, &why);
-        let svc = &self.stack.services[i];
-        let failed = matches!(self.svcs[i].state, State::Failed | State::Fatal);
-        if svc.critical && (failed || self.svcs[i].state == State::Exited) {
-            error!(
-                "{}: critical service is {}: stopping the stack",
-                svc.name, self.svcs[i].state
+    /// The cleanup took too long: says what is still there, and forgets it.
+    fn abandon_cleanup(&mut self, i: usize) {
+        let rt = &mut self.svcs[i];
+        if let Some(strays) = rt.strays.take() {
+            let left: Vec<String> = strays.iter().map(|p| p.to_string()).collect();
+            warn!(
+                "{}: moving on after {}: leftover processes {} still exist{}",
+                self.stack.services[i].name,
+                fmt_duration(CLEANUP_LIMIT),
+                if left.is_empty() {
+                    "none".into()
+                } else {
+                    left.join(", ")
+                },
+                if rt.open_pipes > 0 {
+                    ", and something still holds its output pipe open"
+                } else {
+                    ""
+                }
             );
-            self.failed = true;
-            self.begin_shutdown();
         }
     }
 
@@ -785,11 +579,15 @@ impl Supervisor {
 
     /// With nothing running and nothing that will start again, cogno's work is done.
     fn check_settled(&mut self) {
-        if self.svcs.iter().all(|s| s.state.terminal() && !s.alive()) {
+        if self
+            .svcs
+            .iter()
+            .all(|s| s.state().terminal() && !s.state().alive())
+        {
             let ok = self
                 .svcs
                 .iter()
-                .all(|s| matches!(s.state, State::Completed | State::Exited));
+                .all(|s| matches!(s.state(), State::Completed | State::Exited(_)));
             info!("nothing left to run: every service has ended");
             if !ok {
                 self.failed = true;
@@ -801,8 +599,13 @@ impl Supervisor {
     }
 }
 
-enum Gate {
-    Open,
-    Wait(String),
-    Blocked(String),
+/// Logs one of a machine's messages at its level.
+fn log(level: Level, msg: &str) {
+    match level {
+        Level::ERROR => error!("{msg}"),
+        Level::WARN => warn!("{msg}"),
+        Level::INFO => info!("{msg}"),
+        Level::DEBUG => debug!("{msg}"),
+        _ => trace!("{msg}"),
+    }
 }

@@ -2,12 +2,16 @@
 //! carrying out operators' start, stop and restart actions, which finish
 //! (and are answered) only when the service is healthy, stopped, or failed.
 
+use super::machine::{Answer, Input, Intent};
 use super::state::PendingOp;
 use super::{Phase, State, Supervisor};
-use crate::control::{Action, ActionResult, HealthStatus, Request, ServiceStatus, StackStatus};
+use crate::control::{
+    Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
+    StackStatus,
+};
 use crate::fmt::fmt_latency;
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::info;
 
 impl Supervisor {
@@ -26,94 +30,78 @@ impl Supervisor {
                 service,
                 with_dependents,
                 reply,
-            } => {
-                if let Err(refusal) = self.act(action, &service, with_dependents, reply) {
-                    info!("{action} {service} refused: {}", refusal.0);
+            } => match self.act(action, &service, with_dependents) {
+                Ok(Accepted::Already(what)) => {
+                    let _ = reply.send(Outcome::Done {
+                        message: what.to_owned(),
+                        took: Duration::ZERO,
+                    });
                 }
-            }
+                Ok(Accepted::Pending(i)) => {
+                    self.svcs[i].waiting_ops.push(PendingOp {
+                        action,
+                        since: Instant::now(),
+                        reply,
+                    });
+                    if action != Action::Start {
+                        self.advance_stops();
+                    }
+                }
+                Err(refusal) => {
+                    info!("{action} {service} refused: {refusal}");
+                    let _ = reply.send(Outcome::Refused(refusal));
+                }
+            },
         }
     }
 
+    /// Sets an operator's action on `service` going.
     fn act(
         &mut self,
         action: Action,
         service: &str,
         with_dependents: bool,
-        reply: tokio::sync::oneshot::Sender<ActionResult>,
-    ) -> Result<(), Refused> {
-        let refuse = |reply: tokio::sync::oneshot::Sender<ActionResult>, code, msg: String| {
-            let _ = reply.send(ActionResult::err(code, msg.clone()));
-            Err(Refused(msg))
-        };
+    ) -> Result<Accepted, Refusal> {
         if self.phase != Phase::Running {
-            return refuse(reply, 409, "the stack is shutting down".into());
+            return Err(Refusal::ShuttingDown);
         }
         let Some(i) = self.stack.services.iter().position(|s| s.name == service) else {
-            let known: Vec<&str> = self
-                .stack
-                .services
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect();
-            return refuse(
-                reply,
-                404,
-                format!(
-                    "there is no service named `{service}`; known services: {}",
-                    known.join(", ")
-                ),
-            );
-        };
-        let op = PendingOp {
-            action,
-            since: Instant::now(),
-            reply,
+            return Err(Refusal::UnknownService {
+                name: service.to_owned(),
+                known: self.stack.services.iter().map(|s| s.name.clone()).collect(),
+            });
         };
         info!("{service}: {action} requested through the control socket");
         match action {
             Action::Start => {
-                let rt = &mut self.svcs[i];
-                if rt.state == State::Running {
-                    let result = done(&op, "already running and healthy");
-                    let _ = op.reply.send(result);
-                    return Ok(());
+                if matches!(self.svcs[i].state(), State::Running { .. }) {
+                    return Ok(Accepted::Already("already running and healthy"));
                 }
-                if !rt.alive() && !matches!(rt.state, State::Waiting(_) | State::Backoff(_)) {
-                    rt.failed_starts = 0;
-                    rt.crash_streak = 0;
-                    rt.set(State::Waiting("starting on request".into()));
-                }
-                rt.waiting_ops.push(op);
+                self.feed(i, Input::Start);
             }
             Action::Stop | Action::Restart => {
                 let dependants = self.alive_dependants(i);
                 if !dependants.is_empty() && !with_dependents {
-                    let names: Vec<&str> = dependants
-                        .iter()
-                        .map(|&d| self.stack.services[d].name.as_str())
-                        .collect();
-                    let after = if action == Action::Restart {
-                        " and start them again after"
-                    } else {
-                        ""
-                    };
-                    let msg = format!(
-                        "{service} is needed by {} (running): add --with-dependents to stop them first{after}",
-                        names.join(", ")
-                    );
-                    let _ = op.reply.send(ActionResult::err(409, msg.clone()));
-                    return Err(Refused(msg));
+                    return Err(Refusal::NeededBy {
+                        service: service.to_owned(),
+                        dependants: dependants
+                            .iter()
+                            .map(|&d| self.stack.services[d].name.clone())
+                            .collect(),
+                        action,
+                    });
                 }
+                let intent = if action == Action::Restart {
+                    Intent::Restart
+                } else {
+                    Intent::Down
+                };
                 for j in dependants.into_iter().chain([i]) {
-                    let rt = &mut self.svcs[j];
-                    rt.want_down = true;
-                    rt.restart_after = action == Action::Restart;
+                    self.feed(j, Input::Want(intent));
                 }
-                self.svcs[i].waiting_ops.push(op);
-                self.advance_stops();
             }
         }
-        Ok(())
+        Ok(Accepted::Pending(i))
     }
 
     /// Services that depend on `i`, directly or not, and have a process.
@@ -127,53 +115,65 @@ impl Supervisor {
                 }
             }
         }
-        found.retain(|&d| self.svcs[d].alive());
+        found.retain(|&d| self.svcs[d].state().alive());
         found
     }
 
+    /// Tells the operators waiting on service `i` what its machine says.
+    pub(super) fn answer(&mut self, i: usize, answer: Answer) {
+        match answer {
+            Answer::Up(what) => self.finish_ops(i, true, what),
+            Answer::Failed(why) => self.finish_ops(i, false, &why),
+            Answer::Down => self.finish_stop_ops(i),
+            Answer::ShuttingDown => self.abandon_ops(i),
+        }
+    }
+
     /// Answers start/restart requests: the service is healthy (`ok`) or has failed.
-    pub(super) fn finish_ops(&mut self, i: usize, ok: bool, what: &str) {
+    fn finish_ops(&mut self, i: usize, ok: bool, what: &str) {
         let ops = std::mem::take(&mut self.svcs[i].waiting_ops);
         for op in ops {
             if op.action == Action::Stop {
                 self.svcs[i].waiting_ops.push(op);
                 continue;
             }
-            let result = if ok {
-                done(&op, what)
+            let (message, took) = (what.to_owned(), op.since.elapsed());
+            let outcome = if ok {
+                Outcome::Done { message, took }
             } else {
-                ActionResult {
-                    ok: false,
-                    code: 500,
-                    message: what.to_owned(),
-                    took_ms: op.since.elapsed().as_millis() as u64,
-                }
+                Outcome::Failed { message, took }
             };
-            let _ = op.reply.send(result);
+            let _ = op.reply.send(outcome);
         }
     }
 
     /// Answers stop requests: the service is down.
-    pub(super) fn finish_stop_ops(&mut self, i: usize) {
+    fn finish_stop_ops(&mut self, i: usize) {
         let ops = std::mem::take(&mut self.svcs[i].waiting_ops);
         for op in ops {
             if op.action == Action::Stop {
-                let result = done(&op, "stopped");
-                let _ = op.reply.send(result);
+                let _ = op.reply.send(Outcome::Done {
+                    message: "stopped".into(),
+                    took: op.since.elapsed(),
+                });
             } else {
                 self.svcs[i].waiting_ops.push(op);
             }
         }
     }
 
-    pub(super) fn abandon_ops(&mut self, i: usize, why: &str) {
+    /// Refuses what operators still wait for: the stack is going down.
+    fn abandon_ops(&mut self, i: usize) {
         for op in std::mem::take(&mut self.svcs[i].waiting_ops) {
-            let _ = op.reply.send(ActionResult::err(409, why));
+            let _ = op.reply.send(Outcome::Refused(Refusal::ShuttingDown));
         }
     }
 
     fn ready(&self, i: usize) -> bool {
-        matches!(self.svcs[i].state, State::Running | State::Completed)
+        matches!(
+            self.svcs[i].state(),
+            State::Running { .. } | State::Completed
+        )
     }
 
     /// Logs the moment the stack first becomes ready.
@@ -192,9 +192,9 @@ impl Supervisor {
     }
 
     /// The stack's phase and, when it is not ready, what is missing.
-    fn phase_now(&self) -> (&'static str, Vec<String>) {
+    fn phase_now(&self) -> (StackPhase, Vec<String>) {
         if self.phase != Phase::Running {
-            return ("stopping", Vec::new());
+            return (StackPhase::Stopping, Vec::new());
         }
         let not_ready: Vec<String> = (0..self.svcs.len())
             .filter(|&i| !self.ready(i))
@@ -205,39 +205,38 @@ impl Supervisor {
                     .unwrap_or_default();
                 format!(
                     "{} is {}{reason}",
-                    self.stack.services[i].name, self.svcs[i].state
+                    self.stack.services[i].name,
+                    self.svcs[i].state()
                 )
             })
             .collect();
         if not_ready.is_empty() {
-            return ("ready", not_ready);
+            return (StackPhase::Ready, not_ready);
         }
         let progressing = self.svcs.iter().any(|s| {
             matches!(
-                s.state,
-                State::Waiting(_) | State::Starting | State::Backoff(_) | State::Exiting
+                s.state(),
+                State::Waiting(_) | State::Starting(_) | State::Backoff { .. } | State::Exiting(_)
             )
         });
         if self.ever_ready || !progressing {
-            ("degraded", not_ready)
+            (StackPhase::Degraded, not_ready)
         } else {
-            ("starting", not_ready)
+            (StackPhase::Starting, not_ready)
         }
     }
 
     fn reason(&self, i: usize) -> Option<String> {
-        let rt = &self.svcs[i];
-        match &rt.state {
+        let machine = &self.svcs[i].machine;
+        match &machine.state {
             State::Waiting(r) | State::Blocked(r) => Some(r.clone()),
-            State::Backoff(until) => Some(format!(
+            State::Backoff { until } => Some(format!(
                 "restarting in {}",
                 fmt_latency(until.saturating_duration_since(Instant::now()))
             )),
-            State::Failed | State::Fatal | State::Exited => {
-                rt.last_exit.as_ref().map(|r| r.to_string())
-            }
-            State::Unhealthy | State::Starting => {
-                rt.health.last.as_ref().and_then(|h| h.error.clone())
+            State::Failed(r) | State::Fatal(r) | State::Exited(r) => Some(r.to_string()),
+            State::Unhealthy { .. } | State::Starting(_) => {
+                machine.last_probe.as_ref().and_then(|h| h.error.clone())
             }
             _ => None,
         }
@@ -253,16 +252,16 @@ impl Supervisor {
             .enumerate()
             .map(|(i, (svc, rt))| ServiceStatus {
                 name: svc.name.clone(),
-                state: rt.state.name().to_owned(),
+                state: rt.state().kind(),
                 reason: self.reason(i),
-                pid: rt.pid.map(|p| p.as_raw()),
+                pid: rt.state().main().map(|m| m.pid.as_raw()),
                 uptime_ms: rt
-                    .pid
-                    .and(rt.spawned_at)
-                    .map(|t| t.elapsed().as_millis() as u64),
+                    .state()
+                    .main()
+                    .map(|m| m.since.elapsed().as_millis() as u64),
                 restarts: rt.restarts,
-                last_exit: rt.last_exit.as_ref().map(|r| r.to_string()),
-                health: svc.health.as_ref().map(|_| match &rt.health.last {
+                last_exit: rt.machine.last_exit.as_ref().map(|r| r.to_string()),
+                health: svc.health.as_ref().map(|_| match &rt.machine.last_probe {
                     None => HealthStatus {
                         status: "unknown".into(),
                         latency_ms: None,
@@ -279,7 +278,7 @@ impl Supervisor {
             })
             .collect();
         StackStatus {
-            phase: phase.into(),
+            phase,
             not_ready,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -289,14 +288,10 @@ impl Supervisor {
     }
 }
 
-/// Why an action was not carried out (already answered to the caller).
-struct Refused(String);
-
-fn done(op: &PendingOp, what: &str) -> ActionResult {
-    ActionResult {
-        ok: true,
-        code: 200,
-        message: what.to_owned(),
-        took_ms: op.since.elapsed().as_millis() as u64,
-    }
+/// An action the supervisor took on.
+enum Accepted {
+    /// Nothing to do: answered at once with this message.
+    Already(&'static str),
+    /// Answered once service `.0` has finished it.
+    Pending(usize),
 }

@@ -1,12 +1,14 @@
 //! Stopping services: one at a time for an operator, or the whole stack.
 //!
-//! A service marked `want_down` gets its stop signal once everything that
-//! depends on it is down, so dependants always stop before what they depend
-//! on; unrelated services stop in parallel. The whole-stack stop never
+//! A service whose intent is to go down is told to stop (it then gets its
+//! stop signal) once everything that depends on it is down, so dependants
+//! always stop before what they depend on; unrelated services stop in
+//! parallel. The whole-stack stop never
 //! outlasts `shutdown_budget`: what is left when it is used up is killed.
 
-use super::{Event, Phase, State, Supervisor, Timer, FINAL_SWEEP_GRACE};
-use crate::fmt::{fmt_duration, fmt_latency};
+use super::machine::Input;
+use super::{Event, Phase, State, Supervisor, FINAL_SWEEP_GRACE};
+use crate::fmt::fmt_latency;
 use crate::os::process;
 use crate::os::reaper;
 use nix::sys::signal::{self as nsig, Signal};
@@ -23,20 +25,14 @@ impl Supervisor {
         self.shutdown_started = Some(Instant::now());
         self.sink.stop_waiting();
         for i in 0..self.svcs.len() {
-            let rt = &mut self.svcs[i];
-            rt.want_down = true;
-            rt.restart_after = false;
-            if !rt.alive() && !rt.state.terminal() {
-                rt.set(State::Stopped);
-            }
-            self.abandon_ops(i, "the stack is shutting down");
+            self.feed(i, Input::Shutdown);
         }
         self.schedule(self.stack.shutdown_budget, Event::ShutdownDeadline);
         self.advance_stops();
     }
 
-    /// Sends the stop signal to every service that should go down and whose
-    /// dependants are all down; during a shutdown, finishes once nothing is left.
+    /// Tells every service that should go down, and whose dependants are
+    /// all down, to stop; during a shutdown, finishes once nothing is left.
     pub(super) fn advance_stops(&mut self) {
         let deadline = match self.phase {
             Phase::Stopping => self
@@ -46,38 +42,24 @@ impl Supervisor {
         };
         for i in 0..self.svcs.len() {
             let rt = &self.svcs[i];
-            if !rt.want_down || rt.stop_requested {
+            if !rt.machine.intent.down() || matches!(rt.state(), State::Stopping(_)) {
                 continue;
             }
-            if !rt.alive() {
-                self.on_stopped(i);
-                continue;
-            }
-            let Some(pid) = rt.pid else {
-                // Its main process already ended; the stop completes with its cleanup.
-                continue;
-            };
-            if self.stack.plan.dependants[i]
-                .iter()
-                .any(|&d| self.svcs[d].alive())
+            if rt.state().alive()
+                && self.stack.plan.dependants[i]
+                    .iter()
+                    .any(|&d| self.svcs[d].state().alive())
             {
                 continue;
             }
-            let svc = &self.stack.services[i];
-            debug!("{}: sending {}", svc.name, svc.stop_signal.as_str());
-            process::signal_service(pid, svc.stop_signal);
+            let stop_timeout = self.stack.services[i].stop_timeout;
             let grace = match deadline {
-                Some(d) => svc
-                    .stop_timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-                None => svc.stop_timeout,
+                Some(d) => stop_timeout.min(d.saturating_duration_since(Instant::now())),
+                None => stop_timeout,
             };
-            let rt = &mut self.svcs[i];
-            rt.stop_requested = true;
-            rt.set(State::Stopping);
-            self.schedule_timer(i, grace, Timer::StopKill);
+            self.feed(i, Input::StopNow { grace });
         }
-        if self.phase == Phase::Stopping && self.svcs.iter().all(|s| !s.alive()) {
+        if self.phase == Phase::Stopping && self.svcs.iter().all(|s| !s.state().alive()) {
             let took = self
                 .shutdown_started
                 .map(|t| t.elapsed())
@@ -90,53 +72,15 @@ impl Supervisor {
         }
     }
 
-    /// A service that was asked to go down is down.
-    pub(super) fn on_stopped(&mut self, i: usize) {
-        let rt = &mut self.svcs[i];
-        rt.stop_requested = false;
-        rt.want_down = false;
-        if self.phase == Phase::Running && rt.restart_after {
-            rt.restart_after = false;
-            rt.failed_starts = 0;
-            rt.crash_streak = 0;
-            rt.set(State::Waiting("restarting on request".into()));
-        } else {
-            if !matches!(
-                rt.state,
-                State::Completed | State::Failed | State::Fatal | State::Exited
-            ) {
-                rt.set(State::Stopped);
-            }
-            self.finish_stop_ops(i);
-        }
-        self.advance_stops();
-    }
-
-    pub(super) fn on_stop_timeout(&mut self, i: usize) {
-        if let Some(pid) = self.svcs[i].pid {
-            let svc = &self.stack.services[i];
-            warn!(
-                "{}: still running {} after {}; sending SIGKILL",
-                svc.name,
-                fmt_duration(svc.stop_timeout),
-                svc.stop_signal.as_str()
-            );
-            process::signal_service(pid, Signal::SIGKILL);
-            self.failed = true;
-        }
-    }
-
     /// Second signal, or the budget is used up: SIGKILL everything, now.
     pub(super) fn force_kill(&mut self) {
         self.failed = true;
         for rt in &self.svcs {
-            if let Some(pid) = rt.pid {
-                process::signal_service(pid, Signal::SIGKILL);
+            if let Some(main) = rt.state().main() {
+                process::signal_service(main.pid, Signal::SIGKILL);
             }
-            if let Some(c) = &rt.cleanup {
-                for p in &c.strays {
-                    let _ = nsig::kill(*p, Signal::SIGKILL);
-                }
+            for p in rt.strays.iter().flatten() {
+                let _ = nsig::kill(*p, Signal::SIGKILL);
             }
         }
         self.phase = Phase::Sweeping;
