@@ -6,9 +6,9 @@
 //! Each case writes its stack file into a fresh directory of its own and runs
 //! the real binary there.
 
+use crate::common::TempDir;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cogno");
@@ -29,6 +29,8 @@ const TEST_VARS: &[&str] = &[
 
 /// A fresh directory holding one stack file; `data` does not exist.
 struct Sandbox {
+    /// Removed with the sandbox.
+    _tmp: TempDir,
     dir: PathBuf,
     file: PathBuf,
     data: PathBuf,
@@ -40,21 +42,18 @@ impl Sandbox {
     }
 
     fn with_file_name(name: &str, file_name: &str, yaml: &str) -> Sandbox {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!(
-            "cogno-config-errors-{}-{n}-{name}",
-            std::process::id()
-        ));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).expect("remove a stale sandbox");
-        }
-        std::fs::create_dir_all(&dir).expect("create the sandbox");
+        let tmp = TempDir::new(&format!("config-errors-{name}"));
+        let dir = tmp.path().to_path_buf();
         let file = dir.join(file_name);
         std::fs::write(&file, yaml).expect("write the stack file");
         let data = dir.join("data");
         assert!(!data.exists());
-        Sandbox { dir, file, data }
+        Sandbox {
+            _tmp: tmp,
+            dir,
+            file,
+            data,
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -112,10 +111,6 @@ impl Sandbox {
             "{context}: cogno wrote into {}",
             self.dir.display()
         );
-    }
-
-    fn remove(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -244,7 +239,6 @@ fn config_error(name: &str, yaml: &str, expect: &[&str], at: At) -> String {
         "{name}: `cogno check` and `cogno up` report differently"
     );
     sb.assert_untouched(name);
-    sb.remove();
     stderr
 }
 
@@ -1024,7 +1018,6 @@ services:
         // Otherwise `user` is ignored (with a warning at `up`).
         let sb = Sandbox::new("user", yaml);
         check_ok(&sb, &[]);
-        sb.remove();
     }
 }
 
@@ -1177,7 +1170,6 @@ fn missing_stack_file() {
         assert!(err.contains("--config"), "the help says how: {err}");
         sb.assert_untouched("missing file");
     }
-    sb.remove();
 }
 
 // ---------------------------------------------------------------- valid files
@@ -1238,7 +1230,6 @@ services:
     );
     assert!(out.contains("shutdown_budget 45s"), "{out}");
     assert!(out.contains("priority 250"), "{out}");
-    sb.remove();
 }
 
 #[test]
@@ -1297,7 +1288,6 @@ services:
         assert!(waits.contains(name), "worker waits for {name}: {worker}");
     }
     assert!(out.contains("worker → web → migrate → cache → db"), "{out}");
-    sb.remove();
 }
 
 #[test]
@@ -1324,7 +1314,6 @@ services:
         out.contains("waits for: migrate completed; db started"),
         "{out}"
     );
-    sb.remove();
 }
 
 #[test]
@@ -1345,7 +1334,6 @@ services:
     let sb = Sandbox::new("default-timeouts", yaml);
     let out = check_ok(&sb, &[]);
     assert!(out.contains("shutdown_budget 10s"), "{out}");
-    sb.remove();
 }
 
 #[test]
@@ -1364,7 +1352,6 @@ fn config_found_through_cogno_config_and_cogno_yaml() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&sb.file.display().to_string()));
     sb.assert_untouched("check");
-    sb.remove();
 }
 
 #[test]
@@ -1415,7 +1402,6 @@ services:
         "data_dir is relative to the stack file"
     );
     assert!(!sb.dir.join("state").exists() && !sb.data.exists());
-    sb.remove();
 }
 
 #[test]
