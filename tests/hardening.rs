@@ -160,3 +160,51 @@ fn a_service_writing_long_lines_cannot_make_cogno_hold_its_output() {
         peak >> 10
     );
 }
+
+#[test]
+fn idle_health_connections_cannot_starve_supervision_of_descriptors() {
+    let s = Stack::new("health-fds");
+    let port = free_port();
+    s.write(&format!(
+        "health_listen: 127.0.0.1:{port}\nservices:\n  worker:\n    command: [\"sleep\", \"600\"]\n    critical: true\n"
+    ));
+    // A low descriptor limit, as a container may have: 128, soft and hard.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=128:128", "--"])
+        .arg(COGNO)
+        .args(["up", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data);
+    let mut cogno = Cogno::spawn(&s, cmd);
+    cogno.wait_line("stack is ready");
+    // More idle clients than descriptors: anyone who reaches the port can do this.
+    let idle: Vec<std::net::TcpStream> = (0..150)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() >= 100, "only {} connections", idle.len());
+    // Past the cap, a connection is closed at once: it reads end of file.
+    let mut extra = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    extra
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = std::io::Read::read(&mut extra, &mut buf);
+    assert!(
+        matches!(n, Ok(0)),
+        "a connection past the cap was kept: {n:?}"
+    );
+    // Supervision still has descriptors: a crash is restarted.
+    let before = cogno.service_pid("worker");
+    signal(before, nix::sys::signal::Signal::SIGKILL);
+    cogno.wait_count("worker: started, pid", 2);
+    assert_ne!(cogno.service_pid("worker"), before);
+    drop(idle);
+    cogno.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
+    assert!(
+        !cogno.output().contains("Too many open files"),
+        "{}",
+        cogno.output()
+    );
+}

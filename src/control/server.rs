@@ -21,7 +21,7 @@ use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Why the control socket could not be set up. `AlreadyRunning` is the one
 /// a caller may act on: another cogno owns this data directory.
@@ -134,19 +134,37 @@ enum Scope {
     HealthOnly,
 }
 
+/// Connections served at once on the TCP health listener, which anyone who
+/// can reach it may open: past this, new ones are closed as soon as they
+/// are accepted, so idle clients can never take the file descriptors
+/// supervision needs (spawning, pipes, probes).
+pub const HEALTH_CONNECTIONS: usize = 64;
+/// The same for the control socket, which only cogno's user and root reach.
+const CONTROL_CONNECTIONS: usize = 256;
+
 async fn serve_unix(l: tokio::net::UnixListener, api: Arc<Api>) {
+    let slots = Arc::new(Semaphore::new(CONTROL_CONNECTIONS));
     loop {
         match l.accept().await {
-            Ok((stream, _)) => connection(stream, api.clone(), Scope::Full),
+            Ok((stream, _)) => {
+                if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    connection(stream, api.clone(), Scope::Full, slot);
+                }
+            }
             Err(e) => accept_failed("control socket", e).await,
         }
     }
 }
 
 async fn serve_tcp(l: tokio::net::TcpListener, api: Arc<Api>) {
+    let slots = Arc::new(Semaphore::new(HEALTH_CONNECTIONS));
     loop {
         match l.accept().await {
-            Ok((stream, _)) => connection(stream, api.clone(), Scope::HealthOnly),
+            Ok((stream, _)) => {
+                if let Ok(slot) = slots.clone().try_acquire_owned() {
+                    connection(stream, api.clone(), Scope::HealthOnly, slot);
+                }
+            }
             Err(e) => accept_failed("health listener", e).await,
         }
     }
@@ -159,11 +177,13 @@ async fn accept_failed(what: &str, e: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-fn connection<S>(stream: S, api: Arc<Api>, scope: Scope)
+/// Serves one connection on a task of its own; `slot` is given back when it closes.
+fn connection<S>(stream: S, api: Arc<Api>, scope: Scope, slot: OwnedSemaphorePermit)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
+        let _slot = slot;
         let service = hyper::service::service_fn(move |req| {
             let api = api.clone();
             async move { Ok::<_, Infallible>(api.handle(req, scope).await) }
@@ -177,7 +197,10 @@ where
     });
 }
 
-/// A response body: complete, or NDJSON lines sent as they come (`/logs?follow=1`).
+/// What one chunk of a `/logs` answer holds before it is sent.
+const LOGS_CHUNK: usize = 64 << 10;
+
+/// A response body: complete, or NDJSON sent in chunks as it is made (`/logs`).
 enum Body {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Bytes>),
@@ -397,18 +420,10 @@ impl Api {
             seqs.push(ring.seq());
             lines.extend(ring.tail(n).into_iter().map(|l| (k, l)));
         }
-        let first = ndjson(&selected, lines, n);
-        if !flag(query, "follow") {
-            let mut r = Response::new(Body::Full(Some(first.into())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-ndjson"),
-            );
-            return r;
-        }
-        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let follow = flag(query, "follow");
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
         tokio::spawn(async move {
-            if !first.is_empty() && tx.send(first.into()).await.is_err() {
+            if !send_ndjson(&tx, &selected, lines, n).await || !follow {
                 return;
             }
             loop {
@@ -422,8 +437,7 @@ impl Api {
                     lines.extend(ring.since(seqs[k]).into_iter().map(|l| (k, l)));
                     seqs[k] = ring.seq();
                 }
-                let batch = ndjson(&selected, lines, usize::MAX);
-                if !batch.is_empty() && tx.send(batch.into()).await.is_err() {
+                if !send_ndjson(&tx, &selected, lines, usize::MAX).await {
                     return;
                 }
             }
@@ -452,11 +466,20 @@ struct LogLine<'a> {
 }
 
 /// The last `n` of `lines` (each tagged with its service), in time order, as NDJSON.
-fn ndjson(services: &[(String, SharedRing)], mut lines: Vec<(usize, Line)>, n: usize) -> Vec<u8> {
+/// Sends the last `n` of `lines` (each tagged with its service), in time
+/// order, as NDJSON in chunks of about [`LOGS_CHUNK`] bytes: an answer's
+/// memory does not grow with its size (the body channel holds a few
+/// chunks). False when the client has gone.
+async fn send_ndjson(
+    tx: &mpsc::Sender<Bytes>,
+    services: &[(String, SharedRing)],
+    mut lines: Vec<(usize, Line)>,
+    n: usize,
+) -> bool {
     // Stable: lines of one service read at the same moment keep their order.
     lines.sort_by_key(|(_, l)| l.at);
     let skip = lines.len().saturating_sub(n);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(LOGS_CHUNK);
     for (k, l) in &lines[skip..] {
         let entry = LogLine {
             t: rfc3339(l.at),
@@ -470,8 +493,11 @@ fn ndjson(services: &[(String, SharedRing)], mut lines: Vec<(usize, Line)>, n: u
         if serde_json::to_writer(&mut out, &entry).is_ok() {
             out.push(b'\n');
         }
+        if out.len() >= LOGS_CHUNK && tx.send(std::mem::take(&mut out).into()).await.is_err() {
+            return false;
+        }
     }
-    out
+    out.is_empty() || tx.send(out.into()).await.is_ok()
 }
 
 /// The health document (docs/api.md): the design's `/api/health` shape.
