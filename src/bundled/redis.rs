@@ -234,7 +234,42 @@ fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
 
 /// The pre-flight check: the redis-server binary exists.
 pub(super) fn check(bin: Option<&Path>) -> Result<(), String> {
-    find_binary(bin).map(drop)
+    let bin = find_binary(bin)?;
+    let out = std::process::Command::new(&bin)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match parse_major(&text) {
+        Some(major) if major >= MIN_MAJOR => Ok(()),
+        Some(major) => Err(format!(
+            "{} is Redis {major}, but cogno needs Redis {MIN_MAJOR} or newer: older servers \
+             cannot refuse CONFIG SET of protected settings, DEBUG and MODULE LOAD to an \
+             authenticated client; install Redis {MIN_MAJOR} or newer, or set the service's \
+             `bin:` to one",
+            bin.display()
+        )),
+        None => Err(format!(
+            "cannot read the version from `{} --version` (it printed {:?}); set the service's \
+             `bin:` to a redis-server",
+            bin.display(),
+            text.trim().chars().take(80).collect::<String>()
+        )),
+    }
+}
+
+/// The oldest Redis whose hardening directives (bundled/redis.conf) exist.
+const MIN_MAJOR: u32 = 7;
+
+/// "Redis server v=7.0.15 sha=…" → 7.
+fn parse_major(text: &str) -> Option<u32> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The template, with each line that `settings:` overrides left out, then
@@ -351,6 +386,30 @@ mod tests {
             }
         }
         String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[test]
+    fn redis_versions_are_read_and_old_ones_refused() {
+        assert_eq!(
+            parse_major("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc"),
+            Some(7)
+        );
+        assert_eq!(parse_major("Redis server v=8.2.1 sha=1"), Some(8));
+        assert_eq!(parse_major("something else"), None);
+        let dir = TempDir::new("redis6");
+        let fake = dir.path().join("redis-server");
+        fs::write(
+            &fake,
+            "#!/bin/sh\necho 'Redis server v=6.2.6 sha=00000000:0'\n",
+        )
+        .unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = check(Some(&fake)).unwrap_err();
+        assert!(
+            err.contains("Redis 6") && err.contains("Redis 7 or newer"),
+            "{err}"
+        );
+        check(None).expect("the installed redis-server is 7 or newer");
     }
 
     fn authed(cmd: &str) -> Vec<u8> {
@@ -481,6 +540,27 @@ mod tests {
             )
             .await;
             assert_eq!(reply, "+OK\r\n+OK\r\n");
+
+            // Even with the password: no moving its files, no DEBUG, no modules.
+            let reply = raw(
+                port,
+                &authed("*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$3\r\ndir\r\n$4\r\n/tmp\r\n"),
+                2,
+            )
+            .await;
+            assert!(reply.starts_with("+OK\r\n-ERR"), "{reply}");
+            let reply = raw(port, &authed("*2\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n"), 2).await;
+            assert!(reply.contains("-ERR") && reply.contains("DEBUG"), "{reply}");
+            let reply = raw(
+                port,
+                &authed("*3\r\n$6\r\nMODULE\r\n$4\r\nLOAD\r\n$8\r\n/tmp/x.s\r\n"),
+                2,
+            )
+            .await;
+            assert!(
+                reply.contains("-ERR") && reply.contains("MODULE"),
+                "{reply}"
+            );
         });
         let status = server.stop();
         assert!(status.success(), "redis-server exited with {status}");
