@@ -211,34 +211,71 @@ pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
 
 /// The program a bundled service runs (`name`, described as `what`): the
 /// service's `bin:`, else the first `name` in PATH; `install` says how to get it.
+/// As root, it must be one no other user could have replaced ([`trusted`]).
 pub(crate) fn find_program(
     bin: Option<&Path>,
     name: &str,
     what: &str,
     install: &str,
 ) -> Result<PathBuf, String> {
-    if let Some(bin) = bin {
-        return if bin.is_file() {
-            Ok(bin.to_path_buf())
-        } else {
-            Err(format!(
+    let found = match bin {
+        Some(bin) if bin.is_file() => bin.to_path_buf(),
+        Some(bin) => {
+            return Err(format!(
                 "the {what} binary {} (the service's `bin:`) does not exist; fix the path, \
                  or remove `bin:` to use {name} from PATH",
                 bin.display()
             ))
-        };
+        }
+        None => {
+            let path = std::env::var("PATH").unwrap_or_default();
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    format!(
+                        "the {what} (`{name}`) was not found in PATH ({path}); install it ({install}) \
+                         or set the service's `bin:` to its path"
+                    )
+                })?
+        }
+    };
+    trusted(&found)?;
+    Ok(found)
+}
+
+/// When cogno is root: `program` (after links) and its directory belong to
+/// root and are writable by nobody else. A binary another user could
+/// replace would otherwise have root start it for them — as root for the
+/// moment before it drops to its user, and with its data.
+pub(crate) fn trusted(program: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
     }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            format!(
-                "the {what} (`{name}`) was not found in PATH ({path}); install it ({install}) \
-                 or set the service's `bin:` to its path"
-            )
-        })
+    let real = std::fs::canonicalize(program)
+        .map_err(|e| format!("cannot resolve {}: {e}", program.display()))?;
+    let dir = real.parent().unwrap_or(Path::new("/"));
+    for path in [real.as_path(), dir] {
+        let m = std::fs::metadata(path)
+            .map_err(|e| format!("cannot inspect {}: {e}", path.display()))?;
+        let writable_by_others = m.mode() & 0o022 != 0 && !(m.is_dir() && m.mode() & 0o1000 != 0);
+        if m.uid() != 0 || writable_by_others {
+            return Err(format!(
+                "{} belongs to uid {} with mode {:04o}: another user could replace {}, and cogno \
+                 runs as root; give it to root and make it writable by root only \
+                 (`chown root:root {} && chmod go-w {}`), or install the program where only root can write",
+                path.display(),
+                m.uid(),
+                m.mode() & 0o7777,
+                real.display(),
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates the data directory `dir` of the bundled server `server` (0700).
@@ -329,6 +366,33 @@ pub fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn as_root_a_program_another_user_could_replace_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let tmp = crate::testkit::TempDir::new("trusted");
+        let prog = tmp.path().join("server");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        trusted(&prog).expect("root's 0755 program in root's 0755 directory");
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let err = trusted(&prog).unwrap_err();
+        assert!(
+            err.contains("mode 0775") && err.contains("chmod go-w"),
+            "{err}"
+        );
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = trusted(&prog).unwrap_err();
+        assert!(err.contains("mode 0777"), "{err}");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&prog, Some(65534), None).unwrap();
+        let err = trusted(&prog).unwrap_err();
+        assert!(err.contains("uid 65534"), "{err}");
+    }
 
     #[test]
     fn every_kind_has_one_server_and_every_server_a_kind() {

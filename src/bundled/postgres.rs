@@ -268,6 +268,9 @@ fn install_embedded(cache: &Path) -> Result<PathBuf, String> {
 
 fn binaries(bin_dir: &Path) -> Result<Binaries, String> {
     let postgres = bin_dir.join("postgres");
+    for program in ["postgres", "initdb"] {
+        super::trusted(&bin_dir.join(program))?;
+    }
     let out = Command::new(&postgres)
         .arg("--version")
         .stdin(Stdio::null())
