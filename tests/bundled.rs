@@ -1434,3 +1434,35 @@ fn a_stdout_nobody_reads_never_makes_a_stop_miss_its_budget() {
     );
     assert_eq!(cluster_state(&s.data), "shut down");
 }
+
+/// A stack file that logs every statement and its duration (`settings:`)
+/// still never gets the app role's password into PostgreSQL's log: the
+/// provisioning session turns statement logging off, and the role statement
+/// carries a SCRAM verifier, not the password (issue 10.12).
+#[test]
+fn logging_every_statement_never_logs_the_app_password() {
+    let b = Bundled::with(
+        "pg-log-all",
+        User::Root,
+        ", settings: {log_statement: all, log_min_duration_statement: 0, log_duration: on}",
+    );
+    let mut c = b.up();
+    wait_ready(&c, Instant::now());
+    // Provisioning happened, and statements are logged (the setting took).
+    let (out, _) = b.command_output(&["status"]);
+    assert!(out.status.success());
+    stop(&mut c);
+    let output = c.output();
+    assert!(
+        output.contains("statement:") || output.contains("duration:"),
+        "{output}"
+    );
+    assert!(
+        output.contains("ROLE") || output.contains("pg_database"),
+        "{output}"
+    );
+    assert_no_secret_in(
+        &secret_values(&b.secrets_file()),
+        &[("the run's output", output)],
+    );
+}

@@ -891,14 +891,19 @@ async fn provision(
             )
         })?;
     let fail = |what: &str, e: sqlx::Error| format!("provisioning: {what} failed: {e}");
-    // The role statement carries the password: keep it out of the server log
-    // even if it fails.
-    sqlx::raw_sql("SET log_min_error_statement = panic; SET log_statement = 'none'")
-        .execute(&mut conn)
-        .await
-        .map_err(|e| fail("session setup", e))?;
+    // Nothing of this session reaches the server log, whatever `settings:`
+    // say (log_statement, log_min_duration_statement, log_duration). The
+    // role statement carries only a SCRAM verifier, never the password, so
+    // even a log line that escaped these could not give it away.
+    sqlx::raw_sql(
+        "SET log_min_error_statement = panic; SET log_statement = 'none'; \
+         SET log_min_duration_statement = -1; SET log_duration = off",
+    )
+    .execute(&mut conn)
+    .await
+    .map_err(|e| fail("session setup", e))?;
     let role = quote_ident(user);
-    let pw = quote_literal(password);
+    let pw = quote_literal(&scram_verifier(password));
     let body = format!(
         "BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN \
          ALTER ROLE {role} WITH LOGIN PASSWORD {pw}; \
@@ -931,6 +936,47 @@ async fn provision(
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802,
+/// RFC 7677; PostgreSQL's `scram_build_secret`): given to `PASSWORD '…'`, it
+/// is stored as is, and the password itself never reaches the server.
+/// Generated passwords are ASCII, which SASLprep leaves unchanged.
+fn scram_verifier(password: &str) -> String {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    use rand::RngCore;
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    const ITERATIONS: u32 = 4096;
+
+    let hmac = |key: &[u8], data: &[u8]| {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any size");
+        mac.update(data);
+        mac.finalize().into_bytes()
+    };
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    // PBKDF2-HMAC-SHA-256, one block (its output is one SHA-256 long).
+    let mut block = salt.to_vec();
+    block.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = hmac(password.as_bytes(), &block);
+    let mut salted = u;
+    for _ in 1..ITERATIONS {
+        u = hmac(password.as_bytes(), &u);
+        for (s, b) in salted.iter_mut().zip(u.iter()) {
+            *s ^= b;
+        }
+    }
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = <sha2::Sha256 as sha2::Digest>::digest(client_key);
+    let server_key = hmac(&salted, b"Server Key");
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        B64.encode(salt),
+        B64.encode(stored_key),
+        B64.encode(server_key)
+    )
 }
 
 fn quote_ident(s: &str) -> String {
@@ -1313,6 +1359,19 @@ mod tests {
         );
         assert_eq!(parse_version("something else"), None);
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        let v = scram_verifier("s3cret");
+        let (head, keys) = v.split_once('$').unwrap().1.split_once('$').unwrap();
+        assert!(
+            v.starts_with("SCRAM-SHA-256$4096:") && !v.contains("s3cret"),
+            "{v}"
+        );
+        assert_eq!(
+            head.len(),
+            "4096:".len() + 24,
+            "16 bytes of salt, base64: {v}"
+        );
+        assert_eq!(keys.split(':').map(str::len).collect::<Vec<_>>(), [44, 44]);
+        assert_ne!(scram_verifier("s3cret"), v, "a fresh salt each time");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
         assert_eq!(dollar_tag("x $cogno0$ y"), "$cogno1$");
