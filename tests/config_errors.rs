@@ -1436,3 +1436,38 @@ fn unknown_command_line_option_is_a_usage_error() {
         .expect("run cogno");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn secrets_of_a_bundled_service() {
+    let yaml = "\
+services:
+  cache:
+    kind: redis
+    secrets: [REDIS_PASSWORD]
+";
+    config_error(
+        "bundled-secrets",
+        yaml,
+        &["`cache` is a bundled service", "its files"],
+        At::Text("secrets"),
+    );
+}
+
+#[test]
+fn a_secret_name_a_shell_cannot_take() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    secrets: [GOOD, 'x; rm -rf /']
+";
+    config_error(
+        "secret-name",
+        yaml,
+        &["`x; rm -rf /` is not a secret's name", "letters, digits"],
+        At::Item {
+            line: "secrets:",
+            item: "'x; rm -rf /'",
+        },
+    );
+}

@@ -208,3 +208,113 @@ fn idle_health_connections_cannot_starve_supervision_of_descriptors() {
         cogno.output()
     );
 }
+
+/// The names in `dump` (a file of NAME=value lines, as `env` writes).
+fn names_in(dump: &str) -> Vec<String> {
+    std::fs::read_to_string(dump)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+#[test]
+fn services_get_only_the_secrets_they_need() {
+    let s = Stack::new("secret-scope");
+    let port = free_port();
+    // redis-server behind a wrapper that writes down the environment it got
+    // (into a directory the redis user may write).
+    let dumps = s.dir.path().join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    std::fs::set_permissions(&dumps, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let wrapper = s.file("redis-wrapper");
+    let redis_env = dumps.join("redis.env").to_string_lossy().into_owned();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v redis-server"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &wrapper,
+        // Not for pre-flight's `--version`: the supervised server's environment.
+        format!(
+            "#!/bin/sh\n[ \"$1\" = --version ] || env > {redis_env}\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let dump = |name: &str| {
+        argv(&[
+            "sh",
+            "-c",
+            &format!("env > {}/{name}.env; exec sleep 600", dumps.display()),
+        ])
+    };
+    s.write(&format!(
+        "services:\n  \
+         redis: {{kind: redis, port: {port}, bin: {wrapper:?}}}\n  \
+         all: {{command: {}, priority: 200}}\n  \
+         some: {{command: {}, priority: 200, secrets: [NEXTAUTH_SECRET]}}\n",
+        dump("all"),
+        dump("some")
+    ));
+    // A secret given in cogno's own environment must not leak through it either.
+    let mut cmd = s.up_command();
+    cmd.env("NEXTAUTH_SECRET", "from-the-environment-0123456789abcdef");
+    let mut cogno = Cogno::spawn(&s, cmd);
+    cogno.wait_line("stack is ready");
+    let app_secrets = [
+        "NEXTAUTH_SECRET",
+        "INTERNAL_API_SECRET",
+        "JWT_SHARED_SECRET",
+        "REDIS_PASSWORD",
+        "REDIS_URL",
+    ];
+    let redis = names_in(&redis_env);
+    assert!(
+        redis.contains(&"COGNO_SERVICE".to_owned()),
+        "the supervised wrapper ran: {redis:?}"
+    );
+    for secret in app_secrets {
+        assert!(
+            !redis.contains(&secret.to_owned()),
+            "redis-server got {secret}"
+        );
+    }
+    let all = names_in(&dumps.join("all.env").to_string_lossy());
+    for secret in app_secrets {
+        assert!(
+            all.contains(&secret.to_owned()),
+            "`all` lacks {secret}: {all:?}"
+        );
+    }
+    let some = names_in(&dumps.join("some.env").to_string_lossy());
+    assert!(some.contains(&"NEXTAUTH_SECRET".to_owned()), "{some:?}");
+    for secret in &app_secrets[1..] {
+        assert!(!some.contains(&secret.to_string()), "`some` got {secret}");
+    }
+    cogno.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
+
+    // A secret the stack does not have is named, before anything starts.
+    s.write(&format!(
+        "services:\n  \
+         redis: {{kind: redis, port: {port}}}\n  \
+         app: {{command: [sleep, '600'], secrets: [NEXTAUTH_SECRT]}}\n"
+    ));
+    let mut cogno = Cogno::up(&s);
+    assert_eq!(cogno.wait_code(TIMEOUT), 2, "{}", cogno.output());
+    let out = cogno.output();
+    assert!(
+        out.contains("`NEXTAUTH_SECRT`") && out.contains("NEXTAUTH_SECRET"),
+        "{out}"
+    );
+}

@@ -39,7 +39,7 @@ pub trait Server: Sync {
 
     /// The connection settings the app services get, derived from its actual
     /// settings (change the port and the URL follows) and the secrets.
-    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<(String, String)>;
+    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<AppVar>;
 
     /// Its pre-flight check, reading only: its program exists and can open
     /// the data an earlier run left in `data`. What it found goes to `prepare`.
@@ -72,6 +72,15 @@ pub fn server(kind: Kind) -> &'static dyn Server {
         .iter()
         .find(|s| s.name() == kind.name)
         .expect("every kind has a server (tested)")
+}
+
+/// A variable of the apps' environment, and the secret its value carries (a
+/// connection URL with a password): a service that may not have that secret
+/// does not get the variable either.
+pub struct AppVar {
+    pub name: String,
+    pub value: String,
+    pub carries: Option<String>,
 }
 
 /// A secret a server needs: `bytes` random bytes, hex.
@@ -134,14 +143,49 @@ pub fn secret_specs(stack: &Stack) -> Vec<SecretSpec> {
 
 /// The connection settings the app services get, derived from the bundled
 /// services' actual settings and the secrets (all but the servers' private
-/// ones). Services' own and cogno's environment win.
+/// ones), as `cogno env` prints them. Services' own and cogno's environment win.
 pub fn derived_env(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::new();
+    app_env(stack, secrets)
+        .into_iter()
+        .map(|v| (v.name, v.value))
+        .collect()
+}
+
+/// What each service of the stack gets of [`derived_env`]: a bundled server
+/// nothing (its own credentials reach it through its files), an app service
+/// every variable unless its `secrets:` lists which secrets it may have —
+/// then only those, and no variable that carries another one.
+pub fn derived_envs(stack: &Stack, secrets: &Secrets) -> Vec<Vec<(String, String)>> {
+    let vars = app_env(stack, secrets);
+    stack
+        .services
+        .iter()
+        .map(|svc| {
+            if svc.bundled.is_some() {
+                return Vec::new();
+            }
+            vars.iter()
+                .filter(|v| {
+                    v.carries.as_ref().is_none_or(|secret| {
+                        svc.secrets
+                            .as_ref()
+                            .is_none_or(|allowed| allowed.contains(secret))
+                    })
+                })
+                .map(|v| (v.name.clone(), v.value.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every variable of the apps' environment, with the secret it carries.
+fn app_env(stack: &Stack, secrets: &Secrets) -> Vec<AppVar> {
+    let mut vars: Vec<AppVar> = Vec::new();
     for (_, b) in bundled_kinds(stack) {
-        env.extend(server(b.kind).app_env(b, secrets));
+        vars.extend(server(b.kind).app_env(b, secrets));
     }
     if stack.services.iter().any(|s| s.bundled.is_some()) {
-        env.extend(product::app_env());
+        vars.extend(product::app_env());
     }
     let private = |name: &str| {
         SERVERS
@@ -151,10 +195,36 @@ pub fn derived_env(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
     };
     for (k, v) in secrets.pairs() {
         if !private(k) {
-            env.push((k.clone(), v.clone()));
+            vars.push(AppVar {
+                name: k.clone(),
+                value: v.clone(),
+                carries: Some(k.clone()),
+            });
         }
     }
-    env
+    vars
+}
+
+/// A service's `secrets:` that the stack does not have, as an error naming
+/// the service and the secrets it has.
+pub fn check_service_secrets(stack: &Stack, specs: &[SecretSpec]) -> Result<(), Error> {
+    for svc in &stack.services {
+        for name in svc.secrets.iter().flatten() {
+            if !specs.iter().any(|s| &s.name == name) {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::config(format!(
+                    "service `{}` lists secret `{name}` under `secrets:`, but the stack has no such secret",
+                    svc.name
+                ))
+                .in_file(&stack.file)
+                .help(format!(
+                    "the stack's secrets are: {}; fix the name, or declare it under the top-level `secrets:`",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The first service of each kind the stack has, in table order: the one
@@ -243,6 +313,18 @@ pub(crate) fn find_program(
     };
     trusted(&found)?;
     Ok(found)
+}
+
+/// A command for one of the bundled servers' own tools (`postgres --version`,
+/// `initdb`, `pg_config`…), run before the supervisor starts: with no
+/// environment but PATH, so that nothing of cogno's own — secrets given to
+/// it among them — reaches a program that needs none of it.
+pub(crate) fn tool(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// When cogno is root: `program` (after links) and its directory belong to

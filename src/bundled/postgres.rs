@@ -4,7 +4,7 @@
 //! probe that logs in with the app's credentials: the `postgres` kind.
 
 use super::product::APP_DB;
-use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
+use super::{AppVar, Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
 use crate::datadir::DataDir;
 use crate::error::Error;
@@ -18,7 +18,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 /// The app's password.
@@ -49,15 +49,16 @@ impl Server for Postgres {
         ]
     }
 
-    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<(String, String)> {
-        vec![(
-            "DATABASE_URL".into(),
-            format!(
+    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<AppVar> {
+        vec![AppVar {
+            name: "DATABASE_URL".into(),
+            carries: Some(PASSWORD.into()),
+            value: format!(
                 "postgresql://{APP_DB}:{}@127.0.0.1:{}/{APP_DB}",
                 secrets.get(PASSWORD).unwrap_or_default(),
                 b.port
             ),
-        )]
+        }]
     }
 
     fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
@@ -185,9 +186,8 @@ fn is_server_dir(dir: &Path) -> bool {
 }
 
 fn pg_config_bindir() -> Option<PathBuf> {
-    let out = Command::new("pg_config")
+    let out = super::tool("pg_config")
         .arg("--bindir")
-        .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -271,9 +271,8 @@ fn binaries(bin_dir: &Path) -> Result<Binaries, String> {
     for program in ["postgres", "initdb"] {
         super::trusted(&bin_dir.join(program))?;
     }
-    let out = Command::new(&postgres)
+    let out = super::tool(&postgres)
         .arg("--version")
-        .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {} --version: {e}", postgres.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -557,7 +556,7 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
     own(pwfile, setup.run_as)?;
 
     let initdb = setup.bins.bin_dir.join("initdb");
-    let mut cmd = Command::new(&initdb);
+    let mut cmd = super::tool(&initdb);
     cmd.arg("-D")
         .arg(pgdata)
         .arg("--username=postgres")
@@ -568,9 +567,7 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
         // One syncfs afterwards is much cheaper than initdb's fsync of every file.
         .arg("--no-sync")
         .arg(format!("--pwfile={}", pwfile.display()))
-        .env_remove("PGDATA")
-        .current_dir(pgdata.parent().unwrap_or(pgdata))
-        .stdin(Stdio::null());
+        .current_dir(pgdata.parent().unwrap_or(pgdata));
     if let Some(u) = setup.run_as {
         cmd.uid(u.uid.as_raw())
             .gid(u.gid.as_raw())
@@ -1031,7 +1028,7 @@ mod tests {
                 .append(true)
                 .open(&log)
                 .unwrap();
-            let mut c = Command::new(&cmd[0]);
+            let mut c = std::process::Command::new(&cmd[0]);
             c.args(&cmd[1..])
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())

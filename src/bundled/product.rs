@@ -28,9 +28,14 @@ pub fn secrets() -> Vec<SecretSpec> {
 }
 
 /// Where the app's web frontend and API are, for a stack with bundled services.
-pub fn app_env() -> Vec<(String, String)> {
+pub fn app_env() -> Vec<super::AppVar> {
+    let var = |name: &str, value: &str| super::AppVar {
+        name: name.into(),
+        value: value.into(),
+        carries: None,
+    };
     vec![
-        ("NEXTAUTH_URL".into(), "http://localhost:3000".into()),
-        ("WEB_API_URL".into(), "http://127.0.0.1:3000".into()),
+        var("NEXTAUTH_URL", "http://localhost:3000"),
+        var("WEB_API_URL", "http://127.0.0.1:3000"),
     ]
 }

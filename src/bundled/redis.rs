@@ -1,7 +1,7 @@
 //! Bundled Redis: its generated configuration and an AUTH + PING probe: the
 //! `redis` kind.
 
-use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
+use super::{AppVar, Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
 use crate::datadir::DataDir;
 use crate::error::Error;
@@ -33,15 +33,16 @@ impl Server for Redis {
         }]
     }
 
-    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<(String, String)> {
-        vec![(
-            "REDIS_URL".into(),
-            format!(
+    fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<AppVar> {
+        vec![AppVar {
+            name: "REDIS_URL".into(),
+            carries: Some(PASSWORD.into()),
+            value: format!(
                 "redis://:{}@127.0.0.1:{}",
                 secrets.get(PASSWORD).unwrap_or_default(),
                 b.port
             ),
-        )]
+        }]
     }
 
     fn preflight(&self, b: &Bundled, _data: &DataDir) -> Result<Found, Error> {
@@ -235,9 +236,8 @@ fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
 /// The pre-flight check: the redis-server binary exists.
 pub(super) fn check(bin: Option<&Path>) -> Result<(), String> {
     let bin = find_binary(bin)?;
-    let out = std::process::Command::new(&bin)
+    let out = super::tool(&bin)
         .arg("--version")
-        .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {} --version: {e}", bin.display()))?;
     let text = String::from_utf8_lossy(&out.stdout);

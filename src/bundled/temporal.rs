@@ -9,7 +9,7 @@
 //! in, so they are left to it rather than pinned to ports that could collide.
 
 use super::product::TEMPORAL_TASK_QUEUE;
-use super::{Found, Job, ProbeFuture, Server, ServerSecret, Versions};
+use super::{AppVar, Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
 use crate::datadir::DataDir;
 use crate::error::Error;
@@ -22,7 +22,6 @@ use std::any::Any;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tokio::net::TcpStream;
 
 /// The file in DATA/temporal recording the newest CLI that used the database.
@@ -46,11 +45,16 @@ impl Server for Temporal {
         &[]
     }
 
-    fn app_env(&self, b: &Bundled, _secrets: &Secrets) -> Vec<(String, String)> {
+    fn app_env(&self, b: &Bundled, _secrets: &Secrets) -> Vec<AppVar> {
+        let var = |name: &str, value| AppVar {
+            name: name.into(),
+            value,
+            carries: None,
+        };
         vec![
-            ("TEMPORAL_ADDRESS".into(), format!("127.0.0.1:{}", b.port)),
-            ("TEMPORAL_NAMESPACE".into(), b.namespace.clone()),
-            ("TEMPORAL_TASK_QUEUE".into(), TEMPORAL_TASK_QUEUE.into()),
+            var("TEMPORAL_ADDRESS", format!("127.0.0.1:{}", b.port)),
+            var("TEMPORAL_NAMESPACE", b.namespace.clone()),
+            var("TEMPORAL_TASK_QUEUE", TEMPORAL_TASK_QUEUE.into()),
         ]
     }
 
@@ -395,7 +399,7 @@ type Version = (u64, u64, u64);
 /// Runs `temporal --version`, which prints e.g.
 /// "temporal version 1.9.1 (Server 1.32.0, UI 2.54.1)".
 fn cli_version(bin: &Path) -> Result<(String, Version), String> {
-    let out = Command::new(bin)
+    let out = super::tool(bin)
         .arg("--version")
         .output()
         .map_err(|e| format!("cannot run `{} --version`: {e}", bin.display()))?;

@@ -92,7 +92,12 @@ pub fn run(args: StackArgs) -> i32 {
                 return e.status;
             }
         };
-        let base_env: Vec<(String, String)> = std::env::vars().collect();
+        // A secret set in cogno's environment reaches only the services
+        // entitled to it, through what cogno derives for each (first_run).
+        let secret_names = bundled::secret_specs(&stack);
+        let base_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| !secret_names.iter().any(|s| &s.name == k))
+            .collect();
         let health_listen = stack.health_listen;
         let banner = ready_banner(&stack, &data);
         let mut supervisor = Supervisor::new(stack, base_env, derived, sink.clone(), pid1);
@@ -160,6 +165,7 @@ fn first_run(
     if specs.is_empty() {
         return Ok(vec![Vec::new(); stack.services.len()]);
     }
+    bundled::check_service_secrets(stack, &specs)?;
     let secrets = secrets::load_or_create(data, &specs, &env_lookup)?;
     let kept = specs.len() - secrets.generated.len() - secrets.from_env.len();
     progress.step(format!(
@@ -172,10 +178,7 @@ fn first_run(
     if let Err(e) = data.record_creation(&versions) {
         tracing::warn!("cannot record what created {}: {e}", data.root().display());
     }
-    Ok(vec![
-        bundled::derived_env(stack, &secrets);
-        stack.services.len()
-    ])
+    Ok(bundled::derived_envs(stack, &secrets))
 }
 
 /// What a new user needs once everything is healthy: where things are, never secret values.

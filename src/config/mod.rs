@@ -82,6 +82,9 @@ pub struct Service {
     /// Start it with PR_SET_NO_NEW_PRIVS (the default): nothing it runs can
     /// gain privileges through setuid binaries or file capabilities.
     pub no_new_privs: bool,
+    /// Which of the stack's secrets it gets (`secrets:`); None: all of them.
+    /// A bundled server gets none: its credentials reach it through its files.
+    pub secrets: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
     pub depends_on: Vec<Dependency>,
     pub health: Option<Health>,
@@ -219,6 +222,15 @@ pub fn parse(
             .at_path(text, &path)
     })?;
     Builder { text, file }.build(raw)
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`: a name a shell can take as a variable.
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// For serde's "unknown field `helth`, expected one of `a`, `b`…": the
@@ -423,6 +435,30 @@ impl Builder<'_> {
             ));
         }
         let bundled = self.bundled(name, rs)?;
+        if rs.secrets.is_some() && bundled.is_some() {
+            return Err(self.err(
+                &self.svc_path(name, &["secrets"]),
+                format!(
+                    "`{name}` is a bundled service (kind): it gets no secrets in its environment"
+                ),
+                "remove `secrets:`; a bundled server's own credentials reach it through its files",
+            ));
+        }
+        if let Some((i, bad)) = rs
+            .secrets
+            .iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, n)| !is_env_name(n))
+        {
+            let mut path = self.svc_path(name, &["secrets"]);
+            path.push(Seg::Index(i));
+            return Err(self.err(
+                &path,
+                format!("`{bad}` is not a secret's name"),
+                "secrets are environment variables: letters, digits and _, not starting with a digit",
+            ));
+        }
         let kind = bundled.as_ref().map(|b| b.kind);
         let command = match &rs.command {
             Some(_) if bundled.is_some() => {
@@ -549,6 +585,7 @@ impl Builder<'_> {
             user,
             run_as,
             no_new_privs: rs.no_new_privs.is_none_or(|b| b.0),
+            secrets: rs.secrets.clone(),
             env: rs
                 .env
                 .iter()

@@ -53,6 +53,7 @@ pub struct RawService {
     pub working_dir: Option<String>,
     pub user: Option<String>,
     pub no_new_privs: Option<Lenient<bool>>,
+    pub secrets: Option<Vec<String>>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub depends_on: Option<DependsOn>,
