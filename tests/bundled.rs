@@ -1466,3 +1466,38 @@ fn logging_every_statement_never_logs_the_app_password() {
         &[("the run's output", output)],
     );
 }
+
+/// The REDIS_URL apps get works as is with redis-cli (docs/quick-start.md's
+/// step): `redis://:PASSWORD@…`, with an empty user name, is refused by
+/// redis-cli 7.0 (WRONGPASS); `default` is Redis's user for requirepass.
+#[test]
+fn redis_url_works_with_redis_cli() {
+    let s = Stack::new("redis-url");
+    let port = free_port();
+    s.write(&format!(
+        "services:\n  redis: {{kind: redis, port: {port}}}\n"
+    ));
+    let mut c = Cogno::up(&s);
+    wait_ready(&c, Instant::now());
+    let env = Command::new(COGNO)
+        .args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data)
+        .output()
+        .unwrap();
+    let url = parse_env(&String::from_utf8_lossy(&env.stdout))
+        .remove("REDIS_URL")
+        .expect("REDIS_URL");
+    assert!(url.starts_with("redis://default:"), "the URL's form");
+    let ping = run(
+        {
+            let mut cmd = Command::new("redis-cli");
+            cmd.args(["-u", &url, "ping"]);
+            cmd
+        },
+        CLIENT,
+    );
+    assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
+    stop(&mut c);
+}

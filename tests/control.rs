@@ -407,7 +407,8 @@ fn no_cogno_running_is_one_line() {
     assert_eq!(
         r.stderr,
         format!(
-            "error: no cogno is running on {} (no socket there): start the stack with `cogno up`\n",
+            "error: no cogno is running on {} (no socket there): start the stack with `cogno up`, \
+             or pass --data DIR (or set COGNO_DATA_DIR) if it runs with another data directory\n",
             sock.display()
         )
     );

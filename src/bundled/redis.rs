@@ -38,7 +38,9 @@ impl Server for Redis {
             name: "REDIS_URL".into(),
             carries: Some(PASSWORD.into()),
             value: format!(
-                "redis://:{}@127.0.0.1:{}",
+                // `default`, Redis's user for `requirepass`, spelled out:
+                // redis-cli reads an empty user name as a user named "".
+                "redis://default:{}@127.0.0.1:{}",
                 secrets.get(PASSWORD).unwrap_or_default(),
                 b.port
             ),

@@ -45,8 +45,11 @@ impl Failure {
                     }
                     _ => e.to_string(),
                 };
+                // One line (a HEALTHCHECK shows one), saying where it looked:
+                // the stack may well run, with another data directory.
                 eprintln!(
-                    "error: no cogno is running on {path} ({why}): start the stack with `cogno up`"
+                    "error: no cogno is running on {path} ({why}): start the stack with `cogno up`, \
+                     or pass --data DIR (or set COGNO_DATA_DIR) if it runs with another data directory"
                 );
             }
             Failure::Other(message) => eprintln!("error: {message}"),
