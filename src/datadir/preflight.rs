@@ -21,6 +21,8 @@ pub struct ServiceUser<'a> {
 /// is found; it converts into the [`Error`] users see (exit status 2).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Problem {
+    /// DATA, or a directory on its path (`file`), is a file.
+    NotADirectory { data: PathBuf, file: PathBuf },
     /// DATA is on a read-only mount; `existing` is its nearest existing ancestor.
     ReadOnly { data: PathBuf, existing: PathBuf },
     /// cogno's user (`uid`) cannot write `existing`, which belongs to `owner`.
@@ -54,6 +56,12 @@ impl DataDir {
             .ancestors()
             .find(|p| p.exists())
             .unwrap_or(Path::new("/"));
+        if !existing.is_dir() {
+            return Err(Problem::NotADirectory {
+                data: data.to_owned(),
+                file: existing.to_owned(),
+            });
+        }
         let statvfs = nix::sys::statvfs::statvfs(existing);
         if statvfs
             .as_ref()
@@ -130,6 +138,16 @@ fn can_enter(dir: &Path, who: &RunAs) -> bool {
 impl From<Problem> for Error {
     fn from(p: Problem) -> Error {
         match p {
+            Problem::NotADirectory { data, file } => Error::config(if file == data {
+                format!("the data directory {} is a file, not a directory", data.display())
+            } else {
+                format!(
+                    "the data directory {} cannot be created: {} is a file, not a directory",
+                    data.display(),
+                    file.display()
+                )
+            })
+            .help("move the file away, or pass --data DIR naming a directory"),
             Problem::ReadOnly { data, existing } => Error::config(format!(
                 "the data directory {} is on a read-only mount ({}): cogno keeps the stack's data there",
                 data.display(),
