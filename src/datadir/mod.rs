@@ -117,6 +117,13 @@ impl DataDir {
             ))
             .help("pass --data DIR with a writable directory")
         };
+        if self.root.exists() && !self.root.is_dir() {
+            return Err(Problem::NotADirectory {
+                data: self.root.clone(),
+                file: self.root.clone(),
+            }
+            .into());
+        }
         if !self.root.exists() {
             if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(cannot)?;
