@@ -1,5 +1,7 @@
 //! The stack's secrets: generated once from the OS CSPRNG into
 //! DATA/secrets/.env, kept across restarts, never changed, never printed.
+//! A secret is generated only while nothing made with it exists (see
+//! [`Dependent`]); a lost one is refused, never replaced.
 //!
 //! Crash safety: every write goes to a temporary file created 0600, is
 //! fsynced, renamed over the target, and the directory is fsynced, so the
