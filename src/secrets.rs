@@ -99,7 +99,7 @@ impl std::fmt::Debug for Credentials {
 /// app's users out of their sessions.
 #[derive(Debug, Clone)]
 pub struct Dependent {
-    /// What it is, for the error ("the PostgreSQL cluster").
+    /// What it is, for the error ("the bundled postgres's data").
     pub what: String,
     /// The path that shows it exists.
     pub path: PathBuf,
