@@ -208,11 +208,15 @@ fn plan(
     }
     if !generated.is_empty() {
         refuse_lost(&file, existing.is_some(), &stored, &generated, dependents)?;
-        if linked || is_symlink(&data.secrets_dir()) {
+        let dir = data.secrets_dir();
+        if linked || is_symlink(&dir) {
+            let link = if linked { &file } else { &dir };
             return Err(Error::config(format!(
-                "the secrets file {} lacks {}, and cogno does not write through a symlink",
+                "cannot add {} to the secrets file {}: {} is a symlink, and cogno \
+                 never writes through one",
+                generated.join(", "),
                 file.display(),
-                generated.join(", ")
+                link.display()
             ))
             .help(format!(
                 "add {} to the file it points to yourself, or set {} in cogno's environment",
@@ -662,7 +666,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("lacks EXTRA") && err.contains("symlink"),
+            err.contains("cannot add EXTRA") && err.contains("symlink"),
             "{err}"
         );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), full);
