@@ -1500,4 +1500,186 @@ fn redis_url_works_with_redis_cli() {
     );
     assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
     stop(&mut c);
+
+// ------------------------------------------- issue 16: what protects data
+
+/// A stack (issue 16.1) whose secrets file is lost in any of four ways, on a
+/// data directory whose cluster, Redis dataset, Temporal database and stamp
+/// were made with those secrets: `cogno up` refuses, naming what is missing,
+/// what depends on it and how to restore it, and touches nothing. With the
+/// file restored, the same stack starts as before.
+#[test]
+fn lost_secrets_of_an_initialized_stack_are_refused_untouched() {
+    let b = Bundled::new("lost-secrets", User::Root);
+    let mut c = b.up();
+    wait_ready(&c, Instant::now());
+    assert_eq!(stop(&mut c).0, 0, "{}", c.output());
+    let file = b.secrets_file();
+    let original = std::fs::read_to_string(&file).unwrap();
+    let secrets = secret_values(&file);
+    let f = file.display().to_string();
+    let pg_version = b.data().join("postgresql/PG_VERSION").display().to_string();
+    let stamp = b.data().join(".cogno/initialized").display().to_string();
+    let restore = ["from a backup", "environment"];
+    let mut outputs = Vec::new();
+
+    std::fs::remove_file(&file).unwrap();
+    let out = refused_untouched(
+        &b,
+        &[&f, "is missing", "NEXTAUTH_SECRET", &pg_version, &stamp],
+    );
+    outputs.push(out);
+
+    write_secrets(&b, "", 0o600);
+    outputs.push(refused_untouched(&b, &[&f, "holds no secret", &pg_version]));
+
+    std::fs::remove_file(&file).unwrap();
+    let unmounted = b.s.dir.path().join("unmounted/.env");
+    std::os::unix::fs::symlink(&unmounted, &file).unwrap();
+    let out = refused_untouched(&b, &[&f, &unmounted.display().to_string(), "not mounted"]);
+    assert!(
+        std::fs::symlink_metadata(&file)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the symlink must be left as it was"
+    );
+    outputs.push(out);
+
+    std::fs::remove_file(&file).unwrap();
+    let without_admin: String = original
+        .lines()
+        .filter(|l| !l.starts_with("POSTGRES_ADMIN_PASSWORD="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without_admin, original, "the admin line was there");
+    write_secrets(&b, &without_admin, 0o600);
+    let out = refused_untouched(&b, &[&f, "lacks POSTGRES_ADMIN_PASSWORD", &pg_version]);
+    for want in restore {
+        assert!(
+            out.contains(want),
+            "the error must say how to restore it:\n{out}"
+        );
+    }
+    outputs.push(out);
+
+    write_secrets(&b, &original, 0o600);
+    let mut c = b.up();
+    wait_ready(&c, Instant::now());
+    assert_eq!(stop(&mut c).0, 0, "{}", c.output());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    outputs.push(c.output());
+    let named: Vec<(&str, String)> = outputs.into_iter().map(|o| ("cogno's output", o)).collect();
+    assert_no_secret_in(&secrets, &named);
+}
+
+/// `cogno env`, `status` and `check` run before the first `cogno up` (as
+/// root, the servers dropping to their own users) leave a data directory
+/// that `up` can use (issue 16.2); `env` says on stderr that it wrote secrets.
+#[test]
+fn env_status_and_check_before_the_first_up_leave_it_usable() {
+    let b = Bundled::new("env-first", User::Root);
+    // Its stdout holds secrets: only stderr is ever shown.
+    let (out, _) = b.command_output(&["env"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let f = b.secrets_file().display().to_string();
+    assert!(
+        stderr.contains("generated") && stderr.contains(&f),
+        "`cogno env` must say where it wrote secrets:\n{stderr}"
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    assert_eq!(
+        mode(b.data()),
+        0o711,
+        "DATA can be entered by the servers' users"
+    );
+    assert_eq!(mode(&b.data().join("secrets")), 0o700);
+    b.command_output(&["status"]);
+    let mut check = Command::new(COGNO);
+    check.args(["check", "--config"]).arg(&b.s.config);
+    let out = run(check, CLIENT);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut c = b.up();
+    wait_ready(&c, Instant::now());
+    let (out, _) = b.command_output(&["env"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("generated"),
+        "nothing new to generate"
+    );
+    assert_eq!(stop(&mut c).0, 0, "{}", c.output());
+}
+
+/// A `settings:` entry cogno reserves is refused before anything is written
+/// (issue 16.6): not even the data directory exists afterwards.
+#[test]
+fn reserved_settings_are_refused_before_the_data_dir_exists() {
+    let b = Bundled::new("bad-settings", User::Root);
+    for (yaml, expect) in [
+        (
+            format!(
+                "services:\n  db: {{kind: postgres, port: {}, settings: {{port: 5433}}}}\n",
+                b.ports.pg
+            ),
+            "postgres setting `port`",
+        ),
+        (
+            format!(
+                "services:\n  db: {{kind: postgres, port: {}}}\n  \
+                 cache: {{kind: redis, port: {}, settings: {{requirepass: x}}}}\n",
+                b.ports.pg, b.ports.redis
+            ),
+            "redis setting `requirepass`",
+        ),
+    ] {
+        b.s.write(&yaml);
+        let mut c = b.up();
+        let code = c.wait_code(EXIT);
+        let out = c.output();
+        assert_eq!(code, 2, "{out}");
+        assert!(out.contains(expect) && out.contains("settings:"), "{out}");
+        assert!(!b.data().exists(), "nothing may be written:\n{out}");
+    }
+}
+
+/// A second `cogno up` on the data directory of a running stack is told that
+/// another cogno runs there, not that a port is taken (issue 16.7); a data
+/// path that is a file is called a file (issue 16.8).
+#[test]
+fn a_second_up_is_told_a_cogno_runs_there_and_a_file_is_called_a_file() {
+    let s = Stack::new("second-up");
+    let port = ports().redis;
+    s.write(&format!(
+        "services:\n  cache: {{kind: redis, port: {port}}}\n"
+    ));
+    let up = || {
+        let mut cmd = Command::new(COGNO);
+        cmd.args(["up", "--config"])
+            .arg(&s.config)
+            .arg("--data")
+            .arg(&s.data);
+        Cogno::spawn(&s, cmd)
+    };
+    let mut first = up();
+    wait_ready(&first, Instant::now());
+    let mut second = up();
+    let code = second.wait_code(EXIT);
+    let out = second.output();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("another cogno is already running") && !out.contains("already in use"),
+        "{out}"
+    );
+    assert_eq!(stop(&mut first).0, 0, "{}", first.output());
+
+    std::fs::remove_dir_all(&s.data).unwrap();
+    std::fs::write(&s.data, "not a directory\n").unwrap();
+    let mut c = up();
+    let code = c.wait_code(EXIT);
+    let out = c.output();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("is a file") && !out.contains("belongs to uid"),
+        "{out}"
+    );
 }

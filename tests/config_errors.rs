@@ -1470,4 +1470,35 @@ services:
             item: "'x; rm -rf /'",
         },
     );
+
+// ------------------------------------------------ names `cogno env` prints
+
+/// `cogno env`'s output is sourced by a shell: a variable or secret name
+/// that is not a shell name (`NAME=` would be a command) is refused at load.
+#[test]
+fn env_and_secret_names_must_be_shell_names() {
+    let cases = [
+        (
+            "env-name",
+            "env:\n  \"X=1;touch /tmp/pwned;Y\": v\nservices:\n  web:\n    command: node server.js\n",
+            "variable name `X=1;touch /tmp/pwned;Y`",
+            "touch",
+        ),
+        (
+            "service-env-name",
+            "services:\n  web:\n    command: node server.js\n    env:\n      \"$(reboot)\": v\n",
+            "variable name `$(reboot)`",
+            "reboot",
+        ),
+        (
+            "secret-name",
+            "secrets:\n  1ST_KEY: {bytes: 16}\nservices:\n  web:\n    command: node server.js\n",
+            "secret name `1ST_KEY`",
+            "1ST_KEY",
+        ),
+    ];
+    for (name, yaml, message, line) in cases {
+        let stderr = config_error(name, yaml, &[message], At::Line(line));
+        assert!(stderr.contains("not starting with a digit"), "{stderr}");
+    }
 }

@@ -18,7 +18,7 @@ mod test_support;
 use crate::config::{Bundled, Health, Kind, Probe, Stack};
 use crate::datadir::{DataDir, ServiceUser, Versions};
 use crate::error::Error;
-use crate::secrets::{self, Credentials, SecretSpec, Secrets};
+use crate::secrets::{self, Credentials, Dependent, SecretSpec, Secrets};
 use crate::user::RunAs;
 use std::any::Any;
 use std::future::Future;
@@ -40,6 +40,15 @@ pub trait Server: Sync {
     /// The connection settings the app services get, derived from its actual
     /// settings (change the port and the URL follows) and the secrets.
     fn app_env(&self, b: &Bundled, secrets: &Secrets) -> Vec<AppVar>;
+
+    /// Its `settings:`, checked before anything is written: a name cogno
+    /// reserves or one the server cannot read is refused.
+    fn check_settings(&self, b: &Bundled) -> Result<(), String>;
+
+    /// The paths that exist once it keeps data made with its
+    /// [`Server::secrets`] (a cluster, a dataset): while one exists, a lost
+    /// secret is refused instead of generated.
+    fn data_marks(&self, data: &DataDir) -> Vec<PathBuf>;
 
     /// Its pre-flight check, reading only: its program exists and can open
     /// the data an earlier run left in `data`. What it found goes to `prepare`.
@@ -139,6 +148,45 @@ pub fn secret_specs(stack: &Stack) -> Vec<SecretSpec> {
         }
     }
     specs
+}
+
+/// What earlier runs left in `data` that was made with the stack's secrets:
+/// every bundled server's data (whatever the stack now declares) and the
+/// stamp of a stack that was once healthy.
+pub fn secret_dependents(data: &DataDir) -> Vec<Dependent> {
+    let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    let mut out: Vec<Dependent> = SERVERS
+        .iter()
+        .flat_map(|s| {
+            s.data_marks(data)
+                .into_iter()
+                .filter(|p| exists(p))
+                .map(|path| Dependent {
+                    what: format!("the bundled {}'s data", s.name()),
+                    path,
+                    names: s.secrets().iter().map(|n| n.name.to_owned()).collect(),
+                })
+        })
+        .collect();
+    let stamp = data.initialized_stamp();
+    if exists(&stamp) {
+        out.push(Dependent {
+            what: "a stack that has run (its app's data and sessions)".into(),
+            path: stamp,
+            names: Vec::new(),
+        });
+    }
+    out
+}
+
+/// The stack's secrets (DATA/secrets/.env, `env` winning), generated only
+/// while nothing made with them exists: `cogno up` and `cogno env` alike.
+pub fn load_secrets(
+    stack: &Stack,
+    data: &DataDir,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secrets, Error> {
+    secrets::load_or_create(data, &secret_specs(stack), env, &secret_dependents(data))
 }
 
 /// The connection settings the app services get, derived from the bundled
@@ -241,10 +289,23 @@ pub struct Located(Vec<Option<Found>>);
 /// written, has room and is reachable by the servers' users, the bundled
 /// services' ports are free, their binaries exist and can open the existing
 /// data, the secrets file is usable. Each failure is one error saying what to do.
-pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
+pub fn preflight(
+    stack: &Stack,
+    data: &DataDir,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Located, Error> {
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
         return Ok(Located::default());
     }
+    // First, before any server's pre-flight may fetch or create anything.
+    for (_, b) in stack
+        .services
+        .iter()
+        .filter_map(|s| Some((s, s.bundled.as_ref()?)))
+    {
+        server(b.kind).check_settings(b)?;
+    }
+    check_service_secrets(stack, &secret_specs(stack))?;
     let mut located = Located(stack.services.iter().map(|_| None).collect());
     let users: Vec<ServiceUser> = stack
         .services
@@ -275,7 +336,7 @@ pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
         }
         *found = Some(server(b.kind).preflight(b, data)?);
     }
-    secrets::check_existing(data)?;
+    secrets::check(data, &secret_specs(stack), env, &secret_dependents(data))?;
     Ok(located)
 }
 
@@ -494,8 +555,7 @@ mod tests {
         let stack = crate::config::parse(yaml, Path::new("stack.yaml"), &|_| None).unwrap();
         let tmp = crate::testkit::TempDir::new("derived");
         let specs = secret_specs(&stack);
-        let secrets =
-            secrets::load_or_create(&DataDir::new(tmp.path()), &specs, &|_| None).unwrap();
+        let secrets = load_secrets(&stack, &DataDir::new(tmp.path()), &|_| None).unwrap();
         assert!(specs.iter().any(|s| s.name == "POSTGRES_ADMIN_PASSWORD"));
         let env = derived_env(&stack, &secrets);
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();

@@ -61,6 +61,16 @@ impl Server for Postgres {
         }]
     }
 
+    fn check_settings(&self, b: &Bundled) -> Result<(), String> {
+        b.settings
+            .iter()
+            .try_for_each(|(key, _)| check_setting(key))
+    }
+
+    fn data_marks(&self, data: &DataDir) -> Vec<PathBuf> {
+        vec![data.postgres().join("PG_VERSION")]
+    }
+
     fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
         let bins = locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
         check_existing(&data.postgres(), &bins)?;
@@ -689,6 +699,29 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// A `settings:` name cogno can write: a PostgreSQL parameter name that is
+/// not one cogno chooses itself.
+fn check_setting(key: &str) -> Result<(), String> {
+    let valid = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if key.eq_ignore_ascii_case("port") || key.eq_ignore_ascii_case("unix_socket_directories") {
+        return Err(format!(
+            "postgres setting `{key}` is chosen by cogno (from the service's `port:` and the \
+             data directory) and cannot be set under `settings:`; remove it, and use `port:` \
+             to change the port"
+        ));
+    }
+    if !valid {
+        return Err(format!(
+            "postgres setting `{key}` is not a PostgreSQL parameter name (letters, digits, \
+             `_` and `.` only); fix it under `settings:` of the postgres service"
+        ));
+    }
+    Ok(())
+}
+
 /// bundled/postgresql.conf, then what cogno decides, then `settings:`.
 fn cogno_conf(setup: &Setup) -> Result<String, String> {
     let mut entries: Vec<(String, String)> = CONF_TEMPLATE
@@ -711,23 +744,7 @@ fn cogno_conf(setup: &Setup) -> Result<String, String> {
         conf_quote(&setup.socket_dir.to_string_lossy()),
     );
     for (key, value) in setup.settings {
-        let valid = !key.is_empty()
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        if key.eq_ignore_ascii_case("port") || key.eq_ignore_ascii_case("unix_socket_directories") {
-            return Err(format!(
-                "postgres setting `{key}` is chosen by cogno (from the service's `port:` and the \
-                 data directory) and cannot be set under `settings:`; remove it, and use `port:` \
-                 to change the port"
-            ));
-        }
-        if !valid {
-            return Err(format!(
-                "postgres setting `{key}` is not a PostgreSQL parameter name (letters, digits, \
-                 `_` and `.` only); fix it under `settings:` of the postgres service"
-            ));
-        }
+        check_setting(key)?;
         set(key, conf_quote(value));
     }
     let mut out = String::from(

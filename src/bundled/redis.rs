@@ -47,6 +47,18 @@ impl Server for Redis {
         }]
     }
 
+    fn check_settings(&self, b: &Bundled) -> Result<(), String> {
+        b.settings
+            .iter()
+            .try_for_each(|(key, value)| check_setting(key, value))
+    }
+
+    fn data_marks(&self, data: &DataDir) -> Vec<PathBuf> {
+        // Redis's own names for its snapshot and append-only files.
+        let dir = data.redis();
+        vec![dir.join("dump.rdb"), dir.join("appendonlydir")]
+    }
+
     fn preflight(&self, b: &Bundled, _data: &DataDir) -> Result<Found, Error> {
         check(b.bin.as_deref())?;
         Ok(Box::new(()))
@@ -274,24 +286,30 @@ fn parse_major(text: &str) -> Option<u32> {
         .ok()
 }
 
+/// A `settings:` entry cogno can write: one directive, not one cogno owns.
+fn check_setting(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains(char::is_whitespace) || value.contains(['\n', '\r']) {
+        return Err(format!(
+            "redis setting `{}` is not a single directive: the name must be one word and \
+             the value one line",
+            key.escape_debug()
+        ));
+    }
+    if let Some((_, why)) = RESERVED.iter().find(|(r, _)| r.eq_ignore_ascii_case(key)) {
+        return Err(format!(
+            "redis setting `{key}` cannot be set in `settings:`: {why}"
+        ));
+    }
+    Ok(())
+}
+
 /// The template, with each line that `settings:` overrides left out, then
 /// the directives cogno owns, then the settings (the last of a repeated
 /// name wins).
 fn render(setup: &Setup) -> Result<String, String> {
     let mut settings: Vec<(&str, &str)> = Vec::with_capacity(setup.settings.len());
     for (key, value) in setup.settings {
-        if key.is_empty() || key.contains(char::is_whitespace) || value.contains(['\n', '\r']) {
-            return Err(format!(
-                "redis setting `{}` is not a single directive: the name must be one word and \
-                 the value one line",
-                key.escape_debug()
-            ));
-        }
-        if let Some((_, why)) = RESERVED.iter().find(|(r, _)| r.eq_ignore_ascii_case(key)) {
-            return Err(format!(
-                "redis setting `{key}` cannot be set in `settings:`: {why}"
-            ));
-        }
+        check_setting(key, value)?;
         settings.retain(|(k, _)| !k.eq_ignore_ascii_case(key));
         settings.push((key, value));
     }

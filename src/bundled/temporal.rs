@@ -58,6 +58,15 @@ impl Server for Temporal {
         ]
     }
 
+    fn check_settings(&self, _b: &Bundled) -> Result<(), String> {
+        // Its dev server takes no settings file: config refuses `settings:` for it.
+        Ok(())
+    }
+
+    fn data_marks(&self, data: &DataDir) -> Vec<PathBuf> {
+        vec![data.temporal().join(DB_FILE)]
+    }
+
     fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
         check(&data.temporal(), b.bin.as_deref())?;
         Ok(Box::new(()))

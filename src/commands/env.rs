@@ -2,7 +2,7 @@
 
 use super::{data_dir, env_lookup, StackArgs};
 use crate::bundled;
-use crate::secrets;
+use crate::config::is_env_name;
 
 /// Prints it, for an app run outside cogno.
 pub fn run(args: StackArgs) -> i32 {
@@ -11,11 +11,23 @@ pub fn run(args: StackArgs) -> i32 {
         Err(code) => return code,
     };
     let data = data_dir(&args, &stack);
-    let specs = bundled::secret_specs(&stack);
-    let secrets = match secrets::load_or_create(&data, &specs, &env_lookup) {
+    let secrets = match bundled::load_secrets(&stack, &data, &env_lookup) {
         Ok(s) => s,
         Err(e) => return e.report(),
     };
+    if !secrets.generated.is_empty() {
+        // A command that looks read-only says what it wrote, on stderr (stdout is sourced).
+        eprintln!(
+            "cogno env: generated {} ({}) in {}; `cogno up` will use them",
+            if secrets.generated.len() == 1 {
+                "a new secret"
+            } else {
+                "new secrets"
+            },
+            secrets.generated.join(", "),
+            secrets.file.display()
+        );
+    }
     println!(
         "# The environment cogno gives app services (stack {}).",
         stack.file.display()
@@ -23,7 +35,9 @@ pub fn run(args: StackArgs) -> i32 {
     println!("# It contains secrets: keep it out of logs and version control.");
     let mut vars = bundled::derived_env(&stack, &secrets);
     vars.extend(stack.env.iter().cloned());
-    for (k, v) in vars.iter().filter(|(k, _)| !k.is_empty()) {
+    // Names are checked when the stack and the secrets file are read; one that
+    // is not a shell name is never printed, so sourcing this never runs a command.
+    for (k, v) in vars.iter().filter(|(k, _)| is_env_name(k)) {
         // Single quotes: nothing in the value is expanded when the file is sourced.
         println!("{k}='{}'", v.replace('\'', "'\\''"));
     }

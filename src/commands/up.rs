@@ -10,7 +10,6 @@ use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::logs::{OwnWriter, Sink, Style};
 use crate::os::{limits, process, signals, trim};
-use crate::secrets;
 use crate::supervisor::{self, Supervisor};
 
 pub fn run(args: StackArgs) -> i32 {
@@ -30,8 +29,12 @@ pub fn run(args: StackArgs) -> i32 {
         Err(code) => return code,
     };
     let data = data_dir(&args, &stack);
+    // A running stack holds the ports too: say so rather than that a port is taken.
+    if let Err(e) = control::server::check_not_running(&data) {
+        return Error::from(e).report();
+    }
     // Everything that can be checked is checked before anything is written.
-    let located = match bundled::preflight(&stack, &data) {
+    let located = match bundled::preflight(&stack, &data, &env_lookup) {
         Ok(l) => l,
         Err(e) => return e.report(),
     };
@@ -165,8 +168,7 @@ fn first_run(
     if specs.is_empty() {
         return Ok(vec![Vec::new(); stack.services.len()]);
     }
-    bundled::check_service_secrets(stack, &specs)?;
-    let secrets = secrets::load_or_create(data, &specs, &env_lookup)?;
+    let secrets = bundled::load_secrets(stack, data, &env_lookup)?;
     let kept = specs.len() - secrets.generated.len() - secrets.from_env.len();
     progress.step(format!(
         "secrets: {} generated, {kept} kept, {} from the environment ({})",

@@ -224,15 +224,6 @@ pub fn parse(
     Builder { text, file }.build(raw)
 }
 
-/// `[A-Za-z_][A-Za-z0-9_]*`: a name a shell can take as a variable.
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 /// For serde's "unknown field `helth`, expected one of `a`, `b`…": the
 /// expected name closest to the one written, if it is close enough to be a
 /// typo (as clap suggests for a mistyped flag).
@@ -309,6 +300,16 @@ fn path_segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
         .collect()
 }
 
+/// Whether `name` is a portable environment variable name
+/// (`[A-Za-z_][A-Za-z0-9_]*`): one a shell reads as an assignment.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn key(k: &str) -> Seg {
     Seg::Key(k.to_owned())
 }
@@ -324,6 +325,22 @@ impl Builder<'_> {
         Diagnostic::in_stack_file(self.file, message)
             .help(help)
             .at_path(self.text, path)
+    }
+
+    /// An environment variable's or secret's `name` must be a shell name:
+    /// `cogno env`'s output is sourced, and `NAME=` must never be a command.
+    fn check_env_name(&self, path: &[Seg], name: &str, what: &str) -> Result<(), Diagnostic> {
+        if is_env_name(name) {
+            return Ok(());
+        }
+        Err(self.err(
+            path,
+            format!(
+                "{what} name `{}` is not an environment variable name",
+                name.escape_debug()
+            ),
+            "use letters, digits and `_` only, not starting with a digit (like DATABASE_URL)",
+        ))
     }
 
     fn svc_path(&self, name: &str, rest: &[&str]) -> Vec<Seg> {
@@ -384,7 +401,13 @@ impl Builder<'_> {
                 )
             })?),
         };
+        for name in raw.env.keys() {
+            self.check_env_name(&[key("env"), key(name)], name, "variable")?;
+        }
         if let Some(m) = &raw.secrets {
+            for name in m.keys() {
+                self.check_env_name(&[key("secrets"), key(name)], name, "secret")?;
+            }
             if let Some((name, _)) = m.iter().find(|(_, s)| !(8..=1024).contains(&s.bytes.0)) {
                 return Err(self.err(
                     &[key("secrets"), key(name), key("bytes")],
@@ -433,6 +456,9 @@ impl Builder<'_> {
                 format!("service name `{name}` may only contain letters, digits, `-` and `_`"),
                 "rename the service: its name is used in log prefixes and on the command line",
             ));
+        }
+        for var in rs.env.keys() {
+            self.check_env_name(&self.svc_path(name, &["env", var]), var, "variable")?;
         }
         let bundled = self.bundled(name, rs)?;
         if rs.secrets.is_some() && bundled.is_some() {

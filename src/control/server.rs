@@ -59,12 +59,10 @@ impl From<BindError> for Error {
     }
 }
 
-/// Binds the control socket (0600) in DATA/run, which
-/// [`DataDir::create`] made. A socket file that answers belongs to
-/// a cogno that is running on this data directory: that is an error, never
-/// something to take over. One that does not answer is left over from a
-/// crash and is replaced.
-pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindError> {
+/// Whether a cogno already runs on `data`: its control socket answers.
+/// Reads only, so `up` asks it before pre-flight checks the ports that
+/// stack holds.
+pub fn check_not_running(data: &DataDir) -> Result<(), BindError> {
     let path = data.socket();
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(BindError::AlreadyRunning {
@@ -72,6 +70,17 @@ pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindErro
             data: data.root().to_path_buf(),
         });
     }
+    Ok(())
+}
+
+/// Binds the control socket (0600) in DATA/run, which
+/// [`DataDir::create`] made. A socket file that answers belongs to
+/// a cogno that is running on this data directory: that is an error, never
+/// something to take over. One that does not answer is left over from a
+/// crash and is replaced.
+pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindError> {
+    check_not_running(data)?;
+    let path = data.socket();
     match std::fs::symlink_metadata(&path) {
         Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
             let _ = std::fs::remove_file(&path);

@@ -35,19 +35,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], owner: Option<&RunAs>) -> io::Res
         .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(bytes)?;
-    if let Some(user) = owner {
-        nix::unistd::fchownat(
-            None,
-            &tmp,
-            Some(user.uid),
-            Some(user.gid),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
+    let written = (|| {
+        file.write_all(bytes)?;
+        if let Some(user) = owner {
+            nix::unistd::fchownat(
+                None,
+                &tmp,
+                Some(user.uid),
+                Some(user.gid),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )?;
+        }
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A full disk must not also leave a half-written file behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
     fs::File::open(dir)?.sync_all()
 }
 
@@ -72,4 +78,23 @@ pub fn chown_tree(path: &Path, user: &RunAs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let tmp = crate::testkit::TempDir::new("files-atomic");
+        // The rename cannot replace a non-empty directory: it fails after the write.
+        let target = tmp.path().join("cogno.conf");
+        fs::create_dir_all(target.join("in-the-way")).unwrap();
+        assert!(write_atomic(&target, b"port = 5432\n", None).is_err());
+        let left: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["cogno.conf"], "only what was there before");
+    }
 }

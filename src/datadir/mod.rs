@@ -104,16 +104,40 @@ impl DataDir {
         self.root.join(".cogno")
     }
 
-    /// Creates DATA (and its parents) and DATA/run (0711) if missing.
+    /// Creates DATA (and its parents) and DATA/run (0711) if missing. DATA
+    /// is created 0711 whatever the umask, by whichever command comes first
+    /// (`cogno env` too): the servers' users must pass through it to their
+    /// own directories, and nobody else may list it.
     pub fn create(&self) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(&self.root).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             Error::config(format!(
                 "cannot create the data directory {}: {e}",
                 self.root.display()
             ))
             .help("pass --data DIR with a writable directory")
-        })?;
+        };
+        if self.root.exists() && !self.root.is_dir() {
+            return Err(Problem::NotADirectory {
+                data: self.root.clone(),
+                file: self.root.clone(),
+            }
+            .into());
+        }
+        if !self.root.exists() {
+            if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(cannot)?;
+            }
+            match std::fs::create_dir(&self.root) {
+                Ok(()) => {
+                    std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o711))
+                        .map_err(cannot)?
+                }
+                // Another cogno command made it meanwhile: its mode is its own.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(cannot(e)),
+            }
+        }
         let run = self.run_dir();
         std::fs::create_dir_all(&run).map_err(|e| {
             Error::config(format!("cannot create {}: {e}", run.display()))
@@ -144,6 +168,16 @@ mod tests {
         );
         assert_eq!(d.redis(), Path::new("/data/redis"));
         assert_eq!(d.temporal(), Path::new("/data/temporal"));
+    }
+
+    #[test]
+    fn a_created_data_dir_is_0711() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = crate::testkit::TempDir::new("datadir-mode");
+        let d = DataDir::new(tmp.path().join("parent/data"));
+        d.create().unwrap();
+        let mode = std::fs::metadata(d.root()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o711);
     }
 
     #[test]

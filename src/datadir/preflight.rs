@@ -21,6 +21,8 @@ pub struct ServiceUser<'a> {
 /// is found; it converts into the [`Error`] users see (exit status 2).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Problem {
+    /// DATA, or a directory on its path (`file`), is a file.
+    NotADirectory { data: PathBuf, file: PathBuf },
     /// DATA is on a read-only mount; `existing` is its nearest existing ancestor.
     ReadOnly { data: PathBuf, existing: PathBuf },
     /// cogno's user (`uid`) cannot write `existing`, which belongs to `owner`.
@@ -54,6 +56,12 @@ impl DataDir {
             .ancestors()
             .find(|p| p.exists())
             .unwrap_or(Path::new("/"));
+        if !existing.is_dir() {
+            return Err(Problem::NotADirectory {
+                data: data.to_owned(),
+                file: existing.to_owned(),
+            });
+        }
         let statvfs = nix::sys::statvfs::statvfs(existing);
         if statvfs
             .as_ref()
@@ -130,6 +138,16 @@ fn can_enter(dir: &Path, who: &RunAs) -> bool {
 impl From<Problem> for Error {
     fn from(p: Problem) -> Error {
         match p {
+            Problem::NotADirectory { data, file } => Error::config(if file == data {
+                format!("the data directory {} is a file, not a directory", data.display())
+            } else {
+                format!(
+                    "the data directory {} cannot be created: {} is a file, not a directory",
+                    data.display(),
+                    file.display()
+                )
+            })
+            .help("move the file away, or pass --data DIR naming a directory"),
             Problem::ReadOnly { data, existing } => Error::config(format!(
                 "the data directory {} is on a read-only mount ({}): cogno keeps the stack's data there",
                 data.display(),
@@ -173,12 +191,21 @@ impl From<Problem> for Error {
                 blocked.display(),
                 data.display(),
             ))
-            .help(format!(
-                "let other users enter it (`chmod o+x {}` on the host), give it to root (`chown 0:0 {}`), \
-                 or use a named volume",
-                blocked.display(),
-                blocked.display(),
-            )),
+            .help(if blocked == data {
+                // Its owner does not matter: the servers' users must pass through it.
+                format!(
+                    "`chmod 711 {}` (cogno creates it 0711: the servers' users pass through it \
+                     to their own directories, and nobody else may list it)",
+                    blocked.display()
+                )
+            } else {
+                format!(
+                    "let other users enter it (`chmod o+x {}` on the host), give it to root (`chown 0:0 {}`), \
+                     or use a named volume",
+                    blocked.display(),
+                    blocked.display(),
+                )
+            }),
         }
     }
 }
@@ -238,6 +265,26 @@ mod tests {
             assert_eq!(e.to_string(), text);
             assert_eq!(e.status, crate::error::EXIT_CONFIG);
         }
+    }
+
+    #[test]
+    fn a_file_is_called_a_file_and_a_closed_data_dir_gets_chmod() {
+        let tmp = crate::testkit::TempDir::new("datadir-file");
+        let file = tmp.path().join("data");
+        std::fs::write(&file, "").unwrap();
+        let e = Error::from(DataDir::new(&file).preflight(&[]).unwrap_err()).to_string();
+        assert!(e.contains("is a file, not a directory"), "{e}");
+        let e = Error::from(DataDir::new(file.join("sub")).preflight(&[]).unwrap_err());
+        assert!(e.to_string().contains("cannot be created"), "{e}");
+        let closed = Error::from(Problem::Unreachable {
+            data: PathBuf::from("/data"),
+            blocked: PathBuf::from("/data"),
+            owner: 0,
+            mode: 0o700,
+            user: "postgres".into(),
+            service: "db".into(),
+        });
+        assert!(closed.to_string().contains("`chmod 711 /data`"), "{closed}");
     }
 
     #[test]

@@ -23,6 +23,12 @@ impl DataDir {
         self.stamp_once("created", &text)
     }
 
+    /// DATA/.cogno/initialized: the stack has been healthy once (its app's
+    /// data, sessions and tokens were made with its secrets).
+    pub fn initialized_stamp(&self) -> std::path::PathBuf {
+        self.cogno_dir().join("initialized")
+    }
+
     /// Marks the first complete start (every service healthy), once.
     pub fn mark_initialized(&self) -> std::io::Result<()> {
         self.stamp_once("initialized", &format!("first_ready_unix={}\n", unix_now()))
