@@ -107,6 +107,11 @@ impl DataDir {
     /// Creates DATA (and its parents) and DATA/run (0711) if missing.
     pub fn create(&self) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
+        let missing: Vec<&Path> = self
+            .root
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+            .collect();
         std::fs::create_dir_all(&self.root).map_err(|e| {
             Error::config(format!(
                 "cannot create the data directory {}: {e}",
@@ -114,6 +119,12 @@ impl DataDir {
             ))
             .help("pass --data DIR with a writable directory")
         })?;
+        // Created under root's private umask: DATA and the parents made for
+        // it stay reachable by the servers' users (0755), as they would be
+        // under the usual umask 022.
+        for dir in missing {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        }
         let run = self.run_dir();
         std::fs::create_dir_all(&run).map_err(|e| {
             Error::config(format!("cannot create {}: {e}", run.display()))
