@@ -172,6 +172,8 @@ pub struct Located(Vec<Option<Found>>);
 /// services' ports are free, their binaries exist and can open the existing
 /// data, the secrets file is usable. Each failure is one error saying what to do.
 pub fn preflight(stack: &Stack, data: &DataDir) -> Result<Located, Error> {
+    // Whatever the stack: root is about to create and write under DATA.
+    data.check_trusted()?;
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
         return Ok(Located::default());
     }

@@ -1,6 +1,6 @@
 //! The data directory's pre-flight checks, made before anything is written:
-//! as root, nobody else can write it or plant links in it; it is on a
-//! writable mount, cogno's user can write it, it has room for a first start,
+//! as root, nobody else can write it or plant links in it
+//! ([`DataDir::check_trusted`]); it is on a writable mount, cogno's user can write it, it has room for a first start,
 //! and every bundled server's user can reach it.
 
 use super::DataDir;
@@ -60,9 +60,6 @@ impl DataDir {
     /// Checks, without writing anything, that cogno can keep the stack's
     /// data here and that each of `users` can reach it.
     pub fn preflight(&self, users: &[ServiceUser]) -> Result<(), Problem> {
-        if nix::unistd::geteuid().is_root() {
-            self.check_trusted()?;
-        }
         let data = self.root();
         // DATA itself may not exist yet: what matters is where it will be created.
         let existing = data
@@ -128,12 +125,16 @@ impl DataDir {
 }
 
 impl DataDir {
-    /// As root: DATA and every directory above it may be written only by
-    /// root (a sticky directory such as /tmp excepted), and no place cogno
-    /// keeps something under DATA is a symbolic link; cogno's own
-    /// directories there are root's alone. The services' directories are
-    /// theirs to write: root only ever walks them by file descriptor.
-    fn check_trusted(&self) -> Result<(), Problem> {
+    /// As root, before anything is read or written under DATA, whatever the
+    /// stack: DATA and every directory above it may be written only by root
+    /// (a sticky directory such as /tmp excepted), and no place cogno keeps
+    /// something under DATA is a symbolic link; cogno's own directories
+    /// there are root's alone. The services' directories are theirs to
+    /// write: root only ever walks them by file descriptor.
+    pub fn check_trusted(&self) -> Result<(), Problem> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
         let data = self.root();
         let absolute = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
         let canonical = absolute
