@@ -234,21 +234,7 @@ fn a_fifo_as_postmaster_pid_neither_hangs_nor_is_read() {
     let s = bundled("fifo-postmaster-pid", "postgres");
     let cluster = s.data.join("postgresql");
     std::fs::create_dir(&cluster).unwrap();
-    let major = String::from_utf8(
-        Command::new("pg_config")
-            .arg("--version")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let major = major
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .split('.')
-        .next()
-        .unwrap();
+    let major = crate::bundled::pg_major();
     std::fs::write(cluster.join("PG_VERSION"), format!("{major}\n")).unwrap();
     std::fs::write(
         cluster.join("postgresql.conf"),
