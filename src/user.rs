@@ -39,3 +39,42 @@ impl RunAs {
         })
     }
 }
+
+/// The identity a service starts with: its resolved user, or cogno's own
+/// when cogno is not root. Root with a `user:` that was not resolved fails
+/// closed — the start fails, naming the user — and never runs it as root.
+pub fn start_as<'a>(
+    user: Option<&str>,
+    run_as: Option<&'a RunAs>,
+    root: bool,
+) -> Result<Option<&'a RunAs>, String> {
+    match (user, run_as) {
+        (Some(name), None) if root => Err(format!(
+            "user `{name}` was not resolved: cogno runs as root and never starts a service as root in its place"
+        )),
+        _ => Ok(run_as),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unresolved_user_never_means_root() {
+        let nobody = RunAs {
+            name: "nobody".into(),
+            uid: Uid::from_raw(65534),
+            gid: Gid::from_raw(65534),
+            groups: Vec::new(),
+            home: PathBuf::from("/nonexistent"),
+        };
+        let err = start_as(Some("app"), None, true).unwrap_err();
+        assert!(err.contains("`app`"), "{err}");
+        let as_nobody = start_as(Some("nobody"), Some(&nobody), true).unwrap();
+        assert_eq!(as_nobody.map(|u| u.uid), Some(nobody.uid));
+        // No `user:`, or cogno unprivileged: cogno's own user, as always.
+        assert!(start_as(None, None, true).unwrap().is_none());
+        assert!(start_as(Some("app"), None, false).unwrap().is_none());
+    }
+}

@@ -552,7 +552,8 @@ fn proc_uid(pid: i32) -> Option<u32> {
     ids.iter().all(|&i| i == ids[0]).then(|| ids[0])
 }
 
-fn pg_major() -> u32 {
+/// The major version of the installed PostgreSQL (pg_config in PATH).
+pub fn pg_major() -> u32 {
     let out = Command::new("pg_config")
         .arg("--version")
         .output()
@@ -1500,6 +1501,7 @@ fn redis_url_works_with_redis_cli() {
     );
     assert_eq!(String::from_utf8_lossy(&ping.stdout).trim(), "PONG");
     stop(&mut c);
+}
 
 // ------------------------------------------- issue 16: what protects data
 

@@ -12,5 +12,6 @@ mod cli;
 mod config_errors;
 mod control;
 mod hardening;
+mod paths;
 mod pid1;
 mod supervisor;

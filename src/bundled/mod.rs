@@ -294,6 +294,8 @@ pub fn preflight(
     data: &DataDir,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Located, Error> {
+    // Whatever the stack: root is about to create and write under DATA.
+    data.check_trusted()?;
     if !stack.services.iter().any(|s| s.bundled.is_some()) {
         return Ok(Located::default());
     }

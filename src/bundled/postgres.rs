@@ -6,7 +6,7 @@
 use super::product::APP_DB;
 use super::{AppVar, Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
-use crate::datadir::DataDir;
+use crate::datadir::{files, DataDir};
 use crate::error::Error;
 use crate::secrets::{Credentials, Secrets};
 use crate::user::RunAs;
@@ -446,11 +446,18 @@ fn cluster_state(cluster: &Path) -> Result<ClusterState, String> {
 
 fn check_version(cluster: &Path, bins: &Binaries) -> Result<(), String> {
     let path = cluster.join("PG_VERSION");
-    let found =
-        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let found = read_service_file(&path)?;
     let found = found.trim();
     if found == bins.major.to_string() {
         return Ok(());
+    }
+    if found.parse::<u32>().is_err() {
+        return Err(format!(
+            "{} should hold the major version of PostgreSQL that created the cluster (like `15`) \
+             but holds {}; nothing was changed. Restore the file from a backup of the cluster",
+            path.display(),
+            files::shown(found)
+        ));
     }
     Err(format!(
         "the cluster in {} was created by PostgreSQL {found} but the binaries in {} are \
@@ -465,10 +472,20 @@ fn check_version(cluster: &Path, bins: &Binaries) -> Result<(), String> {
     ))
 }
 
+/// The most cogno reads of a file the server's user can write: PG_VERSION,
+/// postmaster.pid and postgresql.conf are a few kilobytes at most.
+const SMALL_FILE_CAP: u64 = 1 << 20;
+
+/// A file of the cluster, which its server's user can replace with a link or
+/// a FIFO: read only as a small regular file.
+fn read_service_file(path: &Path) -> Result<String, String> {
+    files::read_small(path, SMALL_FILE_CAP)?
+        .ok_or_else(|| format!("cannot read {}: it does not exist", path.display()))
+}
+
 fn check_includes_cogno_conf(cluster: &Path) -> Result<(), String> {
     let path = cluster.join("postgresql.conf");
-    let text =
-        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = read_service_file(&path)?;
     let included = text.lines().any(|l| {
         let l = l.trim();
         l.starts_with("include") && !l.starts_with("include_dir") && l.contains(COGNO_CONF)
@@ -502,8 +519,10 @@ fn initdb(cluster: &Path, scratch: &Path, setup: &Setup) -> Result<(), String> {
     result?;
 
     let conf = pgdata.join("postgresql.conf");
+    // initdb ran as the server's user, whose directory this is: never append through a link.
     let mut f = fs::OpenOptions::new()
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&conf)
         .map_err(|e| format!("cannot open {}: {e}", conf.display()))?;
     writeln!(
@@ -608,8 +627,15 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
 /// postgres refuses a data directory that is not owned by its user or is
 /// group-writable or world-accessible.
 fn fix_cluster_dir(cluster: &Path, run_as: Option<&RunAs>) -> Result<(), String> {
-    let meta =
-        fs::metadata(cluster).map_err(|e| format!("cannot read {}: {e}", cluster.display()))?;
+    let meta = fs::symlink_metadata(cluster)
+        .map_err(|e| format!("cannot read {}: {e}", cluster.display()))?;
+    // Its mode is set by path below: never through a link.
+    if !meta.is_dir() {
+        return Err(format!(
+            "{} is not a directory (a symbolic link?): cogno never follows a link in the data directory",
+            cluster.display()
+        ));
+    }
     let want = run_as.map_or_else(|| nix::unistd::geteuid().as_raw(), |u| u.uid.as_raw());
     if meta.uid() != want {
         let user = run_as.map_or_else(|| want.to_string(), |u| u.name.clone());
@@ -632,10 +658,8 @@ fn fix_cluster_dir(cluster: &Path, run_as: Option<&RunAs>) -> Result<(), String>
 /// start low again, so another live process may now hold it. Only a live
 /// postgres whose working directory is this cluster keeps the file.
 fn clear_stale_lock(lock: &Path, cluster: &Path) -> Result<bool, String> {
-    let text = match fs::read_to_string(lock) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(format!("cannot read {}: {e}", lock.display())),
+    let Some(text) = files::read_small(lock, SMALL_FILE_CAP)? else {
+        return Ok(false);
     };
     let pid = text
         .lines()

@@ -19,8 +19,6 @@ use bytes::{Buf, Bytes};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::any::Any;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use tokio::net::TcpStream;
 
@@ -86,9 +84,10 @@ impl Server for Temporal {
             namespace: &job.bundled.namespace,
             run_as: job.run_as,
         })?;
-        versions.temporal_cli = fs::read_to_string(dir.join(VERSION_FILE))
+        versions.temporal_cli = read_record(&dir.join(VERSION_FILE))
             .ok()
-            .map(|v| v.trim().to_owned());
+            .flatten()
+            .map(|(v, _)| v);
         Ok(super::Prepared {
             command,
             progress: format!("Temporal dev server in {}", dir.display()),
@@ -445,19 +444,19 @@ fn parse_version(s: &str) -> Option<Version> {
 
 /// The recorded version, None when there is no record yet.
 fn read_record(record: &Path) -> Result<Option<(String, Version)>, String> {
-    let text = match fs::read_to_string(record) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", record.display())),
+    // The server's user can write its directory: never through a link or a
+    // FIFO, and a version is a few bytes.
+    let Some(text) = crate::datadir::files::read_small(record, 256)? else {
+        return Ok(None);
     };
     let recorded = text.trim();
     match parse_version(recorded) {
         Some(v) => Ok(Some((recorded.to_owned(), v))),
         None => Err(format!(
             "{} should hold the version of the Temporal CLI that last used the database \
-             (like `1.9.1`) but holds {:?}; write that version into it, see docs/upgrading.md",
+             (like `1.9.1`) but holds {}; write that version into it, see docs/upgrading.md",
             record.display(),
-            recorded
+            crate::datadir::files::shown(recorded)
         )),
     }
 }
@@ -467,6 +466,7 @@ mod tests {
     use super::*;
     use crate::bundled::test_support::Server;
     use crate::testkit::{free_port, TempDir};
+    use std::fs;
     use std::time::{Duration, Instant};
 
     fn rt() -> tokio::runtime::Runtime {

@@ -20,6 +20,9 @@ pub fn run(args: StackArgs) -> i32 {
     if let Err(e) = limits::protect_memory() {
         eprintln!("warning: cannot keep cogno's memory out of core dumps: {e}");
     }
+    if nix::unistd::geteuid().is_root() {
+        limits::private_umask();
+    }
     if let Err(e) = limits::raise_nofile() {
         eprintln!("warning: cannot raise cogno's file descriptor limit: {e}");
     }

@@ -31,6 +31,9 @@ pub enum BindError {
     AlreadyRunning { socket: PathBuf, data: PathBuf },
     /// Something that is not a socket sits where the socket goes.
     NotASocket(PathBuf),
+    /// DATA/run is a symbolic link, or not cogno's user's own directory:
+    /// the socket would be created, or a stale one removed, elsewhere.
+    UntrustedDir(PathBuf),
     /// The socket could not be created.
     Io(PathBuf, std::io::Error),
 }
@@ -46,6 +49,12 @@ impl From<BindError> for Error {
                 "stop it first (`cogno shutdown --data {}`), or use another --data directory",
                 data.display()
             )),
+            BindError::UntrustedDir(dir) => Error::config(format!(
+                "{} is not a directory of cogno's user (a symbolic link, or another user's): \
+                 cogno will not create its control socket through it",
+                dir.display()
+            ))
+            .help("move it away so that cogno creates the directory itself, and start again; see docs/security.md"),
             BindError::NotASocket(path) => Error::config(format!(
                 "{} exists and is not a socket; cogno will not remove it",
                 path.display()
@@ -64,6 +73,14 @@ impl From<BindError> for Error {
 /// stack holds.
 pub fn check_not_running(data: &DataDir) -> Result<(), BindError> {
     let path = data.socket();
+    let run = data.run_dir();
+    let own_dir = std::fs::symlink_metadata(&run).is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw()
+    });
+    if !own_dir {
+        return Err(BindError::UntrustedDir(run));
+    }
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(BindError::AlreadyRunning {
             socket: path,

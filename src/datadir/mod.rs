@@ -125,8 +125,19 @@ impl DataDir {
             .into());
         }
         if !self.root.exists() {
+            let parents: Vec<&Path> = self
+                .root
+                .ancestors()
+                .skip(1)
+                .take_while(|p| !p.as_os_str().is_empty() && !p.exists())
+                .collect();
             if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(cannot)?;
+            }
+            // Made under root's private umask: parents made for DATA stay
+            // reachable by the servers' users, as under the usual umask 022.
+            for dir in parents {
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
             }
             match std::fs::create_dir(&self.root) {
                 Ok(()) => {

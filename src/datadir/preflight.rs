@@ -1,6 +1,7 @@
 //! The data directory's pre-flight checks, made before anything is written:
-//! it is on a writable mount, cogno's user can write it, it has room for a
-//! first start, and every bundled server's user can reach it.
+//! as root, nobody else can write it or plant links in it
+//! ([`DataDir::check_trusted`]); it is on a writable mount, cogno's user can write it, it has room for a first start,
+//! and every bundled server's user can reach it.
 
 use super::DataDir;
 use crate::error::Error;
@@ -35,6 +36,17 @@ pub enum Problem {
     },
     /// A first start would not fit in `free` bytes under `existing`.
     NoSpace { existing: PathBuf, free: u64 },
+    /// cogno runs as root but `path` (DATA, one of its ancestors, or a
+    /// directory of cogno's own in it) can be written by another user, who
+    /// could then make root write, chown or read through links of theirs.
+    ForeignWritable {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+    },
+    /// `path`, where cogno keeps something under DATA, is a symbolic link:
+    /// root would write, chown or read where it points.
+    Symlink { path: PathBuf },
     /// `user` (of `service`) cannot enter `blocked`, on the way to DATA.
     Unreachable {
         data: PathBuf,
@@ -120,6 +132,70 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// As root, before anything is read or written under DATA, whatever the
+    /// stack: DATA and every directory above it may be written only by root
+    /// (a sticky directory such as /tmp excepted), and no place cogno keeps
+    /// something under DATA is a symbolic link; cogno's own directories
+    /// there are root's alone. The services' directories are theirs to
+    /// write: root only ever walks them by file descriptor.
+    pub fn check_trusted(&self) -> Result<(), Problem> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(());
+        }
+        let data = self.root();
+        let absolute = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
+        let canonical = absolute
+            .ancestors()
+            .find_map(|p| std::fs::canonicalize(p).ok())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        for dir in absolute.ancestors().chain(canonical.ancestors()) {
+            let Ok(m) = std::fs::metadata(dir) else {
+                continue;
+            };
+            let sticky = m.mode() & 0o1000 != 0;
+            if !trusted_owner(m.uid()) || (m.mode() & 0o022 != 0 && !sticky) {
+                return Err(foreign(dir, &m));
+            }
+        }
+        let own = [self.secrets_dir(), self.run_dir(), self.cogno_dir()];
+        let services = [
+            self.redis(),
+            self.temporal(),
+            self.postgres(),
+            self.postgres_sockets(),
+            self.postgres_bin_cache(),
+            self.secrets_file(),
+            self.socket(),
+        ];
+        for path in own.iter().chain(&services) {
+            let Ok(m) = std::fs::symlink_metadata(path) else {
+                continue;
+            };
+            if m.file_type().is_symlink() {
+                return Err(Problem::Symlink { path: path.clone() });
+            }
+            if own.contains(path) && (!trusted_owner(m.uid()) || m.mode() & 0o022 != 0) {
+                return Err(foreign(path, &m));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Root, or the user cogno runs as.
+fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw()
+}
+
+fn foreign(path: &Path, m: &std::fs::Metadata) -> Problem {
+    Problem::ForeignWritable {
+        path: path.to_owned(),
+        owner: m.uid(),
+        mode: m.mode() & 0o7777,
+    }
+}
+
 /// Whether `who` may search directory `dir` (its x bit for owner, group or others).
 fn can_enter(dir: &Path, who: &RunAs) -> bool {
     let Ok(m) = std::fs::metadata(dir) else {
@@ -178,6 +254,33 @@ impl From<Problem> for Error {
                 MIN_FREE_BYTES >> 20
             ))
             .help("free some space or use another --data"),
+            Problem::ForeignWritable { path, owner, mode } => {
+                let p = path.display();
+                let fix = if owner == 0 {
+                    format!("`chmod go-w {p}`")
+                } else {
+                    format!("`chown root:root {p} && chmod 755 {p}`")
+                };
+                Error::config(format!(
+                    "{p} belongs to uid {owner} with mode {mode:04o}: cogno runs as root and refuses a \
+                     data directory another user can write, who could make root write, chown or read \
+                     through links of theirs; nothing was changed"
+                ))
+                .help(format!(
+                    "make it root's alone ({fix}), or run cogno as the user who owns the data directory; \
+                     see docs/security.md"
+                ))
+            }
+            Problem::Symlink { path } => Error::config(format!(
+                "{} is a symbolic link: cogno runs as root and never follows a link inside the data \
+                 directory; nothing was changed",
+                path.display()
+            ))
+            .help(format!(
+                "put the directory itself in its place (move what the link points to into {}), or point \
+                 --data at the real location; see docs/security.md",
+                path.display()
+            )),
             Problem::Unreachable {
                 data,
                 blocked,

@@ -3,11 +3,15 @@
 //! its own file-descriptor limit is raised so that supervision keeps a
 //! reserve; services get the limit cogno was started with back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The soft RLIMIT_NOFILE cogno was started with, for its children
 /// (u64::MAX: not changed, nothing to restore).
 static ORIGINAL_NOFILE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The umask cogno was started with, for its children (u32::MAX: not
+/// changed, nothing to restore).
+static ORIGINAL_UMASK: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// No core dump and no ptrace attach by other users of cogno's memory, which
 /// holds every secret: not dumpable, core size 0.
@@ -59,4 +63,19 @@ pub fn raise_nofile() -> std::io::Result<()> {
 pub fn original_nofile() -> Option<u64> {
     let v = ORIGINAL_NOFILE.load(Ordering::Relaxed);
     (v != u64::MAX).then_some(v)
+}
+
+/// As root, what cogno creates is private (umask 077) unless it gives a
+/// mode on purpose (DATA 0755, DATA/run 0711): under an inherited umask 000
+/// DATA and DATA/.cogno would be writable by everyone. Services get the
+/// original umask back ([`original_umask`]): their files are theirs to decide.
+pub fn private_umask() {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    ORIGINAL_UMASK.store(old.bits(), Ordering::Relaxed);
+}
+
+/// The umask a child should get back, if cogno changed its own.
+pub fn original_umask() -> Option<libc::mode_t> {
+    let v = ORIGINAL_UMASK.load(Ordering::Relaxed);
+    (v != u32::MAX).then_some(v as libc::mode_t)
 }

@@ -190,6 +190,8 @@ struct Prepared {
     no_new_privs: bool,
     /// The soft RLIMIT_NOFILE to give back (cogno raised its own).
     nofile: Option<libc::rlimit>,
+    /// The umask to give back (cogno made its own private).
+    umask: Option<libc::mode_t>,
     /// Stdin, stdout, stderr of the child.
     stdio: [RawFd; 3],
     report: RawFd,
@@ -262,6 +264,9 @@ impl Prepared {
         }
         if let Some(lim) = &self.nofile {
             libc::setrlimit(libc::RLIMIT_NOFILE, lim);
+        }
+        if let Some(mask) = self.umask {
+            libc::umask(mask);
         }
         if self.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
             self.fail(Step::NoNewPrivs);
@@ -363,6 +368,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
             )
         }),
         no_new_privs: l.no_new_privs,
+        umask: super::limits::original_umask(),
         nofile: super::limits::original_nofile().map(|soft| {
             let mut lim = libc::rlimit {
                 rlim_cur: 0,

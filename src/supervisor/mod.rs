@@ -411,14 +411,19 @@ impl Supervisor {
     fn spawn(&mut self, i: usize) {
         let svc = &self.stack.services[i];
         let rt = &mut self.svcs[i];
-        let spawned = process::spawn(&Launch {
-            argv: &svc.command,
-            env: &rt.env,
-            working_dir: svc.working_dir.as_deref(),
-            run_as: rt.run_as.as_ref(),
-            capture: true,
-            no_new_privs: svc.no_new_privs,
-        });
+        let root = nix::unistd::geteuid().is_root();
+        let spawned = crate::user::start_as(svc.user.as_deref(), rt.run_as.as_ref(), root)
+            .map_err(process::SpawnError)
+            .and_then(|run_as| {
+                process::spawn(&Launch {
+                    argv: &svc.command,
+                    env: &rt.env,
+                    working_dir: svc.working_dir.as_deref(),
+                    run_as,
+                    capture: true,
+                    no_new_privs: svc.no_new_privs,
+                })
+            });
         if rt.instance > 0 {
             rt.restarts += 1;
         }
