@@ -128,7 +128,7 @@ fn under_umask_000_what_cogno_creates_is_not_writable_by_others_and_services_kee
         "the service's own umask: {line}"
     );
     let mode = |p: PathBuf| std::fs::metadata(&p).unwrap().mode() & 0o7777;
-    assert_eq!(mode(s.data.clone()), 0o755, "DATA");
+    assert_eq!(mode(s.data.clone()), 0o711, "DATA");
     assert_eq!(mode(s.data.join("run")), 0o711, "DATA/run");
     for e in std::fs::read_dir(&s.data).unwrap() {
         let p = e.unwrap().path();
@@ -246,6 +246,22 @@ fn a_fifo_as_postmaster_pid_neither_hangs_nor_is_read() {
         nix::sys::stat::Mode::from_bits_truncate(0o600),
     )
     .unwrap();
+    // The cluster's secrets, as a stack that has run has them.
+    let secrets = s.data.join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let env = [
+        "NEXTAUTH_SECRET",
+        "INTERNAL_API_SECRET",
+        "JWT_SHARED_SECRET",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "POSTGRES_ADMIN_PASSWORD",
+    ]
+    .map(|k| format!("{k}=0123456789abcdef0123456789abcdef\n"))
+    .concat();
+    std::fs::write(secrets.join(".env"), env).unwrap();
+    std::fs::set_permissions(secrets.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
     tampered(&s, "postmaster.pid: it is not a regular file");
 }
 

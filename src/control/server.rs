@@ -74,12 +74,21 @@ impl From<BindError> for Error {
 pub fn check_not_running(data: &DataDir) -> Result<(), BindError> {
     let path = data.socket();
     let run = data.run_dir();
-    let own_dir = std::fs::symlink_metadata(&run).is_ok_and(|m| {
-        use std::os::unix::fs::MetadataExt;
-        m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw()
-    });
-    if !own_dir {
-        return Err(BindError::UntrustedDir(run));
+    match std::fs::symlink_metadata(&run) {
+        // No run directory (or no data directory) yet: nothing runs there;
+        // pre-flight says what is in the way, if anything.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            return Ok(())
+        }
+        Ok(m)
+            if m.is_dir() && {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == nix::unistd::geteuid().as_raw()
+            } => {}
+        _ => return Err(BindError::UntrustedDir(run)),
     }
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         return Err(BindError::AlreadyRunning {

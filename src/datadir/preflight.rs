@@ -271,16 +271,30 @@ impl From<Problem> for Error {
                      see docs/security.md"
                 ))
             }
-            Problem::Symlink { path } => Error::config(format!(
-                "{} is a symbolic link: cogno runs as root and never follows a link inside the data \
-                 directory; nothing was changed",
-                path.display()
-            ))
-            .help(format!(
-                "put the directory itself in its place (move what the link points to into {}), or point \
-                 --data at the real location; see docs/security.md",
-                path.display()
-            )),
+            Problem::Symlink { path } => {
+                // Where it points, and whether that exists: a dangling link
+                // where the secrets file goes is usually a volume not mounted.
+                let target = std::fs::read_link(&path).unwrap_or_default();
+                let dangling = std::fs::metadata(&path).is_err();
+                Error::config(format!(
+                    "{} is a symbolic link (to {}{}): cogno runs as root and never follows a link \
+                     inside the data directory; nothing was changed",
+                    path.display(),
+                    // DATA is root's (checked first): only root could have
+                    // put the link here, so its target is safe to show.
+                    target.display(),
+                    if dangling {
+                        ", which does not exist: is the volume that holds it not mounted?"
+                    } else {
+                        ""
+                    }
+                ))
+                .help(format!(
+                    "put the file or directory itself in its place (move what the link points to into {}), \
+                     or point --data at the real location; see docs/security.md",
+                    path.display()
+                ))
+            }
             Problem::Unreachable {
                 data,
                 blocked,

@@ -345,7 +345,9 @@ impl Drop for Cogno {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        kill_marked(&self.marker);
+        // By working directory too: a server that rewrote its title over its
+        // environment (redis-server) no longer shows the marker there.
+        kill_within(&self.marker);
     }
 }
 
