@@ -804,3 +804,47 @@ services:
     let st = status_json(&s);
     assert_eq!(service(&st, "db")["restarts"], 1, "{st}");
 }
+
+/// Issue 16.5: a service that ignores SIGTERM while its exec probe runs is
+/// SIGKILLed at its `stop_timeout`, stop after stop: the probe's process
+/// (which carries the service's mark) was once counted among the service's
+/// leftovers, never reaped for it, and the stop waited forever. Then a
+/// whole-stack stop lets what it depends on stop in its turn, within the budget.
+#[test]
+fn stops_escalate_whatever_the_exec_probe_is_doing() {
+    const STOPS: usize = 120;
+    let s = Stack::new("escalate");
+    s.write(
+        r#"
+shutdown_budget: 20s
+services:
+  db:
+    command: ["sh", "-c", "echo up; exec sleep 3600"]
+    startsecs: 0s
+  worker:
+    depends_on: [db]
+    command: ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"]
+    stop_timeout: 100ms
+    health:
+      exec: ["sh", "-c", "sleep 0.02"]
+      start_interval: 10ms
+      interval: 10ms
+"#,
+    );
+    let mut c = up(&s);
+    for n in 1..=STOPS {
+        // Each instance has set its trap (and its probe runs) before it is stopped.
+        c.wait_count("worker | ready", n);
+        let r = cli(&s, &["restart", "worker"]);
+        assert_eq!(r.code, 0, "restart {n}: {r:?}\n{}", c.output());
+    }
+    assert_eq!(c.count("worker: still running 100ms after SIGTERM"), STOPS);
+    assert_eq!(c.count("moving on after"), 0, "{}", c.output());
+
+    c.wait_count("worker | ready", STOPS + 1);
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait_code(TIMEOUT), 1, "{}", c.output());
+    let out = c.output();
+    assert!(!out.contains("shutdown_budget of"), "{out}");
+    assert!(out.contains("db: stopped (killed by SIGTERM)"), "{out}");
+}

@@ -508,14 +508,22 @@ impl Supervisor {
             reason
         };
         self.feed(i, Input::Exited(reason));
+        // What it was holding up may take its turn now, before its cleanup ends.
+        if self.svcs[i].machine.intent.down() {
+            self.advance_stops();
+        }
     }
 
     /// Kills what the ended main process `pid` left behind, and waits for it.
     fn kill_strays(&mut self, i: usize, pid: Pid) {
+        // A probe's process carries its service's mark too, but it is reaped
+        // for its probe (which kills its group when stopped): counted as a
+        // leftover, it would be waited for forever.
         let known: HashSet<Pid> = self
             .svcs
             .iter()
             .filter_map(|s| s.state().main().map(|m| m.pid))
+            .chain(self.waiters.pids())
             .collect();
         let name = &self.stack.services[i].name;
         let strays = process::kill_strays(pid, name, &known);
