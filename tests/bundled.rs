@@ -1434,3 +1434,39 @@ fn a_stdout_nobody_reads_never_makes_a_stop_miss_its_budget() {
     );
     assert_eq!(cluster_state(&s.data), "shut down");
 }
+
+/// Issue 16.4: a bundled server killed again and again within a minute comes
+/// back after at most its 1 s backoff cap (an app's is 30 s), every time.
+#[test]
+fn a_bundled_server_killed_repeatedly_is_back_within_its_short_backoff() {
+    const KILLS: usize = 10;
+    let s = Stack::new("killstorm");
+    s.write(&format!(
+        "services:\n  redis: {{kind: redis, port: {}}}\n",
+        free_port()
+    ));
+    let mut c = Cogno::up(&s);
+    for n in 1..=KILLS {
+        c.wait_count(" redis: healthy", n);
+        signal(c.service_pid("redis"), Signal::SIGKILL);
+    }
+    c.wait_count(" redis: healthy", KILLS + 1);
+    // With an app's default cap, the 10th restart waited 12.8 s.
+    let delays: Vec<String> = c
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            l.split_once(" redis: killed by SIGKILL")
+                .map(|(_, r)| r.to_owned())
+        })
+        .collect();
+    assert_eq!(delays.len(), KILLS, "{}", c.output());
+    for d in &delays {
+        let delay = d.rsplit("restarting ").next().unwrap();
+        assert!(
+            delay == "now" || delay == "in 1s" || delay.ends_with("ms"),
+            "a restart waited more than 1s: {d}"
+        );
+    }
+    stop(&mut c);
+}
