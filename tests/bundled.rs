@@ -1470,3 +1470,45 @@ fn a_bundled_server_killed_repeatedly_is_back_within_its_short_backoff() {
     }
     stop(&mut c);
 }
+
+/// Issue 16.11: SIGTERM while initdb runs is acted on at once (it was held
+/// until the preparation ended), and the next start recovers.
+#[test]
+fn sigterm_during_initdb_stops_at_once_and_the_next_start_is_healthy() {
+    let b = Bundled::new("term-initdb", User::Root);
+    let mut c = b.up();
+    let mut initdb = None;
+    assert!(
+        eventually(READY, || {
+            initdb = initdb_of(&b.s.marker());
+            initdb.is_some_and(|p| !children_of(p).is_empty())
+        }),
+        "no initdb (with its bootstrap postgres) was seen running:\n{}",
+        c.output()
+    );
+    let t = Instant::now();
+    c.signal(Signal::SIGTERM);
+    let status = c.wait_exit(EXIT);
+    let took = t.elapsed();
+    eprintln!("figure: SIGTERM during initdb to exit: {took:.2?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the stop took {took:?}:\n{}",
+        c.output()
+    );
+    assert_eq!(status.code(), Some(1), "{}", c.output());
+    c.wait_line("SIGTERM received during the first-run preparation");
+    c.wait_line("stopped during preparation");
+    assert!(!c.output().contains("stack is ready"), "{}", c.output());
+    assert!(
+        eventually(EXIT, || initdb_of(&b.s.marker()).is_none()),
+        "initdb survived the stop"
+    );
+
+    let mut c2 = b.up();
+    wait_ready(&c2, Instant::now());
+    assert!(c2.find("cluster created").is_some(), "{}", c2.output());
+    let env = b.env();
+    assert_eq!(sql(&env["DATABASE_URL"], "SELECT 1"), "1");
+    stop(&mut c2);
+}
