@@ -1512,3 +1512,53 @@ fn sigterm_during_initdb_stops_at_once_and_the_next_start_is_healthy() {
     assert_eq!(sql(&env["DATABASE_URL"], "SELECT 1"), "1");
     stop(&mut c2);
 }
+
+/// Issue 16.10: while PostgreSQL replays its WAL after a crash it refuses
+/// every connection with "the database system is starting up", logged as a
+/// FATAL line each: cogno then probes it every 500 ms, not every 50 ms, and
+/// says so in one line.
+#[test]
+fn a_recovering_postgres_is_probed_less_often_and_said_so_once() {
+    let s = Stack::new("pg-recovery");
+    s.write(&format!(
+        "services:\n  postgres: {{kind: postgres, port: {}}}\n",
+        free_port()
+    ));
+    let mut c = Cogno::up(&s);
+    wait_ready(&c, Instant::now());
+    // WAL to replay: a table written after the last checkpoint.
+    let env = Command::new(COGNO)
+        .args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data)
+        .output()
+        .expect("cogno env");
+    let app = parse_env(&String::from_utf8_lossy(&env.stdout));
+    sql(
+        &app["DATABASE_URL"],
+        "CREATE TABLE storm AS SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
+    );
+    let refused = |c: &Cogno| {
+        pg_log(c)
+            .matches("the database system is starting up")
+            .count()
+    };
+    let said = |c: &Cogno| c.count("postgres: the server says it is starting up or recovering");
+    let (refused_before, said_before) = (refused(&c), said(&c));
+    let killed = Instant::now();
+    signal(c.service_pid("postgres"), Signal::SIGKILL);
+    c.wait_count(" postgres: healthy", 2);
+    // One refused probe per 500 ms at most (with some slack), not per 50 ms.
+    let bound = 2 + (killed.elapsed().as_millis() / 400) as usize;
+    let fatal = refused(&c) - refused_before;
+    let said = said(&c) - said_before;
+    eprintln!("figure: refused probes during recovery: {fatal}, lines about it: {said}");
+    assert_eq!(said, usize::from(fatal > 0), "{}", c.output());
+    assert!(
+        fatal <= bound,
+        "{fatal} refused probes, more than {bound}:\n{}",
+        c.output()
+    );
+    stop(&mut c);
+}

@@ -471,13 +471,18 @@ impl Supervisor {
             no_new_privs: svc.no_new_privs,
             waiters: self.waiters.clone(),
         };
-        let task = tokio::spawn(health::run(h.clone(), ctx, move |result| {
-            let _ = tx.send(Event::Probe {
-                svc: i,
-                instance,
-                result,
-            });
-        }));
+        let task = tokio::spawn(health::run(
+            svc.name.clone(),
+            h.clone(),
+            ctx,
+            move |result| {
+                let _ = tx.send(Event::Probe {
+                    svc: i,
+                    instance,
+                    result,
+                });
+            },
+        ));
         rt.probe = Some(task.abort_handle());
     }
 
