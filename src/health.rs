@@ -14,8 +14,10 @@ use crate::user::RunAs;
 use bytes::Bytes;
 use http_body_util::Empty;
 use nix::sys::signal::Signal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// The result of one probe.
 #[derive(Debug, Clone)]
@@ -58,9 +60,16 @@ fn starting_up(result: &ProbeResult) -> bool {
         .is_some_and(|e| STARTING_UP.iter().any(|s| e.contains(s)))
 }
 
-/// Runs `health`'s probe forever, calling `report` with each result. The
-/// supervisor aborts the task when the service's process ends.
-pub async fn run(service: String, health: Health, exec: ExecContext, report: impl Fn(ProbeResult)) {
+/// Runs `health`'s probe forever, calling `report` with each result; `poke`
+/// makes it check at once instead of at its next turn. The supervisor
+/// aborts the task when the service's process ends.
+pub async fn run(
+    service: String,
+    health: Health,
+    exec: ExecContext,
+    poke: Arc<Notify>,
+    report: impl Fn(ProbeResult),
+) {
     let mut passed_once = false;
     let mut recovering = false;
     loop {
@@ -69,7 +78,10 @@ pub async fn run(service: String, health: Health, exec: ExecContext, report: imp
             (false, true) => health.start_interval.max(RECOVERING_INTERVAL),
             (false, false) => health.start_interval,
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = poke.notified() => {}
+        }
         let result = probe(&health.probe, health.timeout, &exec).await;
         passed_once |= result.ok;
         let now_recovering = starting_up(&result);

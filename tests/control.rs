@@ -848,3 +848,36 @@ services:
     assert!(!out.contains("shutdown_budget of"), "{out}");
     assert!(out.contains("db: stopped (killed by SIGTERM)"), "{out}");
 }
+
+/// Issue 16.9: a status request (`cogno status`, `cogno healthcheck`, GET
+/// /health) never reports a check older than a second: with a 30 s interval,
+/// a service that stopped passing shows its failed check at once.
+#[test]
+fn a_status_request_asks_for_a_fresh_check_when_the_last_is_old() {
+    let s = Stack::new("fresh-check");
+    let gate = s.file("gate");
+    std::fs::write(&gate, "").unwrap();
+    s.write(&format!(
+        r#"
+services:
+  db:
+    command: ["sleep", "3600"]
+    health:
+      exec: ["test", "-e", "{gate}"]
+      start_interval: 10ms
+      interval: 30s
+"#
+    ));
+    let c = up(&s);
+    c.wait_line("db: healthy");
+    std::fs::remove_file(&gate).unwrap();
+    // The last check (passed) is now over a second old.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let v = status_json(&s);
+    let health = &v["services"][0]["health"];
+    assert_eq!(health["status"], "fail", "{v}");
+    assert!(
+        health["error"].as_str().unwrap_or("").contains("test -e"),
+        "{v}"
+    );
+}
