@@ -3,7 +3,8 @@
 //!
 //! Until the first success the probe runs every `start_interval`, so a
 //! dependant starts within that of its dependency becoming ready; after it,
-//! every `interval`.
+//! every `interval`. While a server answers that it is starting up or
+//! recovering, it is asked less often (see [`RECOVERING_INTERVAL`]).
 
 use crate::bundled;
 use crate::config::{Health, Probe};
@@ -13,8 +14,10 @@ use crate::user::RunAs;
 use bytes::Bytes;
 use http_body_util::Empty;
 use nix::sys::signal::Signal;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 /// The result of one probe.
 #[derive(Debug, Clone)]
@@ -34,19 +37,61 @@ pub struct ExecContext {
     pub waiters: Waiters,
 }
 
-/// Runs `health`'s probe forever, calling `report` with each result. The
-/// supervisor aborts the task when the service's process ends.
-pub async fn run(health: Health, exec: ExecContext, report: impl Fn(ProbeResult)) {
+/// How often a server that says it is starting up or recovering is probed:
+/// each refused probe costs it a connection and a log line of its own (a
+/// PostgreSQL in crash recovery logs every one as FATAL), and asking every
+/// `start_interval` (50 ms for bundled servers) gains nothing meanwhile.
+const RECOVERING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What servers answer while they cannot serve yet but are on their way:
+/// PostgreSQL starting or replaying its WAL, Redis loading its dataset.
+const STARTING_UP: &[&str] = &[
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "LOADING",
+];
+
+/// Whether a failed probe's error says the server is starting or recovering.
+fn starting_up(result: &ProbeResult) -> bool {
+    result
+        .error
+        .as_deref()
+        .is_some_and(|e| STARTING_UP.iter().any(|s| e.contains(s)))
+}
+
+/// Runs `health`'s probe forever, calling `report` with each result; `poke`
+/// makes it check at once instead of at its next turn. The supervisor
+/// aborts the task when the service's process ends.
+pub async fn run(
+    service: String,
+    health: Health,
+    exec: ExecContext,
+    poke: Arc<Notify>,
+    report: impl Fn(ProbeResult),
+) {
     let mut passed_once = false;
+    let mut recovering = false;
     loop {
-        let wait = if passed_once {
-            health.interval
-        } else {
-            health.start_interval
+        let wait = match (passed_once, recovering) {
+            (true, _) => health.interval,
+            (false, true) => health.start_interval.max(RECOVERING_INTERVAL),
+            (false, false) => health.start_interval,
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = poke.notified() => {}
+        }
         let result = probe(&health.probe, health.timeout, &exec).await;
         passed_once |= result.ok;
+        let now_recovering = starting_up(&result);
+        if now_recovering && !recovering && !passed_once {
+            tracing::info!(
+                "{service}: the server says it is starting up or recovering; checking every {} until it answers",
+                crate::fmt::fmt_duration(health.start_interval.max(RECOVERING_INTERVAL))
+            );
+        }
+        recovering = now_recovering;
         report(result);
     }
 }

@@ -1685,3 +1685,131 @@ fn a_second_up_is_told_a_cogno_runs_there_and_a_file_is_called_a_file() {
         "{out}"
     );
 }
+
+/// Issue 16.4: a bundled server killed again and again within a minute comes
+/// back after at most its 1 s backoff cap (an app's is 30 s), every time.
+#[test]
+fn a_bundled_server_killed_repeatedly_is_back_within_its_short_backoff() {
+    const KILLS: usize = 10;
+    let s = Stack::new("killstorm");
+    s.write(&format!(
+        "services:\n  redis: {{kind: redis, port: {}}}\n",
+        free_port()
+    ));
+    let mut c = Cogno::up(&s);
+    for n in 1..=KILLS {
+        c.wait_count(" redis: healthy", n);
+        signal(c.service_pid("redis"), Signal::SIGKILL);
+    }
+    c.wait_count(" redis: healthy", KILLS + 1);
+    // With an app's default cap, the 10th restart waited 12.8 s.
+    let delays: Vec<String> = c
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            l.split_once(" redis: killed by SIGKILL")
+                .map(|(_, r)| r.to_owned())
+        })
+        .collect();
+    assert_eq!(delays.len(), KILLS, "{}", c.output());
+    for d in &delays {
+        let delay = d.rsplit("restarting ").next().unwrap();
+        assert!(
+            delay == "now" || delay == "in 1s" || delay.ends_with("ms"),
+            "a restart waited more than 1s: {d}"
+        );
+    }
+    stop(&mut c);
+}
+
+/// Issue 16.11: SIGTERM while initdb runs is acted on at once (it was held
+/// until the preparation ended), and the next start recovers.
+#[test]
+fn sigterm_during_initdb_stops_at_once_and_the_next_start_is_healthy() {
+    let b = Bundled::new("term-initdb", User::Root);
+    let mut c = b.up();
+    let mut initdb = None;
+    assert!(
+        eventually(READY, || {
+            initdb = initdb_of(&b.s.marker());
+            initdb.is_some_and(|p| !children_of(p).is_empty())
+        }),
+        "no initdb (with its bootstrap postgres) was seen running:\n{}",
+        c.output()
+    );
+    let t = Instant::now();
+    c.signal(Signal::SIGTERM);
+    let status = c.wait_exit(EXIT);
+    let took = t.elapsed();
+    eprintln!("figure: SIGTERM during initdb to exit: {took:.2?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the stop took {took:?}:\n{}",
+        c.output()
+    );
+    assert_eq!(status.code(), Some(1), "{}", c.output());
+    c.wait_line("SIGTERM received during the first-run preparation");
+    c.wait_line("stopped during preparation");
+    assert!(!c.output().contains("stack is ready"), "{}", c.output());
+    assert!(
+        eventually(EXIT, || initdb_of(&b.s.marker()).is_none()),
+        "initdb survived the stop"
+    );
+
+    let mut c2 = b.up();
+    wait_ready(&c2, Instant::now());
+    assert!(c2.find("cluster created").is_some(), "{}", c2.output());
+    let env = b.env();
+    assert_eq!(sql(&env["DATABASE_URL"], "SELECT 1"), "1");
+    stop(&mut c2);
+}
+
+/// Issue 16.10: while PostgreSQL replays its WAL after a crash it refuses
+/// every connection with "the database system is starting up", logged as a
+/// FATAL line each: cogno then probes it every 500 ms, not every 50 ms, and
+/// says so in one line.
+#[test]
+fn a_recovering_postgres_is_probed_less_often_and_said_so_once() {
+    let s = Stack::new("pg-recovery");
+    s.write(&format!(
+        "services:\n  postgres: {{kind: postgres, port: {}}}\n",
+        free_port()
+    ));
+    let mut c = Cogno::up(&s);
+    wait_ready(&c, Instant::now());
+    // WAL to replay: a table written after the last checkpoint.
+    let env = Command::new(COGNO)
+        .args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data)
+        .output()
+        .expect("cogno env");
+    let app = parse_env(&String::from_utf8_lossy(&env.stdout));
+    sql(
+        &app["DATABASE_URL"],
+        "CREATE TABLE storm AS SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
+    );
+    let refused = |c: &Cogno| {
+        pg_log(c)
+            .matches("the database system is starting up")
+            .count()
+    };
+    let said = |c: &Cogno| c.count("postgres: the server says it is starting up or recovering");
+    let (refused_before, said_before) = (refused(&c), said(&c));
+    let killed = Instant::now();
+    signal(c.service_pid("postgres"), Signal::SIGKILL);
+    c.wait_count(" postgres: healthy", 2);
+    // One refused probe per 500 ms at most (with some slack), not per 50 ms.
+    let bound = 2 + (killed.elapsed().as_millis() / 400) as usize;
+    let fatal = refused(&c) - refused_before;
+    let said = said(&c) - said_before;
+    eprintln!("figure: refused probes during recovery: {fatal}, lines about it: {said}");
+    assert_eq!(said, usize::from(fatal > 0), "{}", c.output());
+    assert!(
+        fatal <= bound,
+        "{fatal} refused probes, more than {bound}:\n{}",
+        c.output()
+    );
+    stop(&mut c);
+}

@@ -805,3 +805,80 @@ services:
     let st = status_json(&s);
     assert_eq!(service(&st, "db")["restarts"], 1, "{st}");
 }
+
+/// Issue 16.5: a service that ignores SIGTERM while its exec probe runs is
+/// SIGKILLed at its `stop_timeout`, stop after stop: the probe's process
+/// (which carries the service's mark) was once counted among the service's
+/// leftovers, never reaped for it, and the stop waited forever. Then a
+/// whole-stack stop lets what it depends on stop in its turn, within the budget.
+#[test]
+fn stops_escalate_whatever_the_exec_probe_is_doing() {
+    const STOPS: usize = 120;
+    let s = Stack::new("escalate");
+    s.write(
+        r#"
+shutdown_budget: 20s
+services:
+  db:
+    command: ["sh", "-c", "echo up; exec sleep 3600"]
+    startsecs: 0s
+  worker:
+    depends_on: [db]
+    command: ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"]
+    stop_timeout: 100ms
+    health:
+      exec: ["sh", "-c", "sleep 0.02"]
+      start_interval: 10ms
+      interval: 10ms
+"#,
+    );
+    let mut c = up(&s);
+    for n in 1..=STOPS {
+        // Each instance has set its trap (and its probe runs) before it is stopped.
+        c.wait_count("worker | ready", n);
+        let r = cli(&s, &["restart", "worker"]);
+        assert_eq!(r.code, 0, "restart {n}: {r:?}\n{}", c.output());
+    }
+    assert_eq!(c.count("worker: still running 100ms after SIGTERM"), STOPS);
+    assert_eq!(c.count("moving on after"), 0, "{}", c.output());
+
+    c.wait_count("worker | ready", STOPS + 1);
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait_code(TIMEOUT), 1, "{}", c.output());
+    let out = c.output();
+    assert!(!out.contains("shutdown_budget of"), "{out}");
+    assert!(out.contains("db: stopped (killed by SIGTERM)"), "{out}");
+}
+
+/// Issue 16.9: a status request (`cogno status`, `cogno healthcheck`, GET
+/// /health) never reports a check older than a second: with a 30 s interval,
+/// a service that stopped passing shows its failed check at once.
+#[test]
+fn a_status_request_asks_for_a_fresh_check_when_the_last_is_old() {
+    let s = Stack::new("fresh-check");
+    let gate = s.file("gate");
+    std::fs::write(&gate, "").unwrap();
+    s.write(&format!(
+        r#"
+services:
+  db:
+    command: ["sleep", "3600"]
+    health:
+      exec: ["test", "-e", "{gate}"]
+      start_interval: 10ms
+      interval: 30s
+"#
+    ));
+    let c = up(&s);
+    c.wait_line("db: healthy");
+    std::fs::remove_file(&gate).unwrap();
+    // The last check (passed) is now over a second old.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let v = status_json(&s);
+    let health = &v["services"][0]["health"];
+    assert_eq!(health["status"], "fail", "{v}");
+    assert!(
+        health["error"].as_str().unwrap_or("").contains("test -e"),
+        "{v}"
+    );
+}

@@ -102,7 +102,7 @@ pub struct ServerSecret {
 
 /// What a server's pre-flight found, handed back to its `prepare`
 /// (PostgreSQL: the binaries it located, perhaps by downloading them).
-pub type Found = Box<dyn Any>;
+pub type Found = Box<dyn Any + Send>;
 
 /// One run of a bundled server's probe.
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;

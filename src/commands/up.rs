@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::logs::{OwnWriter, Sink, Style};
 use crate::os::{limits, process, signals, trim};
 use crate::supervisor::{self, Supervisor};
+use futures_util::StreamExt;
 
 pub fn run(args: StackArgs) -> i32 {
     // Before anything else, and before any thread exists: signal state is per process.
@@ -27,7 +28,7 @@ pub fn run(args: StackArgs) -> i32 {
         eprintln!("warning: cannot raise cogno's file descriptor limit: {e}");
     }
     let started = std::time::Instant::now();
-    let mut stack = match args.config.load() {
+    let stack = match args.config.load() {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -72,7 +73,7 @@ pub fn run(args: StackArgs) -> i32 {
         }
     };
     let code = runtime.block_on(async {
-        let signals = match signal_hook_tokio::Signals::new(supervisor::SIGNALS) {
+        let mut signals = match signal_hook_tokio::Signals::new(supervisor::SIGNALS) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("cannot install signal handlers: {e}");
@@ -90,13 +91,10 @@ pub fn run(args: StackArgs) -> i32 {
             stack.file.display(),
             data.root().display()
         );
-        let mut progress = bundled::Progress::new(started);
-        let derived = match first_run(&mut stack, &data, &located, &mut progress) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                return e.status;
-            }
+        let progress = bundled::Progress::new(started);
+        let (stack, derived) = match prepare(stack, &data, located, progress, &mut signals).await {
+            Ok(prepared) => prepared,
+            Err(code) => return code,
         };
         // A secret set in cogno's environment reaches only the services
         // entitled to it, through what cogno derives for each (first_run).
@@ -157,6 +155,93 @@ fn init_tracing(sink: &Sink, color: bool) {
         .with_target(false)
         .with_ansi(color)
         .init();
+}
+
+/// Runs [`first_run`] on a thread of its own while this one keeps answering
+/// signals: a stop during initdb (or anything else it runs) is acted on at
+/// once instead of after it. On SIGTERM, SIGINT or SIGQUIT every process the
+/// preparation started is SIGKILLed, which makes it return; what it leaves
+/// (initdb's scratch directory, never a half-made cluster) is cleaned by the
+/// next start. Returns the prepared stack and each service's derived
+/// environment, or cogno's exit status.
+async fn prepare(
+    mut stack: Stack,
+    data: &DataDir,
+    located: bundled::Located,
+    mut progress: bundled::Progress,
+    signals: &mut signal_hook_tokio::Signals,
+) -> Result<(Stack, Vec<Vec<(String, String)>>), i32> {
+    let (tx, mut done) = tokio::sync::oneshot::channel();
+    let thread_data = data.clone();
+    std::thread::spawn(move || {
+        let derived = first_run(&mut stack, &thread_data, &located, &mut progress);
+        let _ = tx.send((stack, derived));
+    });
+    let stopped_by = loop {
+        tokio::select! {
+            finished = &mut done => match finished {
+                Ok((stack, Ok(derived))) => return Ok((stack, derived)),
+                Ok((_, Err(e))) => {
+                    tracing::error!("{e:#}");
+                    return Err(e.status);
+                }
+                Err(_) => {
+                    tracing::error!("the first-run preparation ended without a result");
+                    return Err(1);
+                }
+            },
+            Some(sig) = signals.next() => {
+                if let Some(name) = stop_signal_name(sig) {
+                    break name;
+                }
+            }
+        }
+    };
+    tracing::warn!(
+        "{stopped_by} received during the first-run preparation: stopping it now, before any service starts"
+    );
+    let killed = kill_descendants();
+    let outcome = done.await;
+    let completed = matches!(outcome, Ok((_, Ok(_))));
+    if let Ok((_, Err(e))) = outcome {
+        // What the killed step reports (initdb killed by SIGKILL) is not news.
+        tracing::debug!("the preparation ended with: {e:#}");
+    }
+    let code = i32::from(killed > 0 && !completed);
+    tracing::info!(
+        "stopped during preparation ({}; the next `cogno up` takes it from there) (exit status {code})",
+        if killed > 0 {
+            format!("{killed} of its processes killed")
+        } else {
+            "nothing was running".to_owned()
+        }
+    );
+    Err(code)
+}
+
+/// The name of a signal that stops cogno, or None for the others.
+fn stop_signal_name(sig: i32) -> Option<&'static str> {
+    use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+    [SIGTERM, SIGINT, SIGQUIT]
+        .contains(&sig)
+        .then(|| nix::sys::signal::Signal::try_from(sig).map_or("signal", |s| s.as_str()))
+}
+
+/// SIGKILLs every process below cogno (initdb and the bootstrap postgres it
+/// runs, a version check…), the whole tree gathered first so that none is
+/// missed by being reparented; returns how many there were.
+fn kill_descendants() -> usize {
+    let mut tree = Vec::new();
+    let mut next = vec![nix::unistd::getpid()];
+    while let Some(p) = next.pop() {
+        let children = crate::os::procfs::children_of(p);
+        next.extend(&children);
+        tree.extend(children);
+    }
+    for pid in &tree {
+        let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    tree.len()
 }
 
 /// Secrets and bundled-service files, before anything starts. Returns what

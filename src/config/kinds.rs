@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use serde::de::{self, Deserialize, Deserializer};
 use std::fmt;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 /// What cogno knows about a kind before running anything.
 #[derive(Debug)]
@@ -20,6 +21,11 @@ pub struct KindFacts {
     pub priority: i64,
     pub critical: bool,
     pub stop_signal: Signal,
+    /// Its default `backoff.max`. A bundled server recovers from a crash by
+    /// itself (PostgreSQL replays its WAL, Redis its AOF) and every app waits
+    /// on it: waiting longer than it takes to start gains nothing, unlike an
+    /// app that may be crashing on a bad deploy.
+    pub backoff_max: Duration,
     /// The kind-specific keys it takes (listed in `config::kind_keys`).
     pub keys: &'static [&'static str],
 }
@@ -30,6 +36,10 @@ pub struct DefaultUser {
     pub name: &'static str,
     pub package: &'static str,
 }
+
+/// A crashed bundled server is back within about this long, however many
+/// times in a row it crashed (bench/killstorm.sh measures it).
+const BUNDLED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Every kind. Bundled servers run as their own users when cogno is root
 /// (initdb refuses root); they start before the apps (priority 100) and
@@ -46,6 +56,7 @@ pub static KINDS: &[KindFacts] = &[
         critical: true,
         // Its "fast" shutdown: a clean checkpoint, no recovery next start.
         stop_signal: Signal::SIGINT,
+        backoff_max: BUNDLED_BACKOFF_MAX,
         keys: &["port", "settings", "bin_dir", "databases"],
     },
     KindFacts {
@@ -58,6 +69,7 @@ pub static KINDS: &[KindFacts] = &[
         priority: 100,
         critical: true,
         stop_signal: Signal::SIGTERM,
+        backoff_max: BUNDLED_BACKOFF_MAX,
         keys: &["port", "settings", "bin"],
     },
     KindFacts {
@@ -67,6 +79,7 @@ pub static KINDS: &[KindFacts] = &[
         priority: 200,
         critical: true,
         stop_signal: Signal::SIGTERM,
+        backoff_max: BUNDLED_BACKOFF_MAX,
         keys: &["port", "bin", "namespace"],
     },
 ];

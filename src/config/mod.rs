@@ -158,6 +158,9 @@ const DEFAULT_PRIORITY: i64 = 100;
 const DEFAULT_STARTSECS: Duration = Duration::from_secs(1);
 const DEFAULT_MAX_RESTARTS: u32 = 5;
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// An app's: a service crashing on a bad deploy is not hammered (bundled
+/// servers have their own, see `KindFacts::backoff_max`).
+const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Reads and validates the stack file at `path`.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, Diagnostic> {
@@ -559,7 +562,7 @@ impl Builder<'_> {
                 .map_or(Duration::from_millis(100), |d| d.0),
             max: b
                 .and_then(|b| b.max)
-                .map_or(Duration::from_secs(30), |d| d.0),
+                .map_or(kind.map_or(DEFAULT_BACKOFF_MAX, |k| k.backoff_max), |d| d.0),
             multiplier: b.and_then(|b| b.multiplier).map_or(2.0, |m| m.0),
             reset_after: b
                 .and_then(|b| b.reset_after)

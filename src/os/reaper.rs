@@ -38,6 +38,13 @@ impl Waiters {
         rx
     }
 
+    /// The children whose status is awaited here (probes in flight): they
+    /// are never reaped by the supervisor, so never anyone's leftovers.
+    pub fn pids(&self) -> Vec<Pid> {
+        let inner = self.inner.lock().expect("waiters lock");
+        inner.waiting.keys().copied().collect()
+    }
+
     /// Delivers a status to its waiter. Returns false if nobody waits for `pid`.
     fn deliver(&self, pid: Pid, reason: ExitReason) -> bool {
         match self

@@ -570,7 +570,12 @@ impl Machine {
                 );
                 out.push(Effect::Kill(main.pid));
             }
-            (Timer::CleanupLimit, State::Exiting(ended)) => {
+            // A stop's cleanup is bounded like an exit's: a leftover that
+            // never goes away must not hold the rest of the stop up.
+            (
+                Timer::CleanupLimit,
+                State::Exiting(ended) | State::Stopping(Stop::CleaningUp(ended)),
+            ) => {
                 let ended = ended.clone();
                 out.push(Effect::AbandonCleanup);
                 self.ended(ended, now, out);
@@ -708,6 +713,9 @@ impl Machine {
             format_args!("sending {}", out.spec.stop_signal.as_str()),
         );
         out.push(Effect::Signal(main.pid, out.spec.stop_signal));
+        // A service on its way down is not probed any more: no probe process
+        // can outlive it, and no result can matter to its stop.
+        out.push(Effect::StopProbe);
         self.set(State::Stopping(Stop::Signalled(main)));
         out.push(self.timer(Timer::StopKill, grace));
     }
@@ -1174,6 +1182,39 @@ mod tests {
             "web: still running 5s after SIGTERM; sending SIGKILL"
         ));
         assert_eq!(effects.last(), Some(&Effect::Kill(pid())));
+    }
+
+    /// Issue 16.5: a service that ignores its stop signal while its exec
+    /// probe runs is SIGKILLed at its deadline, and its stop ends within the
+    /// cleanup limit even if a leftover (a probe's process) is never reaped.
+    #[test]
+    fn a_stop_escalates_whatever_its_probe_does() {
+        let mut f = Fake::new(Always).with_probe();
+        f.running_via_probe();
+        f.step(Input::Want(Intent::Down));
+        let effects = f.step(Input::StopNow { grace: 5 * S });
+        assert!(effects.contains(&Effect::StopProbe), "{effects:?}");
+        let Some(&Effect::StartTimer { epoch, .. }) = effects.last() else {
+            panic!("{effects:?}")
+        };
+        // Results of a probe that was in flight still arrive: they move nothing.
+        for ok in [false, true, false, false, true] {
+            assert!(f.after(S / 10).probe(ok).is_empty());
+        }
+        assert_eq!(f.m.epoch, epoch, "the stop timer stays current");
+        let effects = f.after(5 * S).step(Input::Timer(Timer::StopKill));
+        assert_eq!(effects.last(), Some(&Effect::Kill(pid())));
+        f.step(Input::Exited(ExitReason::Signal {
+            signal: Signal::SIGKILL,
+            core: false,
+        }));
+        assert!(matches!(f.m.state, State::Stopping(Stop::CleaningUp(_))));
+        let effects = f
+            .after(CLEANUP_LIMIT)
+            .step(Input::Timer(Timer::CleanupLimit));
+        assert_eq!(effects[0], Effect::AbandonCleanup);
+        assert_eq!(f.m.state, State::Stopped);
+        assert_eq!(effects.last(), Some(&Effect::Stopped));
     }
 
     #[test]

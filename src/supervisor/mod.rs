@@ -36,8 +36,9 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use state::ServiceRt;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, trace, warn, Level};
 
 /// After the services, how long stray processes get between SIGTERM and SIGKILL.
@@ -64,6 +65,8 @@ enum Event {
         svc: usize,
         instance: u64,
     },
+    /// Status requests waiting for fresh probe results are answered now.
+    FreshLimit,
     ShutdownDeadline,
     FinalKill,
 }
@@ -98,6 +101,8 @@ pub struct Supervisor {
     changes: logs::Changes,
     on_ready: Option<Box<dyn FnOnce()>>,
     oom: OomCounter,
+    /// Status requests waiting for fresh probe results (see `operator.rs`).
+    fresh_waits: Vec<operator::FreshWait>,
 }
 
 impl Supervisor {
@@ -156,6 +161,7 @@ impl Supervisor {
             changes: tokio::sync::watch::Sender::new(0),
             on_ready: None,
             oom: OomCounter::open(),
+            fresh_waits: Vec::new(),
         }
     }
 
@@ -255,9 +261,11 @@ impl Supervisor {
                 instance,
                 result,
             } => {
-                let rt = &self.svcs[svc];
+                let rt = &mut self.svcs[svc];
                 if rt.instance == instance && rt.state().main().is_some() {
+                    rt.probed_at = Some(Instant::now());
                     self.feed(svc, Input::Probe(result));
+                    self.answer_fresh(Some(svc));
                 }
             }
             Event::OutputClosed { svc, instance } => {
@@ -267,6 +275,7 @@ impl Supervisor {
                     self.try_finish_cleanup(svc);
                 }
             }
+            Event::FreshLimit => self.answer_fresh(None),
             Event::ShutdownDeadline => {
                 if self.phase == Phase::Stopping {
                     warn!(
@@ -286,6 +295,7 @@ impl Supervisor {
     }
 
     fn reap(&mut self) {
+        let mut orphans = false;
         for (pid, reason) in reaper::reap(&self.waiters) {
             let main = |s: &ServiceRt| s.state().main().map(|m| m.pid) == Some(pid);
             let stray = |s: &ServiceRt| s.strays.as_ref().is_some_and(|c| c.contains(&pid));
@@ -298,10 +308,21 @@ impl Supervisor {
                 self.try_finish_cleanup(i);
             } else {
                 debug!("reaped orphan pid {pid} ({reason})");
+                orphans = true;
             }
         }
         if self.phase == Phase::Sweeping {
             self.finish_if_empty(false);
+        }
+        // A process that left a service's tree has died: if it was a bundled
+        // server's (a PostgreSQL backend outliving its postmaster, say), the
+        // server may be recovering right now, whatever its last check said.
+        if orphans {
+            for (svc, rt) in self.stack.services.iter().zip(&self.svcs) {
+                if let (Some(_), Some(poke)) = (&svc.bundled, &rt.poke) {
+                    poke.notify_one();
+                }
+            }
         }
     }
 
@@ -324,6 +345,8 @@ impl Supervisor {
                 if let Some(p) = self.svcs[i].probe.take() {
                     p.abort();
                 }
+                self.svcs[i].poke = None;
+                self.answer_fresh(Some(i));
             }
             Effect::Signal(pid, sig) => process::signal_service(pid, sig),
             Effect::Kill(pid) => {
@@ -476,13 +499,22 @@ impl Supervisor {
             no_new_privs: svc.no_new_privs,
             waiters: self.waiters.clone(),
         };
-        let task = tokio::spawn(health::run(h.clone(), ctx, move |result| {
-            let _ = tx.send(Event::Probe {
-                svc: i,
-                instance,
-                result,
-            });
-        }));
+        let poke = Arc::new(Notify::new());
+        rt.poke = Some(poke.clone());
+        rt.probed_at = None;
+        let task = tokio::spawn(health::run(
+            svc.name.clone(),
+            h.clone(),
+            ctx,
+            poke,
+            move |result| {
+                let _ = tx.send(Event::Probe {
+                    svc: i,
+                    instance,
+                    result,
+                });
+            },
+        ));
         rt.probe = Some(task.abort_handle());
     }
 
@@ -513,14 +545,22 @@ impl Supervisor {
             reason
         };
         self.feed(i, Input::Exited(reason));
+        // What it was holding up may take its turn now, before its cleanup ends.
+        if self.svcs[i].machine.intent.down() {
+            self.advance_stops();
+        }
     }
 
     /// Kills what the ended main process `pid` left behind, and waits for it.
     fn kill_strays(&mut self, i: usize, pid: Pid) {
+        // A probe's process carries its service's mark too, but it is reaped
+        // for its probe (which kills its group when stopped): counted as a
+        // leftover, it would be waited for forever.
         let known: HashSet<Pid> = self
             .svcs
             .iter()
             .filter_map(|s| s.state().main().map(|m| m.pid))
+            .chain(self.waiters.pids())
             .collect();
         let name = &self.stack.services[i].name;
         let strays = process::kill_strays(pid, name, &known);

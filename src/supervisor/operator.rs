@@ -4,7 +4,7 @@
 
 use super::machine::{Answer, Input, Intent};
 use super::state::PendingOp;
-use super::{Phase, State, Supervisor};
+use super::{Event, Phase, State, Supervisor};
 use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
     StackStatus,
@@ -12,14 +12,28 @@ use crate::control::{
 use crate::fmt::fmt_latency;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tracing::info;
+
+/// A running service's last check is stale for a status request once it is
+/// this old (or its interval, if shorter): checks run every `interval` (5 s
+/// by default), long enough for a crash to go unseen, and one extra check a
+/// second is cheap for any server.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+/// Beyond the probe's own timeout, how long a status request waits for it.
+const FRESH_SLACK: Duration = Duration::from_millis(200);
+
+/// A status request waiting for fresh checks of some services.
+pub(super) struct FreshWait {
+    reply: oneshot::Sender<StackStatus>,
+    waiting: BTreeSet<usize>,
+    deadline: Instant,
+}
 
 impl Supervisor {
     pub(super) fn on_request(&mut self, req: Request) {
         match req {
-            Request::Status(reply) => {
-                let _ = reply.send(self.status());
-            }
+            Request::Status(reply) => self.fresh_status(reply),
             Request::Shutdown(reply) => {
                 info!("shutdown requested through the control socket");
                 self.begin_shutdown();
@@ -239,6 +253,63 @@ impl Supervisor {
                 machine.last_probe.as_ref().and_then(|h| h.error.clone())
             }
             _ => None,
+        }
+    }
+
+    /// Answers a status request (`cogno status`, `cogno healthcheck`, GET
+    /// /health) with fresh health: a running service whose last check is
+    /// older than [`STALE_AFTER`] is checked now, and the answer
+    /// waits for that (at most its probe's timeout), so a health check never
+    /// stays green on a result from before a crash.
+    pub(super) fn fresh_status(&mut self, reply: oneshot::Sender<StackStatus>) {
+        let mut waiting = BTreeSet::new();
+        let mut limit = Duration::ZERO;
+        for (i, (svc, rt)) in self.stack.services.iter().zip(&self.svcs).enumerate() {
+            let (Some(h), Some(poke), Some(at)) = (&svc.health, &rt.poke, rt.probed_at) else {
+                continue;
+            };
+            let running = matches!(rt.state(), State::Running { .. } | State::Unhealthy { .. });
+            if running && at.elapsed() > h.interval.min(STALE_AFTER) {
+                poke.notify_one();
+                waiting.insert(i);
+                limit = limit.max(h.timeout);
+            }
+        }
+        if waiting.is_empty() {
+            let _ = reply.send(self.status());
+            return;
+        }
+        let limit = limit + FRESH_SLACK;
+        self.fresh_waits.push(FreshWait {
+            reply,
+            waiting,
+            deadline: Instant::now() + limit,
+        });
+        self.schedule(limit, Event::FreshLimit);
+    }
+
+    /// Service `svc`'s probe answered (or stopped): status requests that
+    /// waited only for it are answered. With None, those whose wait is over.
+    pub(super) fn answer_fresh(&mut self, svc: Option<usize>) {
+        if self.fresh_waits.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let (done, left): (Vec<FreshWait>, Vec<FreshWait>) = std::mem::take(&mut self.fresh_waits)
+            .into_iter()
+            .map(|mut w| {
+                if let Some(i) = svc {
+                    w.waiting.remove(&i);
+                }
+                w
+            })
+            .partition(|w| w.waiting.is_empty() || (svc.is_none() && w.deadline <= now));
+        self.fresh_waits = left;
+        if !done.is_empty() {
+            let status = self.status();
+            for w in done {
+                let _ = w.reply.send(status.clone());
+            }
         }
     }
 

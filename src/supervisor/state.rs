@@ -10,8 +10,10 @@ use crate::os::process::ExecReport;
 use crate::user::RunAs;
 use nix::unistd::Pid;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::oneshot;
+use tokio::sync::Notify;
 
 /// An operator's start/stop/restart, answered when it has finished.
 #[derive(Debug)]
@@ -29,6 +31,10 @@ pub struct ServiceRt {
     pub instance: u64,
     pub restarts: u32,
     pub probe: Option<tokio::task::AbortHandle>,
+    /// Wakes the probe task for a check now (see `health::run`).
+    pub poke: Option<Arc<Notify>>,
+    /// When the current instance's probe last answered.
+    pub probed_at: Option<Instant>,
     /// Leftover processes of the ended instance that were sent SIGKILL and
     /// are not reaped yet; Some while its cleanup lasts.
     pub strays: Option<HashSet<Pid>>,
@@ -51,6 +57,8 @@ impl ServiceRt {
             instance: 0,
             restarts: 0,
             probe: None,
+            poke: None,
+            probed_at: None,
             strays: None,
             open_pipes: 0,
             exec_report: None,

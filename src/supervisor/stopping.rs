@@ -45,10 +45,13 @@ impl Supervisor {
             if !rt.machine.intent.down() || matches!(rt.state(), State::Stopping(_)) {
                 continue;
             }
+            // A dependant holds this one up while its main process runs;
+            // once that has ended its leftovers have had SIGKILL, and their
+            // cleanup must not delay this one's turn.
             if rt.state().alive()
                 && self.stack.plan.dependants[i]
                     .iter()
-                    .any(|&d| self.svcs[d].state().alive())
+                    .any(|&d| self.svcs[d].state().main().is_some())
             {
                 continue;
             }
