@@ -357,3 +357,53 @@ services:
     assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
     assert!(read_lines_of(&log).iter().any(|l| l.ends_with(" SIGTERM")));
 }
+
+/// As PID 1 a signal with its default action is ignored, so a stop during
+/// pre-flight (a PostgreSQL download can take minutes; here a redis-server
+/// whose `--version` never answers) was held until pre-flight ended. It now
+/// ends cogno at once, with 128 + SIGTERM and nothing written.
+#[test]
+fn sigterm_during_preflight_stops_pid1_at_once() {
+    assert!(is_root(), "this test needs root (unshare --pid)");
+    let s = Stack::new("pid1-preflight");
+    let started = s.file("version-asked");
+    let slow = s.file("slow-redis-server");
+    std::fs::write(
+        &slow,
+        format!("#!/bin/sh\ntouch {started}\nexec sleep 600\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    s.write(&format!(
+        "services:\n  redis: {{kind: redis, port: {}, bin: {slow:?}}}\n",
+        free_port()
+    ));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", COGNO, "up", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data);
+    let mut cogno = Cogno::spawn(&s, cmd);
+    assert!(
+        eventually(TIMEOUT, || std::path::Path::new(&started).exists()),
+        "pre-flight never asked the version: {}",
+        cogno.output()
+    );
+    let host_pid = children_of(cogno.pid())
+        .first()
+        .copied()
+        .expect("cogno, child of unshare");
+    let t = Instant::now();
+    signal(host_pid, Signal::SIGTERM);
+    let code = cogno.wait_code(TIMEOUT);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, 128 + libc::SIGTERM, "{}", cogno.output());
+    assert!(cogno
+        .output()
+        .contains("stopped before anything was started"));
+    assert!(!s.data.exists(), "pre-flight wrote nothing");
+}

@@ -27,6 +27,7 @@ pub fn run(args: StackArgs) -> i32 {
     if let Err(e) = limits::raise_nofile() {
         eprintln!("warning: cannot raise cogno's file descriptor limit: {e}");
     }
+    signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
     let stack = match args.config.load() {
         Ok(s) => s,
@@ -50,6 +51,11 @@ pub fn run(args: StackArgs) -> i32 {
         Ok(l) => l,
         Err(e) => return Error::from(e).report(),
     };
+    // From here on the event loop handles the stop signals; one that comes
+    // in between waits for it. Held before any thread starts (the output
+    // writer, below), so that they all inherit the mask and leave the
+    // signal to the loop.
+    signals::hold_stop_signals();
     let pid1 = is_pid1();
     let color = super::colored(&std::io::stdout());
     let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
@@ -80,6 +86,7 @@ pub fn run(args: StackArgs) -> i32 {
                 return 1;
             }
         };
+        signals::unblock_stop_signals();
         tracing::info!(
             "cogno {} {} ({}, data in {})",
             env!("CARGO_PKG_VERSION"),

@@ -41,3 +41,57 @@ pub fn become_subreaper() -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// The signals that stop cogno.
+const STOP: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
+
+/// Until the event loop handles them, SIGTERM, SIGINT and SIGQUIT end cogno
+/// at once, with 128 + the signal. Without this, as PID 1 — where a signal
+/// with the default action is ignored — a stop during pre-flight (which may
+/// download PostgreSQL for minutes) would wait for it to end. Pre-flight
+/// writes nothing a next start could trip over.
+pub fn exit_on_stop_signals() {
+    extern "C" fn exit_now(sig: libc::c_int) {
+        const MSG: &[u8] = b"cogno: stopped before anything was started\n";
+        // SAFETY: write and _exit are async-signal-safe.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::_exit(128 + sig);
+        }
+    }
+    for sig in STOP {
+        // SAFETY: installing a handler that only makes async-signal-safe calls.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = exit_now as *const () as libc::sighandler_t;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Hands the stop signals over to the event loop's handlers: blocks them and
+/// puts their default action back, so that nothing chains to the handler of
+/// [`exit_on_stop_signals`]. One that arrives meanwhile stays pending;
+/// [`unblock_stop_signals`] lets it through once the loop's handlers exist.
+pub fn hold_stop_signals() {
+    let mut set = SigSet::empty();
+    for sig in STOP {
+        set.add(Signal::try_from(sig).expect("a signal"));
+        // SAFETY: resetting a disposition; no handler code runs.
+        unsafe {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, std::ptr::null_mut());
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
+/// See [`hold_stop_signals`].
+pub fn unblock_stop_signals() {
+    let mut set = SigSet::empty();
+    for sig in STOP {
+        set.add(Signal::try_from(sig).expect("a signal"));
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+}
