@@ -813,7 +813,7 @@ services:
 /// whole-stack stop lets what it depends on stop in its turn, within the budget.
 #[test]
 fn stops_escalate_whatever_the_exec_probe_is_doing() {
-    const STOPS: usize = 120;
+    const STOPS: usize = 200;
     let s = Stack::new("escalate");
     s.write(
         r#"
