@@ -1,14 +1,15 @@
 //! `cogno start|stop|restart SERVICE…`: an operator's actions, each
 //! answered once the service is healthy, stopped, or has failed.
 
-use super::{socket_path, ActionArgs};
+use super::{socket_path, ActionArgs, Outcome};
 use crate::control::client::{percent_encode, request};
 use crate::control::{Action, ActionResult};
+use crate::error::Error;
 use crate::fmt::fmt_latency;
 use std::path::Path;
 use std::time::Duration;
 
-pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: bool) -> i32 {
+pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: bool) -> Outcome {
     let verb = action;
     // One after another, as asked, and not past the first failure: later
     // services may well depend on the one that failed.
@@ -17,25 +18,14 @@ pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: 
         if with_dependents {
             path.push_str("?with_dependents=1");
         }
-        let reply = match request(socket, "POST", &path, None) {
-            Ok(r) => r,
-            Err(e) => return e.report(),
-        };
-        let result: ActionResult = match reply.json() {
-            Ok(r) => r,
-            Err(e) => return e.report(),
-        };
+        let result: ActionResult = request(socket, "POST", &path, None)?.json()?;
         let took = fmt_latency(Duration::from_millis(result.took_ms));
         if !result.ok {
-            if result.code == 500 {
-                eprintln!(
-                    "error: {service}: {verb} failed after {took}: {}",
-                    result.message
-                );
+            return Err(Error::new(if result.code == 500 {
+                format!("{service}: {verb} failed after {took}: {}", result.message)
             } else {
-                eprintln!("error: {}", result.message);
-            }
-            return 1;
+                result.message
+            }));
         }
         match (action, result.message.as_str()) {
             (_, m) if m.starts_with("already") => println!("{service}: {m}"),
@@ -44,10 +34,10 @@ pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: 
             (Action::Restart, m) => println!("{service}: restarted, {m} after {took}"),
         }
     }
-    0
+    Ok(0)
 }
 
-pub fn run(action: Action, args: ActionArgs) -> i32 {
+pub fn run(action: Action, args: ActionArgs) -> Outcome {
     act(
         &socket_path(&args.target),
         action,

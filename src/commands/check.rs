@@ -1,17 +1,12 @@
 //! `cogno check`: validate a stack file and print its start plan.
 
-use super::ConfigArg;
+use super::{ConfigArg, Outcome};
 use crate::config::Stack;
 use crate::fmt::fmt_duration;
 
-pub fn run(args: ConfigArg) -> i32 {
-    match args.load() {
-        Ok(stack) => {
-            print!("{}", describe(&stack));
-            0
-        }
-        Err(code) => code,
-    }
+pub fn run(args: ConfigArg) -> Outcome {
+    print!("{}", describe(&args.load()?));
+    Ok(0)
 }
 
 /// The resolved start plan, as `cogno check` prints it.

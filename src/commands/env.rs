@@ -1,20 +1,14 @@
 //! `cogno env`: the environment app services get, as a sourceable .env.
 
-use super::{data_dir, env_lookup, StackArgs};
+use super::{data_dir, env_lookup, Outcome, StackArgs};
 use crate::bundled;
 use crate::config::is_env_name;
 
 /// Prints it, for an app run outside cogno.
-pub fn run(args: StackArgs) -> i32 {
-    let stack = match args.config.load() {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+pub fn run(args: StackArgs) -> Outcome {
+    let stack = args.config.load()?;
     let data = data_dir(&args, &stack);
-    let secrets = match bundled::load_secrets(&stack, &data, &env_lookup) {
-        Ok(s) => s,
-        Err(e) => return e.report(),
-    };
+    let secrets = bundled::load_secrets(&stack, &data, &env_lookup)?;
     if !secrets.generated.is_empty() {
         // A command that looks read-only says what it wrote, on stderr (stdout is sourced).
         eprintln!(
@@ -41,5 +35,5 @@ pub fn run(args: StackArgs) -> i32 {
         // Single quotes: nothing in the value is expanded when the file is sourced.
         println!("{k}='{}'", v.replace('\'', "'\\''"));
     }
-    0
+    Ok(0)
 }

@@ -1,22 +1,20 @@
 //! `cogno logs`: recent output of the services, and `-f` to follow it.
 
+use super::Outcome;
 use crate::control::client::{get_status, percent_encode, request};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> i32 {
+pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> Outcome {
     // The prefixes are padded to the longest name in the stack, as `cogno up` pads them.
-    let width = match get_status(socket) {
-        Ok(st) => st
-            .services
-            .iter()
-            .map(|s| s.name.len())
-            .chain(["cogno".len()])
-            .max()
-            .unwrap_or(0),
-        Err(e) => return e.report(),
-    };
+    let width = get_status(socket)?
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .chain(["cogno".len()])
+        .max()
+        .unwrap_or(0);
     let mut path = format!("/logs?n={lines}");
     for s in services {
         path.push_str("&service=");
@@ -25,12 +23,9 @@ pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> i
     if follow {
         path.push_str("&follow=1");
     }
-    let reply = match request(socket, "GET", &path, None) {
-        Ok(r) => r,
-        Err(e) => return e.report(),
-    };
+    let reply = request(socket, "GET", &path, None)?;
     if reply.status != 200 {
-        return reply.refusal();
+        return Err(reply.refusal());
     }
     let mut body = BufReader::new(reply.body);
     let stdout = std::io::stdout();
@@ -59,11 +54,11 @@ pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> i
         };
         if written.and(flushed).is_err() {
             // The reader went away (`cogno logs | head`): nothing left to do.
-            return 0;
+            return Ok(0);
         }
     }
     let _ = out.flush();
-    0
+    Ok(0)
 }
 
 #[derive(Deserialize)]

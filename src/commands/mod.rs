@@ -21,9 +21,6 @@ use crate::error::Error;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
-/// Exit status for a configuration or usage error (nothing was started or written).
-pub const EXIT_CONFIG: i32 = 2;
-
 /// `cogno --version`: the crate's version and the commit it was built from.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -168,15 +165,11 @@ impl ConfigArg {
         named.or_else(|| Some(PathBuf::from("cogno.yaml")).filter(|p| p.exists()))
     }
 
-    fn load(&self) -> Result<Stack, i32> {
-        let loaded = match self.path() {
+    fn load(&self) -> Result<Stack, Error> {
+        match self.path() {
             Some(path) => config::load(&path, &env_lookup),
             None => config::parse(QUICKSTART, Path::new(QUICKSTART_NAME), &env_lookup),
-        };
-        loaded.map_err(|d| {
-            eprint!("{d}");
-            EXIT_CONFIG
-        })
+        }
     }
 }
 
@@ -230,6 +223,10 @@ fn data_dir_as_given(args: &StackArgs, stack: &Stack) -> PathBuf {
     PathBuf::from(if is_pid1() { "/data" } else { "./data" })
 }
 
+/// What a command ends with: its exit status, or an error for the user,
+/// which [`main`] prints (the one place errors are rendered).
+pub type Outcome = Result<i32, Error>;
+
 /// Parses the command line, runs the command, and gives cogno's exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -238,7 +235,7 @@ pub fn main() -> i32 {
         ColorWhen::Always => anstream::ColorChoice::Always,
         ColorWhen::Never => anstream::ColorChoice::Never,
     });
-    match cli.command {
+    let outcome = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Check(args) => check::run(args),
         Command::Env(args) => env::run(args),
@@ -263,21 +260,22 @@ pub fn main() -> i32 {
             let mut page = Vec::new();
             match clap_mangen::Man::new(Cli::command()).render(&mut page) {
                 Ok(()) => print_bytes(&page, "the man page"),
-                Err(e) => Error::new(format!("cannot render the man page: {e}")).report(),
+                Err(e) => Err(Error::new(format!("cannot render the man page: {e}"))),
             }
         }
-    }
+    };
+    outcome.unwrap_or_else(|e| e.report())
 }
 
 /// Writes `bytes` (`what`) to stdout. A reader that went away (`| head`) is
 /// not an error: it has what it wanted.
-fn print_bytes(bytes: &[u8], what: &str) -> i32 {
+fn print_bytes(bytes: &[u8], what: &str) -> Outcome {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Error::new(format!("cannot write {what}: {e}")).report()
+            Err(Error::new(format!("cannot write {what}: {e}")))
         }
-        _ => 0,
+        _ => Ok(0),
     }
 }

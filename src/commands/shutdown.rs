@@ -1,23 +1,16 @@
 //! `cogno shutdown`: stop the whole stack in order, like SIGTERM.
 
+use super::Outcome;
 use crate::control::client::request;
 use crate::control::ActionResult;
+use crate::error::Error;
 use std::path::Path;
 
-pub fn shutdown(socket: &Path) -> i32 {
-    let reply = match request(socket, "POST", "/shutdown", None) {
-        Ok(r) => r,
-        Err(e) => return e.report(),
-    };
-    match reply.json::<ActionResult>() {
-        Ok(r) if r.ok => {
-            println!("{}", r.message);
-            0
-        }
-        Ok(r) => {
-            eprintln!("error: {}", r.message);
-            1
-        }
-        Err(e) => e.report(),
+pub fn shutdown(socket: &Path) -> Outcome {
+    let r: ActionResult = request(socket, "POST", "/shutdown", None)?.json()?;
+    if !r.ok {
+        return Err(Error::new(r.message));
     }
+    println!("{}", r.message);
+    Ok(0)
 }

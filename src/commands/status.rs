@@ -1,5 +1,6 @@
 //! `cogno status`: the stack's phase and every service's state.
 
+use super::Outcome;
 use crate::control::{client, Phase, ServiceState, StackStatus};
 use crate::fmt::{human, latency};
 use std::io::IsTerminal;
@@ -9,11 +10,8 @@ use std::path::Path;
 /// hold a whole PATH).
 const MAX_CELL: usize = 60;
 
-pub fn status(socket: &Path, json: bool) -> i32 {
-    let st = match client::get_status(socket) {
-        Ok(st) => st,
-        Err(e) => return e.report(),
-    };
+pub fn status(socket: &Path, json: bool) -> Outcome {
+    let st = client::get_status(socket)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
     } else {
@@ -21,7 +19,7 @@ pub fn status(socket: &Path, json: bool) -> i32 {
         let width = out.is_terminal().then(terminal_width).flatten();
         print!("{}", render_status(&st, width, super::colored(&out)));
     }
-    i32::from(st.phase != Phase::Ready)
+    Ok(i32::from(st.phase != Phase::Ready))
 }
 
 /// The columns of the terminal on stdout, if it says.

@@ -2,7 +2,7 @@
 //! pre-flight checks, prepares the bundled servers and the secrets, wires
 //! the supervisor to its output sink and control server, and runs it.
 
-use super::{data_dir, env_lookup, is_pid1, StackArgs};
+use super::{data_dir, env_lookup, is_pid1, Outcome, StackArgs};
 use crate::bundled;
 use crate::config::{self, Stack};
 use crate::control;
@@ -13,7 +13,7 @@ use crate::os::{limits, process, signals, trim};
 use crate::supervisor::{self, Supervisor};
 use futures_util::StreamExt;
 
-pub fn run(args: StackArgs) -> i32 {
+pub fn run(args: StackArgs) -> Outcome {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
     process::ensure_standard_fds();
@@ -29,28 +29,15 @@ pub fn run(args: StackArgs) -> i32 {
     }
     signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
-    let stack = match args.config.load() {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let stack = args.config.load()?;
     let data = data_dir(&args, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
-    if let Err(e) = control::server::check_not_running(&data) {
-        return Error::from(e).report();
-    }
+    control::server::check_not_running(&data)?;
     // Everything that can be checked is checked before anything is written.
-    let located = match bundled::preflight(&stack, &data, &env_lookup) {
-        Ok(l) => l,
-        Err(e) => return e.report(),
-    };
-    if let Err(e) = data.create() {
-        return e.report();
-    }
+    let located = bundled::preflight(&stack, &data, &env_lookup)?;
+    data.create()?;
     // Binding the socket first also makes sure no other cogno runs on this data directory.
-    let listener = match control::server::bind(&data) {
-        Ok(l) => l,
-        Err(e) => return Error::from(e).report(),
-    };
+    let listener = control::server::bind(&data)?;
     // From here on the event loop handles the stop signals; one that comes
     // in between waits for it. Held before any thread starts (the output
     // writer, below), so that they all inherit the mask and leave the
@@ -68,16 +55,10 @@ pub fn run(args: StackArgs) -> i32 {
             );
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the event loop: {e}");
-            return 1;
-        }
-    };
+        .map_err(|e| Error::new(format!("cannot start the event loop: {e}")))?;
     let code = runtime.block_on(async {
         let mut signals = match signal_hook_tokio::Signals::new(supervisor::SIGNALS) {
             Ok(s) => s,
@@ -147,7 +128,7 @@ pub fn run(args: StackArgs) -> i32 {
     // The socket is ours (bind refuses one that answers): leave no trace of a stopped stack.
     let _ = std::fs::remove_file(data.socket());
     sink.flush(std::time::Duration::from_secs(2));
-    code
+    Ok(code)
 }
 
 fn init_tracing(sink: &Sink, color: bool) {

@@ -8,6 +8,7 @@
 //! round trip.
 
 use super::StackStatus;
+use crate::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -33,10 +34,9 @@ pub enum Failure {
     Other(String),
 }
 
-impl Failure {
-    /// Prints the one-line error and gives the exit status.
-    pub fn report(self) -> i32 {
-        match self {
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
             Failure::NotRunning(path, e) => {
                 let why = match e.kind() {
                     std::io::ErrorKind::NotFound => "no socket there".to_owned(),
@@ -47,14 +47,13 @@ impl Failure {
                 };
                 // One line (a HEALTHCHECK shows one), saying where it looked:
                 // the stack may well run, with another data directory.
-                eprintln!(
-                    "error: no cogno is running on {path} ({why}): start the stack with `cogno up`, \
+                Error::new(format!(
+                    "no cogno is running on {path} ({why}): start the stack with `cogno up`, \
                      or pass --data DIR (or set COGNO_DATA_DIR) if it runs with another data directory"
-                );
+                ))
             }
-            Failure::Other(message) => eprintln!("error: {message}"),
+            Failure::Other(message) => Error::new(message),
         }
-        1
     }
 }
 
@@ -103,9 +102,9 @@ impl Reply {
         }
     }
 
-    pub fn refusal(self) -> i32 {
-        eprintln!("error: {}", self.error_message());
-        1
+    /// The refusal a non-200 answer carries, as an error.
+    pub fn refusal(self) -> Error {
+        Error::new(self.error_message())
     }
 }
 
