@@ -1120,7 +1120,7 @@ fn write_secrets(b: &Bundled, text: &str, mode: u32) {
 }
 
 /// A complete secrets file (every name the bundled stack uses).
-fn complete_secrets() -> String {
+pub fn complete_secrets() -> String {
     let names = [
         "NEXTAUTH_SECRET",
         "INTERNAL_API_SECRET",

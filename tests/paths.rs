@@ -250,17 +250,7 @@ fn a_fifo_as_postmaster_pid_neither_hangs_nor_is_read() {
     let secrets = s.data.join("secrets");
     std::fs::create_dir(&secrets).unwrap();
     std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let env = [
-        "NEXTAUTH_SECRET",
-        "INTERNAL_API_SECRET",
-        "JWT_SHARED_SECRET",
-        "POSTGRES_PASSWORD",
-        "REDIS_PASSWORD",
-        "POSTGRES_ADMIN_PASSWORD",
-    ]
-    .map(|k| format!("{k}=0123456789abcdef0123456789abcdef\n"))
-    .concat();
-    std::fs::write(secrets.join(".env"), env).unwrap();
+    std::fs::write(secrets.join(".env"), crate::bundled::complete_secrets()).unwrap();
     std::fs::set_permissions(secrets.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
     tampered(&s, "postmaster.pid: it is not a regular file");
 }
