@@ -881,4 +881,12 @@ services:
         health["error"].as_str().unwrap_or("").contains("test -e"),
         "{v}"
     );
+    // And `cogno healthcheck` (a container's HEALTHCHECK) is not green on it.
+    let r = cli(&s, &["healthcheck"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with("not ready: degraded (db: its last health check failed:"),
+        "{r:?}"
+    );
 }
