@@ -1813,3 +1813,69 @@ fn a_recovering_postgres_is_probed_less_often_and_said_so_once() {
     );
     stop(&mut c);
 }
+
+/// Issue 16.12: a start on a full disk leaves no temporary file behind. The
+/// data directory is a full 256 KiB tmpfs (with a cluster's PG_VERSION, so
+/// that pre-flight's free-space rule for a first start does not apply);
+/// writing redis.conf fails for lack of space, and nothing half-written stays.
+#[test]
+fn a_full_disk_leaves_no_temporary_file() {
+    let s = Stack::new("full-disk");
+    let mnt = s.dir.path().join("tfs");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(mounted, "mount a tmpfs (this test needs root)");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let data = mnt.join("data");
+    std::fs::create_dir_all(data.join("postgresql")).unwrap();
+    std::fs::write(data.join("postgresql/PG_VERSION"), "15\n").unwrap();
+    // Fill what is left.
+    let mut fill = std::fs::File::create(mnt.join("fill")).unwrap();
+    while std::io::Write::write_all(&mut fill, &[0u8; 4096]).is_ok() {}
+    drop(fill);
+    s.write(&format!(
+        "services:\n  redis: {{kind: redis, port: {}}}\n",
+        free_port()
+    ));
+    let mut cmd = Command::new(COGNO);
+    cmd.args(["up", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&data);
+    // Secrets from the environment: nothing to write to the secrets file.
+    for name in [
+        "NEXTAUTH_SECRET",
+        "INTERNAL_API_SECRET",
+        "JWT_SHARED_SECRET",
+    ] {
+        cmd.env(name, "0123456789abcdef0123456789abcdef");
+    }
+    cmd.env("POSTGRES_PASSWORD", "0123456789abcdef")
+        .env("REDIS_PASSWORD", "0123456789abcdef");
+    let mut c = Cogno::spawn(&s, cmd);
+    assert_ne!(c.wait_code(EXIT), 0, "{}", c.output());
+    assert!(c.output().contains("No space left"), "{}", c.output());
+    let mut left = Vec::new();
+    let mut dirs = vec![data.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.to_string_lossy().ends_with(".tmp") {
+                left.push(p);
+            }
+        }
+    }
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
