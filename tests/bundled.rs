@@ -1379,22 +1379,10 @@ fn a_stdout_nobody_reads_never_makes_a_stop_miss_its_budget() {
         chatty("a"),
         chatty("b")
     ));
-    let mut cmd = s.up_command();
-    cmd.current_dir(s.dir.path())
-        .env("COGNO_TEST_MARKER", s.marker())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("start cogno");
+    let mut cogno = s.up_unwatched(Stdio::piped());
+    let child = &mut cogno.child;
     // Held open and never read: a stalled log driver.
     let _unread = child.stdout.take();
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            kill_within(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(s.marker());
 
     let healthcheck = || {
         Command::new(COGNO)

@@ -29,9 +29,7 @@ const TEST_VARS: &[&str] = &[
 
 /// A fresh directory holding one stack file; `data` does not exist.
 struct Sandbox {
-    /// Removed with the sandbox.
-    _tmp: TempDir,
-    dir: PathBuf,
+    dir: TempDir,
     file: PathBuf,
     data: PathBuf,
 }
@@ -42,23 +40,19 @@ impl Sandbox {
     }
 
     fn with_file_name(name: &str, file_name: &str, yaml: &str) -> Sandbox {
-        let tmp = TempDir::new(&format!("config-errors-{name}"));
-        let dir = tmp.path().to_path_buf();
-        let file = dir.join(file_name);
+        let dir = TempDir::new(&format!("config-errors-{name}"));
+        let file = dir.path().join(file_name);
         std::fs::write(&file, yaml).expect("write the stack file");
-        let data = dir.join("data");
+        let data = dir.path().join("data");
         assert!(!data.exists());
-        Sandbox {
-            _tmp: tmp,
-            dir,
-            file,
-            data,
-        }
+        Sandbox { dir, file, data }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).current_dir(&self.dir).stdin(Stdio::null());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
         for v in TEST_VARS {
             cmd.env_remove(v);
         }
@@ -94,7 +88,7 @@ impl Sandbox {
             "{context}: the data directory {} was created",
             self.data.display()
         );
-        let mut entries: Vec<String> = std::fs::read_dir(&self.dir)
+        let mut entries: Vec<String> = std::fs::read_dir(self.dir.path())
             .expect("list the sandbox")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
@@ -109,7 +103,7 @@ impl Sandbox {
             entries,
             vec![file_name],
             "{context}: cogno wrote into {}",
-            self.dir.display()
+            self.dir.path().display()
         );
     }
 }
@@ -1152,7 +1146,7 @@ fn file_of_comments_only() {
 #[test]
 fn missing_stack_file() {
     let sb = Sandbox::new("missing", "services: {}\n");
-    let missing = sb.dir.join("nope.yaml");
+    let missing = sb.dir.path().join("nope.yaml");
     for args in [
         vec!["check", "--config", missing.to_str().unwrap()],
         vec![
@@ -1357,7 +1351,7 @@ fn config_found_through_cogno_config_and_cogno_yaml() {
 #[test]
 fn up_resolves_data_dir_relative_to_the_file_and_sets_cogno_service() {
     let sb = Sandbox::new("data-dir", "");
-    let sub = sb.dir.join("conf");
+    let sub = sb.dir.path().join("conf");
     std::fs::create_dir(&sub).unwrap();
     let file = sub.join("stack.yaml");
     std::fs::write(
@@ -1401,7 +1395,7 @@ services:
         sub.join("state").is_dir(),
         "data_dir is relative to the stack file"
     );
-    assert!(!sb.dir.join("state").exists() && !sb.data.exists());
+    assert!(!sb.dir.path().join("state").exists() && !sb.data.exists());
 }
 
 #[test]

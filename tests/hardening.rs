@@ -24,13 +24,7 @@ fn a_descriptor_handed_to_cogno_never_reaches_a_service() {
         "services:\n  show:\n    command: [\"sh\", \"-c\", \"echo fds: $(ls /proc/self/fd | tr '\\\\n' ' ')\"]\n    oneshot: true\n",
     );
     // A wrapper that leaves fd 7 open (no close-on-exec) when it execs cogno.
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!(
-        "exec 7</etc/hostname; exec {COGNO} up --config {} --data {}",
-        s.config.display(),
-        s.data.display()
-    ));
-    let mut cogno = Cogno::spawn(&s, cmd);
+    let mut cogno = Cogno::spawn(&s, s.up_after_shell("exec 7</etc/hostname"));
     let line = cogno.wait_line("fds: ");
     assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
     let fds: Vec<&str> = line
@@ -133,20 +127,8 @@ fn a_service_writing_long_lines_cannot_make_cogno_hold_its_output() {
         "services:\n  chatty:\n    command: {}\n    oneshot: true\n  idle:\n    command: [\"sleep\", \"600\"]\n",
         argv(&["python3", "-c", &script])
     ));
-    let mut cmd = s.up_command();
-    cmd.current_dir(s.dir.path())
-        .env("COGNO_TEST_MARKER", s.marker())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("start cogno");
-    struct Cleanup(String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            kill_marked(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(s.marker());
+    let mut cogno = s.up_unwatched(std::process::Stdio::null());
+    let child = &mut cogno.child;
     assert!(
         eventually(TIMEOUT * 3, || std::path::Path::new(&done).exists()),
         "the service never finished writing"

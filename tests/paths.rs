@@ -114,13 +114,7 @@ fn under_umask_000_what_cogno_creates_is_not_writable_by_others_and_services_kee
     }
     let s = Stack::new("umask");
     s.write("services:\n  show:\n    command: [\"sh\", \"-c\", \"echo umask=$(umask)\"]\n    oneshot: true\n");
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(format!(
-        "umask 000; exec {COGNO} up --config {} --data {}",
-        s.config.display(),
-        s.data.display()
-    ));
-    let mut cogno = Cogno::spawn(&s, cmd);
+    let mut cogno = Cogno::spawn(&s, s.up_after_shell("umask 000"));
     let line = cogno.wait_line("umask=");
     assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
     assert!(

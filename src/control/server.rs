@@ -173,7 +173,7 @@ enum Scope {
 /// can reach it may open: past this, new ones are closed as soon as they
 /// are accepted, so idle clients can never take the file descriptors
 /// supervision needs (spawning, pipes, probes).
-pub const HEALTH_CONNECTIONS: usize = 64;
+const HEALTH_CONNECTIONS: usize = 64;
 /// The same for the control socket, which only cogno's user and root reach.
 const CONTROL_CONNECTIONS: usize = 256;
 

@@ -84,6 +84,52 @@ impl Stack {
             .arg(&self.data);
         cmd
     }
+
+    /// `sh -c 'PRELUDE; exec cogno up --config F --data D'`: cogno started
+    /// from a wrapper that changed its process state first (an inherited
+    /// descriptor, a umask).
+    pub fn up_after_shell(&self, prelude: &str) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "{prelude}; exec {COGNO} up --config {} --data {}",
+            self.config.display(),
+            self.data.display()
+        ));
+        cmd
+    }
+
+    /// `cogno up` whose output the test does not read: stdout as given (a
+    /// pipe held open and never read, or /dev/null), stderr discarded.
+    pub fn up_unwatched(&self, stdout: Stdio) -> Unwatched {
+        let child = self
+            .up_command()
+            .current_dir(self.dir.path())
+            .env(MARKER_VAR, self.marker())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cogno");
+        Unwatched {
+            child,
+            marker: self.marker(),
+        }
+    }
+}
+
+/// A `cogno up` started by [`Stack::up_unwatched`]; whatever of the test
+/// still runs is killed when it is dropped.
+pub struct Unwatched {
+    pub child: Child,
+    marker: String,
+}
+
+impl Drop for Unwatched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kill_within(&self.marker);
+    }
 }
 
 #[derive(Default)]
