@@ -1,6 +1,7 @@
-//! How durations and instants are written for people: in stack files
-//! (`1.5s`), in measured figures (`12ms`), at a glance (`5m12s`) and as
-//! RFC 3339 timestamps. A leaf module: it depends on nothing of cogno's.
+//! How durations, instants and counts are written for people: in stack
+//! files (`1.5s`), in measured figures (`12ms`), at a glance (`5m12s`), as
+//! RFC 3339 timestamps, and counted nouns (`1 service`, `2 tiers`). A leaf
+//! module: it depends on nothing of cogno's.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,15 @@ pub fn latency(ms: f64) -> String {
         format!("{ms:.0}ms")
     } else {
         format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// `1 service`, `3 services`: `n` and the noun `one` (whose plural takes an `s`).
+pub fn count(n: usize, one: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
     }
 }
 
@@ -106,5 +116,12 @@ mod tests {
         assert_eq!(latency(0.42), "0.4ms");
         assert_eq!(latency(31.6), "32ms");
         assert_eq!(latency(1420.0), "1.42s");
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(0, "service"), "0 services");
+        assert_eq!(count(1, "service"), "1 service");
+        assert_eq!(count(2, "tier"), "2 tiers");
     }
 }

@@ -1224,7 +1224,43 @@ fn a_stack_healthy_at_spawn_is_announced_ready() {
     let s = Stack::new("ready-at-spawn");
     s.write("services:\n  idle:\n    command: [\"sleep\", \"600\"]\n    startsecs: 0s\n");
     let mut cogno = Cogno::up(&s);
-    cogno.wait_line("stack is ready: 1 services healthy");
+    cogno.wait_line("stack is ready: 1 service healthy in");
     cogno.signal(Signal::SIGTERM);
     assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
+}
+
+/// What cogno says reads as meant (issue 15.8): counts agree with their
+/// noun, a completed oneshot is "completed" and not "running" in the ready
+/// banner, and the time in a "stopped" line is how long the service ran.
+#[test]
+fn start_ready_and_stop_lines_say_what_happened() {
+    let s = Stack::new("wording");
+    s.write(
+        "services:\n  migrate:\n    oneshot: true\n    command: [\"true\"]\n  \
+         web:\n    command: [\"sleep\", \"600\"]\n    startsecs: 0s\n    \
+         depends_on:\n      migrate: completed\n",
+    );
+    let mut cogno = Cogno::up(&s);
+    cogno.wait_line("starting 2 services in 2 tiers");
+    cogno.wait_line("stack is ready: 1 service healthy, 1 oneshot completed in");
+    let banner = cogno.wait_line("  migrate ");
+    assert!(banner.ends_with("completed (oneshot)"), "{banner}");
+    cogno.signal(Signal::SIGTERM);
+    assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
+    let out = cogno.output();
+    assert!(
+        out.contains("web: stopped (killed by SIGTERM) after running "),
+        "{out}"
+    );
+
+    let single = Stack::new("wording-one");
+    single.write("services:\n  web:\n    command: [\"sleep\", \"600\"]\n");
+    let check = std::process::Command::new(COGNO)
+        .arg("check")
+        .arg("--config")
+        .arg(&single.config)
+        .output()
+        .expect("run cogno check");
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains(": ok, 1 service in 1 tier\n"), "{text}");
 }

@@ -12,10 +12,10 @@ pub fn run(args: ConfigArg) -> Outcome {
 /// The resolved start plan, as `cogno check` prints it.
 pub fn describe(stack: &Stack) -> String {
     let mut out = format!(
-        "{}: ok, {} services in {} tiers\n\nstart plan (a tier starts once what it waits for is ready):\n",
+        "{}: ok, {} in {}\n\nstart plan (a tier starts once what it waits for is ready):\n",
         stack.file.display(),
-        stack.services.len(),
-        stack.plan.tiers.len()
+        crate::fmt::count(stack.services.len(), "service"),
+        crate::fmt::count(stack.plan.tiers.len(), "tier")
     );
     let width = stack
         .services

@@ -26,7 +26,10 @@ pub fn healthcheck(socket: &Path) -> Outcome {
         })
         .collect();
     if st.phase == Phase::Ready && failing.is_empty() {
-        println!("ready: {} services healthy", st.services.len());
+        println!(
+            "ready: {} healthy",
+            crate::fmt::count(st.services.len(), "service")
+        );
         return Ok(0);
     }
     if st.phase == Phase::Ready {

@@ -265,6 +265,8 @@ fn ready_banner(stack: &Stack, data: &DataDir) -> Vec<String> {
     for svc in &stack.services {
         let what = match &svc.bundled {
             Some(b) => bundled::server(b.kind).banner(b),
+            // The stack is only ready once its oneshots have completed.
+            None if svc.oneshot => "completed (oneshot)".into(),
             None => match &svc.health {
                 Some(h) => match &h.probe {
                     config::Probe::Http { url, .. } => url.clone(),

@@ -591,7 +591,10 @@ impl Machine {
         let reason = ended.reason;
         self.last_exit = Some(reason.clone());
         if self.intent.down() {
-            out.log(Level::INFO, format_args!("stopped ({reason}) after {ran}"));
+            out.log(
+                Level::INFO,
+                format_args!("stopped ({reason}) after running {ran}"),
+            );
             self.stopped(out);
             return;
         }
@@ -1162,7 +1165,7 @@ mod tests {
         let effects = f.after(S).step(Input::CleanupDone);
         assert!(logged(
             &effects,
-            "web: stopped (exited with code 0) after 2.00s"
+            "web: stopped (exited with code 0) after running 2.00s"
         ));
         assert_eq!(f.m.state, State::Stopped);
         assert_eq!(f.m.intent, Intent::Supervise);

@@ -191,9 +191,9 @@ impl Supervisor {
     /// Runs the stack until it has stopped; returns cogno's exit status.
     pub async fn run(mut self, mut signals: signal_hook_tokio::Signals) -> i32 {
         info!(
-            "starting {} services in {} tiers",
-            self.svcs.len(),
-            self.stack.plan.tiers.len()
+            "starting {} in {}",
+            crate::fmt::count(self.svcs.len(), "service"),
+            crate::fmt::count(self.stack.plan.tiers.len(), "tier")
         );
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on

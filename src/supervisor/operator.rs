@@ -9,7 +9,7 @@ use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
     StackStatus,
 };
-use crate::fmt::fmt_latency;
+use crate::fmt::{count, fmt_latency};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -194,9 +194,17 @@ impl Supervisor {
     pub(super) fn note_readiness(&mut self) {
         if !self.ever_ready && (0..self.svcs.len()).all(|i| self.ready(i)) {
             self.ever_ready = true;
+            let completed = (0..self.svcs.len())
+                .filter(|&i| matches!(self.svcs[i].state(), State::Completed))
+                .count();
+            // A oneshot that has done its work is not "healthy": it is done.
+            let done = match completed {
+                0 => String::new(),
+                n => format!(", {} completed", count(n, "oneshot")),
+            };
             info!(
-                "stack is ready: {} services healthy in {}",
-                self.svcs.len(),
+                "stack is ready: {} healthy{done} in {}",
+                count(self.svcs.len() - completed, "service"),
                 fmt_latency(self.started.elapsed())
             );
             if let Some(f) = self.on_ready.take() {
