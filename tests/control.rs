@@ -890,3 +890,49 @@ services:
         "{r:?}"
     );
 }
+
+/// `cogno ps` is `cogno status`; `cogno down` stops the stack in order like
+/// `shutdown` but returns only once cogno has exited, with every service
+/// gone: here a service that takes a second to stop, after its dependant.
+#[test]
+fn ps_is_status_and_down_returns_once_everything_is_gone() {
+    let s = Stack::new("ctl-down");
+    let (base_log, top_log) = (s.file("base.log"), s.file("top.log"));
+    s.write(&format!(
+        "services:\n  base:\n    command: {}\n    startsecs: 0s\n  \
+         top:\n    command: {}\n    startsecs: 0s\n    depends_on: [base]\n",
+        fx("trap.py", &[&base_log, "--exit-delay", "1"]),
+        fx("trap.py", &[&top_log]),
+    ));
+    let mut c = up(&s);
+    wait_ready(&c, &["base", "top"], 1);
+    let status = cli(&s, &["status"]);
+    let ps = cli(&s, &["ps"]);
+    assert_eq!((ps.code, status.code), (0, 0), "{ps:?}");
+    // The same rows (uptimes and latencies aside).
+    fn rows(r: &Run) -> Vec<Vec<&str>> {
+        r.stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().take(2).collect())
+            .collect()
+    }
+    assert_eq!(rows(&ps), rows(&status), "{ps:?}");
+    assert!(ps.stdout.contains("SERVICE"), "{ps:?}");
+
+    let down = cli(&s, &["down"]);
+    assert_eq!(down.code, 0, "{down:?}");
+    assert!(down.stdout.contains("the stack is down"), "{down:?}");
+    assert!(c.exited(), "cogno still runs after `down` returned");
+    assert!(pids_within(&s.marker()).is_empty(), "{}", c.output());
+    // In order: the dependant stopped before the service it needs.
+    assert!(event_time(&top_log, "EXIT") <= event_time(&base_log, "SIGTERM"));
+    assert!(read_lines_of(&base_log)
+        .iter()
+        .any(|l| l.ends_with(" EXIT")));
+    assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
+
+    let again = cli(&s, &["down"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("no cogno is running"), "{again:?}");
+}

@@ -37,8 +37,10 @@ Examples:
   cogno env > .env                  # connection settings for an app run outside cogno
   cogno status                      # a running stack, from another terminal
   cogno logs -f web                 # follow one service's output
+  cogno down                        # stop it in order; returns once everything is gone
 
-Docs: docs/quick-start.md, docs/configuration.md (every key), docs/cli.md (every command)";
+Docs: docs/quick-start.md, docs/configuration.md (every key), docs/cli.md (every command),
+docs/troubleshooting.md";
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +81,7 @@ pub enum Command {
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
     Env(StackArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
+    #[command(visible_alias = "ps")]
     Status {
         #[command(flatten)]
         target: StackArgs,
@@ -107,8 +110,10 @@ pub enum Command {
     Restart(ActionArgs),
     /// Exit 0 if the stack is ready, else 1 with one line saying why (for HEALTHCHECK)
     Healthcheck(StackArgs),
-    /// Stop the whole stack in order, like SIGTERM
+    /// Stop the whole stack in order, like SIGTERM, and return at once
     Shutdown(StackArgs),
+    /// Stop the whole stack in order and wait until every process is gone
+    Down(StackArgs),
     /// Print a shell completion script (e.g. `cogno completions bash > /etc/bash_completion.d/cogno`)
     Completions {
         #[arg(value_enum)]
@@ -251,6 +256,7 @@ pub fn main() -> i32 {
         Command::Restart(a) => act::run(Action::Restart, a),
         Command::Healthcheck(target) => healthcheck::healthcheck(&socket_path(&target)),
         Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
+        Command::Down(target) => shutdown::down(&socket_path(&target)),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cogno", &mut script);

@@ -430,6 +430,53 @@ pub fn signal_service(leader: Pid, sig: Signal) {
     }
 }
 
+/// A process that is not our child, held by a pidfd so that waiting for its
+/// end can never follow its pid to another process that reuses it.
+pub struct Watched {
+    fd: OwnedFd,
+    pub pid: Pid,
+}
+
+impl Watched {
+    /// The process at the other end of a connected Unix socket (the one that
+    /// listens on it), as the kernel names it in this PID namespace: right
+    /// even when cogno runs in a container whose socket is reached from outside.
+    pub fn peer_of(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Watched> {
+        use std::os::fd::FromRawFd;
+        let cred =
+            nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+        let pid = Pid::from_raw(cred.pid());
+        if cred.pid() <= 0 {
+            return Err(std::io::Error::other(
+                "the peer is in another PID namespace",
+            ));
+        }
+        // SAFETY: pidfd_open takes a pid and flags and returns a new
+        // descriptor or -1; nothing is borrowed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(Watched { fd, pid })
+    }
+
+    /// Blocks until the process has exited.
+    pub fn wait(&self) -> std::io::Result<()> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        loop {
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
