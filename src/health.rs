@@ -128,11 +128,16 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
         Probe::Bundled {
             server,
             credentials,
+            data: Some(data),
         } => {
             bundled::server(server.kind)
-                .probe(server, credentials)
+                .probe(server, credentials, data)
                 .await
         }
+        Probe::Bundled { server, .. } => Err(format!(
+            "internal error: the {} server was not prepared before its probe ran",
+            server.kind.name
+        )),
     }
 }
 

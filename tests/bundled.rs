@@ -1867,3 +1867,162 @@ fn a_full_disk_leaves_no_temporary_file() {
     }
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+// ------------------------------------- issue 15: the first five minutes
+
+/// A shell block of a doc marked for the tests: `<!-- test -->` runs to
+/// completion, `<!-- test: starts the stack -->` runs `cogno up`.
+struct DocBlock {
+    starts_stack: bool,
+    script: String,
+}
+
+/// Every marked block of `doc`, in order. A mark not followed by a ```sh
+/// block fails the test: nothing marked is skipped silently.
+fn marked_blocks(doc: &str) -> Vec<DocBlock> {
+    let mut out = Vec::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(mark) = line
+            .trim()
+            .strip_prefix("<!-- test")
+            .and_then(|m| m.strip_suffix("-->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap_or_default();
+        assert_eq!(
+            fence.trim(),
+            "```sh",
+            "a `{line}` mark must precede a ```sh block"
+        );
+        let script: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        out.push(DocBlock {
+            starts_stack: mark.contains("starts the stack"),
+            script: script.join("\n"),
+        });
+    }
+    out
+}
+
+/// Issue 15.2 and 15.3: docs/quick-start.md run as written, in one shell,
+/// on a fresh data directory with the built-in stack (on free ports): every
+/// marked command works, its closing `cogno down` returns with every process
+/// gone, and the whole first start shows no FATAL or ERROR line — from
+/// PostgreSQL (which logged a probe that connected while it started, and the
+/// app's login before its role existed), Redis, Temporal or cogno. Temporal
+/// runs without its Web UI unless asked (issue 15.12).
+#[test]
+fn the_quick_start_as_documented_runs_clean() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/docs/quick-start.md")).expect("quick-start");
+    let blocks = marked_blocks(&doc);
+    assert!(blocks.len() >= 6, "only {} marked blocks", blocks.len());
+    let (start, rest) = blocks.split_first().unwrap();
+    assert!(start.starts_stack && rest.iter().all(|b| !b.starts_stack));
+
+    let s = Stack::new("quick-start-doc");
+    let p = ports();
+    let mut yaml = std::fs::read_to_string(format!("{root}/config/quickstart.yaml")).unwrap();
+    for (kind, port) in [
+        ("postgres", p.pg),
+        ("redis", p.redis),
+        ("temporal", p.temporal),
+    ] {
+        let at = format!("    kind: {kind}\n");
+        assert!(yaml.contains(&at), "config/quickstart.yaml has no {kind}");
+        yaml = yaml.replace(&at, &format!("{at}    port: {port}\n"));
+    }
+    // ./cogno.yaml and ./data, found by `cogno` in the doc's working directory.
+    s.write(&yaml);
+    let release = s.dir.path().join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::os::unix::fs::symlink(COGNO, release.join("cogno")).unwrap();
+    let shell = |script: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-euo", "pipefail", "-c", script])
+            .current_dir(s.dir.path())
+            .env_remove("COGNO_CONFIG")
+            .env_remove("COGNO_DATA_DIR")
+            .env("COGNO_TEST_MARKER", s.marker());
+        cmd
+    };
+
+    let mut c = Cogno::spawn(&s, shell(&start.script));
+    wait_ready(&c, Instant::now());
+    let temporal = cmdline(c.service_pid("temporal"));
+    assert!(temporal.iter().any(|a| a == "--headless"), "{temporal:?}");
+    assert!(!c.output().contains("Web UI"), "{}", c.output());
+
+    let script: Vec<String> = rest
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{}\necho '<<block {i} ran>>'", b.script))
+        .collect();
+    let out = run(shell(&script.join("\n")), READY);
+    let mut said = text(&out);
+    for (_, value) in secret_values(&s.data.join("secrets/.env")) {
+        said = said.replace(&value, "<redacted>");
+    }
+    assert!(out.status.success(), "{said}");
+    for i in 0..rest.len() {
+        assert!(said.contains(&format!("<<block {i} ran>>")), "{said}");
+    }
+    for expected in [
+        "DATABASE_URL='postgresql://",
+        "PostgreSQL",
+        "PONG",
+        "the stack is down",
+    ] {
+        assert!(said.contains(expected), "no {expected:?} in:\n{said}");
+    }
+    assert!(c.exited(), "`cogno down` returned before cogno exited");
+    assert!(pids_within(&s.marker()).is_empty(), "{}", c.output());
+    assert_eq!(c.wait_code(EXIT), 0, "{}", c.output());
+    let bad: Vec<String> = c
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("FATAL") || l.contains("ERROR"))
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}\nin:\n{}", c.output());
+}
+
+/// The status line of `GET /` on 127.0.0.1:`port`, or why there is none.
+fn http_status(port: u16) -> String {
+    use std::io::{BufRead, Write};
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|mut s| {
+            s.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+            let mut line = String::new();
+            std::io::BufReader::new(s).read_line(&mut line)?;
+            Ok(line)
+        })
+        .unwrap_or_else(|e| e.to_string())
+}
+
+/// Issue 15.12: with `ui_port:`, the Temporal dev server's Web UI answers
+/// HTTP on loopback at that port, and the ready banner names its URL.
+#[test]
+fn temporal_web_ui_answers_on_its_ui_port() {
+    let s = Stack::new("temporal-ui");
+    let p = ports();
+    s.write(&format!(
+        "services:\n  temporal: {{kind: temporal, port: {}, ui_port: {}}}\n",
+        p.temporal, p.redis
+    ));
+    let mut c = Cogno::up(&s);
+    wait_ready(&c, Instant::now());
+    let banner = c.wait_line("Web UI");
+    assert!(
+        banner.ends_with(&format!(", Web UI http://127.0.0.1:{}", p.redis)),
+        "{banner}"
+    );
+    // Its HTTP server may come up just after the frontend the probe checks.
+    let mut status = String::new();
+    let answered = eventually(CLIENT, || {
+        status = http_status(p.redis);
+        status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200")
+    });
+    assert!(answered, "the Web UI answered {status:?}\n{}", c.output());
+    stop(&mut c);
+}

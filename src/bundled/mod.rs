@@ -65,8 +65,13 @@ pub trait Server: Sync {
     ) -> Result<Prepared, Error>;
 
     /// Its health check, in its own protocol, logging in with `credentials`
-    /// (its [`Server::secrets`]).
-    fn probe<'a>(&'a self, b: &'a Bundled, credentials: &'a Credentials) -> ProbeFuture<'a>;
+    /// (its [`Server::secrets`]); `data` is where its files are.
+    fn probe<'a>(
+        &'a self,
+        b: &'a Bundled,
+        credentials: &'a Credentials,
+        data: &'a DataDir,
+    ) -> ProbeFuture<'a>;
 
     /// Where it is, for the ready banner (never a secret).
     fn banner(&self, b: &Bundled) -> String;
@@ -323,16 +328,20 @@ pub fn preflight(
     data.preflight(&users)?;
     for (svc, found) in stack.services.iter().zip(&mut located.0) {
         let Some(b) = &svc.bundled else { continue };
-        if std::net::TcpListener::bind(("127.0.0.1", b.port)).is_err() {
-            let holder = crate::os::procfs::port_holder(b.port)
+        for port in b.ports() {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                continue;
+            }
+            let holder = crate::os::procfs::port_holder(port)
                 .map(|h| format!(" by {h}"))
                 .unwrap_or_default();
+            let key = if port == b.port { "port" } else { "ui_port" };
             return Err(Error::config(format!(
-                "port {} (service `{}`) is already in use{holder}",
-                b.port, svc.name
+                "port {port} (service `{}`) is already in use{holder}",
+                svc.name
             ))
             .help(format!(
-                "stop what holds it, or set `port:` for `{}` in the stack file",
+                "stop what holds it, or set `{key}:` for `{}` in the stack file",
                 svc.name
             )));
         }
@@ -498,11 +507,17 @@ pub fn prepare(
         }
         svc.command = prepared.command;
         if let Some(Health {
-            probe: Probe::Bundled { credentials, .. },
+            probe:
+                Probe::Bundled {
+                    credentials,
+                    data: probe_data,
+                    ..
+                },
             ..
         }) = &mut svc.health
         {
             *credentials = secrets.credentials(server.secrets().iter().map(|n| n.name));
+            *probe_data = Some(data.clone());
         }
     }
     Ok(versions)

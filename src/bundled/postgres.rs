@@ -117,14 +117,23 @@ impl Server for Postgres {
         })
     }
 
-    fn probe<'a>(&'a self, b: &'a Bundled, credentials: &'a Credentials) -> ProbeFuture<'a> {
-        Box::pin(probe(
-            b.port,
-            APP_DB,
-            credentials.get(PASSWORD),
-            credentials.get(ADMIN_PASSWORD),
-            &b.databases,
-        ))
+    fn probe<'a>(
+        &'a self,
+        b: &'a Bundled,
+        credentials: &'a Credentials,
+        data: &'a DataDir,
+    ) -> ProbeFuture<'a> {
+        Box::pin(async move {
+            probe(
+                &data.postgres(),
+                b.port,
+                APP_DB,
+                credentials.get(PASSWORD),
+                credentials.get(ADMIN_PASSWORD),
+                &b.databases,
+            )
+            .await
+        })
     }
 
     fn banner(&self, b: &Bundled) -> String {
@@ -815,23 +824,54 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("cannot set mode {mode:o} on {}: {e}", path.display()))
 }
 
-/// Health probe: log in as `user`/`password` to database `user` over TCP on
-/// 127.0.0.1:`port` and run `SELECT 1`. When that login fails because the
-/// role, its password or a database is missing, first provision (as the
-/// superuser with `admin_password`): create or update the role with the
-/// current password, create the databases (`user` plus `databases`) owned by
-/// it. Idempotent; safe to interrupt.
+/// Health probe of the server of `cluster`: log in as `user`/`password` to
+/// database `user` over TCP on 127.0.0.1:`port` and run `SELECT 1`.
+///
+/// Nothing it does makes the server log an error on a normal start. It
+/// connects only once the postmaster's status line says it accepts
+/// connections (a login before that is refused, and logged as FATAL). The
+/// first time in this run, it provisions before the app's login is tried
+/// (on a new cluster that login would fail, logged as FATAL too): as the
+/// superuser with `admin_password`, it creates or updates the role with
+/// the current password and creates the databases (`user` plus
+/// `databases`) owned by it. Later, a login that fails because the role,
+/// its password or a database is missing provisions again. Idempotent;
+/// safe to interrupt.
 pub(super) async fn probe(
+    cluster: &Path,
     port: u16,
     user: &str,
     password: &str,
     admin_password: &str,
     databases: &[String],
 ) -> Result<(), String> {
+    match postmaster_status(cluster)?.as_str() {
+        "ready" | "standby" => {}
+        status => {
+            return Err(format!(
+                "PostgreSQL on 127.0.0.1:{port} does not accept connections yet (postmaster.pid \
+                 says `{status}`)"
+            ))
+        }
+    }
     let redact = |e: String| scrub(e, &[password, admin_password]);
     let extra: Vec<String> = databases.iter().filter(|d| *d != user).cloned().collect();
+    let login = (port, user.to_owned());
+    let first = !provisioned().contains(&login);
+    // A failure here is the later path's to report, which tries the app's
+    // login first (a superuser whose password was changed by hand).
+    if first
+        && provision(port, user, password, admin_password, &extra)
+            .await
+            .is_ok()
+    {
+        provisioned().insert(login.clone());
+    }
     match app_check(port, user, password, &extra).await {
-        Ok(true) => return Ok(()),
+        Ok(true) => {
+            provisioned().insert(login);
+            return Ok(());
+        }
         Ok(false) => {}
         Err(Failure::Provisionable(_)) => {}
         Err(Failure::Other(e)) => return Err(redact(e)),
@@ -840,7 +880,10 @@ pub(super) async fn probe(
         .await
         .map_err(redact)?;
     match app_check(port, user, password, &extra).await {
-        Ok(true) => Ok(()),
+        Ok(true) => {
+            provisioned().insert(login);
+            Ok(())
+        }
         Ok(false) => Err(format!(
             "PostgreSQL on 127.0.0.1:{port}: databases {} are still missing after provisioning",
             extra.join(", ")
@@ -849,6 +892,37 @@ pub(super) async fn probe(
             "PostgreSQL on 127.0.0.1:{port}: {e} (after provisioning role `{user}`)"
         ))),
     }
+}
+
+/// The logins (port, role) this run has provisioned: the first probe of
+/// each provisions before it logs in as the app.
+fn provisioned() -> std::sync::MutexGuard<'static, std::collections::HashSet<(u16, String)>> {
+    static DONE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(u16, String)>>> =
+        std::sync::LazyLock::new(Default::default);
+    DONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What the postmaster of `cluster` says it is doing: the status line it
+/// keeps in postmaster.pid (line 8: `starting`, `ready`, `standby` or
+/// `stopping`). The file is the server user's, so it is read as a small
+/// regular file only.
+fn postmaster_status(cluster: &Path) -> Result<String, String> {
+    let path = cluster.join("postmaster.pid");
+    let text = files::read_small(&path, SMALL_FILE_CAP)?.ok_or_else(|| {
+        format!(
+            "PostgreSQL has not started yet: {} does not exist",
+            path.display()
+        )
+    })?;
+    // Until it listens, the postmaster has not written the line.
+    Ok(text
+        .lines()
+        .nth(7)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("starting")
+        .to_owned())
 }
 
 enum Failure {
@@ -941,6 +1015,16 @@ async fn provision(
     .await
     .map_err(|e| fail("session setup", e))?;
     let role = quote_ident(user);
+    // An unchanged role is left alone: no catalog write at every start.
+    let stored: Option<Option<String>> =
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(user)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(|e| fail("reading role", e))?;
+    let current = stored
+        .flatten()
+        .is_some_and(|v| scram_matches(&v, password));
     let pw = quote_literal(&scram_verifier(password));
     let body = format!(
         "BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN \
@@ -950,10 +1034,12 @@ async fn provision(
     );
     let tag = dollar_tag(&body);
     let role_sql = format!("DO {tag}{body}{tag}");
-    sqlx::raw_sql(AssertSqlSafe(role_sql))
-        .execute(&mut conn)
-        .await
-        .map_err(|e| fail(&format!("creating or updating role `{user}`"), e))?;
+    if !current {
+        sqlx::raw_sql(AssertSqlSafe(role_sql))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| fail(&format!("creating or updating role `{user}`"), e))?;
+    }
 
     let mut wanted = vec![user.to_owned()];
     wanted.extend(extra.iter().cloned());
@@ -981,26 +1067,48 @@ async fn provision(
 /// is stored as is, and the password itself never reaches the server.
 /// Generated passwords are ASCII, which SASLprep leaves unchanged.
 fn scram_verifier(password: &str) -> String {
+    use rand::RngCore;
+    const ITERATIONS: u32 = 4096;
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    scram_secret(password, &salt, ITERATIONS)
+}
+
+/// Whether `verifier` (a role's stored `rolpassword`) is the SCRAM-SHA-256
+/// verifier of `password`: computed again with its own salt and iterations.
+fn scram_matches(verifier: &str, password: &str) -> bool {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let parsed = (|| {
+        let rest = verifier.strip_prefix("SCRAM-SHA-256$")?;
+        let (iterations, rest) = rest.split_once(':')?;
+        let (salt, _) = rest.split_once('$')?;
+        Some((iterations.parse::<u32>().ok()?, B64.decode(salt).ok()?))
+    })();
+    parsed.is_some_and(|(iterations, salt)| {
+        // A verifier of millions of rounds would stall the probe: redo it instead.
+        iterations <= 100_000 && scram_secret(password, &salt, iterations) == verifier
+    })
+}
+
+/// The verifier of `password` with `salt` and `iterations`.
+fn scram_secret(password: &str, salt: &[u8], iterations: u32) -> String {
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
     use hmac::{KeyInit, Mac};
-    use rand::RngCore;
     type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-    const ITERATIONS: u32 = 4096;
 
     let hmac = |key: &[u8], data: &[u8]| {
         let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any size");
         mac.update(data);
         mac.finalize().into_bytes()
     };
-    let mut salt = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut salt);
     // PBKDF2-HMAC-SHA-256, one block (its output is one SHA-256 long).
     let mut block = salt.to_vec();
     block.extend_from_slice(&1u32.to_be_bytes());
     let mut u = hmac(password.as_bytes(), &block);
     let mut salted = u;
-    for _ in 1..ITERATIONS {
+    for _ in 1..iterations.max(1) {
         u = hmac(password.as_bytes(), &u);
         for (s, b) in salted.iter_mut().zip(u.iter()) {
             *s ^= b;
@@ -1010,7 +1118,7 @@ fn scram_verifier(password: &str) -> String {
     let stored_key = <sha2::Sha256 as sha2::Digest>::digest(client_key);
     let server_key = hmac(&salted, b"Server Key");
     format!(
-        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
         B64.encode(salt),
         B64.encode(stored_key),
         B64.encode(server_key)
@@ -1237,19 +1345,27 @@ mod tests {
         server.wait_ready(0);
 
         let dbs = vec!["extra_db".to_owned()];
-        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
-        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
+        probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs)
+            .await
+            .unwrap();
+        probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs)
+            .await
+            .unwrap();
+        // Provisioning came before the app's first login: no failed login.
+        assert!(!server.log().contains("FATAL"), "{}", server.log());
         login(port, "cognobserve", Some(APP), "extra_db")
             .await
             .unwrap();
         // A new app password (the secret was regenerated) is applied.
-        probe(port, "cognobserve", "00ff", ADMIN, &dbs)
+        probe(&cluster, port, "cognobserve", "00ff", ADMIN, &dbs)
             .await
             .unwrap();
         let stale = login(port, "cognobserve", Some(APP), "cognobserve").await;
         assert!(stale.is_err(), "the old password no longer works");
-        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
-        let err = probe(port, "cognobserve", "wrong", "also-wrong", &dbs)
+        probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs)
+            .await
+            .unwrap();
+        let err = probe(&cluster, port, "cognobserve", "wrong", "also-wrong", &dbs)
             .await
             .unwrap_err();
         assert!(err.contains("superuser"), "{err}");
@@ -1296,8 +1412,46 @@ mod tests {
             "{second}"
         );
         assert!(!second.contains("recovery"), "{second}");
-        probe(port, "cognobserve", APP, ADMIN, &dbs).await.unwrap();
+        probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs)
+            .await
+            .unwrap();
         assert!(server.stop().success());
+    }
+
+    /// A login before the postmaster accepts connections is refused and
+    /// logged as FATAL (issue 15.2): the probe connects only once the status
+    /// line of postmaster.pid says `ready`.
+    #[tokio::test]
+    async fn no_connection_before_the_postmaster_says_ready() {
+        let tmp = TempDir::new("pg-status");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probe_now = || probe(tmp.path(), port, "cognobserve", APP, ADMIN, &[]);
+        let err = probe_now().await.unwrap_err();
+        assert!(err.contains("has not started yet"), "{err}");
+        let pid_file = tmp.path().join("postmaster.pid");
+        let head = format!(
+            "{}\n{}\n1\n{port}\n/tmp\n127.0.0.1\n  1 2\n",
+            std::process::id(),
+            tmp.path().display()
+        );
+        for (status, says) in [
+            ("", "starting"),
+            ("starting  \n", "starting"),
+            ("stopping  \n", "stopping"),
+        ] {
+            fs::write(&pid_file, format!("{head}{status}")).unwrap();
+            let err = probe_now().await.unwrap_err();
+            assert!(err.contains(&format!("says `{says}`")), "{err}");
+        }
+        assert!(listener.accept().is_err(), "the probe connected");
+        fs::write(&pid_file, format!("{head}ready   \n")).unwrap();
+        assert_eq!(postmaster_status(tmp.path()).unwrap(), "ready");
+        // Another user's link in its place is not followed.
+        fs::remove_file(&pid_file).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", &pid_file).unwrap();
+        assert!(postmaster_status(tmp.path()).is_err());
     }
 
     #[test]
@@ -1410,6 +1564,8 @@ mod tests {
         );
         assert_eq!(keys.split(':').map(str::len).collect::<Vec<_>>(), [44, 44]);
         assert_ne!(scram_verifier("s3cret"), v, "a fresh salt each time");
+        assert!(scram_matches(&v, "s3cret") && !scram_matches(&v, "s3cres"));
+        assert!(!scram_matches("md5abc", "s3cret"));
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
         assert_eq!(dollar_tag("x $cogno0$ y"), "$cogno1$");

@@ -86,7 +86,12 @@ impl Server for Redis {
         })
     }
 
-    fn probe<'a>(&'a self, b: &'a Bundled, credentials: &'a Credentials) -> ProbeFuture<'a> {
+    fn probe<'a>(
+        &'a self,
+        b: &'a Bundled,
+        credentials: &'a Credentials,
+        _data: &'a DataDir,
+    ) -> ProbeFuture<'a> {
         Box::pin(probe(b.port, credentials.get(PASSWORD)))
     }
 

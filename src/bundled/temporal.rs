@@ -56,8 +56,16 @@ impl Server for Temporal {
         ]
     }
 
-    fn check_settings(&self, _b: &Bundled) -> Result<(), String> {
+    fn check_settings(&self, b: &Bundled) -> Result<(), String> {
         // Its dev server takes no settings file: config refuses `settings:` for it.
+        if b.ui_port == Some(b.port) {
+            return Err(format!(
+                "temporal's `ui_port:` is its `port:` ({}): the Web UI needs a port of its own; \
+                 choose another (e.g. {})",
+                b.port,
+                b.port.saturating_add(1000)
+            ));
+        }
         Ok(())
     }
 
@@ -82,6 +90,7 @@ impl Server for Temporal {
             port: job.bundled.port,
             bin: job.bundled.bin.as_deref(),
             namespace: &job.bundled.namespace,
+            ui_port: job.bundled.ui_port,
             run_as: job.run_as,
         })?;
         versions.temporal_cli = read_record(&dir.join(VERSION_FILE))
@@ -95,13 +104,22 @@ impl Server for Temporal {
         })
     }
 
-    fn probe<'a>(&'a self, b: &'a Bundled, _credentials: &'a Credentials) -> ProbeFuture<'a> {
+    fn probe<'a>(
+        &'a self,
+        b: &'a Bundled,
+        _credentials: &'a Credentials,
+        _data: &'a DataDir,
+    ) -> ProbeFuture<'a> {
         Box::pin(probe(b.port))
     }
 
     fn banner(&self, b: &Bundled) -> String {
+        let ui = b
+            .ui_port
+            .map(|p| format!(", Web UI http://127.0.0.1:{p}"))
+            .unwrap_or_default();
         format!(
-            "temporal at 127.0.0.1:{} (namespace {})",
+            "temporal at 127.0.0.1:{} (namespace {}){ui}",
             b.port, b.namespace
         )
     }
@@ -114,6 +132,8 @@ pub struct Setup<'a> {
     /// The `temporal` binary (`bin` from the config, else from PATH).
     pub bin: Option<&'a Path>,
     pub namespace: &'a str,
+    /// The Web UI's port; None: none (`--headless`).
+    pub ui_port: Option<u16>,
     pub run_as: Option<&'a RunAs>,
 }
 
@@ -197,24 +217,28 @@ pub(super) fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
 }
 
 fn command(bin: &Path, setup: &Setup, db: &Path) -> Vec<String> {
-    let port = setup.port.to_string();
-    [
-        &*bin.to_string_lossy(),
-        "server",
-        "start-dev",
-        "--headless",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--db-filename",
-        &db.to_string_lossy(),
-        "--namespace",
-        setup.namespace,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut argv: Vec<String> = vec![
+        bin.to_string_lossy().into_owned(),
+        "server".into(),
+        "start-dev".into(),
+    ];
+    match setup.ui_port {
+        // The UI listens on `--ip` too (loopback), on the port given: its
+        // own default, `port` + 1000, could be anything's.
+        Some(ui) => argv.extend(["--ui-port".into(), ui.to_string()]),
+        None => argv.push("--headless".into()),
+    }
+    argv.extend([
+        "--ip".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        setup.port.to_string(),
+        "--db-filename".into(),
+        db.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        setup.namespace.to_owned(),
+    ]);
+    argv
 }
 
 /// Health probe: the frontend answers a gRPC health check on 127.0.0.1:`port`.
@@ -486,6 +510,7 @@ mod tests {
             port,
             bin: None,
             namespace: "default",
+            ui_port: None,
             run_as: None,
         }
     }

@@ -80,7 +80,7 @@ pub static KINDS: &[KindFacts] = &[
         critical: true,
         stop_signal: Signal::SIGTERM,
         backoff_max: BUNDLED_BACKOFF_MAX,
-        keys: &["port", "bin", "namespace"],
+        keys: &["port", "bin", "namespace", "ui_port"],
     },
 ];
 
@@ -210,5 +210,6 @@ mod tests {
         assert_eq!(applies_to("bin_dir"), "kind: postgres");
         assert_eq!(applies_to("databases"), "kind: postgres");
         assert_eq!(applies_to("namespace"), "kind: temporal");
+        assert_eq!(applies_to("ui_port"), "kind: temporal");
     }
 }

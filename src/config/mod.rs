@@ -63,6 +63,16 @@ pub struct Bundled {
     pub databases: Vec<String>,
     /// Temporal: the namespace the dev server creates.
     pub namespace: String,
+    /// Temporal: the port of its Web UI, on the same address; None: no UI.
+    pub ui_port: Option<u16>,
+}
+
+impl Bundled {
+    /// Every port it listens on that the stack chooses: `port`, and the
+    /// Web UI's when it has one.
+    pub fn ports(&self) -> impl Iterator<Item = u16> {
+        std::iter::once(self.port).chain(self.ui_port)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +144,9 @@ pub enum Probe {
         /// The secrets it logs in with: none until `bundled::prepare` has
         /// loaded them, before the supervisor starts.
         credentials: Credentials,
+        /// The data directory, where a server records its own state (the
+        /// postmaster's status line): set by `bundled::prepare` too.
+        data: Option<crate::datadir::DataDir>,
     },
 }
 
@@ -667,6 +680,7 @@ impl Builder<'_> {
                 .collect(),
             databases: rs.databases.clone().unwrap_or_default(),
             namespace: rs.namespace.clone().unwrap_or_else(|| "default".into()),
+            ui_port: rs.ui_port.map(|p| p.0),
         }))
     }
 
@@ -894,7 +908,7 @@ impl Builder<'_> {
 
 /// The keys only some kinds take (which ones: [`kinds::KINDS`]), each with
 /// whether `rs` sets it, in the order they are checked.
-fn kind_keys(rs: &RawService) -> [(&'static str, bool); 6] {
+fn kind_keys(rs: &RawService) -> [(&'static str, bool); 7] {
     [
         ("port", rs.port.is_some()),
         ("settings", !rs.settings.is_empty()),
@@ -902,6 +916,7 @@ fn kind_keys(rs: &RawService) -> [(&'static str, bool); 6] {
         ("bin_dir", rs.bin_dir.is_some()),
         ("databases", rs.databases.is_some()),
         ("namespace", rs.namespace.is_some()),
+        ("ui_port", rs.ui_port.is_some()),
     ]
 }
 
@@ -912,6 +927,7 @@ fn bundled_health(b: &Bundled) -> Health {
         probe: Probe::Bundled {
             server: b.clone(),
             credentials: Credentials::default(),
+            data: None,
         },
         interval: Duration::from_secs(5),
         timeout: Duration::from_secs(2),

@@ -47,6 +47,7 @@ pub struct RawService {
     pub bin_dir: Option<String>,
     pub databases: Option<Vec<String>>,
     pub namespace: Option<String>,
+    pub ui_port: Option<Lenient<u16>>,
     pub command: Option<Argv>,
     pub oneshot: Option<Lenient<bool>>,
     pub priority: Option<Lenient<i64>>,

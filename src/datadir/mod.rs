@@ -37,7 +37,7 @@ use crate::error::Error;
 use std::path::{Path, PathBuf};
 
 /// A stack's data directory (`--data`, `$COGNO_DATA_DIR`, `data_dir:`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,
 }
