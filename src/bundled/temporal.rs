@@ -489,6 +489,7 @@ fn read_record(record: &Path) -> Result<Option<(String, Version)>, String> {
 mod tests {
     use super::*;
     use crate::bundled::test_support::Server;
+    use crate::bundled::Server as _;
     use crate::testkit::{free_port, TempDir};
     use std::fs;
     use std::time::{Duration, Instant};
@@ -535,6 +536,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Issue 15.12: headless unless `ui_port:` is set; then the UI on that
+    /// port (never Temporal's own port + 1000), and a port of its own.
+    #[test]
+    fn the_web_ui_is_on_its_port_only_when_asked() {
+        let (dir, db) = (Path::new("/d"), Path::new("/d/temporal.db"));
+        let off = command(Path::new("temporal"), &setup(dir, 7300), db);
+        assert!(off.contains(&"--headless".to_owned()), "{off:?}");
+        assert!(!off.iter().any(|a| a.starts_with("--ui")), "{off:?}");
+        let on = command(
+            Path::new("temporal"),
+            &Setup {
+                ui_port: Some(9100),
+                ..setup(dir, 7300)
+            },
+            db,
+        );
+        let at = on.iter().position(|a| a == "--ui-port").expect("--ui-port");
+        assert_eq!(on[at + 1], "9100");
+        assert!(!on.contains(&"--headless".to_owned()), "{on:?}");
+
+        let yaml = "services:\n  t: {kind: temporal, port: 7300, ui_port: 7300}\n";
+        let stack = crate::config::parse(yaml, Path::new("s.yaml"), &|_| None).unwrap();
+        let b = stack.services[0].bundled.as_ref().unwrap();
+        let err = Temporal.check_settings(b).unwrap_err();
+        assert!(err.contains("`ui_port:`") && err.contains("8300"), "{err}");
+        assert!(Temporal.banner(b).ends_with("Web UI http://127.0.0.1:7300"));
     }
 
     #[test]
