@@ -5,7 +5,8 @@
 #   build the stand-in app image and the quick-start image; run it like
 #   `docker run -d -p 3000:3000 -p 8080:8080 -v VOLUME:/data`; wait for its
 #   HEALTHCHECK; /api/health is healthy; ingest answers; a trace is stored;
-#   the demo workflow runs through the worker; `cogno status` inside; stop
+#   the demo workflow runs through the worker; `cogno status` inside; no
+#   FATAL or ERROR line in the first start's output; stop
 #   like `docker stop` (exits 0 in time, PostgreSQL shut down cleanly); run
 #   again on the same volume (trace and workflow history kept, secrets
 #   unchanged byte for byte, no recovery); then /data on a host folder owned
@@ -127,6 +128,14 @@ else
 fi
 
 podman exec "$name" cogno status && ok "cogno status inside the container (exit 0: ready)" || fail "cogno status"
+
+# Issue 15.2: a normal first start shows no FATAL or ERROR line, from any
+# bundled server, the app or cogno.
+if bad=$(grep -E 'FATAL|ERROR' "$work/$name.log"); then
+  fail "the first start printed FATAL/ERROR lines:"$'\n'"$bad"
+else
+  ok "the first start printed no FATAL or ERROR line"
+fi
 
 # Memory as `docker stats` reports it: the cgroup's usage less its inactive
 # file cache (pages PostgreSQL wrote and the kernel may drop at any time).
