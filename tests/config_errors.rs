@@ -1083,7 +1083,7 @@ services:
   web:
     command: node server.js
     env:
-      X: ${COGNO_TEST_PORT-3000}
+      X: ${COGNO_TEST_PORT=3000}
 ";
     config_error(
         "not-a-name",
