@@ -239,18 +239,22 @@ pub fn parse(
     }
     // docker compose's extension keys: a place for anchors, ignored otherwise.
     doc.retain_top_level(|k| !k.starts_with("x-"));
-    let located = doc.clone();
-    interpolate::interpolate_tree(&mut doc, env, &mut Vec::new()).map_err(|(path, err)| {
+    if let Err((path, err)) = interpolate::interpolate_tree(&mut doc, env, &mut Vec::new()) {
         let used_in = display_path(&path);
-        let set_it = "set it in cogno's environment, or in an env file (.env beside the stack file, or --env-file)";
+        let set_it = |name: &str| {
+            format!(
+                "set {name} in cogno's environment or in an env file \
+                 (.env beside the stack file, or --env-file)"
+            )
+        };
         let d = match err {
             interpolate::InterpolateError::Unset(name) => Diagnostic::in_stack_file(
                 file,
                 format!("environment variable `{name}` is not set (used in `{used_in}`)"),
             )
             .help(format!(
-                "set {name} in cogno's environment or in an env file (.env beside the stack file, \
-                 or --env-file), or give a default: ${{{name}:-value}}"
+                "{}, or give a default: ${{{name}:-value}}",
+                set_it(&name)
             )),
             interpolate::InterpolateError::Required {
                 name,
@@ -267,15 +271,16 @@ pub fn parse(
                     file,
                     format!("environment variable `{name}` {state} (used in `{used_in}`){why}"),
                 )
-                .help(set_it)
+                .help(set_it(&name))
             }
             interpolate::InterpolateError::Malformed(msg) => {
                 Diagnostic::in_stack_file(file, format!("{msg} in `{used_in}`"))
                     .help("write a literal `$` as `$$`")
             }
         };
-        d.at_path(text, &located, &path)
-    })?;
+        // Interpolation rewrites strings only: every position is still the file's.
+        return Err(d.at_path(text, &doc, &path));
+    }
     let raw: RawConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let path = path_segments(e.path());
         let inner = e.into_inner().to_string();

@@ -90,11 +90,11 @@ fn span_at(text: &str, l: Location, len: u64) -> Option<Span> {
 
 /// Where a node is written: its definition, for a value reached through an
 /// alias or a merge key (that is the text to fix).
-fn span_of<T>(text_len: &Spanned<T>) -> Span {
-    let l = if text_len.defined != Location::UNKNOWN {
-        text_len.defined
+fn span_of<T>(spanned: &Spanned<T>) -> Span {
+    let l = if spanned.defined != Location::UNKNOWN {
+        spanned.defined
     } else {
-        text_len.referenced
+        spanned.referenced
     };
     Span {
         line: l.line() as usize,
@@ -197,14 +197,6 @@ impl<'de> Deserialize<'de> for Value {
 }
 
 impl Node {
-    /// The entries of a mapping node (none for any other node).
-    pub fn entries(&self) -> &[Entry] {
-        match &self.value {
-            Value::Map(entries) => entries,
-            _ => &[],
-        }
-    }
-
     /// Finds where the value at `path` is written: the key itself for a
     /// mapping entry, the item for a list entry. When the path goes further
     /// than the document (a key serde or `build` expected but that is not
@@ -357,6 +349,14 @@ services:
       - ghost
 ";
 
+    /// The entries of a mapping node (none for any other node).
+    fn entries(node: &Node) -> &[Entry] {
+        match &node.value {
+            Value::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
     fn doc() -> Node {
         parse(DOC).ok().flatten().expect("a document")
     }
@@ -425,17 +425,17 @@ services:
     restart: never
 ";
         let doc = parse(text).ok().flatten().unwrap();
-        let web = &doc.entries()[2].value.entries()[0].value;
-        let keys: Vec<&str> = web.entries().iter().map(|e| e.key.as_str()).collect();
+        let web = &entries(&entries(&doc)[2].value)[0].value;
+        let keys: Vec<&str> = entries(web).iter().map(|e| e.key.as_str()).collect();
         assert!(
             keys.contains(&"env") && keys.contains(&"stop_signal"),
             "{keys:?}"
         );
-        let restart = web.entries().iter().find(|e| e.key == "restart").unwrap();
+        let restart = entries(web).iter().find(|e| e.key == "restart").unwrap();
         assert!(matches!(&restart.value.value, Value::Str(s) if s == "never"));
         assert_eq!(keys.iter().filter(|k| **k == "restart").count(), 1);
         // A merged value is placed where it is written: in the anchor.
-        let env = web.entries().iter().find(|e| e.key == "env").unwrap();
+        let env = entries(web).iter().find(|e| e.key == "env").unwrap();
         assert_eq!(env.key_span.line, 3);
     }
 
