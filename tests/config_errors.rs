@@ -1560,6 +1560,45 @@ fn dot_env_beside_the_stack_file_feeds_interpolation_and_cogno_env_wins() {
 }
 
 #[test]
+fn env_file_option_works_for_cogno_env_and_up() {
+    let yaml = "\
+env:
+  FROM_FILE: ${COGNO_TEST_PORT}
+services:
+  web:
+    command: [\"sh\", \"-c\", \"echo port=$$FROM_FILE\"]
+    oneshot: true
+";
+    let sb = Sandbox::new("env-file-option", yaml);
+    write_beside(&sb, "ports.env", "COGNO_TEST_PORT=4321\n");
+    let data = sb.data.to_str().expect("utf-8 temp path");
+    for command in ["env", "up"] {
+        let out = sb.run(&[
+            command,
+            "--config",
+            sb.file_arg(),
+            "--data",
+            data,
+            "--env-file",
+            "ports.env",
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+        let want = if command == "env" {
+            "FROM_FILE='4321'"
+        } else {
+            "port=4321"
+        };
+        assert!(stdout.contains(want), "{command}: {stdout}");
+    }
+}
+
+#[test]
 fn a_malformed_env_line_is_named_with_file_and_line() {
     let sb = Sandbox::new("dot-env-malformed", PRIORITY_AND_BUDGET);
     write_beside(&sb, ".env", "A=1\n# fine\nB=two words\n");
@@ -1683,7 +1722,7 @@ x-app: &app
 x-wait: &wait
   depends_on:
     db: service_healthy
-    migrate: service_completed_successfully
+    migrate: {condition: service_completed_successfully}
     logger: service_started
 services:
   db:

@@ -756,7 +756,13 @@ impl Builder<'_> {
                 .collect(),
             Some(DependsOn::Map(map)) => map
                 .iter()
-                .map(|(d, c)| (d.clone(), Some(*c), self.svc_path(name, &["depends_on", d])))
+                .map(|(d, c)| {
+                    (
+                        d.clone(),
+                        Some(c.0),
+                        self.svc_path(name, &["depends_on", d]),
+                    )
+                })
                 .collect(),
         };
         let mut deps: Vec<Dependency> = Vec::new();

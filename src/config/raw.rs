@@ -136,7 +136,39 @@ impl fmt::Display for Condition {
 #[derive(Debug)]
 pub enum DependsOn {
     List(Vec<String>),
-    Map(IndexMap<String, Condition>),
+    Map(IndexMap<String, DependsOnEntry>),
+}
+
+/// One entry of the map form: a condition, or compose's long form
+/// `{condition: service_healthy}`.
+#[derive(Debug, Clone, Copy)]
+pub struct DependsOnEntry(pub Condition);
+
+/// compose's long form of a `depends_on` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LongForm {
+    condition: Condition,
+}
+
+impl<'de> Deserialize<'de> for DependsOnEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DependsOnEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("started | healthy | completed, or {condition: …}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<DependsOnEntry, E> {
+                Condition::deserialize(de::value::StrDeserializer::new(s)).map(DependsOnEntry)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<DependsOnEntry, A::Error> {
+                LongForm::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|l| DependsOnEntry(l.condition))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl<'de> Deserialize<'de> for DependsOn {
