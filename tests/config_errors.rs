@@ -1127,6 +1127,62 @@ services:
     );
 }
 
+/// Positions come from the parser: a key inside a flow map, an item of a
+/// flow list written over several lines and a repeated key on one line are
+/// pointed at exactly (the old text re-scan placed the first two on the key
+/// that holds them).
+#[test]
+fn flow_forms_are_placed_exactly() {
+    let yaml = "\
+services:
+  db: {command: postgres}
+  web:
+    command: node server.js
+    depends_on: {db: ready}
+";
+    config_error(
+        "flow-map-key",
+        yaml,
+        &["ready"],
+        At::Item {
+            line: "{db: ready}",
+            item: "db: ready",
+        },
+    );
+    let yaml = "\
+services:
+  db: {command: postgres}
+  web:
+    command: node server.js
+    depends_on: [
+      db,
+      ghost]
+";
+    config_error(
+        "flow-list-lines",
+        yaml,
+        &["`ghost`", "not defined"],
+        At::Text("ghost"),
+    );
+    let yaml = "\
+services:
+  web: {command: a, command: b}
+";
+    let err = config_error(
+        "flow-duplicate",
+        yaml,
+        &["duplicate key `command`", "`services.web`"],
+        At::Item {
+            line: "web:",
+            item: "command: b",
+        },
+    );
+    assert!(
+        err.contains("line 2, column 9"),
+        "the first one is located too: {err}"
+    );
+}
+
 #[test]
 fn empty_file() {
     let err = config_error("empty", "", &["empty"], At::FileOnly);

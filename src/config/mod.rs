@@ -232,8 +232,8 @@ pub fn parse(
             format!("invalid YAML: duplicate key `{}` in {within}", again.key),
         )
         .help(format!(
-            "the first `{}` is on line {}; keep one of them (YAML would silently keep only one)",
-            first.key, first.key_span.line
+            "the first `{}` is on line {}, column {}; keep one of them (YAML would silently keep only one)",
+            first.key, first.key_span.line, first.key_span.column
         ))
         .at(text, Some(again.key_span)));
     }
