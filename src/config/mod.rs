@@ -240,46 +240,8 @@ pub fn parse(
     // docker compose's extension keys: a place for anchors, ignored otherwise.
     doc.retain_top_level(|k| !k.starts_with("x-"));
     if let Err((path, err)) = interpolate::interpolate_tree(&mut doc, env, &mut Vec::new()) {
-        let used_in = display_path(&path);
-        let set_it = |name: &str| {
-            format!(
-                "set {name} in cogno's environment or in an env file \
-                 (.env beside the stack file, or --env-file)"
-            )
-        };
-        let d = match err {
-            interpolate::InterpolateError::Unset(name) => Diagnostic::in_stack_file(
-                file,
-                format!("environment variable `{name}` is not set (used in `{used_in}`)"),
-            )
-            .help(format!(
-                "{}, or give a default: ${{{name}:-value}}",
-                set_it(&name)
-            )),
-            interpolate::InterpolateError::Required {
-                name,
-                empty,
-                message,
-            } => {
-                let state = if empty { "is empty" } else { "is not set" };
-                let why = if message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {message}")
-                };
-                Diagnostic::in_stack_file(
-                    file,
-                    format!("environment variable `{name}` {state} (used in `{used_in}`){why}"),
-                )
-                .help(set_it(&name))
-            }
-            interpolate::InterpolateError::Malformed(msg) => {
-                Diagnostic::in_stack_file(file, format!("{msg} in `{used_in}`"))
-                    .help("write a literal `$` as `$$`")
-            }
-        };
         // Interpolation rewrites strings only: every position is still the file's.
-        return Err(d.at_path(text, &doc, &path));
+        return Err(interpolation_error(file, &path, err).at_path(text, &doc, &path));
     }
     let raw: RawConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let path = path_segments(e.path());
@@ -304,6 +266,52 @@ pub fn parse(
         doc: &doc,
     }
     .build(raw)
+}
+
+/// What a failed `${…}` means for the user, and what to do.
+fn interpolation_error(
+    file: &Path,
+    path: &[Seg],
+    err: interpolate::InterpolateError,
+) -> Diagnostic {
+    let used_in = display_path(path);
+    let set_it = |name: &str| {
+        format!(
+            "set {name} in cogno's environment or in an env file \
+             (.env beside the stack file, or --env-file)"
+        )
+    };
+    match err {
+        interpolate::InterpolateError::Unset(name) => Diagnostic::in_stack_file(
+            file,
+            format!("environment variable `{name}` is not set (used in `{used_in}`)"),
+        )
+        .help(format!(
+            "{}, or give a default: ${{{name}:-value}}",
+            set_it(&name)
+        )),
+        interpolate::InterpolateError::Required {
+            name,
+            empty,
+            message,
+        } => {
+            let state = if empty { "is empty" } else { "is not set" };
+            let why = if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            };
+            Diagnostic::in_stack_file(
+                file,
+                format!("environment variable `{name}` {state} (used in `{used_in}`){why}"),
+            )
+            .help(set_it(&name))
+        }
+        interpolate::InterpolateError::Malformed(msg) => {
+            Diagnostic::in_stack_file(file, format!("{msg} in `{used_in}`"))
+                .help("write a literal `$` as `$$`")
+        }
+    }
 }
 
 /// For serde's "unknown field `helth`, expected one of `a`, `b`…": the
