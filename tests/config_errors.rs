@@ -1083,7 +1083,7 @@ services:
   web:
     command: node server.js
     env:
-      X: ${COGNO_TEST_PORT-3000}
+      X: ${COGNO_TEST_PORT=3000}
 ";
     config_error(
         "not-a-name",
@@ -1124,6 +1124,62 @@ services:
         yaml,
         &["invalid YAML", "duplicate", "web"],
         At::Nth("web:", 2),
+    );
+}
+
+/// Positions come from the parser: a key inside a flow map, an item of a
+/// flow list written over several lines and a repeated key on one line are
+/// pointed at exactly (the old text re-scan placed the first two on the key
+/// that holds them).
+#[test]
+fn flow_forms_are_placed_exactly() {
+    let yaml = "\
+services:
+  db: {command: postgres}
+  web:
+    command: node server.js
+    depends_on: {db: ready}
+";
+    config_error(
+        "flow-map-key",
+        yaml,
+        &["ready"],
+        At::Item {
+            line: "{db: ready}",
+            item: "db: ready",
+        },
+    );
+    let yaml = "\
+services:
+  db: {command: postgres}
+  web:
+    command: node server.js
+    depends_on: [
+      db,
+      ghost]
+";
+    config_error(
+        "flow-list-lines",
+        yaml,
+        &["`ghost`", "not defined"],
+        At::Text("ghost"),
+    );
+    let yaml = "\
+services:
+  web: {command: a, command: b}
+";
+    let err = config_error(
+        "flow-duplicate",
+        yaml,
+        &["duplicate key `command`", "`services.web`"],
+        At::Item {
+            line: "web:",
+            item: "command: b",
+        },
+    );
+    assert!(
+        err.contains("line 2, column 9"),
+        "the first one is located too: {err}"
     );
 }
 
@@ -1496,4 +1552,362 @@ fn env_and_secret_names_must_be_shell_names() {
         let stderr = config_error(name, yaml, &[message], At::Line(line));
         assert!(stderr.contains("not starting with a digit"), "{stderr}");
     }
+}
+
+// ------------------------------------------------ coming from docker compose
+
+/// Writes `name` beside the sandbox's stack file.
+fn write_beside(sb: &Sandbox, name: &str, text: &str) {
+    std::fs::write(sb.dir.path().join(name), text).expect("write a file beside the stack file");
+}
+
+/// Runs `cogno check` with `args` after the stack file, expecting a
+/// configuration error; returns stderr.
+fn check_refused(sb: &Sandbox, args: &[&str]) -> String {
+    let mut all = vec!["check", "--config", sb.file_arg()];
+    all.extend_from_slice(args);
+    let out = sb.run(&all);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("= help:"), "{stderr}");
+    assert!(text(&out.stdout).is_empty(), "{stderr}");
+    stderr
+}
+
+const PRIORITY_AND_BUDGET: &str = "\
+shutdown_budget: ${COGNO_TEST_BUDGET:-20s}
+services:
+  web:
+    command: node server.js
+    priority: ${COGNO_TEST_WEB_PRIORITY:-300}
+";
+
+#[test]
+fn dot_env_beside_the_stack_file_feeds_interpolation_and_cogno_env_wins() {
+    let sb = Sandbox::new("dot-env", PRIORITY_AND_BUDGET);
+    write_beside(
+        &sb,
+        ".env",
+        "# compose-style\nexport COGNO_TEST_WEB_PRIORITY=250\nCOGNO_TEST_BUDGET=\"45s\"\n",
+    );
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut all = vec!["check", "--config", sb.file_arg()];
+        all.extend_from_slice(args);
+        let mut cmd = sb.command(&all);
+        cmd.envs(envs.iter().copied());
+        let out = cmd.output().expect("run cogno");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = run(&[], &[]);
+    assert!(out.contains("priority 250"), "{out}");
+    assert!(out.contains("shutdown_budget 45s"), "{out}");
+    // cogno's own environment wins over the file.
+    let out = run(&[], &[("COGNO_TEST_WEB_PRIORITY", "260")]);
+    assert!(out.contains("priority 260"), "{out}");
+    assert!(out.contains("shutdown_budget 45s"), "{out}");
+    // --env-file replaces .env (later files win), it does not add to it.
+    write_beside(&sb, "a.env", "COGNO_TEST_BUDGET=30s\n");
+    write_beside(&sb, "b.env", "COGNO_TEST_BUDGET=31s\n");
+    let out = run(&["--env-file", "a.env", "--env-file", "b.env"], &[]);
+    assert!(out.contains("shutdown_budget 31s"), "{out}");
+    assert!(out.contains("priority 300"), ".env was not read: {out}");
+}
+
+#[test]
+fn env_file_option_works_for_cogno_env_and_up() {
+    let yaml = "\
+env:
+  FROM_FILE: ${COGNO_TEST_PORT}
+services:
+  web:
+    command: [\"sh\", \"-c\", \"echo port=$$FROM_FILE\"]
+    oneshot: true
+";
+    let sb = Sandbox::new("env-file-option", yaml);
+    write_beside(&sb, "ports.env", "COGNO_TEST_PORT=4321\n");
+    let data = sb.data.to_str().expect("utf-8 temp path");
+    for command in ["env", "up"] {
+        let out = sb.run(&[
+            command,
+            "--config",
+            sb.file_arg(),
+            "--data",
+            data,
+            "--env-file",
+            "ports.env",
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+        let want = if command == "env" {
+            "FROM_FILE='4321'"
+        } else {
+            "port=4321"
+        };
+        assert!(stdout.contains(want), "{command}: {stdout}");
+    }
+}
+
+#[test]
+fn a_malformed_env_line_is_named_with_file_and_line() {
+    let sb = Sandbox::new("dot-env-malformed", PRIORITY_AND_BUDGET);
+    write_beside(&sb, ".env", "A=1\n# fine\nB=two words\n");
+    let err = check_refused(&sb, &[]);
+    let env = sb.dir.path().join(".env");
+    assert!(err.contains(&format!("--> {}:3:", env.display())), "{err}");
+    assert!(
+        err.contains("malformed line in env file: `B=two words`"),
+        "{err}"
+    );
+    assert!(err.contains("NAME=\"a b\""), "the fix is shown: {err}");
+    // The same through --env-file, and through a service's env_file.
+    let err = check_refused(&sb, &["--env-file", ".env"]);
+    assert!(err.contains(":3:"), "{err}");
+    let yaml = "services:\n  web:\n    command: node server.js\n    env_file: bad.env\n";
+    let sb = Sandbox::new("env-file-malformed", yaml);
+    write_beside(&sb, "bad.env", "OK=1\nNOT A LINE\n");
+    let err = check_refused(&sb, &[]);
+    let bad = sb.dir.path().join("bad.env");
+    assert!(err.contains(&format!("--> {}:2:", bad.display())), "{err}");
+}
+
+#[test]
+fn a_missing_env_file_is_an_error_naming_it_unless_optional() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    env_file:
+      - base.env
+      - missing.env
+";
+    let sb = Sandbox::new("env-file-missing", yaml);
+    write_beside(&sb, "base.env", "A=1\n");
+    let err = check_refused(&sb, &[]);
+    assert!(err.contains("missing.env` does not exist"), "{err}");
+    let (l, c) = position(yaml, "missing.env", "missing.env");
+    assert!(
+        err.contains(&format!("{}:{l}:{c}", sb.file.display())),
+        "{err}"
+    );
+    assert!(err.contains("required: false"), "{err}");
+    // compose's optional form.
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    env_file:
+      - base.env
+      - {path: missing.env, required: false}
+";
+    let sb = Sandbox::new("env-file-optional", yaml);
+    write_beside(&sb, "base.env", "A=1\n");
+    let out = sb.run(&["check", "--config", sb.file_arg()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // --env-file names a file that must exist.
+    let err = check_refused(&sb, &["--env-file", "nope.env"]);
+    assert!(err.contains("nope.env"), "{err}");
+}
+
+#[test]
+fn required_variable_forms_say_what_the_file_asks_for() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    env:
+      DATABASE_URL: ${COGNO_TEST_DATABASE_URL:?point it at your database}
+";
+    let err = config_error(
+        "required",
+        yaml,
+        &[
+            "`COGNO_TEST_DATABASE_URL` is not set",
+            "services.web.env.DATABASE_URL",
+            "point it at your database",
+        ],
+        At::Text("DATABASE_URL:"),
+    );
+    assert!(
+        err.contains("--env-file"),
+        "the help names env files: {err}"
+    );
+}
+
+#[test]
+fn compose_interpolation_forms_in_a_stack_file() {
+    let yaml = "\
+shutdown_budget: ${COGNO_TEST_BUDGET-20s}
+services:
+  web:
+    command: node server.js ${COGNO_TEST_PORT:+--port=${COGNO_TEST_PORT}}
+    priority: ${COGNO_TEST_WEB_PRIORITY:?set a priority}
+    stop_timeout: ${COGNO_TEST_EMPTY+2s}
+";
+    let sb = Sandbox::new("compose-forms", yaml);
+    let out = check_ok(
+        &sb,
+        &[("COGNO_TEST_WEB_PRIORITY", "250"), ("COGNO_TEST_EMPTY", "")],
+    );
+    assert!(out.contains("shutdown_budget 20s"), "{out}");
+    assert!(out.contains("priority 250"), "{out}");
+    // `-` without `:` keeps a set but empty value: an empty duration is refused.
+    let mut cmd = sb.command(&["check", "--config", sb.file_arg()]);
+    cmd.envs([("COGNO_TEST_WEB_PRIORITY", "1"), ("COGNO_TEST_BUDGET", "")]);
+    let out = cmd.output().expect("run cogno");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("shutdown_budget"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn merge_keys_x_keys_and_compose_conditions() {
+    let yaml = "\
+x-app: &app
+  priority: 250
+  stop_timeout: 2s
+x-wait: &wait
+  depends_on:
+    db: service_healthy
+    migrate: {condition: service_completed_successfully}
+    logger: service_started
+services:
+  db:
+    command: postgres
+  logger:
+    command: logger
+  migrate:
+    command: migrate up
+    oneshot: true
+  web:
+    <<: [*app, *wait]
+    command: node server.js
+  worker:
+    <<: *app
+    priority: 260
+    command: worker
+";
+    let sb = Sandbox::new("compose-idioms", yaml);
+    let out = check_ok(&sb, &[]);
+    let web = out
+        .lines()
+        .skip_while(|l| !l.contains("web"))
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(out.contains("priority 250"), "merged from x-app: {out}");
+    assert!(out.contains("priority 260"), "an explicit key wins: {out}");
+    assert!(
+        out.contains("waits for: db healthy; migrate completed; logger started"),
+        "compose's conditions: {web}\n{out}"
+    );
+}
+
+#[test]
+fn an_error_in_a_merged_anchor_points_at_the_anchor() {
+    let yaml = "\
+x-app: &app
+  stop_timeout: 5
+services:
+  web:
+    <<: *app
+    command: node server.js
+";
+    config_error(
+        "merged-error",
+        yaml,
+        &["services.web.stop_timeout", "no unit"],
+        At::Text("stop_timeout"),
+    );
+}
+
+#[test]
+fn env_files_reach_a_running_service_below_env() {
+    use crate::common::{fx, service_output, Cogno, Stack};
+    let s = Stack::new("env-files-run");
+    let write = |name: &str, text: &str| std::fs::write(s.file(name), text).unwrap();
+    write(
+        "stack.env",
+        "COGNO_T_A=stack-file\nCOGNO_T_B=stack-file\nCOGNO_T_C=stack-file\n",
+    );
+    write(
+        "svc.env",
+        "COGNO_T_C=svc-file\nCOGNO_T_D=svc-file\nexport COGNO_T_E=\"two\nlines\"\n",
+    );
+    // The .env beside the stack file is for ${...} only: it does not reach services.
+    write(".env", "COGNO_T_F=dot-env\n");
+    s.write(&format!(
+        "\
+env_file: stack.env
+env:
+  COGNO_T_B: stack-env
+services:
+  envsvc:
+    oneshot: true
+    command: {cmd}
+    env_file: [svc.env, {{path: absent.env, required: false}}]
+    env:
+      COGNO_T_D: service-env
+      COGNO_T_G: ${{COGNO_T_F}}
+",
+        cmd = fx(
+            "printenv.py",
+            &[
+                "COGNO_T_A",
+                "COGNO_T_B",
+                "COGNO_T_C",
+                "COGNO_T_D",
+                "COGNO_T_E",
+                "COGNO_T_F",
+                "COGNO_T_G"
+            ]
+        ),
+    ));
+    let mut cmd = s.up_command();
+    for k in [
+        "COGNO_T_A",
+        "COGNO_T_B",
+        "COGNO_T_C",
+        "COGNO_T_D",
+        "COGNO_T_E",
+        "COGNO_T_F",
+        "COGNO_T_G",
+    ] {
+        cmd.env_remove(k);
+    }
+    let mut cogno = Cogno::spawn(&s, cmd);
+    assert_eq!(
+        cogno.wait_code(Duration::from_secs(30)),
+        0,
+        "{}",
+        cogno.output()
+    );
+    let got: Vec<String> = service_output(&cogno.lines(), "envsvc")
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "COGNO_T_A=stack-file",  // stack env_file
+            "COGNO_T_B=stack-env",   // stack env over stack env_file
+            "COGNO_T_C=svc-file",    // service env_file over stack-level
+            "COGNO_T_D=service-env", // service env over service env_file
+            "COGNO_T_E=two",         // a quoted value over two lines…
+            "lines",                 // …printed as two lines
+            "COGNO_T_F is unset",    // .env only feeds interpolation
+            "COGNO_T_G=dot-env",
+        ],
+        "{}",
+        cogno.output()
+    );
 }

@@ -140,6 +140,9 @@ pub struct ConfigArg {
     /// Stack file [default: $COGNO_CONFIG, else ./cogno.yaml]
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Read `${…}` variables from FILE instead of the .env beside the stack file (repeatable; later files win; cogno's environment wins over all)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -171,9 +174,12 @@ impl ConfigArg {
     }
 
     fn load(&self) -> Result<Stack, Error> {
-        match self.path() {
-            Some(path) => config::load(&path, &env_lookup),
-            None => config::parse(QUICKSTART, Path::new(QUICKSTART_NAME), &env_lookup),
+        let path = self.path();
+        let vars = config::interpolation_vars(path.as_deref(), &self.env_file)?;
+        let lookup = |name: &str| env_lookup(name).or_else(|| config::env_file_lookup(&vars, name));
+        match path {
+            Some(path) => config::load(&path, &lookup),
+            None => config::parse(QUICKSTART, Path::new(QUICKSTART_NAME), &lookup),
         }
     }
 }

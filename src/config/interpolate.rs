@@ -1,60 +1,60 @@
-//! `${VAR}` and `${VAR:-default}` substitution in every string value of a
-//! stack file, from cogno's environment. `$$` writes a literal `$`.
+//! `${VAR}` substitution in every string value of a stack file, with docker
+//! compose's forms: `${X}`, `${X:-default}`, `${X-default}`, `${X:?message}`,
+//! `${X?message}`, `${X:+alternative}`, `${X+alternative}`, and `$$` for a
+//! literal `$`. Values come from cogno's environment, then the env files
+//! (`config::EnvFiles`). A `$` followed by anything else (`$HOME` in an
+//! `sh -c` snippet) is kept as written, as it always was in cogno.
 //!
 //! Substitution happens on the parsed document, never on the raw text, so a
 //! variable's value can never change the document's structure.
 
 use super::diagnostic::Seg;
-use serde_yaml::Value;
+use super::yaml::{Node, Value};
 
 /// Why a string could not be interpolated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum InterpolateError {
+    /// `${X}` with `X` unset.
     Unset(String),
+    /// `${X:?message}` or `${X?message}` refused: `X` unset (or empty, for `:?`).
+    Required {
+        name: String,
+        empty: bool,
+        message: String,
+    },
     Malformed(String),
 }
 
-/// Replaces variables in every string value of `value` (keys are left alone).
+/// Replaces variables in every string value of `node` (keys are left alone).
 /// On error, returns the path of the offending value.
 pub fn interpolate_tree(
-    value: &mut Value,
+    node: &mut Node,
     lookup: &dyn Fn(&str) -> Option<String>,
     path: &mut Vec<Seg>,
 ) -> Result<(), (Vec<Seg>, InterpolateError)> {
-    match value {
-        Value::String(s) => {
+    match &mut node.value {
+        Value::Str(s) => {
             if s.contains('$') {
                 *s = interpolate(s, lookup).map_err(|e| (path.clone(), e))?;
             }
         }
-        Value::Sequence(items) => {
+        Value::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(Seg::Index(i));
                 interpolate_tree(item, lookup, path)?;
                 path.pop();
             }
         }
-        Value::Mapping(map) => {
-            for (k, v) in map.iter_mut() {
-                path.push(Seg::Key(key_text(k)));
-                interpolate_tree(v, lookup, path)?;
+        Value::Map(entries) => {
+            for e in entries {
+                path.push(Seg::Key(e.key.clone()));
+                interpolate_tree(&mut e.value, lookup, path)?;
                 path.pop();
             }
         }
-        Value::Tagged(tagged) => interpolate_tree(&mut tagged.value, lookup, path)?,
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {}
     }
     Ok(())
-}
-
-/// The text of a mapping key, for paths in error messages.
-pub fn key_text(k: &Value) -> String {
-    match k {
-        Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default(),
-    }
 }
 
 /// Interpolates one string.
@@ -71,34 +71,80 @@ pub fn interpolate(
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').ok_or_else(|| {
+            let end = closing_brace(body).ok_or_else(|| {
                 InterpolateError::Malformed(format!("`${{` without a closing `}}` in `{input}`"))
             })?;
-            let expr = &body[..end];
-            let (name, default) = match expr.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (expr, None),
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(InterpolateError::Malformed(format!(
-                    "`${{{expr}}}` is not a variable reference (use ${{NAME}} or ${{NAME:-default}})"
-                )));
-            }
-            match (lookup(name), default) {
-                (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
-                (Some(v), _) => out.push_str(&v),
-                (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(InterpolateError::Unset(name.to_owned())),
-            }
+            out.push_str(&expand(&body[..end], lookup)?);
             rest = &body[end + 1..];
         } else {
-            // A lone `$` (e.g. in a shell snippet `$HOME`) is kept as written.
             out.push('$');
             rest = after;
         }
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The index of the `}` that closes a `${`, whose body starts `body`; a
+/// default may hold `${…}` of its own (`${A:-${B}}`).
+fn closing_brace(body: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// One `${…}` body: a name and, maybe, an operator and its word.
+fn expand(expr: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, InterpolateError> {
+    let name_len = expr
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(expr.len());
+    let (name, op) = expr.split_at(name_len);
+    let malformed = || {
+        InterpolateError::Malformed(format!(
+            "`${{{expr}}}` is not a variable reference (use ${{NAME}}, ${{NAME:-default}}, \
+             ${{NAME-default}}, ${{NAME:?error}}, ${{NAME?error}}, ${{NAME:+value}} or ${{NAME+value}})"
+        ))
+    };
+    if name.is_empty() {
+        return Err(malformed());
+    }
+    let value = lookup(name);
+    // `:` makes an empty value count as unset.
+    let (colon, op) = match op.strip_prefix(':') {
+        Some(op) if !op.is_empty() => (true, op),
+        _ => (false, op),
+    };
+    let set = value.as_deref().is_some_and(|v| !(colon && v.is_empty()));
+    let Some(operator) = op.chars().next() else {
+        return value.ok_or_else(|| InterpolateError::Unset(name.to_owned()));
+    };
+    let word = &op[1..];
+    match operator {
+        '-' if set => Ok(value.unwrap_or_default()),
+        '-' => interpolate(word, lookup),
+        '+' if set => interpolate(word, lookup),
+        '+' => Ok(String::new()),
+        '?' if set => Ok(value.unwrap_or_default()),
+        '?' => Err(InterpolateError::Required {
+            name: name.to_owned(),
+            empty: value.is_some(),
+            message: interpolate(word, lookup)?,
+        }),
+        _ => Err(malformed()),
+    }
 }
 
 #[cfg(test)]
@@ -113,12 +159,64 @@ mod tests {
         }
     }
 
+    fn ok(s: &str) -> String {
+        interpolate(s, &env).unwrap_or_else(|e| panic!("{s}: {e:?}"))
+    }
+
     #[test]
-    fn substitutes_and_defaults() {
-        assert_eq!(interpolate("p=${PORT}", &env).unwrap(), "p=3000");
-        assert_eq!(interpolate("${NOPE:-x y}", &env).unwrap(), "x y");
-        assert_eq!(interpolate("${EMPTY:-d}", &env).unwrap(), "d");
-        assert_eq!(interpolate("$$HOME $HOME", &env).unwrap(), "$HOME $HOME");
+    fn plain_references_and_dollars() {
+        assert_eq!(ok("p=${PORT}"), "p=3000");
+        assert_eq!(ok("[${EMPTY}]"), "[]");
+        assert_eq!(ok("$$HOME $HOME $1 $"), "$HOME $HOME $1 $");
+    }
+
+    #[test]
+    fn defaults_with_and_without_colon() {
+        assert_eq!(ok("${NOPE:-x y}"), "x y");
+        assert_eq!(ok("${EMPTY:-d}"), "d");
+        assert_eq!(ok("${PORT:-d}"), "3000");
+        assert_eq!(ok("${NOPE-d}"), "d");
+        assert_eq!(ok("[${EMPTY-d}]"), "[]");
+        assert_eq!(ok("${PORT-d}"), "3000");
+        // A default may itself refer to a variable.
+        assert_eq!(ok("${NOPE:-${PORT}}/x"), "3000/x");
+        assert_eq!(ok("${NOPE:-a$$b}"), "a$b");
+    }
+
+    #[test]
+    fn alternatives_with_and_without_colon() {
+        assert_eq!(ok("${PORT:+set}"), "set");
+        assert_eq!(ok("[${EMPTY:+set}]"), "[]");
+        assert_eq!(ok("[${NOPE:+set}]"), "[]");
+        assert_eq!(ok("${EMPTY+set}"), "set");
+        assert_eq!(ok("[${NOPE+set}]"), "[]");
+        assert_eq!(ok("${PORT+--port=${PORT}}"), "--port=3000");
+    }
+
+    #[test]
+    fn required_with_and_without_colon() {
+        assert_eq!(ok("${PORT:?needed}"), "3000");
+        assert_eq!(ok("[${EMPTY?needed}]"), "[]");
+        assert_eq!(
+            interpolate("${NOPE:?set it in .env}", &env),
+            Err(InterpolateError::Required {
+                name: "NOPE".into(),
+                empty: false,
+                message: "set it in .env".into()
+            })
+        );
+        assert_eq!(
+            interpolate("${EMPTY:?must not be empty}", &env),
+            Err(InterpolateError::Required {
+                name: "EMPTY".into(),
+                empty: true,
+                message: "must not be empty".into()
+            })
+        );
+        assert!(matches!(
+            interpolate("${NOPE?}", &env),
+            Err(InterpolateError::Required { empty: false, .. })
+        ));
     }
 
     #[test]
@@ -127,9 +225,20 @@ mod tests {
             interpolate("${NOPE}", &env),
             Err(InterpolateError::Unset("NOPE".into()))
         );
-        assert!(matches!(
-            interpolate("${PORT", &env),
-            Err(InterpolateError::Malformed(_))
-        ));
+        // Inside a default that is used, too.
+        assert_eq!(
+            interpolate("${EMPTY:-${NOPE}}", &env),
+            Err(InterpolateError::Unset("NOPE".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_references_are_errors() {
+        for bad in ["${PORT", "${}", "${PORT=3}", "${A B}", "${:-x}", "${PORT:}"] {
+            assert!(
+                matches!(interpolate(bad, &env), Err(InterpolateError::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 }

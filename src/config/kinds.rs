@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn every_key_of_a_kind_is_a_kind_key_and_names_are_unique() {
-        let empty = serde_yaml::from_str("{}").unwrap();
+        let empty = serde_saphyr::from_str("{}").unwrap();
         let keys = super::super::kind_keys(&empty).map(|(k, _)| k);
         for k in KINDS {
             for key in k.keys {

@@ -5,10 +5,12 @@
 //! Every error is a [`Diagnostic`] naming the file, line, column and key.
 
 pub mod diagnostic;
+mod envfile;
 mod interpolate;
 pub mod kinds;
 pub mod plan;
 mod raw;
+mod yaml;
 
 use crate::fmt::fmt_duration;
 use crate::secrets::Credentials;
@@ -16,11 +18,13 @@ use crate::user::RunAs;
 use diagnostic::{display_path, Diagnostic, Seg};
 use nix::sys::signal::Signal;
 use plan::Plan;
-use raw::{Argv, DependsOn, RawConfig, RawHealth, RawService};
+use raw::{Argv, DependsOn, EnvFiles, EnvValue, RawConfig, RawHealth, RawService};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+use yaml::Node;
 
+pub use envfile::{interpolation_vars, lookup as env_file_lookup};
 pub use kinds::Kind;
 pub use raw::{Condition, RestartPolicy};
 
@@ -177,50 +181,82 @@ const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Reads and validates the stack file at `path`.
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Stack, Diagnostic> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Diagnostic::in_stack_file(path, format!("cannot read the stack file: {e}")).help(if e.kind()
-            == std::io::ErrorKind::NotFound
-        {
-            "pass --config FILE, set COGNO_CONFIG, or create ./cogno.yaml (see docs/configuration.md)"
-        } else {
-            "check the path and its permissions"
-        })
-    })?;
+    let text = read_text(
+        path,
+        "the stack file",
+        "pass --config FILE, set COGNO_CONFIG, or create ./cogno.yaml (see docs/configuration.md)",
+    )?;
     parse(&text, path, env)
 }
 
-/// Parses and validates a stack file's text; `file` is only used in errors.
+/// Reads a configuration file (the stack file, an env file) as UTF-8 text; a
+/// byte that is not UTF-8 is shown where it is, like any other error in it.
+fn read_text(path: &Path, what: &str, not_found: &str) -> Result<String, Diagnostic> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let help = if e.kind() == std::io::ErrorKind::NotFound {
+            not_found
+        } else {
+            "check the path and its permissions"
+        };
+        Diagnostic::in_stack_file(path, format!("cannot read {what}: {e}")).help(help)
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let text = String::from_utf8_lossy(e.as_bytes());
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let span = diagnostic::Span {
+            line: valid.iter().filter(|b| **b == b'\n').count() + 1,
+            column: String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1,
+            len: 1,
+        };
+        Diagnostic::in_stack_file(path, format!("{what} is not UTF-8 text"))
+            .help("save it as UTF-8 (iconv -t UTF-8, or your editor's encoding setting)")
+            .at(&text, Some(span))
+    })
+}
+
+/// Parses and validates a stack file's text; `file` names it in errors, and
+/// `env_file:` paths are relative to its directory.
 pub fn parse(
     text: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Stack, Diagnostic> {
-    let mut value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| yaml_error(text, file, &e))?;
-    if value.is_null() {
+    let doc = yaml::parse(text).map_err(|e| {
+        Diagnostic::in_stack_file(file, format!("invalid YAML: {}", e.message))
+            .help("fix the YAML syntax at this position (indentation, quoting, a missing `:`)")
+            .at(text, e.span)
+    })?;
+    let Some(mut doc) = doc else {
         return Err(Diagnostic::in_stack_file(file, "the stack file is empty")
             .help("declare at least one service under `services:` (see docs/configuration.md)"));
-    }
-    interpolate::interpolate_tree(&mut value, env, &mut Vec::new()).map_err(|(path, err)| {
-        let d = match err {
-            interpolate::InterpolateError::Unset(name) => Diagnostic::in_stack_file(
-                file,
-                format!(
-                    "environment variable `{name}` is not set (used in `{}`)",
-                    display_path(&path)
-                ),
-            )
-            .help(format!(
-                "set {name} in cogno's environment, or give a default: ${{{name}:-value}}"
-            )),
-            interpolate::InterpolateError::Malformed(msg) => {
-                Diagnostic::in_stack_file(file, format!("{msg} in `{}`", display_path(&path)))
-                    .help("write a literal `$` as `$$`")
-            }
+    };
+    if let Some((within, first, again)) = doc.duplicate() {
+        let within = if within.is_empty() {
+            "the document".to_owned()
+        } else {
+            format!("`{}`", display_path(&within))
         };
-        d.at_path(text, &path)
-    })?;
-    let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+        return Err(Diagnostic::in_stack_file(
+            file,
+            format!("invalid YAML: duplicate key `{}` in {within}", again.key),
+        )
+        .help(format!(
+            "the first `{}` is on line {}, column {}; keep one of them (YAML would silently keep only one)",
+            first.key, first.key_span.line, first.key_span.column
+        ))
+        .at(text, Some(again.key_span)));
+    }
+    // docker compose's extension keys: a place for anchors, ignored otherwise.
+    doc.retain_top_level(|k| !k.starts_with("x-"));
+    if let Err((path, err)) = interpolate::interpolate_tree(&mut doc, env, &mut Vec::new()) {
+        // Interpolation rewrites strings only: every position is still the file's.
+        return Err(interpolation_error(file, &path, err).at_path(text, &doc, &path));
+    }
+    let raw: RawConfig = serde_path_to_error::deserialize(&doc).map_err(|e| {
         let path = path_segments(e.path());
         let inner = e.into_inner().to_string();
         let message = if path.is_empty() {
@@ -235,9 +271,60 @@ pub fn parse(
         };
         Diagnostic::in_stack_file(file, message)
             .help(help)
-            .at_path(text, &path)
+            .at_path(text, &doc, &path)
     })?;
-    Builder { text, file }.build(raw)
+    Builder {
+        text,
+        file,
+        doc: &doc,
+    }
+    .build(raw)
+}
+
+/// What a failed `${…}` means for the user, and what to do.
+fn interpolation_error(
+    file: &Path,
+    path: &[Seg],
+    err: interpolate::InterpolateError,
+) -> Diagnostic {
+    let used_in = display_path(path);
+    let set_it = |name: &str| {
+        format!(
+            "set {name} in cogno's environment or in an env file \
+             (.env beside the stack file, or --env-file)"
+        )
+    };
+    match err {
+        interpolate::InterpolateError::Unset(name) => Diagnostic::in_stack_file(
+            file,
+            format!("environment variable `{name}` is not set (used in `{used_in}`)"),
+        )
+        .help(format!(
+            "{}, or give a default: ${{{name}:-value}}",
+            set_it(&name)
+        )),
+        interpolate::InterpolateError::Required {
+            name,
+            empty,
+            message,
+        } => {
+            let state = if empty { "is empty" } else { "is not set" };
+            let why = if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            };
+            Diagnostic::in_stack_file(
+                file,
+                format!("environment variable `{name}` {state} (used in `{used_in}`){why}"),
+            )
+            .help(set_it(&name))
+        }
+        interpolate::InterpolateError::Malformed(msg) => {
+            Diagnostic::in_stack_file(file, format!("{msg} in `{used_in}`"))
+                .help("write a literal `$` as `$$`")
+        }
+    }
 }
 
 /// For serde's "unknown field `helth`, expected one of `a`, `b`…": the
@@ -255,54 +342,6 @@ fn did_you_mean(message: &str) -> Option<String> {
         .filter(|(score, _)| *score > 0.7)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, name)| name.to_owned())
-}
-
-fn yaml_error(text: &str, file: &Path, e: &serde_yaml::Error) -> Diagnostic {
-    let msg = e.to_string();
-    // serde_yaml appends its own "at line L column C"; we show the position ourselves.
-    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-    let span = e.location().map(|l| diagnostic::Span {
-        line: l.line(),
-        column: l.column(),
-        len: 1,
-    });
-    let duplicate = msg.split_once("duplicate entry with key ");
-    if let (Some((within, dup)), Some(first)) = (duplicate, span) {
-        let name = dup.trim_matches('"');
-        let again = second_occurrence(text, first, name);
-        let within = within.trim_end_matches([':', ' ']);
-        let within = if within.is_empty() {
-            "the document".to_owned()
-        } else {
-            format!("`{within}`")
-        };
-        return Diagnostic::in_stack_file(file, format!("invalid YAML: duplicate key `{name}` in {within}"))
-            .help(format!(
-                "the first `{name}` is on line {}; keep one of them (YAML would silently keep only one)",
-                first.line
-            ))
-            .at(text, again.or(span));
-    }
-    Diagnostic::in_stack_file(file, format!("invalid YAML: {msg}"))
-        .help("fix the YAML syntax at this position (indentation, quoting, a missing `:`)")
-        .at(text, span)
-}
-
-/// Where `name:` appears again after `first`, at the same indentation.
-fn second_occurrence(text: &str, first: diagnostic::Span, name: &str) -> Option<diagnostic::Span> {
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = lines.get(first.line - 1)?.len() - lines.get(first.line - 1)?.trim_start().len();
-    let (n, line) = lines.iter().enumerate().skip(first.line).find(|(_, l)| {
-        let t = l.trim_start();
-        l.len() - t.len() == indent
-            && t.strip_prefix(name)
-                .is_some_and(|r| r.trim_start().starts_with(':'))
-    })?;
-    Some(diagnostic::Span {
-        line: n + 1,
-        column: line.len() - line.trim_start().len() + 1,
-        len: name.len(),
-    })
 }
 
 fn path_segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
@@ -334,13 +373,53 @@ fn key(k: &str) -> Seg {
 struct Builder<'a> {
     text: &'a str,
     file: &'a Path,
+    /// The parsed document, for the position of a key path.
+    doc: &'a Node,
 }
 
 impl Builder<'_> {
     fn err(&self, path: &[Seg], message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
         Diagnostic::in_stack_file(self.file, message)
             .help(help)
-            .at_path(self.text, path)
+            .at_path(self.text, self.doc, path)
+    }
+
+    /// A service's (or, with `within` empty, the stack's) environment: its
+    /// `env_file:` files in order, then its `env:`, each later one winning.
+    fn environment(
+        &self,
+        within: &[Seg],
+        files: Option<&EnvFiles>,
+        env: &indexmap::IndexMap<String, EnvValue>,
+    ) -> Result<Vec<(String, String)>, Diagnostic> {
+        let mut vars: indexmap::IndexMap<String, String> = indexmap::IndexMap::new();
+        let listed = files.map_or(&[][..], |f| &f.files[..]);
+        let base = self.file.parent().unwrap_or(Path::new(""));
+        for (i, f) in listed.iter().enumerate() {
+            let path = base.join(&f.path);
+            if !f.required && !path.exists() {
+                continue;
+            }
+            if !path.exists() {
+                let mut at = within.to_vec();
+                at.push(key("env_file"));
+                if files.is_some_and(|f| f.list) {
+                    at.push(Seg::Index(i));
+                }
+                return Err(self.err(
+                    &at,
+                    format!("env file `{}` does not exist", path.display()),
+                    format!(
+                        "create it, fix the path (relative to the stack file), or mark it optional: \
+                         {{path: {}, required: false}}",
+                        f.path
+                    ),
+                ));
+            }
+            vars.extend(envfile::read(&path)?);
+        }
+        vars.extend(env.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+        Ok(vars.into_iter().collect())
     }
 
     /// An environment variable's or secret's `name` must be a shell name:
@@ -450,7 +529,7 @@ impl Builder<'_> {
             secrets,
             shutdown_budget,
             health_listen,
-            env: raw.env.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            env: self.environment(&[], raw.env_file.as_ref(), &raw.env)?,
             services,
             plan,
         })
@@ -628,11 +707,7 @@ impl Builder<'_> {
             run_as,
             no_new_privs: rs.no_new_privs.is_none_or(|b| b.0),
             secrets: rs.secrets.clone(),
-            env: rs
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.0.clone()))
-                .collect(),
+            env: self.environment(&self.svc_path(name, &[]), rs.env_file.as_ref(), &rs.env)?,
             depends_on,
             health,
             restart,
@@ -703,7 +778,13 @@ impl Builder<'_> {
                 .collect(),
             Some(DependsOn::Map(map)) => map
                 .iter()
-                .map(|(d, c)| (d.clone(), Some(*c), self.svc_path(name, &["depends_on", d])))
+                .map(|(d, c)| {
+                    (
+                        d.clone(),
+                        Some(c.0),
+                        self.svc_path(name, &["depends_on", d]),
+                    )
+                })
                 .collect(),
         };
         let mut deps: Vec<Dependency> = Vec::new();

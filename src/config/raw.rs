@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub shutdown_budget: Option<Dur>,
     pub health_listen: Option<String>,
     pub secrets: Option<IndexMap<String, RawSecret>>,
+    pub env_file: Option<EnvFiles>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub services: IndexMap<String, RawService>,
@@ -55,6 +56,7 @@ pub struct RawService {
     pub user: Option<String>,
     pub no_new_privs: Option<Lenient<bool>>,
     pub secrets: Option<Vec<String>>,
+    pub env_file: Option<EnvFiles>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub depends_on: Option<DependsOn>,
@@ -108,11 +110,16 @@ impl fmt::Display for RestartPolicy {
     }
 }
 
+/// docker compose's spellings are accepted too, so a compose file's
+/// `depends_on` can be copied as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Condition {
+    #[serde(alias = "service_started")]
     Started,
+    #[serde(alias = "service_healthy")]
     Healthy,
+    #[serde(alias = "service_completed_successfully")]
     Completed,
 }
 
@@ -130,7 +137,39 @@ impl fmt::Display for Condition {
 #[derive(Debug)]
 pub enum DependsOn {
     List(Vec<String>),
-    Map(IndexMap<String, Condition>),
+    Map(IndexMap<String, DependsOnEntry>),
+}
+
+/// One entry of the map form: a condition, or compose's long form
+/// `{condition: service_healthy}`.
+#[derive(Debug, Clone, Copy)]
+pub struct DependsOnEntry(pub Condition);
+
+/// compose's long form of a `depends_on` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LongForm {
+    condition: Condition,
+}
+
+impl<'de> Deserialize<'de> for DependsOnEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DependsOnEntry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("started | healthy | completed, or {condition: …}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<DependsOnEntry, E> {
+                Condition::deserialize(de::value::StrDeserializer::new(s)).map(DependsOnEntry)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<DependsOnEntry, A::Error> {
+                LongForm::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|l| DependsOnEntry(l.condition))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl<'de> Deserialize<'de> for DependsOn {
@@ -147,6 +186,94 @@ impl<'de> Deserialize<'de> for DependsOn {
             fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<DependsOn, A::Error> {
                 IndexMap::deserialize(de::value::MapAccessDeserializer::new(map))
                     .map(DependsOn::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `env_file:`: one file, or a list; an entry may be `{path: FILE, required: false}`
+/// (compose's form) for a file that may be absent.
+#[derive(Debug, Clone)]
+pub struct EnvFiles {
+    pub files: Vec<EnvFileRef>,
+    /// Written as a list (an error about one file points at its item).
+    pub list: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvFileRef {
+    pub path: String,
+    pub required: bool,
+}
+
+fn required_by_default() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for EnvFileRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvFileRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file name, or {path: FILE, required: false}")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<EnvFileRef, E> {
+                Ok(EnvFileRef {
+                    path: s.to_owned(),
+                    required: true,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<EnvFileRef, A::Error> {
+                EnvFileEntry::deserialize(de::value::MapAccessDeserializer::new(map)).map(|e| {
+                    EnvFileRef {
+                        path: e.path,
+                        required: e.required,
+                    }
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The map form of an `env_file` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvFileEntry {
+    path: String,
+    #[serde(default = "required_by_default")]
+    required: bool,
+}
+
+impl EnvFiles {
+    fn one(file: EnvFileRef) -> EnvFiles {
+        EnvFiles {
+            files: vec![file],
+            list: false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvFiles {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EnvFiles;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file name or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<EnvFiles, E> {
+                EnvFileRef::deserialize(de::value::StrDeserializer::new(s)).map(EnvFiles::one)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<EnvFiles, A::Error> {
+                EnvFileRef::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(EnvFiles::one)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<EnvFiles, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(|files| EnvFiles { files, list: true })
             }
         }
         d.deserialize_any(V)
@@ -281,18 +408,70 @@ where
     T: FromStr + Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_yaml::Value::deserialize(d)?;
-        if let serde_yaml::Value::String(s) = &v {
-            return s.trim().parse().map(Lenient).map_err(|_| {
-                de::Error::custom(format!(
-                    "invalid value `{s}`: expected {}",
-                    std::any::type_name::<T>()
-                ))
-            });
+        use de::value::{BoolDeserializer, F64Deserializer, I64Deserializer, U64Deserializer};
+        let expected = std::any::type_name::<T>();
+        match Scalar::deserialize(d)? {
+            Scalar::Str(s) => s.trim().parse().map(Lenient).map_err(|_| {
+                de::Error::custom(format!("invalid value `{s}`: expected {expected}"))
+            }),
+            Scalar::Bool(b) => T::deserialize(BoolDeserializer::<D::Error>::new(b)).map(Lenient),
+            Scalar::Int(n) => T::deserialize(I64Deserializer::<D::Error>::new(n)).map(Lenient),
+            Scalar::UInt(n) => T::deserialize(U64Deserializer::<D::Error>::new(n)).map(Lenient),
+            Scalar::Float(n) => T::deserialize(F64Deserializer::<D::Error>::new(n)).map(Lenient),
+            Scalar::Other(what) => Err(de::Error::custom(format!(
+                "invalid type: {what}, expected {expected}"
+            ))),
         }
-        T::deserialize(v)
-            .map(Lenient)
-            .map_err(|e| de::Error::custom(e.to_string()))
+    }
+}
+
+/// A scalar as written, for the types that take more than one form; lists
+/// and maps are only named (`Other`), for the error.
+enum Scalar {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(s.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(n))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+                Ok(Scalar::UInt(n))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(n))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar::Other("nothing (null)"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
+                de::IgnoredAny::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Scalar::Other("a list"))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+                de::IgnoredAny::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Scalar::Other("a map"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -302,17 +481,18 @@ pub struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_yaml::Value::deserialize(d)?;
-        match v {
-            serde_yaml::Value::String(s) => parse_duration(&s).map(Dur).map_err(de::Error::custom),
-            serde_yaml::Value::Number(n) => Err(de::Error::custom(format!(
-                "`{n}` has no unit: write it as `{n}s` or `{n}ms`"
-            ))),
-            other => Err(de::Error::custom(format!(
-                "expected a duration like `500ms`, `5s` or `2m`, found {}",
-                serde_yaml::to_string(&other).unwrap_or_default().trim()
-            ))),
-        }
+        let no_unit = |n: String| format!("`{n}` has no unit: write it as `{n}s` or `{n}ms`");
+        let found = match Scalar::deserialize(d)? {
+            Scalar::Str(s) => return parse_duration(&s).map(Dur).map_err(de::Error::custom),
+            Scalar::Int(n) => return Err(de::Error::custom(no_unit(n.to_string()))),
+            Scalar::UInt(n) => return Err(de::Error::custom(no_unit(n.to_string()))),
+            Scalar::Float(n) => return Err(de::Error::custom(no_unit(n.to_string()))),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Other(what) => what.to_owned(),
+        };
+        Err(de::Error::custom(format!(
+            "expected a duration like `500ms`, `5s` or `2m`, found {found}"
+        )))
     }
 }
 
