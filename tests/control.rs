@@ -942,7 +942,7 @@ services:
         r.stderr.starts_with(
             "error: redis is needed by temporal, web (running): add --with-dependents to stop them first. \
              temporal, web depend on redis only through priority"
-        ) && r.stderr.contains("`cogno restart` would restart it alone"),
+        ) && r.stderr.contains("stops before them): `cogno restart redis` would restart it alone and leave them running"),
         "{r:?}"
     );
     // An explicit dependant still needs --with-dependents for a restart.

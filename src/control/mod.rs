@@ -134,20 +134,21 @@ impl std::fmt::Display for Refusal {
                     return Ok(());
                 }
                 // Why a service the file never names is said to need it.
-                let alone = match action {
-                    Action::Restart => "",
-                    _ => {
-                        " (`cogno restart` would restart it alone and leave them running, \
-                         as they live through a crash of it)"
-                    }
-                };
                 write!(
                     f,
                     ". {} depend{} on {service} only through priority (a service waits \
                      for every lower priority number before it starts, and stops before \
-                     them){alone}",
+                     them)",
                     by_priority.join(", "),
                     if by_priority.len() == 1 { "s" } else { "" }
+                )?;
+                if *action == Action::Restart {
+                    return Ok(());
+                }
+                write!(
+                    f,
+                    ": `cogno restart {service}` would restart it alone and leave them \
+                     running, as they live through a crash of it"
                 )
             }
         }
