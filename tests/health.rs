@@ -87,6 +87,13 @@ services:
         .as_str()
         .unwrap_or_default();
     assert!(migrate.starts_with("not healthy after 2s"), "{st}");
+    let r = cli(&s, &["status"]);
+    assert!(
+        r.stdout.starts_with("degraded: ")
+            && r.stdout
+                .contains("\n  - web is blocked (migrate not healthy after 2s)\n"),
+        "{r:?}"
+    );
     // …and in `cogno healthcheck`'s one line.
     let r = cli(&s, &["healthcheck"]);
     assert_eq!(r.code, 1, "{r:?}");

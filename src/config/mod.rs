@@ -550,7 +550,7 @@ impl Builder<'_> {
             (None, Some(b)) => Some(bundled_health(b)),
             (None, None) => None,
         };
-        let start_timeout = self.start_timeout(name, rs, health.as_ref())?;
+        let start_timeout = self.start_timeout(name, rs, health.as_ref(), oneshot)?;
         self.check_liveness(name, rs, health.as_ref(), oneshot, restart)?;
         let stop_signal = match &rs.stop_signal {
             None => kind.map_or(Signal::SIGTERM, |k| k.stop_signal),
@@ -749,12 +749,14 @@ impl Builder<'_> {
 
     /// `start_timeout`: written (`0s`: no limit), or derived from the health
     /// check; it needs one, since without a check a service is up once it has
-    /// run for `startsecs`.
+    /// run for `startsecs`. A oneshot gets none unless it says so: it is done
+    /// when it completes, and a long migration must not be cut short.
     fn start_timeout(
         &self,
         name: &str,
         rs: &RawService,
         health: Option<&Health>,
+        oneshot: bool,
     ) -> Result<Option<Duration>, Diagnostic> {
         match (rs.start_timeout, health) {
             (Some(_), None) => Err(self.err(
@@ -764,7 +766,7 @@ impl Builder<'_> {
                  add a health check, or remove start_timeout",
             )),
             (Some(t), Some(_)) => Ok(Some(t.0).filter(|t| !t.is_zero())),
-            (None, h) => Ok(h.map(Health::default_start_timeout)),
+            (None, h) => Ok(h.filter(|_| !oneshot).map(Health::default_start_timeout)),
         }
     }
 
