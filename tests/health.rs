@@ -8,17 +8,20 @@ use crate::control::{cli, service, status_json, up};
 use nix::sys::signal::Signal;
 
 /// A service that was healthy and stops answering is restarted after
-/// `retries` failed checks, through its stop and the crash path.
+/// `retries` failed checks, through its stop (here its first instance
+/// ignores SIGTERM, so SIGKILL after stop_timeout) and the crash path.
 #[test]
 fn a_service_that_stops_answering_is_restarted() {
     let s = Stack::new("liveness");
     let gate = s.file("gate");
+    let first = s.file("first");
     std::fs::write(&gate, "").unwrap();
     s.write(&format!(
         r#"
 services:
   web:
-    command: ["sleep", "3600"]
+    command: ["sh", "-c", "if [ -e {first} ]; then exec sleep 3600; fi; touch {first}; trap '' TERM; exec sleep 3600"]
+    stop_timeout: 3s
     health:
       exec: ["test", "-e", "{gate}"]
       start_interval: 20ms
@@ -37,6 +40,15 @@ services:
             && line.ends_with("; restarting it (health.on_unhealthy: restart)"),
         "{line}"
     );
+    let st = status_json(&s);
+    let web = service(&st, "web");
+    assert_eq!(web["state"], "stopping", "{st}");
+    let reason = web["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("unhealthy: 3 failed checks in a row: `test -e"),
+        "{st}"
+    );
+    c.wait_line("web: still running 3s after SIGTERM; sending SIGKILL");
     c.wait_line("web: unhealthy: 3 failed checks in a row: `test -e");
     c.wait_count("web: started, pid", 2);
     std::fs::write(&gate, "").unwrap();
@@ -45,7 +57,8 @@ services:
     let st = status_json(&s);
     assert_eq!(service(&st, "web")["restarts"], 1, "{st}");
     assert_eq!(st["phase"], "ready", "{st}");
-    // A restart for health is no failed stop: a clean shutdown exits 0.
+    // A restart for health, even with a SIGKILL, is no failed stop: a
+    // clean shutdown exits 0.
     c.signal(Signal::SIGTERM);
     assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
 }

@@ -113,7 +113,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// How the instance counts as having ended, and when it had become healthy.
-    fn outcome(&self) -> (ExitReason, Option<Instant>) {
+    pub fn outcome(&self) -> (ExitReason, Option<Instant>) {
         match self {
             Verdict::Late(t) => (
                 ExitReason::NotHealthy(format!(

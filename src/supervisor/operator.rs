@@ -2,7 +2,7 @@
 //! carrying out operators' start, stop and restart actions, which finish
 //! (and are answered) only when the service is healthy, stopped, or failed.
 
-use super::machine::{Answer, Input, Intent};
+use super::machine::{Answer, Input, Intent, Stop};
 use super::state::PendingOp;
 use super::{Event, Phase, State, Supervisor};
 use crate::control::{
@@ -290,6 +290,10 @@ impl Supervisor {
             State::Unhealthy { .. } | State::Starting(_) => {
                 machine.last_probe.as_ref().and_then(|h| h.error.clone())
             }
+            // Stopped for its health, not on request: say what it failed.
+            State::Stopping(Stop::Signalled {
+                verdict: Some(v), ..
+            }) => Some(v.outcome().0.to_string()),
             _ => None,
         }
     }
