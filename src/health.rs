@@ -53,7 +53,7 @@ const STARTING_UP: &[&str] = &[
 ];
 
 /// Whether a failed probe's error says the server is starting or recovering.
-fn starting_up(result: &ProbeResult) -> bool {
+pub fn starting_up(result: &ProbeResult) -> bool {
     result
         .error
         .as_deref()

@@ -1911,3 +1911,69 @@ services:
         cogno.output()
     );
 }
+
+// ------------------------------------------------------------ health semantics (issue 14)
+
+#[test]
+fn start_timeout_without_a_health_check() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    start_timeout: 30s
+";
+    config_error(
+        "start-timeout-no-health",
+        yaml,
+        &["`web` has a start_timeout but no health check"],
+        At::Text("start_timeout"),
+    );
+}
+
+#[test]
+fn liveness_on_a_service_that_is_never_restarted() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    restart: never
+    health:
+      tcp: 127.0.0.1:3000
+      on_unhealthy: restart
+";
+    config_error(
+        "liveness-never",
+        yaml,
+        &["on_unhealthy: restart cannot apply: `web` has `restart: never`"],
+        At::Text("restart: never"),
+    );
+    let yaml = "\
+services:
+  migrate:
+    command: migrate up
+    oneshot: true
+    health:
+      tcp: 127.0.0.1:3000
+      on_unhealthy: restart
+";
+    config_error(
+        "liveness-oneshot",
+        yaml,
+        &["on_unhealthy: restart cannot apply: `migrate` is a oneshot"],
+        At::Text("on_unhealthy"),
+    );
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    health:
+      tcp: 127.0.0.1:3000
+      on_unhealthy: reboot
+";
+    config_error(
+        "liveness-unknown",
+        yaml,
+        &["services.web.health.on_unhealthy", "reboot"],
+        At::Line("on_unhealthy"),
+    );
+}

@@ -18,15 +18,15 @@ use std::sync::mpsc;
 
 /// What a finished CLI command did.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs `cogno ARGS[0] --data DATA ARGS[1..]`; fails the test if it does not
 /// finish within [`TIMEOUT`].
-fn cli(s: &Stack, args: &[&str]) -> Run {
+pub(crate) fn cli(s: &Stack, args: &[&str]) -> Run {
     cli_on(&s.data, args)
 }
 
@@ -70,7 +70,7 @@ fn socket(s: &Stack) -> std::path::PathBuf {
 
 /// Starts `cogno up` and waits until its control socket exists (it listens
 /// from then on: connections queue until they are served).
-fn up(s: &Stack) -> Cogno {
+pub(crate) fn up(s: &Stack) -> Cogno {
     let c = Cogno::up(s);
     let sock = socket(s);
     assert!(
@@ -83,7 +83,7 @@ fn up(s: &Stack) -> Cogno {
 }
 
 /// Polls `cogno healthcheck` until it exits with `code`; returns its last run.
-fn healthcheck_until(s: &Stack, c: &Cogno, code: i32) -> Run {
+pub(crate) fn healthcheck_until(s: &Stack, c: &Cogno, code: i32) -> Run {
     healthcheck_until_says(s, c, code, "")
 }
 
@@ -105,13 +105,13 @@ fn healthcheck_until_says(s: &Stack, c: &Cogno, code: i32, what: &str) -> Run {
     last
 }
 
-fn status_json(s: &Stack) -> Value {
+pub(crate) fn status_json(s: &Stack) -> Value {
     let r = cli(s, &["status", "--json"]);
     assert!(r.stderr.is_empty(), "status --json: {r:?}");
     serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("status --json: {e}: {r:?}"))
 }
 
-fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["services"]
         .as_array()
         .expect("services")
@@ -135,7 +135,7 @@ fn http(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String
     (code, body.to_owned())
 }
 
-fn unix_http(s: &Stack, method: &str, path: &str) -> (u16, Value) {
+pub(crate) fn unix_http(s: &Stack, method: &str, path: &str) -> (u16, Value) {
     let stream = std::os::unix::net::UnixStream::connect(socket(s)).expect("connect");
     let (code, body) = http(stream, method, path);
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
@@ -662,7 +662,8 @@ services:
         Err(_) => true,
     });
     assert!(saw_unhealthy, "never unhealthy; output:\n{}", c.output());
-    assert_eq!(c.wait_code(TIMEOUT), 1, "{}", c.output());
+    // Issue 14: the stack ends with the status of what stopped it (SIGKILL).
+    assert_eq!(c.wait_code(TIMEOUT), 137, "{}", c.output());
 }
 
 #[test]
@@ -935,4 +936,68 @@ fn ps_is_status_and_down_returns_once_everything_is_gone() {
     let again = cli(&s, &["down"]);
     assert_eq!(again.code, 1, "{again:?}");
     assert!(again.stderr.contains("no cogno is running"), "{again:?}");
+}
+
+/// Issue 15.7: a service whose running dependants depend on it only through
+/// priority can be restarted alone — they live through a crash of it and
+/// its restart just the same (docs/behaviour.md) —; a stop is still refused,
+/// and the refusal says the dependency is implied by priority.
+#[test]
+fn a_dependency_by_priority_only_does_not_hold_a_restart_up() {
+    let s = Stack::new("ctl-priority");
+    s.write(
+        r#"
+services:
+  redis:
+    command: ["sleep", "3600"]
+    startsecs: 100ms
+    priority: 100
+  temporal:
+    command: ["sleep", "3601"]
+    startsecs: 100ms
+    priority: 200
+  web:
+    depends_on: [temporal]
+    command: ["sleep", "3602"]
+    startsecs: 100ms
+    priority: 300
+"#,
+    );
+    let c = up(&s);
+    healthcheck_until(&s, &c, 0);
+    let temporal = c.service_pid("temporal");
+    let web = c.service_pid("web");
+
+    let r = cli(&s, &["restart", "redis"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.output());
+    assert!(
+        r.stdout.starts_with("redis: restarted, healthy after "),
+        "{r:?}"
+    );
+    c.wait_line("redis: restarting it alone: temporal, web depend on it only through priority");
+    let st = status_json(&s);
+    assert_eq!(service(&st, "redis")["restarts"], 1, "{st}");
+    for (name, pid) in [("temporal", temporal), ("web", web)] {
+        assert_eq!(service(&st, name)["pid"], pid, "{name} kept running: {st}");
+        assert_eq!(service(&st, name)["restarts"], 0, "{st}");
+    }
+
+    let r = cli(&s, &["stop", "redis"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.starts_with(
+            "error: redis is needed by temporal, web (running): add --with-dependents to stop them first. \
+             temporal, web depend on redis only through priority"
+        ) && r.stderr.contains("stops before them): `cogno restart redis` would restart it alone and leave them running"),
+        "{r:?}"
+    );
+    // An explicit dependant still needs --with-dependents for a restart.
+    let r = cli(&s, &["restart", "temporal"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("error: temporal is needed by web (running): add --with-dependents"),
+        "{r:?}"
+    );
+    assert!(!r.stderr.contains("priority"), "{r:?}");
 }

@@ -592,7 +592,7 @@ fn killed_main_process_takes_its_daemonized_grandchild_with_it() {
 }
 
 #[test]
-fn critical_service_fatal_stops_the_stack_with_status_1() {
+fn critical_service_fatal_stops_the_stack_with_its_status() {
     let s = Stack::new("critical");
     s.write(&format!(
         r#"
@@ -612,7 +612,8 @@ services:
         other = fx("trap.py", &[&s.file("other.log")]),
     ));
     let mut cogno = Cogno::up(&s);
-    assert_eq!(cogno.wait_code(TIMEOUT), 1, "{}", cogno.output());
+    // Issue 14: its exit status, as tini passes its child's on.
+    assert_eq!(cogno.wait_code(TIMEOUT), 2, "{}", cogno.output());
     let fatal = cogno.wait_line("core: FATAL");
     assert!(
         fatal.contains("core: FATAL: gave up after 2 failed starts in a row: exited with code 2"),
@@ -624,7 +625,7 @@ services:
         "core: critical service is fatal: stopping the stack",
     );
     assert_before(&cogno, "stopping the stack", "other: stopped (");
-    assert!(cogno.output().contains("(exit status 1)"));
+    assert!(cogno.output().contains("(exit status 2)"));
 }
 
 #[test]
@@ -1000,8 +1001,12 @@ services:
     drop(cgroup);
 }
 
+/// Issue 15.5: a program that does not exist, or cannot be executed, is
+/// permanent: FATAL at its first attempt (no retries, the path tried said
+/// once), where it was once retried `max_restarts` times, each attempt
+/// printing the whole PATH again.
 #[test]
-fn command_that_cannot_be_spawned_is_a_failed_start() {
+fn command_that_cannot_be_run_is_fatal_at_once() {
     let s = Stack::new("spawnfail");
     let notexec = s.file("notexec.sh");
     std::fs::write(&notexec, "#!/bin/sh\necho hi\n").unwrap();
@@ -1067,31 +1072,49 @@ services:
         ),
     ];
     for (name, why) in &cases {
-        // Reported on every attempt, with the path tried.
-        assert_eq!(
-            cogno.count(&format!("{name}: {why}")),
-            3,
-            "{name}: {why:?} in:\n{out}"
-        );
+        // Said once, with the path tried, as FATAL at the first attempt.
+        assert_eq!(cogno.count(why), 1, "{name}: {why:?} once in:\n{out}");
+        let fatal = format!("{name}: FATAL: could not start: {why}");
+        assert!(out.contains(&fatal), "no {fatal:?} in:\n{out}");
         assert!(
-            out.contains(&format!("{name}: failed to start (could not start: {why}")),
+            out.contains(&format!("once the program is there, `cogno start {name}`")),
             "{out}"
         );
-        for attempt in 1..=2 {
-            assert!(
-                out.contains(&format!("attempt {attempt} of 3, retrying in")),
-                "{out}"
-            );
-        }
-        let fatal = format!(
-            "{name}: FATAL: gave up after 3 failed starts in a row: could not start: {why}"
-        );
-        assert!(out.contains(&fatal), "no {fatal:?} in:\n{out}");
     }
+    assert!(!out.contains("retrying in"), "{out}");
     // What can be checked before the fork never gets as far as a process.
     for name in ["missing", "notinpath", "notexec"] {
         assert_eq!(cogno.count(&format!("{name}: started")), 0, "{out}");
     }
+    assert_eq!(cogno.count("badinterp: started"), 1, "{out}");
+}
+
+/// Issue 15.6: a service that exits 0 before it is up (a migration without
+/// `oneshot: true`) says what probably happened and what to write.
+#[test]
+fn an_exit_0_before_being_up_suggests_oneshot() {
+    let s = Stack::new("forgot-oneshot");
+    s.write(
+        r#"
+services:
+  migrate:
+    command: ["sh", "-c", "echo migrated"]
+  web:
+    depends_on: [migrate]
+    command: ["sleep", "3600"]
+"#,
+    );
+    let mut cogno = Cogno::up(&s);
+    let line = cogno.wait_line("migrate: exited: exited with code 0 after");
+    assert!(
+        line.contains(
+            "it exited 0 before it was up, as a one-off task (a migration, a setup step) does: \
+             if it is one, mark it `oneshot: true`, and its dependants will wait for it to complete"
+        ),
+        "{line}"
+    );
+    cogno.wait_line("web: blocked: migrate is exited (exited with code 0)");
+    assert_eq!(cogno.wait_code(TIMEOUT), 1, "{}", cogno.output());
 }
 
 #[test]

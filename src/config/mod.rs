@@ -26,7 +26,7 @@ use yaml::Node;
 
 pub use envfile::{interpolation_vars, lookup as env_file_lookup};
 pub use kinds::Kind;
-pub use raw::{Condition, RestartPolicy};
+pub use raw::{Condition, OnUnhealthy, RestartPolicy};
 
 /// A validated stack, ready to run.
 #[derive(Debug, Clone)]
@@ -102,6 +102,9 @@ pub struct Service {
     pub env: Vec<(String, String)>,
     pub depends_on: Vec<Dependency>,
     pub health: Option<Health>,
+    /// With a health check: how long a start may take to become healthy
+    /// (`start_timeout`, or derived from the check's settings); None: no limit.
+    pub start_timeout: Option<Duration>,
     pub restart: RestartPolicy,
     pub startsecs: Duration,
     pub backoff: Backoff,
@@ -128,6 +131,19 @@ pub struct Health {
     pub retries: u32,
     pub start_period: Duration,
     pub start_interval: Duration,
+    pub on_unhealthy: OnUnhealthy,
+}
+
+impl Health {
+    /// The default `start_timeout`: the start period, then `retries` checks
+    /// that each wait `start_interval` and may take `timeout` — the moment
+    /// a start that keeps failing would be marked unhealthy —, rounded up
+    /// to a whole second.
+    pub fn default_start_timeout(&self) -> Duration {
+        let checks = (self.start_interval + self.timeout) * self.retries;
+        let t = self.start_period + checks;
+        Duration::from_secs(t.as_secs() + u64::from(t.subsec_nanos() > 0))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,6 +642,8 @@ impl Builder<'_> {
             (None, Some(b)) => Some(bundled_health(b)),
             (None, None) => None,
         };
+        let start_timeout = self.start_timeout(name, rs, health.as_ref(), oneshot)?;
+        self.check_liveness(name, rs, health.as_ref(), oneshot, restart)?;
         let stop_signal = match &rs.stop_signal {
             None => kind.map_or(Signal::SIGTERM, |k| k.stop_signal),
             Some(s) => match parse_signal(s) {
@@ -710,6 +728,7 @@ impl Builder<'_> {
             env: self.environment(&self.svc_path(name, &[]), rs.env_file.as_ref(), &rs.env)?,
             depends_on,
             health,
+            start_timeout,
             restart,
             startsecs: rs.startsecs.map_or(DEFAULT_STARTSECS, |d| d.0),
             backoff,
@@ -823,6 +842,61 @@ impl Builder<'_> {
         Ok(deps)
     }
 
+    /// `start_timeout`: written (`0s`: no limit), or derived from the health
+    /// check; it needs one, since without a check a service is up once it has
+    /// run for `startsecs`. A oneshot gets none unless it says so: it is done
+    /// when it completes, and a long migration must not be cut short.
+    fn start_timeout(
+        &self,
+        name: &str,
+        rs: &RawService,
+        health: Option<&Health>,
+        oneshot: bool,
+    ) -> Result<Option<Duration>, Diagnostic> {
+        match (rs.start_timeout, health) {
+            (Some(_), None) => Err(self.err(
+                &self.svc_path(name, &["start_timeout"]),
+                format!("`{name}` has a start_timeout but no health check"),
+                "without `health`, a service is up once it has run for `startsecs`: \
+                 add a health check, or remove start_timeout",
+            )),
+            (Some(t), Some(_)) => Ok(Some(t.0).filter(|t| !t.is_zero())),
+            (None, h) => Ok(h.filter(|_| !oneshot).map(Health::default_start_timeout)),
+        }
+    }
+
+    /// `on_unhealthy: restart` needs a service that is restarted at all.
+    fn check_liveness(
+        &self,
+        name: &str,
+        rs: &RawService,
+        health: Option<&Health>,
+        oneshot: bool,
+        restart: RestartPolicy,
+    ) -> Result<(), Diagnostic> {
+        if health.is_none_or(|h| h.on_unhealthy != OnUnhealthy::Restart) {
+            return Ok(());
+        }
+        let why = if oneshot {
+            format!("`{name}` is a oneshot: it runs to completion and is never restarted")
+        } else if restart == RestartPolicy::Never {
+            format!("`{name}` has `restart: never`")
+        } else {
+            return Ok(());
+        };
+        let path = if oneshot || rs.restart.is_none() {
+            self.svc_path(name, &["health", "on_unhealthy"])
+        } else {
+            self.svc_path(name, &["restart"])
+        };
+        Err(self.err(
+            &path,
+            format!("on_unhealthy: restart cannot apply: {why}"),
+            "remove on_unhealthy (an unhealthy service is then only marked), \
+             or let the service be restarted (restart: on-failure or always)",
+        ))
+    }
+
     fn health(&self, name: &str, h: &RawHealth) -> Result<Health, Diagnostic> {
         let path = self.svc_path(name, &["health"]);
         let given: Vec<&str> = [
@@ -896,6 +970,7 @@ impl Builder<'_> {
             ));
         }
         Ok(Health {
+            on_unhealthy: h.on_unhealthy.unwrap_or_default(),
             probe,
             interval,
             timeout: h.timeout.map_or(Duration::from_secs(2), |d| d.0),
@@ -1015,6 +1090,7 @@ fn bundled_health(b: &Bundled) -> Health {
         retries: 3,
         start_period: Duration::from_secs(120),
         start_interval: Duration::from_millis(50),
+        on_unhealthy: OnUnhealthy::Mark,
     }
 }
 
@@ -1060,7 +1136,7 @@ fn parse_http_probe(url: &str) -> Result<Probe, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::did_you_mean;
+    use super::*;
 
     #[test]
     fn a_typo_gets_the_closest_key_and_nonsense_gets_none() {
@@ -1069,5 +1145,24 @@ mod tests {
         let msg = "unknown field `zzzzzz`, expected one of `kind`, `health`, `env`";
         assert_eq!(did_you_mean(msg), None);
         assert_eq!(did_you_mean("invalid type: string, expected u16"), None);
+    }
+
+    #[test]
+    fn the_default_start_timeout_is_when_a_failing_start_would_be_unhealthy() {
+        let ms = Duration::from_millis;
+        let mut h = Health {
+            probe: Probe::Tcp("127.0.0.1:3000".into()),
+            interval: ms(5000),
+            timeout: ms(2000),
+            retries: 3,
+            start_period: ms(120_000),
+            start_interval: ms(200),
+            on_unhealthy: OnUnhealthy::Mark,
+        };
+        // 120s + 3 × (200ms + 2s) = 126.6s, rounded up.
+        assert_eq!(h.default_start_timeout(), ms(127_000));
+        h.start_period = Duration::ZERO;
+        h.start_interval = ms(1000);
+        assert_eq!(h.default_start_timeout(), ms(9000));
     }
 }

@@ -68,6 +68,7 @@ pub struct RawService {
     pub critical: Option<Lenient<bool>>,
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<Dur>,
+    pub start_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +82,18 @@ pub struct RawHealth {
     pub retries: Option<Lenient<u32>>,
     pub start_period: Option<Dur>,
     pub start_interval: Option<Dur>,
+    pub on_unhealthy: Option<OnUnhealthy>,
+}
+
+/// What a service that was healthy and fails `retries` checks in a row gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnhealthy {
+    /// Shown as unhealthy, left running.
+    #[default]
+    Mark,
+    /// Stopped and started again, counted as a crash.
+    Restart,
 }
 
 #[derive(Debug, Deserialize)]

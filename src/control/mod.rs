@@ -100,6 +100,8 @@ pub enum Refusal {
         service: String,
         dependants: Vec<String>,
         action: Action,
+        /// Those of `dependants` that depend on it only through priority.
+        by_priority: Vec<String>,
     },
 }
 
@@ -116,6 +118,7 @@ impl std::fmt::Display for Refusal {
                 service,
                 dependants,
                 action,
+                by_priority,
             } => {
                 let after = if *action == Action::Restart {
                     " and start them again after"
@@ -126,6 +129,26 @@ impl std::fmt::Display for Refusal {
                     f,
                     "{service} is needed by {} (running): add --with-dependents to stop them first{after}",
                     dependants.join(", ")
+                )?;
+                if by_priority.is_empty() {
+                    return Ok(());
+                }
+                // Why a service the file never names is said to need it.
+                write!(
+                    f,
+                    ". {} depend{} on {service} only through priority (a service waits \
+                     for every lower priority number before it starts, and stops before \
+                     them)",
+                    by_priority.join(", "),
+                    if by_priority.len() == 1 { "s" } else { "" }
+                )?;
+                if *action == Action::Restart {
+                    return Ok(());
+                }
+                write!(
+                    f,
+                    ": `cogno restart {service}` would restart it alone and leave them \
+                     running, as they live through a crash of it"
                 )
             }
         }

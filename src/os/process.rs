@@ -42,12 +42,28 @@ pub struct Launch<'a> {
 }
 
 /// Why a process could not be started.
-#[derive(Debug)]
-pub struct SpawnError(pub String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    pub why: String,
+    /// The program cannot be run as it is (not found, not executable): no
+    /// other attempt can succeed until someone installs it or fixes `command`.
+    pub permanent: bool,
+}
+
+impl From<String> for SpawnError {
+    /// A failure another attempt may not meet (a working directory not made
+    /// yet, a resource exhausted for now).
+    fn from(why: String) -> SpawnError {
+        SpawnError {
+            why,
+            permanent: false,
+        }
+    }
+}
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.why)
     }
 }
 
@@ -67,9 +83,12 @@ fn resolve(prog: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> 
             return Ok(candidate);
         }
     }
-    Err(SpawnError(format!(
-        "`{prog}` was not found in PATH ({path}); install it or give its full path in `command`"
-    )))
+    Err(SpawnError {
+        why: format!(
+            "`{prog}` was not found in PATH ({path}); install it or give its full path in `command`"
+        ),
+        permanent: true,
+    })
 }
 
 /// Catches in the parent, with a clear message, what would certainly make
@@ -78,7 +97,7 @@ fn precheck(program: &Path, working_dir: Option<&Path>) -> Result<(), SpawnError
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = working_dir {
         if !dir.is_dir() {
-            return Err(SpawnError(format!(
+            return Err(SpawnError::from(format!(
                 "working_dir {} does not exist or is not a directory",
                 dir.display()
             )));
@@ -90,10 +109,12 @@ fn precheck(program: &Path, working_dir: Option<&Path>) -> Result<(), SpawnError
         Ok(m) if m.permissions().mode() & 0o111 == 0 => libc::EACCES,
         Ok(_) => return Ok(()),
     };
-    Err(SpawnError(exec_failure(program, errno)))
+    Err(exec_failure(program, errno))
 }
 
-fn exec_failure(program: &Path, errno: i32) -> String {
+/// Why `program` could not be executed; permanent when the file itself is
+/// the problem (missing, not executable, not a program, a directory).
+fn exec_failure(program: &Path, errno: i32) -> SpawnError {
     let why = match errno {
         libc::ENOENT if program.exists() => {
             "its interpreter (the `#!` line) or dynamic loader was not found".to_owned()
@@ -105,18 +126,24 @@ fn exec_failure(program: &Path, errno: i32) -> String {
         libc::ENOEXEC => "exec format error (not a program this machine can run)".to_owned(),
         e => nix::errno::Errno::from_raw(e).desc().to_lowercase(),
     };
-    format!("cannot execute {}: {why}", program.display())
+    SpawnError {
+        why: format!("cannot execute {}: {why}", program.display()),
+        permanent: matches!(
+            errno,
+            libc::ENOENT | libc::EACCES | libc::ENOEXEC | libc::EISDIR
+        ),
+    }
 }
 
 fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
-    CString::new(s).map_err(|_| SpawnError(format!("{what} contains a NUL byte")))
+    CString::new(s).map_err(|_| SpawnError::from(format!("{what} contains a NUL byte")))
 }
 
 /// A pipe whose both ends are close-on-exec: the child's end is made its
 /// stdout or stderr by `dup2`, which clears the flag on the copy.
 fn pipe(flags: OFlag) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC | flags)
-        .map_err(|e| SpawnError(format!("cannot create a pipe: {e}")))
+        .map_err(|e| SpawnError::from(format!("cannot create a pipe: {e}")))
 }
 
 /// What the forked child does, step by step; a failed step is reported to
@@ -148,7 +175,7 @@ pub struct ExecReport {
 impl ExecReport {
     /// Why the child never ran its program, if so. Only meaningful once the
     /// child has exited: until then the pipe may still be empty.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<SpawnError> {
         let mut buf = [0u8; 8];
         let n = nix::unistd::read(self.fd.as_raw_fd(), &mut buf).ok()?;
         if n != buf.len() {
@@ -157,8 +184,10 @@ impl ExecReport {
         let errno = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let err = nix::errno::Errno::from_raw(errno).desc().to_lowercase();
         let user = self.user.as_deref().unwrap_or("?");
-        Some(match buf[0] {
-            s if s == Step::Exec as u8 => exec_failure(&self.program, errno),
+        if buf[0] == Step::Exec as u8 {
+            return Some(exec_failure(&self.program, errno));
+        }
+        Some(SpawnError::from(match buf[0] {
             s if s == Step::Chdir as u8 => format!(
                 "cannot enter working_dir {}: {err}",
                 self.working_dir
@@ -174,7 +203,7 @@ impl ExecReport {
                 )
             }
             _ => format!("cannot switch to user `{user}`: {err}"),
-        })
+        }))
     }
 }
 
@@ -339,7 +368,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| SpawnError(format!("cannot open /dev/null: {e}")))?
+        .map_err(|e| SpawnError::from(format!("cannot open /dev/null: {e}")))?
         .into();
     let (output, child_ends) = if l.capture {
         let (out_r, out_w) = pipe(OFlag::empty())?;
@@ -396,7 +425,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     let pid = match forked {
         Ok(ForkResult::Parent { child }) => child,
         Ok(ForkResult::Child) => unreachable!("the child never returns from exec"),
-        Err(e) => return Err(SpawnError(format!("cannot fork: {e}"))),
+        Err(e) => return Err(SpawnError::from(format!("cannot fork: {e}"))),
     };
     // The child's ends are closed here (they live on in the child only), so
     // the pipes reach end-of-file when the child and its descendants are done.
@@ -489,7 +518,10 @@ pub enum ExitReason {
     /// count of OOM kills in cogno's memory cgroup rose.
     LikelyOom,
     /// It could not be started at all.
-    SpawnFailed(String),
+    SpawnFailed(SpawnError),
+    /// cogno stopped it: its health check said it was not healthy (see
+    /// `health.on_unhealthy` and `start_timeout`). Says how.
+    NotHealthy(String),
 }
 
 impl ExitReason {
@@ -505,6 +537,21 @@ impl ExitReason {
 
     pub fn success(&self) -> bool {
         *self == ExitReason::Code(0)
+    }
+
+    /// The exit status a shell would show for it, as tini passes its
+    /// child's on: the code, or 128 + the signal; 127 for a program that
+    /// could not be run; 1 where there is no such number (an exit with 0
+    /// counted as a failure, a stop for bad health), so that it always
+    /// reads as a failure.
+    pub fn status(&self) -> i32 {
+        match self {
+            ExitReason::Code(0) | ExitReason::NotHealthy(_) => 1,
+            ExitReason::Code(c) => *c,
+            ExitReason::Signal { signal, .. } => 128 + *signal as i32,
+            ExitReason::LikelyOom => 128 + Signal::SIGKILL as i32,
+            ExitReason::SpawnFailed(_) => 127,
+        }
     }
 }
 
@@ -523,7 +570,8 @@ impl fmt::Display for ExitReason {
                 "killed by SIGKILL, likely by the kernel's OOM killer \
                  (the oom_kill count of cogno's memory cgroup rose)",
             ),
-            ExitReason::SpawnFailed(why) => write!(f, "could not start: {why}"),
+            ExitReason::SpawnFailed(e) => write!(f, "could not start: {e}"),
+            ExitReason::NotHealthy(why) => f.write_str(why),
         }
     }
 }

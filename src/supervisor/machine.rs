@@ -14,11 +14,11 @@
 //! which says it with an input ([`Input::Gate`], [`Input::StopNow`]).
 
 use super::restart::{self, Decision, End, History, Rule, Why};
-use crate::config::Service;
+use crate::config::{OnUnhealthy, Service};
 use crate::control::ServiceState;
 use crate::fmt::{fmt_duration, fmt_latency};
-use crate::health::ProbeResult;
-use crate::os::process::ExitReason;
+use crate::health::{self, ProbeResult};
+use crate::os::process::{ExitReason, SpawnError};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::fmt;
@@ -28,6 +28,11 @@ use tracing::Level;
 /// How long an ended instance's leftovers may take to disappear before the
 /// supervisor moves on without them.
 pub const CLEANUP_LIMIT: Duration = Duration::from_secs(2);
+
+/// Said of a service (not a oneshot) that exited 0 before it was ever up.
+const ONESHOT_HINT: &str = "; it exited 0 before it was up, as a one-off task \
+     (a migration, a setup step) does: if it is one, mark it `oneshot: true`, \
+     and its dependants will wait for it to complete";
 
 /// A main process that is running.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,10 +90,44 @@ pub enum State {
 /// Where a stop is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Stop {
-    /// The stop signal was sent; waiting for the main process to end.
-    Signalled(Instance),
+    /// The stop signal was sent; waiting for the main process to end. With
+    /// a verdict, nobody asked: its health check condemned it, and its end
+    /// counts as a failure.
+    Signalled {
+        main: Instance,
+        verdict: Option<Verdict>,
+    },
     /// The main process ended; its leftovers are being cleaned up.
     CleaningUp(Ended),
+}
+
+/// Why the machine stops an instance of its own accord.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not healthy within `start_timeout`: it ends as a failed start.
+    Late(Duration),
+    /// Healthy since `healthy_at`, then `retries` failed checks in a row
+    /// (`health.on_unhealthy: restart`): it ends as a crash.
+    Unhealthy { healthy_at: Instant, why: String },
+}
+
+impl Verdict {
+    /// How the instance counts as having ended, and when it had become healthy.
+    pub fn outcome(&self) -> (ExitReason, Option<Instant>) {
+        match self {
+            Verdict::Late(t) => (
+                ExitReason::NotHealthy(format!(
+                    "not healthy within its start_timeout ({})",
+                    fmt_duration(*t)
+                )),
+                None,
+            ),
+            Verdict::Unhealthy { healthy_at, why } => (
+                ExitReason::NotHealthy(format!("unhealthy: {why}")),
+                Some(*healthy_at),
+            ),
+        }
+    }
 }
 
 impl State {
@@ -130,7 +169,7 @@ impl State {
             State::Starting(main)
             | State::Running { main, .. }
             | State::Unhealthy { main, .. }
-            | State::Stopping(Stop::Signalled(main)) => Some(*main),
+            | State::Stopping(Stop::Signalled { main, .. }) => Some(*main),
             _ => None,
         }
     }
@@ -199,6 +238,8 @@ pub enum Timer {
     StopKill,
     /// Leftovers took too long to disappear: move on without them.
     CleanupLimit,
+    /// `start_timeout` is over: a start that is not healthy yet has failed.
+    StartDeadline,
 }
 
 /// Everything that moves a service.
@@ -209,7 +250,7 @@ pub enum Input {
     /// The spawn asked for succeeded.
     Spawned(Pid),
     /// The spawn asked for failed before a process existed.
-    SpawnFailed(String),
+    SpawnFailed(SpawnError),
     /// The main process ended.
     Exited(ExitReason),
     /// Its leftovers are gone and its output drained.
@@ -269,8 +310,9 @@ pub enum Effect {
     /// An error, followed by the service's last lines of output.
     Report(String),
     Answer(Answer),
-    /// A critical service failed: stop the whole stack (exit status 1).
-    StopStack,
+    /// A critical service failed: stop the whole stack; cogno exits with
+    /// this status (the service's own, as [`ExitReason::status`] gives it).
+    StopStack(i32),
     /// A stop finished: the supervisor may now stop what this one was holding up.
     Stopped,
 }
@@ -284,6 +326,12 @@ pub struct Spec {
     /// With a health check: how many failures make it unhealthy, and how
     /// long after a start failures do not count.
     pub probe: Option<(u32, Duration)>,
+    /// With a health check: how long a start may take to become healthy
+    /// before it counts as failed; None for no limit.
+    pub start_timeout: Option<Duration>,
+    /// Restart it when, after having been healthy, it fails `retries`
+    /// checks in a row (`health.on_unhealthy: restart`).
+    pub restart_unhealthy: bool,
     pub critical: bool,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
@@ -296,6 +344,11 @@ impl Spec {
             rule: Rule::of(svc),
             startsecs: svc.startsecs,
             probe: svc.health.as_ref().map(|h| (h.retries, h.start_period)),
+            start_timeout: svc.start_timeout,
+            restart_unhealthy: svc
+                .health
+                .as_ref()
+                .is_some_and(|h| h.on_unhealthy == OnUnhealthy::Restart),
             critical: svc.critical,
             stop_signal: svc.stop_signal,
             stop_timeout: svc.stop_timeout,
@@ -315,6 +368,11 @@ pub struct Machine {
     pub probe_failures: u32,
     pub last_probe: Option<ProbeResult>,
     pub last_exit: Option<ExitReason>,
+    /// The `start_timeout` an instance of this streak missed: set when one
+    /// was not healthy in time, cleared once one is healthy or an operator
+    /// starts it again. While set, its dependants are blocked (they would
+    /// wait on it indefinitely) and the stack is degraded, not starting.
+    pub overdue: Option<Duration>,
 }
 
 impl Default for Machine {
@@ -327,6 +385,7 @@ impl Default for Machine {
             probe_failures: 0,
             last_probe: None,
             last_exit: None,
+            overdue: None,
         }
     }
 }
@@ -372,10 +431,10 @@ impl Machine {
         match input {
             Input::Gate(gate) => self.gate(gate, &mut out),
             Input::Spawned(pid) => self.spawned(Instance { pid, since: now }, now, &mut out),
-            Input::SpawnFailed(why) => {
+            Input::SpawnFailed(error) => {
                 self.reset_probe();
                 let ended = Ended {
-                    reason: ExitReason::SpawnFailed(why),
+                    reason: ExitReason::SpawnFailed(error),
                     since: now,
                     healthy_at: None,
                 };
@@ -390,6 +449,7 @@ impl Machine {
                     && !matches!(self.state, State::Waiting(_) | State::Backoff { .. })
                 {
                     self.history = History::default();
+                    self.overdue = None;
                     self.set(State::Waiting("starting on request".into()));
                 }
             }
@@ -438,6 +498,9 @@ impl Machine {
         out.log(Level::INFO, format_args!("started, pid {}", main.pid));
         if out.spec.probe.is_some() {
             out.push(Effect::StartProbe);
+            if let Some(t) = out.spec.start_timeout {
+                out.push(self.timer(Timer::StartDeadline, t));
+            }
         } else if out.spec.startsecs.is_zero() {
             self.become_healthy(main, now, out);
         } else {
@@ -447,6 +510,7 @@ impl Machine {
 
     fn become_healthy(&mut self, main: Instance, now: Instant, out: &mut Out) {
         self.history.failed_starts = 0;
+        self.overdue = None;
         self.set(State::Running {
             main,
             healthy_at: now,
@@ -511,24 +575,53 @@ impl Machine {
             State::Running { main, healthy_at } => (main, Some(healthy_at)),
             _ => return,
         };
+        let failures = self.probe_failures;
+        // Liveness: only a service that has been healthy, and that nobody
+        // is taking down, is restarted by its probe; one still starting has
+        // its start deadline instead.
+        if let Some(healthy_at) = healthy_at.filter(|_| out.spec.restart_unhealthy) {
+            if !self.intent.down() {
+                out.log(
+                    Level::WARN,
+                    format_args!(
+                        "unhealthy after {failures} failed checks: {error}; restarting it (health.on_unhealthy: restart)"
+                    ),
+                );
+                let why = format!("{failures} failed checks in a row: {error}");
+                let grace = out.spec.stop_timeout;
+                self.signal_stop(
+                    main,
+                    Some(Verdict::Unhealthy { healthy_at, why }),
+                    grace,
+                    out,
+                );
+                return;
+            }
+        }
         out.log(
             Level::WARN,
-            format_args!(
-                "unhealthy after {} failed checks: {error}",
-                self.probe_failures
-            ),
+            format_args!("unhealthy after {failures} failed checks: {error}"),
         );
         self.set(State::Unhealthy { main, healthy_at });
+        // The new state dates timers anew: the start deadline still holds.
+        if let (None, Some(t)) = (healthy_at, out.spec.start_timeout) {
+            let left = (main.since + t).saturating_duration_since(now);
+            out.push(self.timer(Timer::StartDeadline, left));
+        }
     }
 
     fn exited(&mut self, reason: ExitReason, out: &mut Out) {
         let Some(main) = self.state.main() else {
             return;
         };
-        let healthy_at = match self.state {
-            State::Running { healthy_at, .. } => Some(healthy_at),
-            State::Unhealthy { healthy_at, .. } => healthy_at,
-            _ => None,
+        let (reason, healthy_at) = match &self.state {
+            State::Running { healthy_at, .. } => (reason, Some(*healthy_at)),
+            State::Unhealthy { healthy_at, .. } => (reason, *healthy_at),
+            // Stopped for its health: that, not the signal, is how it ended.
+            State::Stopping(Stop::Signalled {
+                verdict: Some(v), ..
+            }) => v.outcome(),
+            _ => (reason, None),
         };
         let ended = Ended {
             reason,
@@ -559,7 +652,7 @@ impl Machine {
             (Timer::Backoff, State::Backoff { .. }) => {
                 self.set(State::Waiting("restarting".into()));
             }
-            (Timer::StopKill, &State::Stopping(Stop::Signalled(main))) => {
+            (Timer::StopKill, State::Stopping(Stop::Signalled { main, verdict })) => {
                 out.log(
                     Level::WARN,
                     format_args!(
@@ -568,8 +661,21 @@ impl Machine {
                         out.spec.stop_signal.as_str()
                     ),
                 );
-                out.push(Effect::Kill(main.pid));
+                // A stop nobody asked for is a restart, not a shutdown that
+                // overran: it does not make cogno's exit status 1.
+                out.push(match verdict {
+                    Some(_) => Effect::Signal(main.pid, Signal::SIGKILL),
+                    None => Effect::Kill(main.pid),
+                });
             }
+            (
+                Timer::StartDeadline,
+                &State::Starting(main)
+                | &State::Unhealthy {
+                    main,
+                    healthy_at: None,
+                },
+            ) if !self.intent.down() => self.start_deadline(main, out),
             // A stop's cleanup is bounded like an exit's: a leftover that
             // never goes away must not hold the rest of the stop up.
             (
@@ -582,6 +688,40 @@ impl Machine {
             }
             _ => {}
         }
+    }
+
+    /// `start_timeout` is over and the instance is not healthy: it is
+    /// stopped, and ends as a failed start — unless its server says it is
+    /// starting up or recovering (PostgreSQL replaying its WAL), which is
+    /// progress, not a hang: it gets another `start_timeout`.
+    fn start_deadline(&mut self, main: Instance, out: &mut Out) {
+        let t = out.spec.start_timeout.unwrap_or_default();
+        let took = fmt_duration(t);
+        if self.last_probe.as_ref().is_some_and(health::starting_up) {
+            out.log(
+                Level::INFO,
+                format_args!(
+                    "not healthy after its start_timeout ({took}), but it says it is starting up or recovering: giving it another {took}"
+                ),
+            );
+            out.push(self.timer(Timer::StartDeadline, t));
+            return;
+        }
+        self.overdue = Some(t);
+        let why = self
+            .last_probe
+            .as_ref()
+            .and_then(|r| r.error.as_deref())
+            .map(|e| format!(" (last check: {e})"))
+            .unwrap_or_default();
+        out.log(
+            Level::WARN,
+            format_args!(
+                "not healthy within its start_timeout ({took}){why}: stopping it; this counts as a failed start"
+            ),
+        );
+        let grace = out.spec.stop_timeout;
+        self.signal_stop(main, Some(Verdict::Late(t)), grace, out);
     }
 
     /// The instance is gone (or never started): it was stopped, or the
@@ -601,6 +741,13 @@ impl Machine {
         let ending = restart::Ending {
             success: reason.success(),
             healthy_for: ended.healthy_at.map(|t| now.saturating_duration_since(t)),
+            permanent: matches!(&reason, ExitReason::SpawnFailed(e) if e.permanent),
+        };
+        // Exit 0 before ever being up is what a one-off task does.
+        let hint = if reason.success() && !out.spec.rule.oneshot && ended.healthy_at.is_none() {
+            ONESHOT_HINT
+        } else {
+            ""
         };
         let rule = &out.spec.rule;
         let (decision, history) = restart::decide(rule, self.history, ending);
@@ -628,8 +775,19 @@ impl Machine {
                             _ => state.to_string(),
                         };
                         out.push(Effect::Report(format!(
-                            "{}: {what}: {reason} after {ran}",
+                            "{}: {what}: {reason} after {ran}{hint}",
                             out.spec.name
+                        )));
+                    }
+                    Why::CannotRun => {
+                        let what = match end {
+                            End::Fatal => "FATAL".to_owned(),
+                            _ => state.to_string(),
+                        };
+                        out.push(Effect::Report(format!(
+                            "{name}: {what}: {reason}; not retried, since no attempt can succeed: \
+                             once the program is there, `cogno start {name}`",
+                            name = out.spec.name
                         )));
                     }
                     Why::AfterRunning => out.log(
@@ -646,7 +804,9 @@ impl Machine {
                 if out.spec.critical {
                     let what = format!("critical service is {}: stopping the stack", self.state);
                     out.log(Level::ERROR, what);
-                    out.push(Effect::StopStack);
+                    out.push(Effect::StopStack(
+                        self.state.exit_reason().map_or(1, ExitReason::status),
+                    ));
                 }
             }
             Decision::Restart { delay, after } => {
@@ -654,7 +814,7 @@ impl Machine {
                     Why::FailedStart { attempt } => out.log(
                         Level::WARN,
                         format_args!(
-                            "failed to start ({reason} after {ran}); attempt {attempt} of {}, retrying in {}",
+                            "failed to start ({reason} after {ran}); attempt {attempt} of {}, retrying in {}{hint}",
                             rule.max_restarts,
                             fmt_duration(delay)
                         ),
@@ -686,6 +846,7 @@ impl Machine {
         let intent = std::mem::take(&mut self.intent);
         if intent == Intent::Restart {
             self.history = History::default();
+            self.overdue = None;
             self.set(State::Waiting("restarting on request".into()));
         } else {
             if !matches!(
@@ -711,6 +872,17 @@ impl Machine {
         let Some(main) = self.state.main() else {
             return;
         };
+        self.signal_stop(main, None, grace, out);
+    }
+
+    /// Sends the stop signal, and SIGKILL after `grace`.
+    fn signal_stop(
+        &mut self,
+        main: Instance,
+        verdict: Option<Verdict>,
+        grace: Duration,
+        out: &mut Out,
+    ) {
         out.log(
             Level::DEBUG,
             format_args!("sending {}", out.spec.stop_signal.as_str()),
@@ -719,7 +891,7 @@ impl Machine {
         // A service on its way down is not probed any more: no probe process
         // can outlive it, and no result can matter to its stop.
         out.push(Effect::StopProbe);
-        self.set(State::Stopping(Stop::Signalled(main)));
+        self.set(State::Stopping(Stop::Signalled { main, verdict }));
         out.push(self.timer(Timer::StopKill, grace));
     }
 }
@@ -753,6 +925,8 @@ mod tests {
                     rule: rule(policy, false),
                     startsecs: S,
                     probe: None,
+                    start_timeout: None,
+                    restart_unhealthy: false,
                     critical: false,
                     stop_signal: Signal::SIGTERM,
                     stop_timeout: 5 * S,
@@ -1016,7 +1190,9 @@ mod tests {
     fn a_spawn_that_fails_is_a_failed_start() {
         let mut f = Fake::new(Always);
         f.step(Input::Gate(Gate::Open));
-        let effects = f.step(Input::SpawnFailed("no such file: /bin/nope".into()));
+        let effects = f.step(Input::SpawnFailed(SpawnError::from(
+            "no such file: /bin/nope".to_owned(),
+        )));
         assert!(logged(&effects, "no such file: /bin/nope"));
         assert_eq!(f.kind(), ServiceState::Backoff);
         assert_eq!(f.m.history.failed_starts, 1);
@@ -1046,7 +1222,7 @@ mod tests {
             &effects,
             "web: critical service is fatal: stopping the stack"
         ));
-        assert_eq!(effects.last(), Some(&Effect::StopStack));
+        assert_eq!(effects.last(), Some(&Effect::StopStack(1)));
     }
 
     #[test]
@@ -1082,7 +1258,7 @@ mod tests {
         assert!(effects.contains(&Effect::Report(
             "web: failed: exited with code 2 after 0ms".into()
         )));
-        assert!(!effects.contains(&Effect::StopStack));
+        assert!(!effects.iter().any(|e| matches!(e, Effect::StopStack(_))));
     }
 
     #[test]
@@ -1289,5 +1465,217 @@ mod tests {
         f.exit(1);
         assert!(f.m.epoch > *epoch);
         assert!(f.step(Input::Timer(Timer::Startsecs)).is_empty());
+    }
+
+    /// Issue 15.5: a program that cannot run is fatal at its first attempt.
+    #[test]
+    fn a_program_that_cannot_run_is_fatal_at_once() {
+        let mut f = Fake::new(Always);
+        f.spec.critical = true;
+        f.step(Input::Gate(Gate::Open));
+        let missing = SpawnError {
+            why: "`nope` was not found in PATH (/usr/bin:/bin)".into(),
+            permanent: true,
+        };
+        let effects = f.step(Input::SpawnFailed(missing.clone()));
+        assert_eq!(f.m.state, State::Fatal(ExitReason::SpawnFailed(missing)));
+        assert!(effects.contains(&Effect::Report(
+            "web: FATAL: could not start: `nope` was not found in PATH (/usr/bin:/bin); \
+             not retried, since no attempt can succeed: once the program is there, \
+             `cogno start web`"
+                .into()
+        )));
+        assert_eq!(timer(&effects, Timer::Backoff), None);
+        assert_eq!(effects.last(), Some(&Effect::StopStack(127)));
+    }
+
+    /// Issue 15.6: a service that exits 0 before it is up is told to be a oneshot.
+    #[test]
+    fn an_exit_0_before_being_up_suggests_a_oneshot() {
+        let mut f = Fake::new(OnFailure);
+        f.start();
+        let effects = f.exit(0);
+        assert_eq!(f.m.state, State::Exited(ExitReason::Code(0)));
+        assert!(logged(&effects, "web: exited: exited with code 0 after 0ms; it exited 0 before it was up, as a one-off task (a migration, a setup step) does: if it is one, mark it `oneshot: true`"));
+        // Retried under `always`: each attempt says it.
+        let mut f = Fake::new(Always);
+        f.start();
+        assert!(logged(&f.exit(0), "mark it `oneshot: true`"));
+        // Not said of a failure, nor of a exit after being up.
+        let mut f = Fake::new(Always);
+        f.start();
+        assert!(!logged(&f.exit(1), "oneshot"));
+        f.step(Input::Timer(Timer::Backoff));
+        f.running();
+        assert!(!logged(&f.exit(0), "oneshot"));
+    }
+
+    /// Issue 14, exit status: a critical service's failure stops the stack
+    /// with its own status, as tini passes its child's on.
+    #[test]
+    fn a_critical_failure_stops_the_stack_with_the_services_status() {
+        let segv = ExitReason::Signal {
+            signal: Signal::SIGSEGV,
+            core: true,
+        };
+        for (reason, status) in [
+            (ExitReason::Code(7), 7),
+            (segv, 139),
+            (ExitReason::Code(0), 1),
+        ] {
+            let mut f = Fake::new(Never);
+            f.spec.critical = true;
+            f.running();
+            f.step(Input::Exited(reason.clone()));
+            let effects = f.step(Input::CleanupDone);
+            assert_eq!(effects.last(), Some(&Effect::StopStack(status)), "{reason}");
+        }
+    }
+
+    fn with_liveness(mut f: Fake) -> Fake {
+        f.spec.restart_unhealthy = true;
+        f
+    }
+
+    /// Issue 14, liveness: once healthy, `retries` failed checks in a row
+    /// stop it and it restarts through the crash path.
+    #[test]
+    fn a_healthy_service_that_stops_answering_is_restarted_as_a_crash() {
+        let mut f = with_liveness(Fake::new(OnFailure).with_probe());
+        f.running_via_probe();
+        assert!(f.after(S).probe(false).is_empty());
+        let effects = f.probe(false);
+        assert!(logged(
+            &effects,
+            "web: unhealthy after 2 failed checks: connection refused; restarting it (health.on_unhealthy: restart)"
+        ));
+        assert!(effects.contains(&Effect::Signal(pid(), Signal::SIGTERM)));
+        assert!(effects.contains(&Effect::StopProbe));
+        assert_eq!(timer(&effects, Timer::StopKill), Some(5 * S));
+        assert_eq!(f.kind(), ServiceState::Stopping);
+        // It ignores its stop signal: SIGKILL, which is no failed shutdown.
+        let effects = f.after(5 * S).step(Input::Timer(Timer::StopKill));
+        assert_eq!(
+            effects.last(),
+            Some(&Effect::Signal(pid(), Signal::SIGKILL))
+        );
+        // However it ended (here: exit 0), it was unhealthy: a crash.
+        f.step(Input::Exited(ExitReason::Code(0)));
+        let effects = f.step(Input::CleanupDone);
+        assert!(logged(
+            &effects,
+            "web: unhealthy: 2 failed checks in a row: connection refused after running 6.00s; restarting now"
+        ));
+        assert_eq!(f.m.state, State::Waiting("restarting".into()));
+        assert_eq!(f.m.history.crash_streak, 1);
+        assert_eq!(
+            f.m.last_exit,
+            Some(ExitReason::NotHealthy(
+                "unhealthy: 2 failed checks in a row: connection refused".into()
+            ))
+        );
+        // The next time it goes the same way, it backs off.
+        f.start();
+        f.probe(true);
+        f.probe(false);
+        f.probe(false);
+        f.step(Input::Exited(ExitReason::Code(0)));
+        f.step(Input::CleanupDone);
+        assert_eq!(f.kind(), ServiceState::Backoff);
+    }
+
+    /// Issue 14, liveness: never while it starts, nor while it is taken down.
+    #[test]
+    fn liveness_leaves_starting_and_stopping_services_alone() {
+        let mut f = with_liveness(Fake::new(Always).with_probe());
+        f.start();
+        f.after(10 * S).probe(false);
+        f.probe(false);
+        assert_eq!(f.kind(), ServiceState::Unhealthy);
+        let mut f = with_liveness(Fake::new(Always).with_probe());
+        f.running_via_probe();
+        f.step(Input::Want(Intent::Down));
+        f.probe(false);
+        let effects = f.probe(false);
+        assert_eq!(f.kind(), ServiceState::Unhealthy);
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Signal(..))));
+        // Without on_unhealthy: restart, only marked.
+        let mut f = Fake::new(Always).with_probe();
+        f.running_via_probe();
+        f.probe(false);
+        f.probe(false);
+        assert_eq!(f.kind(), ServiceState::Unhealthy);
+    }
+
+    fn with_deadline(mut f: Fake, t: Duration) -> Fake {
+        f.spec.start_timeout = Some(t);
+        f
+    }
+
+    /// Issue 14, start deadline: not healthy within start_timeout is a
+    /// failed start; the streak stays overdue until one is healthy.
+    #[test]
+    fn a_start_past_its_deadline_is_stopped_as_a_failed_start() {
+        let mut f = with_deadline(Fake::new(Always).with_probe(), 30 * S);
+        let effects = f.start();
+        assert_eq!(timer(&effects, Timer::StartDeadline), Some(30 * S));
+        // Unhealthy before its deadline: the deadline is set again for what is left.
+        f.after(11 * S).probe(false);
+        let effects = f.probe(false);
+        assert_eq!(f.kind(), ServiceState::Unhealthy);
+        assert_eq!(timer(&effects, Timer::StartDeadline), Some(19 * S));
+        let effects = f.after(19 * S).step(Input::Timer(Timer::StartDeadline));
+        assert!(logged(
+            &effects,
+            "web: not healthy within its start_timeout (30s) (last check: connection refused): stopping it; this counts as a failed start"
+        ));
+        assert!(effects.contains(&Effect::Signal(pid(), Signal::SIGTERM)));
+        assert_eq!(f.m.overdue, Some(30 * S));
+        f.step(Input::Exited(ExitReason::Signal {
+            signal: Signal::SIGTERM,
+            core: false,
+        }));
+        let effects = f.step(Input::CleanupDone);
+        assert!(logged(
+            &effects,
+            "web: failed to start (not healthy within its start_timeout (30s) after 30.00s); attempt 1 of 3"
+        ));
+        assert_eq!(f.kind(), ServiceState::Backoff);
+        assert_eq!(f.m.overdue, Some(30 * S), "still failing");
+        // Two more: fatal, and the critical stack stops with status 1.
+        f.spec.critical = true;
+        for _ in 0..2 {
+            f.step(Input::Timer(Timer::Backoff));
+            f.start();
+            f.after(30 * S).step(Input::Timer(Timer::StartDeadline));
+            f.step(Input::Exited(ExitReason::Code(0)));
+            f.step(Input::CleanupDone);
+        }
+        assert_eq!(f.kind(), ServiceState::Fatal);
+        // An operator's start clears it; so does becoming healthy.
+        f.step(Input::Start);
+        assert_eq!(f.m.overdue, None);
+        f.m.overdue = Some(S);
+        f.start();
+        f.probe(true);
+        assert_eq!(f.m.overdue, None);
+        assert_eq!(f.kind(), ServiceState::Running);
+    }
+
+    /// A server that says it is starting up or recovering is making progress:
+    /// it gets another start_timeout instead of being killed mid-recovery.
+    #[test]
+    fn a_recovering_server_gets_more_time() {
+        let mut f = with_deadline(Fake::new(Always).with_probe(), 30 * S);
+        f.start();
+        f.after(S).step(Input::Probe(ProbeResult {
+            ok: false,
+            latency: Duration::from_millis(3),
+            error: Some("FATAL: the database system is starting up".into()),
+        }));
+        let effects = f.after(29 * S).step(Input::Timer(Timer::StartDeadline));
+        assert_eq!(f.kind(), ServiceState::Starting);
+        assert_eq!(timer(&effects, Timer::StartDeadline), Some(30 * S));
+        assert_eq!(f.m.overdue, None);
     }
 }

@@ -93,6 +93,9 @@ pub struct Supervisor {
     pid1: bool,
     /// Exit status 1: a critical service failed or something had to be SIGKILLed.
     failed: bool,
+    /// The exit status of the first critical service whose failure stopped
+    /// the stack: cogno exits with it, as tini does with its child's.
+    cause: Option<i32>,
     shutdown_started: Option<Instant>,
     exit_code: Option<i32>,
     started: Instant,
@@ -154,6 +157,7 @@ impl Supervisor {
             phase: Phase::Running,
             pid1,
             failed: false,
+            cause: None,
             shutdown_started: None,
             exit_code: None,
             started: Instant::now(),
@@ -370,8 +374,9 @@ impl Supervisor {
             Effect::Log(level, msg) => log(level, &msg),
             Effect::Report(msg) => error!("{msg}{}", self.last_output(i)),
             Effect::Answer(answer) => self.answer(i, answer),
-            Effect::StopStack => {
+            Effect::StopStack(status) => {
                 self.failed = true;
+                self.cause.get_or_insert(status);
                 self.begin_shutdown();
             }
             Effect::Stopped => self.advance_stops(),
@@ -415,6 +420,11 @@ impl Supervisor {
             if satisfied {
                 continue;
             }
+            // A dependency that missed its start deadline may never get
+            // there: its dependants say so rather than wait in silence.
+            if let (Some(t), false) = (machine.overdue, ds.terminal()) {
+                return Gate::Blocked(format!("{name} not healthy after {}", fmt_duration(t)));
+            }
             if ds.terminal() {
                 let detail = ds
                     .exit_reason()
@@ -436,7 +446,7 @@ impl Supervisor {
         let rt = &mut self.svcs[i];
         let root = nix::unistd::geteuid().is_root();
         let spawned = crate::user::start_as(svc.user.as_deref(), rt.run_as.as_ref(), root)
-            .map_err(process::SpawnError)
+            .map_err(process::SpawnError::from)
             .and_then(|run_as| {
                 process::spawn(&Launch {
                     argv: &svc.command,
@@ -451,12 +461,10 @@ impl Supervisor {
             rt.restarts += 1;
         }
         rt.instance += 1;
+        // The machine says why, once (with the path tried).
         let spawned = match spawned {
             Ok(s) => s,
-            Err(e) => {
-                error!("{}: {e}", svc.name);
-                return self.feed(i, Input::SpawnFailed(e.0));
-            }
+            Err(e) => return self.feed(i, Input::SpawnFailed(e)),
         };
         let instance = rt.instance;
         rt.exec_report = Some(spawned.report);
@@ -524,10 +532,7 @@ impl Supervisor {
     fn on_main_exit(&mut self, i: usize, reason: ExitReason) {
         let rt = &mut self.svcs[i];
         let reason = match rt.exec_report.take().and_then(|r| r.failure()) {
-            Some(why) => {
-                error!("{}: {why}", self.stack.services[i].name);
-                ExitReason::SpawnFailed(why)
-            }
+            Some(e) => ExitReason::SpawnFailed(e),
             None => reason,
         };
         let sigkill = matches!(

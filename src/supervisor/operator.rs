@@ -2,14 +2,14 @@
 //! carrying out operators' start, stop and restart actions, which finish
 //! (and are answered) only when the service is healthy, stopped, or failed.
 
-use super::machine::{Answer, Input, Intent};
+use super::machine::{Answer, Input, Intent, Stop};
 use super::state::PendingOp;
 use super::{Event, Phase, State, Supervisor};
 use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
     StackStatus,
 };
-use crate::fmt::{count, fmt_latency};
+use crate::fmt::{count, fmt_duration, fmt_latency};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -94,16 +94,31 @@ impl Supervisor {
                 self.feed(i, Input::Start);
             }
             Action::Stop | Action::Restart => {
-                let dependants = self.alive_dependants(i);
+                let mut dependants = self.alive_dependants(i, false);
+                let needing = self.alive_dependants(i, true);
                 if !dependants.is_empty() && !with_dependents {
-                    return Err(Refusal::NeededBy {
-                        service: service.to_owned(),
-                        dependants: dependants
-                            .iter()
+                    let names = |set: &BTreeSet<usize>| -> Vec<String> {
+                        set.iter()
                             .map(|&d| self.stack.services[d].name.clone())
-                            .collect(),
-                        action,
-                    });
+                            .collect()
+                    };
+                    // Dependants through priority only live through a crash
+                    // of it and its restart (docs/behaviour.md): a restart
+                    // of it alone leaves them running.
+                    if action == Action::Restart && needing.is_empty() {
+                        info!(
+                            "{service}: restarting it alone: {} depend on it only through priority, and keep running",
+                            names(&dependants).join(", ")
+                        );
+                        dependants.clear();
+                    } else {
+                        return Err(Refusal::NeededBy {
+                            service: service.to_owned(),
+                            dependants: names(&dependants),
+                            action,
+                            by_priority: names(&(&dependants - &needing)),
+                        });
+                    }
                 }
                 let intent = if action == Action::Restart {
                     Intent::Restart
@@ -118,13 +133,20 @@ impl Supervisor {
         Ok(Accepted::Pending(i))
     }
 
-    /// Services that depend on `i`, directly or not, and have a process.
-    fn alive_dependants(&self, i: usize) -> BTreeSet<usize> {
+    /// Services that depend on `i`, directly or not, and have a process;
+    /// with `explicit`, only through `depends_on` (not priority).
+    fn alive_dependants(&self, i: usize, explicit: bool) -> BTreeSet<usize> {
         let mut found = BTreeSet::new();
         let mut todo = vec![i];
         while let Some(j) = todo.pop() {
             for &d in &self.stack.plan.dependants[j] {
-                if found.insert(d) {
+                let written = || {
+                    self.stack.services[d]
+                        .depends_on
+                        .iter()
+                        .any(|dep| dep.on == j && !dep.implicit)
+                };
+                if (!explicit || written()) && found.insert(d) {
                     todo.push(d);
                 }
             }
@@ -241,7 +263,9 @@ impl Supervisor {
                 State::Waiting(_) | State::Starting(_) | State::Backoff { .. } | State::Exiting(_)
             )
         });
-        if self.ever_ready || !progressing {
+        // A service past its start deadline is not "starting" any more.
+        let overdue = self.svcs.iter().any(|s| s.machine.overdue.is_some());
+        if self.ever_ready || !progressing || overdue {
             (StackPhase::Degraded, not_ready)
         } else {
             (StackPhase::Starting, not_ready)
@@ -249,6 +273,20 @@ impl Supervisor {
     }
 
     fn reason(&self, i: usize) -> Option<String> {
+        let machine = &self.svcs[i].machine;
+        let now = self.state_reason(i);
+        match (machine.overdue, now) {
+            (Some(t), now) if !machine.state.terminal() => Some(format!(
+                "not healthy after {}{}",
+                fmt_duration(t),
+                now.map(|r| format!("; {r}")).unwrap_or_default()
+            )),
+            (_, now) => now,
+        }
+    }
+
+    /// What its state says about why it is not ready.
+    fn state_reason(&self, i: usize) -> Option<String> {
         let machine = &self.svcs[i].machine;
         match &machine.state {
             State::Waiting(r) | State::Blocked(r) => Some(r.clone()),
@@ -260,6 +298,10 @@ impl Supervisor {
             State::Unhealthy { .. } | State::Starting(_) => {
                 machine.last_probe.as_ref().and_then(|h| h.error.clone())
             }
+            // Stopped for its health, not on request: say what it failed.
+            State::Stopping(Stop::Signalled {
+                verdict: Some(v), ..
+            }) => Some(v.outcome().0.to_string()),
             _ => None,
         }
     }

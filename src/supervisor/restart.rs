@@ -42,6 +42,9 @@ pub struct Ending {
     pub success: bool,
     /// How long it had been healthy when it ended; None if it never was.
     pub healthy_for: Option<Duration>,
+    /// Its program cannot be run as it is (missing, not executable): no
+    /// attempt can succeed until someone installs it or fixes `command`.
+    pub permanent: bool,
 }
 
 /// The state a service is left in when it is not restarted.
@@ -75,6 +78,8 @@ pub enum Why {
     FailedStart { attempt: u32 },
     /// It ended after having been healthy.
     AfterRunning,
+    /// Its program cannot be run: given up at once, without retries.
+    CannotRun,
 }
 
 /// The restart decision, and the history it leaves behind.
@@ -89,6 +94,12 @@ pub fn decide(rule: &Rule, mut history: History, ending: Ending) -> (Decision, H
     } else {
         End::Failed
     };
+    if ending.permanent {
+        history.failed_starts += 1;
+        let end = if restarts { End::Fatal } else { not_restarted };
+        let after = Why::CannotRun;
+        return (Decision::GiveUp { end, after }, history);
+    }
     if rule.oneshot && ending.success {
         let after = Why::Completed;
         let end = End::Completed;
@@ -212,6 +223,7 @@ pub(super) mod tests {
             let ending = Ending {
                 success,
                 healthy_for,
+                permanent: false,
             };
             let got = decide(&rule(policy, oneshot), before, ending);
             assert_eq!(
@@ -219,6 +231,27 @@ pub(super) mod tests {
                 (want, after),
                 "row {n}: {policy} oneshot={oneshot} {ending:?} {before:?}"
             );
+        }
+    }
+
+    /// A program that cannot run (missing, not executable) is given up on at
+    /// once — fatal if its policy would have retried —, whatever the streaks.
+    #[test]
+    fn a_program_that_cannot_run_is_not_retried() {
+        #[rustfmt::skip]
+        let rows = [
+            (Always, false, hist(0, 0), give_up(End::Fatal, Why::CannotRun), hist(1, 0)),
+            (OnFailure, true, hist(0, 2), give_up(End::Fatal, Why::CannotRun), hist(1, 2)),
+            (Never, false, hist(0, 0), give_up(End::Failed, Why::CannotRun), hist(1, 0)),
+        ];
+        for (policy, oneshot, before, want, after) in rows {
+            let ending = Ending {
+                success: false,
+                healthy_for: None,
+                permanent: true,
+            };
+            let got = decide(&rule(policy, oneshot), before, ending);
+            assert_eq!(got, (want, after), "{policy} oneshot={oneshot}");
         }
     }
 }

@@ -45,13 +45,15 @@ impl Supervisor {
             if !rt.machine.intent.down() || matches!(rt.state(), State::Stopping(_)) {
                 continue;
             }
-            // A dependant holds this one up while its main process runs;
-            // once that has ended its leftovers have had SIGKILL, and their
-            // cleanup must not delay this one's turn.
+            // A dependant going down too holds this one up while its main
+            // process runs; once that has ended its leftovers have had
+            // SIGKILL, and their cleanup must not delay this one's turn. One
+            // that stays (through priority only, on a restart of this one
+            // alone) holds nothing up.
             if rt.state().alive()
-                && self.stack.plan.dependants[i]
-                    .iter()
-                    .any(|&d| self.svcs[d].state().main().is_some())
+                && self.stack.plan.dependants[i].iter().any(|&d| {
+                    self.svcs[d].machine.intent.down() && self.svcs[d].state().main().is_some()
+                })
             {
                 continue;
             }
@@ -123,7 +125,7 @@ impl Supervisor {
                 .shutdown_started
                 .map(|t| t.elapsed())
                 .unwrap_or_default();
-            let code = i32::from(self.failed);
+            let code = self.cause.unwrap_or(i32::from(self.failed));
             info!("stopped in {} (exit status {code})", fmt_latency(took));
             self.exit_code = Some(code);
         }
