@@ -63,7 +63,10 @@ log "build the stand-in app image ($app_image)"
 "$sim" build --file "$repo/quickstart/demo-app/Dockerfile" --tag "$app_image" "$repo/quickstart/demo-app"
 
 log "build the quick-start image ($image)"
+# container-sim makes its base images locally and resolves tags only: the
+# Dockerfile's digest-pinned defaults are given as the tags they pin.
 "$sim" build --file "$repo/Dockerfile.quickstart" --tag "$image" --build-arg "APP_IMAGE=$app_image" \
+  --build-arg RUST_IMAGE=rust:1-bookworm --build-arg DEBIAN_IMAGE=debian:bookworm-slim \
   --build-arg "COGNO_COMMIT=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" "$repo"
 size=$(podman image inspect "$image" --format '{{.Size}}')
 app_size=$(podman image inspect "$app_image" --format '{{.Size}}')
