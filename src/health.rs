@@ -195,7 +195,7 @@ async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
         .map_err(|_| "the probe's exit status was lost".to_owned())?;
     guard.0 = None;
     let reason = match spawned.report.failure() {
-        Some(why) => ExitReason::SpawnFailed(why),
+        Some(why) => ExitReason::SpawnFailed(process::SpawnError::Failed(why)),
         None => reason,
     };
     if reason.success() {

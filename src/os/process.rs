@@ -5,6 +5,7 @@
 
 use super::procfs;
 use crate::user::RunAs;
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::WaitStatus;
@@ -42,12 +43,37 @@ pub struct Launch<'a> {
 }
 
 /// Why a process could not be started.
-#[derive(Debug)]
-pub struct SpawnError(pub String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    /// Something about the service: its program, its working directory, its
+    /// user, its command line.
+    Failed(String),
+    /// cogno is out of descriptors (EMFILE, ENFILE) or the system out of
+    /// processes (EAGAIN from fork): nothing the service did, and the same
+    /// spawn may well work a moment later.
+    Starved(String),
+}
+
+impl SpawnError {
+    /// `what` failed with `errno`: starved when it says a resource ran out.
+    fn os(what: &str, errno: Errno) -> SpawnError {
+        let why = format!("{what}: {errno}");
+        match errno {
+            Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN => SpawnError::Starved(why),
+            _ => SpawnError::Failed(why),
+        }
+    }
+
+    pub fn starved(&self) -> bool {
+        matches!(self, SpawnError::Starved(_))
+    }
+}
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            SpawnError::Failed(why) | SpawnError::Starved(why) => f.write_str(why),
+        }
     }
 }
 
@@ -67,7 +93,7 @@ fn resolve(prog: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> 
             return Ok(candidate);
         }
     }
-    Err(SpawnError(format!(
+    Err(SpawnError::Failed(format!(
         "`{prog}` was not found in PATH ({path}); install it or give its full path in `command`"
     )))
 }
@@ -78,7 +104,7 @@ fn precheck(program: &Path, working_dir: Option<&Path>) -> Result<(), SpawnError
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = working_dir {
         if !dir.is_dir() {
-            return Err(SpawnError(format!(
+            return Err(SpawnError::Failed(format!(
                 "working_dir {} does not exist or is not a directory",
                 dir.display()
             )));
@@ -90,7 +116,7 @@ fn precheck(program: &Path, working_dir: Option<&Path>) -> Result<(), SpawnError
         Ok(m) if m.permissions().mode() & 0o111 == 0 => libc::EACCES,
         Ok(_) => return Ok(()),
     };
-    Err(SpawnError(exec_failure(program, errno)))
+    Err(SpawnError::Failed(exec_failure(program, errno)))
 }
 
 fn exec_failure(program: &Path, errno: i32) -> String {
@@ -109,14 +135,14 @@ fn exec_failure(program: &Path, errno: i32) -> String {
 }
 
 fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
-    CString::new(s).map_err(|_| SpawnError(format!("{what} contains a NUL byte")))
+    CString::new(s).map_err(|_| SpawnError::Failed(format!("{what} contains a NUL byte")))
 }
 
 /// A pipe whose both ends are close-on-exec: the child's end is made its
 /// stdout or stderr by `dup2`, which clears the flag on the copy.
 fn pipe(flags: OFlag) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC | flags)
-        .map_err(|e| SpawnError(format!("cannot create a pipe: {e}")))
+        .map_err(|e| SpawnError::os("cannot create a pipe", e))
 }
 
 /// What the forked child does, step by step; a failed step is reported to
@@ -339,7 +365,10 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| SpawnError(format!("cannot open /dev/null: {e}")))?
+        .map_err(|e| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            SpawnError::os("cannot open /dev/null", errno)
+        })?
         .into();
     let (output, child_ends) = if l.capture {
         let (out_r, out_w) = pipe(OFlag::empty())?;
@@ -396,7 +425,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     let pid = match forked {
         Ok(ForkResult::Parent { child }) => child,
         Ok(ForkResult::Child) => unreachable!("the child never returns from exec"),
-        Err(e) => return Err(SpawnError(format!("cannot fork: {e}"))),
+        Err(e) => return Err(SpawnError::Failed(format!("cannot fork: {e}"))),
     };
     // The child's ends are closed here (they live on in the child only), so
     // the pipes reach end-of-file when the child and its descendants are done.
@@ -442,7 +471,7 @@ pub enum ExitReason {
     /// count of OOM kills in cogno's memory cgroup rose.
     LikelyOom,
     /// It could not be started at all.
-    SpawnFailed(String),
+    SpawnFailed(SpawnError),
 }
 
 impl ExitReason {

@@ -18,7 +18,7 @@ use crate::config::Service;
 use crate::control::ServiceState;
 use crate::fmt::{fmt_duration, fmt_latency};
 use crate::health::ProbeResult;
-use crate::os::process::ExitReason;
+use crate::os::process::{ExitReason, SpawnError};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::fmt;
@@ -209,7 +209,7 @@ pub enum Input {
     /// The spawn asked for succeeded.
     Spawned(Pid),
     /// The spawn asked for failed before a process existed.
-    SpawnFailed(String),
+    SpawnFailed(SpawnError),
     /// The main process ended.
     Exited(ExitReason),
     /// Its leftovers are gone and its output drained.
@@ -436,6 +436,15 @@ impl Machine {
         self.reset_probe();
         self.set(State::Starting(main));
         out.log(Level::INFO, format_args!("started, pid {}", main.pid));
+        let starved = std::mem::take(&mut self.history.starved);
+        if starved > 0 {
+            out.log(
+                Level::INFO,
+                format_args!(
+                    "could start again after {starved} tries that lacked descriptors or processes"
+                ),
+            );
+        }
         if out.spec.probe.is_some() {
             out.push(Effect::StartProbe);
         } else if out.spec.startsecs.is_zero() {
@@ -595,8 +604,13 @@ impl Machine {
             self.stopped(out);
             return;
         }
+        let exit = match &reason {
+            ExitReason::SpawnFailed(e) if e.starved() => restart::Exit::Starved,
+            r if r.success() => restart::Exit::Success,
+            _ => restart::Exit::Failure,
+        };
         let ending = restart::Ending {
-            success: reason.success(),
+            exit,
             healthy_for: ended.healthy_at.map(|t| now.saturating_duration_since(t)),
         };
         let rule = &out.spec.rule;
@@ -645,6 +659,21 @@ impl Machine {
                     out.log(Level::ERROR, what);
                     out.push(Effect::StopStack);
                 }
+            }
+            Decision::Retry { delay, attempt } => {
+                // Once per episode: the next spawn that succeeds says so.
+                if attempt == 1 {
+                    out.log(
+                        Level::WARN,
+                        format_args!(
+                            "cannot start for now ({reason}); retrying every {} at most until it can, \
+                             which does not count as a failed start",
+                            fmt_duration(restart::STARVED_RETRY_MAX)
+                        ),
+                    );
+                }
+                self.set(State::Backoff { until: now + delay });
+                out.push(self.timer(Timer::Backoff, delay));
             }
             Decision::Restart { delay, after } => {
                 match after {
@@ -1013,10 +1042,39 @@ mod tests {
     fn a_spawn_that_fails_is_a_failed_start() {
         let mut f = Fake::new(Always);
         f.step(Input::Gate(Gate::Open));
-        let effects = f.step(Input::SpawnFailed("no such file: /bin/nope".into()));
+        let effects = f.step(Input::SpawnFailed(SpawnError::Failed(
+            "no such file: /bin/nope".into(),
+        )));
         assert!(logged(&effects, "no such file: /bin/nope"));
         assert_eq!(f.kind(), ServiceState::Backoff);
         assert_eq!(f.m.history.failed_starts, 1);
+    }
+
+    #[test]
+    fn a_spawn_starved_of_descriptors_is_retried_never_fatal_and_told_once() {
+        let mut f = Fake::new(Always);
+        let emfile =
+            || Input::SpawnFailed(SpawnError::Starved("cannot create a pipe: EMFILE".into()));
+        let mut told = 0;
+        for _ in 0..10 {
+            f.step(Input::Gate(Gate::Open));
+            let effects = f.step(emfile());
+            told += effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Log(..)))
+                .count();
+            assert_eq!(f.kind(), ServiceState::Backoff);
+            assert!(timer(&effects, Timer::Backoff) <= Some(S));
+            f.step(Input::Timer(Timer::Backoff));
+        }
+        assert_eq!(told, 1, "one line for the whole episode");
+        assert_eq!(f.m.history.failed_starts, 0);
+        let effects = f.start();
+        assert!(logged(
+            &effects,
+            "web: could start again after 10 tries that lacked descriptors or processes"
+        ));
+        assert_eq!(f.m.history.starved, 0);
     }
 
     #[test]

@@ -436,7 +436,7 @@ impl Supervisor {
         let rt = &mut self.svcs[i];
         let root = nix::unistd::geteuid().is_root();
         let spawned = crate::user::start_as(svc.user.as_deref(), rt.run_as.as_ref(), root)
-            .map_err(process::SpawnError)
+            .map_err(process::SpawnError::Failed)
             .and_then(|run_as| {
                 process::spawn(&Launch {
                     argv: &svc.command,
@@ -454,8 +454,11 @@ impl Supervisor {
         let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
-                error!("{}: {e}", svc.name);
-                return self.feed(i, Input::SpawnFailed(e.0));
+                // A starved spawn is told once per episode, by its machine.
+                if !e.starved() {
+                    error!("{}: {e}", svc.name);
+                }
+                return self.feed(i, Input::SpawnFailed(e));
             }
         };
         let instance = rt.instance;
@@ -526,7 +529,7 @@ impl Supervisor {
         let reason = match rt.exec_report.take().and_then(|r| r.failure()) {
             Some(why) => {
                 error!("{}: {why}", self.stack.services[i].name);
-                ExitReason::SpawnFailed(why)
+                ExitReason::SpawnFailed(process::SpawnError::Failed(why))
             }
             None => reason,
         };
