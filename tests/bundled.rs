@@ -1874,3 +1874,80 @@ fn a_full_disk_leaves_no_temporary_file() {
     }
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+// ------------------------------------------- 10.13: probes and impostors
+
+/// A process of another user that holds a bundled server's port on
+/// 127.0.0.1 (here the servers listen on ::1 only, so that it can) is never
+/// handed the servers' credentials: the probes check that the socket is
+/// the service's own first, name the impostor, and send it nothing at all.
+#[test]
+fn a_process_holding_a_servers_port_gets_no_credentials() {
+    let s = Stack::new("impostor");
+    let ports = ports();
+    s.write(&format!(
+        "services:\n  \
+         postgres: {{kind: postgres, port: {}, settings: {{listen_addresses: '::1'}}}}\n  \
+         redis: {{kind: redis, port: {}, settings: {{bind: '::1'}}}}\n",
+        ports.pg, ports.redis
+    ));
+    let mut c = Cogno::up(&s);
+    c.wait_line_by("saying postgres started", READY, |l| {
+        l.contains("postgres: started, pid")
+    });
+    c.wait_line("redis: started, pid");
+    let impostors: Vec<(&str, u16, Child, PathBuf)> =
+        [("postgres", ports.pg), ("redis", ports.redis)]
+            .into_iter()
+            .map(|(svc, port)| {
+                let record = s.dir.path().join(format!("{svc}-received"));
+                let mut child = Command::new(fixture("impostor.py"))
+                    .arg(port.to_string())
+                    .arg(&record)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("start the impostor");
+                let mut line = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                    &mut line,
+                )
+                .unwrap();
+                assert_eq!(
+                    line.trim(),
+                    "listening",
+                    "the impostor holds 127.0.0.1:{port}"
+                );
+                (svc, port, child, record)
+            })
+            .collect();
+    // Let the probes go on at the impostors for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    let secrets = secret_values(&s.data.join("secrets").join(".env"));
+    for (svc, _, _, record) in &impostors {
+        let received = std::fs::read(record).unwrap();
+        for (name, value) in &secrets {
+            assert!(
+                !String::from_utf8_lossy(&received).contains(value.as_str()),
+                "{svc}'s impostor received {name}"
+            );
+        }
+        assert!(
+            received.is_empty(),
+            "{svc}'s impostor was sent {} bytes: {:?}",
+            received.len(),
+            String::from_utf8_lossy(&received)
+        );
+    }
+    for (svc, port, mut child, _) in impostors {
+        let told = c.wait_line(&format!(
+            "{svc}: port {port} is served by another process (pid {}, ",
+            child.id()
+        ));
+        assert!(told.contains(&format!("not {svc}")), "{told}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    c.signal(Signal::SIGTERM);
+    c.wait_exit(EXIT);
+}
