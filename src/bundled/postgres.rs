@@ -885,10 +885,7 @@ async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
     match connected {
         Ok(conn) => Ok(conn),
         Err(e) => Err(match guard.refusal().await {
-            Some(why) => sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                why,
-            )),
+            Some(why) => sqlx::Error::Io(std::io::Error::other(why)),
             None => e,
         }),
     }
