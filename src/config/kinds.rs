@@ -45,8 +45,9 @@ const BUNDLED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Every kind. Bundled servers run as their own users when cogno is root
 /// (initdb refuses root); Temporal, which has no system user of its own, as
-/// `nobody` (the quick-start image gives it a `temporal` user); they start before the apps (priority 100) and
-/// Temporal, which stores nothing of the apps', after them (200).
+/// `nobody` (the quick-start image gives it a `temporal` user). PostgreSQL
+/// and Redis start before the apps (priority 100) and Temporal, which
+/// stores nothing of the apps', after them (200).
 pub static KINDS: &[KindFacts] = &[
     KindFacts {
         name: "postgres",
