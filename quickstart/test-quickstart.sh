@@ -64,7 +64,10 @@ log "build the stand-in app image ($app_image)"
 "$sim" build --file "$repo/quickstart/demo-app/Dockerfile" --tag "$app_image" "$repo/quickstart/demo-app"
 
 log "build the quick-start image ($image)"
+# container-sim makes its base images locally and resolves tags only: the
+# Dockerfile's digest-pinned defaults are given as the tags they pin.
 "$sim" build --file "$repo/Dockerfile.quickstart" --tag "$image" --build-arg "APP_IMAGE=$app_image" \
+  --build-arg RUST_IMAGE=rust:1-bookworm --build-arg DEBIAN_IMAGE=debian:bookworm-slim \
   --build-arg "COGNO_COMMIT=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" "$repo"
 size=$(podman image inspect "$image" --format '{{.Size}}')
 app_size=$(podman image inspect "$app_image" --format '{{.Size}}')
@@ -136,6 +139,16 @@ if bad=$(grep -E 'FATAL|ERROR' "$work/$name.log"); then
 else
   ok "the first start printed no FATAL or ERROR line"
 fi
+
+# No server runs as root, and Temporal runs as its own user, not the app's.
+owners=""
+for svc in postgres redis temporal; do
+  pid=$(podman exec "$name" cogno status --json | python3 -c \
+    "import json, sys; print(next(s['pid'] for s in json.load(sys.stdin)['services'] if s['name'] == '$svc'))")
+  owners+="$svc=$(podman exec "$name" stat -c %U "/proc/$pid") "
+done
+[ "$owners" = "postgres=postgres redis=redis temporal=temporal " ] \
+  && ok "each bundled server runs as its own user: $owners" || fail "bundled servers' users: $owners"
 
 # Memory as `docker stats` reports it: the cgroup's usage less its inactive
 # file cache (pages PostgreSQL wrote and the kernel may drop at any time).

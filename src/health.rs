@@ -14,6 +14,7 @@ use crate::user::RunAs;
 use bytes::Bytes;
 use http_body_util::Empty;
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -27,9 +28,11 @@ pub struct ProbeResult {
     pub error: Option<String>,
 }
 
-/// What an exec probe needs to run as its service.
+/// What a probe needs of its service: what an exec probe runs with, and the
+/// main process whose own a bundled server's listening socket must be.
 #[derive(Clone)]
 pub struct ExecContext {
+    pub main: Option<Pid>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<std::path::PathBuf>,
     pub run_as: Option<RunAs>,
@@ -72,6 +75,7 @@ pub async fn run(
 ) {
     let mut passed_once = false;
     let mut recovering = false;
+    let mut told_impostor = false;
     loop {
         let wait = match (passed_once, recovering) {
             (true, _) => health.interval,
@@ -92,6 +96,16 @@ pub async fn run(
             );
         }
         recovering = now_recovering;
+        // Someone else holds the port: worth a line, once per instance.
+        if let Some(e) = result
+            .error
+            .as_deref()
+            .filter(|e| e.contains(bundled::IMPOSTOR))
+        {
+            if !std::mem::replace(&mut told_impostor, true) {
+                tracing::warn!("{service}: {e}");
+            }
+        }
         report(result);
     }
 }
@@ -130,6 +144,12 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             credentials,
             data: Some(data),
         } => {
+            // Before any credentials go out: what listens must be the
+            // service itself, not a process that took its port.
+            let main = exec
+                .main
+                .ok_or_else(|| format!("{} has no running process to check", server.kind.name))?;
+            bundled::check_listener(server.port, main, server.kind.name)?;
             bundled::server(server.kind)
                 .probe(server, credentials, data)
                 .await
@@ -200,7 +220,7 @@ async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
         .map_err(|_| "the probe's exit status was lost".to_owned())?;
     guard.0 = None;
     let reason = match spawned.report.failure() {
-        Some(why) => ExitReason::SpawnFailed(why),
+        Some(e) => ExitReason::SpawnFailed(e),
         None => reason,
     };
     if reason.success() {

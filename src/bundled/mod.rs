@@ -8,6 +8,7 @@
 //! its own checks, its stamps) is [`crate::datadir`]'s. The CognObserve
 //! product's own defaults are in [`product`].
 
+mod auth_guard;
 pub mod postgres;
 pub mod product;
 pub mod redis;
@@ -18,8 +19,10 @@ mod test_support;
 use crate::config::{Bundled, Health, Kind, Probe, Stack};
 use crate::datadir::{DataDir, ServiceUser, Versions};
 use crate::error::Error;
+use crate::os::procfs;
 use crate::secrets::{self, Credentials, Dependent, SecretSpec, Secrets};
 use crate::user::RunAs;
+use nix::unistd::Pid;
 use std::any::Any;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -387,6 +390,35 @@ pub(crate) fn find_program(
     Ok(found)
 }
 
+/// What a probe's error says when another process holds the server's port.
+pub const IMPOSTOR: &str = "is served by another process";
+
+/// Before a probe sends credentials to 127.0.0.1:`port`: every socket that
+/// takes connections there must belong to the service's own process `main`
+/// or one of its descendants. A process of another user that bound the port
+/// before the server (or beside it) gets nothing, and the error says who it is.
+pub fn check_listener(port: u16, main: Pid, server: &str) -> Result<(), String> {
+    let sockets = procfs::loopback_listeners(port);
+    if sockets.is_empty() {
+        return Err(format!(
+            "cannot connect to {server} on 127.0.0.1:{port}: nothing listens there yet"
+        ));
+    }
+    let tree = procfs::process_tree(main);
+    for socket in &sockets {
+        if procfs::holder_of(socket, tree.iter().copied()).is_none() {
+            let who = procfs::holder_of(socket, procfs::all_pids())
+                .map(|pid| format!("pid {pid}, `{}`", procfs::comm(pid)))
+                .unwrap_or_else(|| "a process cogno cannot see in /proc".into());
+            return Err(format!(
+                "port {port} {IMPOSTOR} ({who}), not {server} (pid {main}): \
+                 no credentials were sent to it; stop that process, or give `{server}` another `port:`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A command for one of the bundled servers' own tools (`postgres --version`,
 /// `initdb`, `pg_config`…), run before the supervisor starts: with no
 /// environment but PATH, so that nothing of cogno's own — secrets given to
@@ -477,6 +509,7 @@ pub fn prepare(
         postgres_major: None,
         temporal_cli: None,
     };
+    auth_guard::use_dir(data.run_dir());
     for (i, svc) in stack.services.iter_mut().enumerate() {
         let Some(b) = &svc.bundled else {
             continue;
@@ -552,6 +585,31 @@ mod tests {
         std::os::unix::fs::chown(&prog, Some(65534), None).unwrap();
         let err = trusted(&prog).unwrap_err();
         assert!(err.contains("uid 65534"), "{err}");
+    }
+
+    #[test]
+    fn a_listener_outside_the_services_process_tree_is_named_and_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = nix::unistd::getpid();
+        // This test's process holds the socket: as its own service, it passes.
+        check_listener(port, me, "redis").unwrap();
+        // A service that is some other process: the holder is named.
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let err = check_listener(port, Pid::from_raw(other.id() as i32), "redis").unwrap_err();
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(
+            err.contains(&format!("port {port} {IMPOSTOR} (pid {me}, `"))
+                && err.contains("not redis"),
+            "{err}"
+        );
+        drop(listener);
+        let err = check_listener(port, me, "redis").unwrap_err();
+        assert!(err.contains("nothing listens"), "{err}");
     }
 
     #[test]

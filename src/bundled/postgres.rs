@@ -3,6 +3,7 @@
 //! postmaster.pid, provisioning the app's role and databases, and the health
 //! probe that logs in with the app's credentials: the `postgres` kind.
 
+use super::auth_guard;
 use super::product::APP_DB;
 use super::{AppVar, Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
@@ -942,13 +943,25 @@ fn options(port: u16, user: &str, password: &str, database: &str) -> PgConnectOp
         .application_name("cogno")
 }
 
+/// Logs in through [`auth_guard`]: a server that asks for the password in
+/// clear text or as MD5 gets neither, and the error says so.
 async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(opts)).await {
-        Ok(r) => r,
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        ))),
+    let mut guard = auth_guard::Guard::new(opts.get_port()).map_err(sqlx::Error::Io)?;
+    let via = opts.clone().socket(guard.dir());
+    let connected =
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&via)).await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            ))),
+        };
+    match connected {
+        Ok(conn) => Ok(conn),
+        Err(e) => Err(match guard.refusal().await {
+            Some(why) => sqlx::Error::Io(std::io::Error::other(why)),
+            None => e,
+        }),
     }
 }
 
@@ -1303,6 +1316,54 @@ mod tests {
             .await
             .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// A fake server on 127.0.0.1 that answers the startup message with
+    /// `request` (an Authentication message) and returns all it received.
+    async fn ask_for_password(request: &'static [u8]) -> (String, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut received = vec![0u8; 4];
+            conn.read_exact(&mut received).await.unwrap();
+            let len = u32::from_be_bytes(received[..4].try_into().unwrap()) as usize;
+            received.resize(len, 0);
+            conn.read_exact(&mut received[4..]).await.unwrap();
+            conn.write_all(request).await.unwrap();
+            // Whatever comes next, until the client gives up.
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
+            received.extend(rest);
+            received
+        });
+        let err = match connect(&options(port, APP_DB, "SECRET-PASSWORD-1234", APP_DB)).await {
+            Ok(_) => panic!("the guard let a login through that asked for a password"),
+            Err(e) => e.to_string(),
+        };
+        (err, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_server_asking_for_the_password_in_clear_text_or_md5_gets_nothing() {
+        for (request, said) in [
+            (&b"R\0\0\0\x08\0\0\0\x03"[..], "in clear text"),
+            (&b"R\0\0\0\x0c\0\0\0\x05salt"[..], "as MD5"),
+        ] {
+            let (err, received) = ask_for_password(request).await;
+            assert!(
+                err.contains(said) && err.contains("it was not sent"),
+                "{err}"
+            );
+            let received = String::from_utf8_lossy(&received);
+            // The startup message (user and database names), and nothing after it.
+            assert!(received.contains(APP_DB), "{received:?}");
+            assert!(
+                !received.contains("SECRET") && !received.contains("md5"),
+                "{received:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -16,8 +16,9 @@ pub struct KindFacts {
     /// What `kind:` says, and its server's name in `crate::bundled`.
     pub name: &'static str,
     pub port: u16,
-    /// The user it runs as when cogno is root and `user:` is not set.
-    pub user: Option<DefaultUser>,
+    /// The user it runs as when cogno is root and `user:` is not set: a
+    /// bundled server never runs as root by default.
+    pub user: DefaultUser,
     pub priority: i64,
     pub critical: bool,
     pub stop_signal: Signal,
@@ -30,7 +31,8 @@ pub struct KindFacts {
     pub keys: &'static [&'static str],
 }
 
-/// A server's own system user, and the Debian package that creates it.
+/// A server's own system user (or `nobody`, for a server with none), and
+/// the Debian package that creates it.
 #[derive(Debug)]
 pub struct DefaultUser {
     pub name: &'static str,
@@ -42,16 +44,18 @@ pub struct DefaultUser {
 const BUNDLED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Every kind. Bundled servers run as their own users when cogno is root
-/// (initdb refuses root); they start before the apps (priority 100) and
-/// Temporal, which stores nothing of the apps', after them (200).
+/// (initdb refuses root); Temporal, which has no system user of its own, as
+/// `nobody` (the quick-start image gives it a `temporal` user). PostgreSQL
+/// and Redis start before the apps (priority 100) and Temporal, which
+/// stores nothing of the apps', after them (200).
 pub static KINDS: &[KindFacts] = &[
     KindFacts {
         name: "postgres",
         port: 5432,
-        user: Some(DefaultUser {
+        user: DefaultUser {
             name: "postgres",
             package: "postgresql",
-        }),
+        },
         priority: 100,
         critical: true,
         // Its "fast" shutdown: a clean checkpoint, no recovery next start.
@@ -62,10 +66,10 @@ pub static KINDS: &[KindFacts] = &[
     KindFacts {
         name: "redis",
         port: 6379,
-        user: Some(DefaultUser {
+        user: DefaultUser {
             name: "redis",
             package: "redis-server",
-        }),
+        },
         priority: 100,
         critical: true,
         stop_signal: Signal::SIGTERM,
@@ -75,7 +79,12 @@ pub static KINDS: &[KindFacts] = &[
     KindFacts {
         name: "temporal",
         port: 7233,
-        user: None,
+        // Its gRPC and HTTP ports are unauthenticated: as root, any local
+        // user could otherwise drive a root process through them.
+        user: DefaultUser {
+            name: "nobody",
+            package: "base-passwd",
+        },
         priority: 200,
         critical: true,
         stop_signal: Signal::SIGTERM,

@@ -688,7 +688,7 @@ impl Builder<'_> {
                 "use 1 for a constant delay, 2 to double it after each failure",
             ));
         }
-        let default_user = kind.and_then(|k| k.facts().user.as_ref());
+        let default_user = kind.map(|k| &k.facts().user);
         let user = rs.user.clone().or(default_user.map(|u| u.name.to_owned()));
         let root = nix::unistd::geteuid().is_root();
         // Looked up once, here: a service never runs as anyone but the user

@@ -5,6 +5,7 @@
 
 use super::procfs;
 use crate::user::RunAs;
+use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{self, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::WaitStatus;
@@ -43,27 +44,53 @@ pub struct Launch<'a> {
 
 /// Why a process could not be started.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnError {
-    pub why: String,
+pub enum SpawnError {
+    /// Something about the service that another attempt may not meet: a
+    /// working directory not made yet, a user not resolvable for now.
+    Failed(String),
     /// The program cannot be run as it is (not found, not executable): no
     /// other attempt can succeed until someone installs it or fixes `command`.
-    pub permanent: bool,
+    Permanent(String),
+    /// cogno is out of descriptors (EMFILE, ENFILE) or the system out of
+    /// processes (EAGAIN from fork): nothing the service did, and the same
+    /// spawn may well work a moment later.
+    Starved(String),
 }
 
 impl From<String> for SpawnError {
-    /// A failure another attempt may not meet (a working directory not made
-    /// yet, a resource exhausted for now).
     fn from(why: String) -> SpawnError {
-        SpawnError {
-            why,
-            permanent: false,
+        SpawnError::Failed(why)
+    }
+}
+
+impl SpawnError {
+    /// `what` failed with `errno`: starved when it says a resource ran out.
+    fn os(what: &str, errno: Errno) -> SpawnError {
+        let why = format!("{what}: {errno}");
+        match errno {
+            Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN => SpawnError::Starved(why),
+            _ => SpawnError::Failed(why),
+        }
+    }
+
+    pub fn starved(&self) -> bool {
+        matches!(self, SpawnError::Starved(_))
+    }
+
+    pub fn permanent(&self) -> bool {
+        matches!(self, SpawnError::Permanent(_))
+    }
+
+    pub fn why(&self) -> &str {
+        match self {
+            SpawnError::Failed(why) | SpawnError::Permanent(why) | SpawnError::Starved(why) => why,
         }
     }
 }
 
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.why)
+        f.write_str(self.why())
     }
 }
 
@@ -83,12 +110,9 @@ fn resolve(prog: &str, env: &[(String, String)]) -> Result<PathBuf, SpawnError> 
             return Ok(candidate);
         }
     }
-    Err(SpawnError {
-        why: format!(
-            "`{prog}` was not found in PATH ({path}); install it or give its full path in `command`"
-        ),
-        permanent: true,
-    })
+    Err(SpawnError::Permanent(format!(
+        "`{prog}` was not found in PATH ({path}); install it or give its full path in `command`"
+    )))
 }
 
 /// Catches in the parent, with a clear message, what would certainly make
@@ -97,7 +121,7 @@ fn precheck(program: &Path, working_dir: Option<&Path>) -> Result<(), SpawnError
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = working_dir {
         if !dir.is_dir() {
-            return Err(SpawnError::from(format!(
+            return Err(SpawnError::Failed(format!(
                 "working_dir {} does not exist or is not a directory",
                 dir.display()
             )));
@@ -126,24 +150,22 @@ fn exec_failure(program: &Path, errno: i32) -> SpawnError {
         libc::ENOEXEC => "exec format error (not a program this machine can run)".to_owned(),
         e => nix::errno::Errno::from_raw(e).desc().to_lowercase(),
     };
-    SpawnError {
-        why: format!("cannot execute {}: {why}", program.display()),
-        permanent: matches!(
-            errno,
-            libc::ENOENT | libc::EACCES | libc::ENOEXEC | libc::EISDIR
-        ),
+    let why = format!("cannot execute {}: {why}", program.display());
+    match errno {
+        libc::ENOENT | libc::EACCES | libc::ENOEXEC | libc::EISDIR => SpawnError::Permanent(why),
+        _ => SpawnError::Failed(why),
     }
 }
 
 fn cstring(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SpawnError> {
-    CString::new(s).map_err(|_| SpawnError::from(format!("{what} contains a NUL byte")))
+    CString::new(s).map_err(|_| SpawnError::Failed(format!("{what} contains a NUL byte")))
 }
 
 /// A pipe whose both ends are close-on-exec: the child's end is made its
 /// stdout or stderr by `dup2`, which clears the flag on the copy.
 fn pipe(flags: OFlag) -> Result<(OwnedFd, OwnedFd), SpawnError> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC | flags)
-        .map_err(|e| SpawnError::from(format!("cannot create a pipe: {e}")))
+        .map_err(|e| SpawnError::os("cannot create a pipe", e))
 }
 
 /// What the forked child does, step by step; a failed step is reported to
@@ -368,7 +390,10 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| SpawnError::from(format!("cannot open /dev/null: {e}")))?
+        .map_err(|e| {
+            let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+            SpawnError::os("cannot open /dev/null", errno)
+        })?
         .into();
     let (output, child_ends) = if l.capture {
         let (out_r, out_w) = pipe(OFlag::empty())?;
@@ -425,7 +450,7 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     let pid = match forked {
         Ok(ForkResult::Parent { child }) => child,
         Ok(ForkResult::Child) => unreachable!("the child never returns from exec"),
-        Err(e) => return Err(SpawnError::from(format!("cannot fork: {e}"))),
+        Err(e) => return Err(SpawnError::os("cannot fork", e)),
     };
     // The child's ends are closed here (they live on in the child only), so
     // the pipes reach end-of-file when the child and its descendants are done.

@@ -1,5 +1,5 @@
 //! Readers of /proc: a process's parent, group, session and state, its
-//! children, its environment, and who listens on a TCP port.
+//! children and descendants, its environment, and who listens on a TCP port.
 
 use nix::unistd::Pid;
 use std::path::Path;
@@ -74,8 +74,10 @@ impl ProcStat {
     }
 }
 
-/// "pid 123 (redis-server)" for the process listening on `port`, when /proc tells.
-pub fn port_holder(port: u16) -> Option<String> {
+/// The inodes of the TCP sockets listening on `port` whose local address
+/// is one of `addresses` (as /proc/net/tcp{,6} spell them: hex, in the
+/// kernel's byte order), or on any address when `addresses` is empty.
+fn listening(port: u16, addresses: &[&str]) -> Vec<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -83,27 +85,64 @@ pub fn port_holder(port: u16) -> Option<String> {
         };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+            let Some((addr, local_port)) = f.get(1).and_then(|a| a.rsplit_once(':')) else {
+                continue;
+            };
+            if u16::from_str_radix(local_port, 16).ok() == Some(port)
+                && f.get(3) == Some(&"0A")
+                && (addresses.is_empty() || addresses.contains(&addr))
+            {
                 inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
             }
         }
     }
-    for pid in all_pids() {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path())
-                .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
-            {
-                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                return Some(format!("pid {pid} ({})", comm.trim()));
-            }
-        }
+    inodes
+}
+
+/// The sockets that take connections made to 127.0.0.1:`port`: listening
+/// on 127.0.0.1 itself, on 0.0.0.0, or on IPv6's any address or its
+/// IPv4-mapped 127.0.0.1 (a dual-stack socket takes IPv4 connections too).
+pub fn loopback_listeners(port: u16) -> Vec<String> {
+    const LOOPBACK: &[&str] = &[
+        "0100007F",
+        "00000000",
+        "00000000000000000000000000000000",
+        "0000000000000000FFFF00000100007F",
+    ];
+    listening(port, LOOPBACK)
+}
+
+/// The first of `pids` that holds the socket `inode` (`socket:[N]`).
+pub fn holder_of(inode: &str, pids: impl IntoIterator<Item = Pid>) -> Option<Pid> {
+    pids.into_iter().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == inode))
+        })
+    })
+}
+
+/// `root` and every process below it.
+pub fn process_tree(root: Pid) -> Vec<Pid> {
+    let mut tree = vec![root];
+    let mut i = 0;
+    while let Some(&pid) = tree.get(i) {
+        tree.extend(children_of(pid));
+        i += 1;
     }
-    None
+    tree
+}
+
+/// A process's command name (/proc/PID/comm), empty if it is gone.
+pub fn comm(pid: Pid) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    comm.trim().to_owned()
+}
+
+/// "pid 123 (redis-server)" for the process listening on `port`, when /proc tells.
+pub fn port_holder(port: u16) -> Option<String> {
+    listening(port, &[])
+        .iter()
+        .find_map(|inode| holder_of(inode, all_pids()))
+        .map(|pid| format!("pid {pid} ({})", comm(pid)))
 }

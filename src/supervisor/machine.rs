@@ -496,6 +496,15 @@ impl Machine {
         self.reset_probe();
         self.set(State::Starting(main));
         out.log(Level::INFO, format_args!("started, pid {}", main.pid));
+        let starved = std::mem::take(&mut self.history.starved);
+        if starved > 0 {
+            out.log(
+                Level::INFO,
+                format_args!(
+                    "could start again after {starved} tries that lacked descriptors or processes"
+                ),
+            );
+        }
         if out.spec.probe.is_some() {
             out.push(Effect::StartProbe);
             if let Some(t) = out.spec.start_timeout {
@@ -738,10 +747,15 @@ impl Machine {
             self.stopped(out);
             return;
         }
+        let exit = match &reason {
+            ExitReason::SpawnFailed(e) if e.starved() => restart::Exit::Starved,
+            ExitReason::SpawnFailed(e) if e.permanent() => restart::Exit::CannotRun,
+            r if r.success() => restart::Exit::Success,
+            _ => restart::Exit::Failure,
+        };
         let ending = restart::Ending {
-            success: reason.success(),
+            exit,
             healthy_for: ended.healthy_at.map(|t| now.saturating_duration_since(t)),
-            permanent: matches!(&reason, ExitReason::SpawnFailed(e) if e.permanent),
         };
         // Exit 0 before ever being up is what a one-off task does.
         let hint = if reason.success() && !out.spec.rule.oneshot && ended.healthy_at.is_none() {
@@ -808,6 +822,21 @@ impl Machine {
                         self.state.exit_reason().map_or(1, ExitReason::status),
                     ));
                 }
+            }
+            Decision::Retry { delay, attempt } => {
+                // Once per episode: the next spawn that succeeds says so.
+                if attempt == 1 {
+                    out.log(
+                        Level::WARN,
+                        format_args!(
+                            "cannot start for now ({reason}); retrying every {} at most until it can, \
+                             which does not count as a failed start",
+                            fmt_duration(restart::STARVED_RETRY_MAX)
+                        ),
+                    );
+                }
+                self.set(State::Backoff { until: now + delay });
+                out.push(self.timer(Timer::Backoff, delay));
             }
             Decision::Restart { delay, after } => {
                 match after {
@@ -1190,12 +1219,39 @@ mod tests {
     fn a_spawn_that_fails_is_a_failed_start() {
         let mut f = Fake::new(Always);
         f.step(Input::Gate(Gate::Open));
-        let effects = f.step(Input::SpawnFailed(SpawnError::from(
-            "no such file: /bin/nope".to_owned(),
+        let effects = f.step(Input::SpawnFailed(SpawnError::Failed(
+            "no such file: /bin/nope".into(),
         )));
         assert!(logged(&effects, "no such file: /bin/nope"));
         assert_eq!(f.kind(), ServiceState::Backoff);
         assert_eq!(f.m.history.failed_starts, 1);
+    }
+
+    #[test]
+    fn a_spawn_starved_of_descriptors_is_retried_never_fatal_and_told_once() {
+        let mut f = Fake::new(Always);
+        let emfile =
+            || Input::SpawnFailed(SpawnError::Starved("cannot create a pipe: EMFILE".into()));
+        let mut told = 0;
+        for _ in 0..10 {
+            f.step(Input::Gate(Gate::Open));
+            let effects = f.step(emfile());
+            told += effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Log(..)))
+                .count();
+            assert_eq!(f.kind(), ServiceState::Backoff);
+            assert!(timer(&effects, Timer::Backoff) <= Some(S));
+            f.step(Input::Timer(Timer::Backoff));
+        }
+        assert_eq!(told, 1, "one line for the whole episode");
+        assert_eq!(f.m.history.failed_starts, 0);
+        let effects = f.start();
+        assert!(logged(
+            &effects,
+            "web: could start again after 10 tries that lacked descriptors or processes"
+        ));
+        assert_eq!(f.m.history.starved, 0);
     }
 
     #[test]
@@ -1473,10 +1529,7 @@ mod tests {
         let mut f = Fake::new(Always);
         f.spec.critical = true;
         f.step(Input::Gate(Gate::Open));
-        let missing = SpawnError {
-            why: "`nope` was not found in PATH (/usr/bin:/bin)".into(),
-            permanent: true,
-        };
+        let missing = SpawnError::Permanent("`nope` was not found in PATH (/usr/bin:/bin)".into());
         let effects = f.step(Input::SpawnFailed(missing.clone()));
         assert_eq!(f.m.state, State::Fatal(ExitReason::SpawnFailed(missing)));
         assert!(effects.contains(&Effect::Report(

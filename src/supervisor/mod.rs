@@ -501,6 +501,7 @@ impl Supervisor {
         let tx = self.tx.clone();
         let instance = rt.instance;
         let ctx = ExecContext {
+            main: rt.machine.state.main().map(|m| m.pid),
             env: rt.env.clone(),
             working_dir: svc.working_dir.clone(),
             run_as: rt.run_as.clone(),

@@ -33,19 +33,41 @@ pub struct History {
     pub failed_starts: u32,
     /// Consecutive crashes after being healthy (reset after `reset_after` healthy).
     pub crash_streak: u32,
+    /// Consecutive spawns that failed for lack of descriptors or processes
+    /// (reset by the next spawn that succeeds).
+    pub starved: u32,
 }
 
 /// How an instance ended, as far as the policy cares.
 #[derive(Debug, Clone, Copy)]
 pub struct Ending {
-    /// It exited with code 0.
-    pub success: bool,
+    pub exit: Exit,
     /// How long it had been healthy when it ended; None if it never was.
     pub healthy_for: Option<Duration>,
+}
+
+/// Whose doing an ending was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with code 0.
+    Success,
+    /// It failed: a code other than 0, a signal, a spawn or exec it caused to fail.
+    Failure,
     /// Its program cannot be run as it is (missing, not executable): no
     /// attempt can succeed until someone installs it or fixes `command`.
-    pub permanent: bool,
+    CannotRun,
+    /// It was never started: cogno was out of descriptors (EMFILE, ENFILE)
+    /// or the system out of processes (EAGAIN from fork). Not the service's
+    /// failure — idle clients of `health_listen` or a fork bomb elsewhere
+    /// must not make it FATAL — so it is retried and counts toward nothing.
+    Starved,
 }
+
+/// The waits between spawns that failed for lack of descriptors or
+/// processes: short ones, whatever the service's `backoff:` says, as the
+/// service itself is fine (doubling from the first to the longest).
+const STARVED_RETRY_FIRST: Duration = Duration::from_millis(100);
+pub const STARVED_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// The state a service is left in when it is not restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +87,9 @@ pub enum End {
 pub enum Decision {
     /// Start it again after `delay` (zero: at once).
     Restart { delay: Duration, after: Why },
+    /// It could not be started for lack of descriptors or processes: try
+    /// again after `delay`; `attempt` counts the tries of this episode.
+    Retry { delay: Duration, attempt: u32 },
     /// Leave it in this state.
     GiveUp { end: End, after: Why },
 }
@@ -84,23 +109,30 @@ pub enum Why {
 
 /// The restart decision, and the history it leaves behind.
 pub fn decide(rule: &Rule, mut history: History, ending: Ending) -> (Decision, History) {
+    let success = match ending.exit {
+        Exit::Success => true,
+        Exit::Failure | Exit::CannotRun => false,
+        // Whatever its policy: it never ran, so it never ended either.
+        Exit::Starved => {
+            history.starved += 1;
+            let attempt = history.starved;
+            let delay = (STARVED_RETRY_FIRST * (1 << (attempt - 1).min(4))).min(STARVED_RETRY_MAX);
+            return (Decision::Retry { delay, attempt }, history);
+        }
+    };
     let restarts = match rule.policy {
         RestartPolicy::Always => true,
-        RestartPolicy::OnFailure => !ending.success,
+        RestartPolicy::OnFailure => !success,
         RestartPolicy::Never => false,
     };
-    let not_restarted = if ending.success {
-        End::Exited
-    } else {
-        End::Failed
-    };
-    if ending.permanent {
+    let not_restarted = if success { End::Exited } else { End::Failed };
+    if ending.exit == Exit::CannotRun {
         history.failed_starts += 1;
         let end = if restarts { End::Fatal } else { not_restarted };
         let after = Why::CannotRun;
         return (Decision::GiveUp { end, after }, history);
     }
-    if rule.oneshot && ending.success {
+    if rule.oneshot && success {
         let after = Why::Completed;
         let end = End::Completed;
         return (Decision::GiveUp { end, after }, history);
@@ -172,14 +204,19 @@ pub(super) mod tests {
         Decision::GiveUp { end, after }
     }
 
-    fn hist(failed_starts: u32, crash_streak: u32) -> History {
+    fn hist(failed_starts: u32, crash_streak: u32, starved: u32) -> History {
         History {
             failed_starts,
             crash_streak,
+            starved,
         }
     }
 
-    /// Every row of the policy: (policy, oneshot, exit 0?, healthy for,
+    fn retry(delay: Duration, attempt: u32) -> Decision {
+        Decision::Retry { delay, attempt }
+    }
+
+    /// Every row of the policy: (policy, oneshot, how it ended, healthy for,
     /// history before) → (decision, history after).
     #[test]
     fn restart_policy_matrix() {
@@ -188,43 +225,47 @@ pub(super) mod tests {
         let never_healthy = None;
         let briefly = Some(S);
         let long = Some(60 * S);
+        let (ok, failed, starved) = (Exit::Success, Exit::Failure, Exit::Starved);
         #[rustfmt::skip]
         let rows = [
             // A oneshot that exits 0 completes, whatever its policy.
-            (Never, true, true, never_healthy, hist(0, 0), give_up(End::Completed, Why::Completed), hist(0, 0)),
-            (OnFailure, true, true, long, hist(2, 0), give_up(End::Completed, Why::Completed), hist(2, 0)),
+            (Never, true, ok, never_healthy, hist(0, 0, 0), give_up(End::Completed, Why::Completed), hist(0, 0, 0)),
+            (OnFailure, true, ok, long, hist(2, 0, 0), give_up(End::Completed, Why::Completed), hist(2, 0, 0)),
             // A failing oneshot is a failed start, even after a health check passed.
-            (Never, true, false, never_healthy, hist(0, 0), give_up(End::Failed, fs(1)), hist(1, 0)),
-            (OnFailure, true, false, long, hist(0, 0), restart(S, fs(1)), hist(1, 0)),
+            (Never, true, failed, never_healthy, hist(0, 0, 0), give_up(End::Failed, fs(1)), hist(1, 0, 0)),
+            (OnFailure, true, failed, long, hist(0, 0, 0), restart(S, fs(1)), hist(1, 0, 0)),
             // Failed starts: backoff.initial × multiplier^(n-1), capped, fatal at max_restarts.
-            (Always, false, false, never_healthy, hist(0, 0), restart(S, fs(1)), hist(1, 0)),
-            (Always, false, false, never_healthy, hist(1, 0), restart(2 * S, fs(2)), hist(2, 0)),
-            (Always, false, true, never_healthy, hist(2, 0), give_up(End::Fatal, fs(3)), hist(3, 0)),
-            (OnFailure, false, false, never_healthy, hist(2, 0), give_up(End::Fatal, fs(3)), hist(3, 0)),
+            (Always, false, failed, never_healthy, hist(0, 0, 0), restart(S, fs(1)), hist(1, 0, 0)),
+            (Always, false, failed, never_healthy, hist(1, 0, 0), restart(2 * S, fs(2)), hist(2, 0, 0)),
+            (Always, false, ok, never_healthy, hist(2, 0, 0), give_up(End::Fatal, fs(3)), hist(3, 0, 0)),
+            (OnFailure, false, failed, never_healthy, hist(2, 0, 0), give_up(End::Fatal, fs(3)), hist(3, 0, 0)),
             // A policy that does not restart: exited (code 0) or failed.
-            (OnFailure, false, true, never_healthy, hist(0, 0), give_up(End::Exited, fs(1)), hist(1, 0)),
-            (Never, false, false, never_healthy, hist(0, 0), give_up(End::Failed, fs(1)), hist(1, 0)),
-            (Never, false, true, briefly, hist(0, 0), give_up(End::Exited, ran), hist(0, 0)),
-            (Never, false, false, long, hist(0, 0), give_up(End::Failed, ran), hist(0, 0)),
-            (OnFailure, false, true, long, hist(0, 3), give_up(End::Exited, ran), hist(0, 3)),
+            (OnFailure, false, ok, never_healthy, hist(0, 0, 0), give_up(End::Exited, fs(1)), hist(1, 0, 0)),
+            (Never, false, failed, never_healthy, hist(0, 0, 0), give_up(End::Failed, fs(1)), hist(1, 0, 0)),
+            (Never, false, ok, briefly, hist(0, 0, 0), give_up(End::Exited, ran), hist(0, 0, 0)),
+            (Never, false, failed, long, hist(0, 0, 0), give_up(End::Failed, ran), hist(0, 0, 0)),
+            (OnFailure, false, ok, long, hist(0, 3, 0), give_up(End::Exited, ran), hist(0, 3, 0)),
             // Crashes after being healthy: the first at once, then backoff.
-            (Always, false, true, briefly, hist(0, 0), restart(Duration::ZERO, ran), hist(0, 1)),
-            (OnFailure, false, false, briefly, hist(0, 1), restart(S, ran), hist(0, 2)),
-            (Always, false, false, briefly, hist(0, 2), restart(2 * S, ran), hist(0, 3)),
-            (Always, false, false, briefly, hist(0, 9), restart(4 * S, ran), hist(0, 10)),
+            (Always, false, ok, briefly, hist(0, 0, 0), restart(Duration::ZERO, ran), hist(0, 1, 0)),
+            (OnFailure, false, failed, briefly, hist(0, 1, 0), restart(S, ran), hist(0, 2, 0)),
+            (Always, false, failed, briefly, hist(0, 2, 0), restart(2 * S, ran), hist(0, 3, 0)),
+            (Always, false, failed, briefly, hist(0, 9, 0), restart(4 * S, ran), hist(0, 10, 0)),
             // Healthy for reset_after: the streak starts over.
-            (Always, false, false, long, hist(0, 9), restart(Duration::ZERO, ran), hist(0, 1)),
+            (Always, false, failed, long, hist(0, 9, 0), restart(Duration::ZERO, ran), hist(0, 1, 0)),
             // A crash never counts towards max_restarts.
-            (Always, false, false, briefly, hist(0, 3), restart(4 * S, ran), hist(0, 4)),
+            (Always, false, failed, briefly, hist(0, 3, 0), restart(4 * S, ran), hist(0, 4, 0)),
+            // No descriptors or processes to start it: retried whatever the
+            // policy, within a second, counting toward neither streak.
+            (Always, false, starved, never_healthy, hist(2, 0, 0), retry(S / 10, 1), hist(2, 0, 1)),
+            (Never, false, starved, never_healthy, hist(0, 0, 0), retry(S / 10, 1), hist(0, 0, 1)),
+            (Always, false, starved, never_healthy, hist(0, 0, 1), retry(S / 5, 2), hist(0, 0, 2)),
+            (OnFailure, true, starved, never_healthy, hist(0, 0, 4), retry(S, 5), hist(0, 0, 5)),
+            (Always, false, starved, never_healthy, hist(4, 2, 40), retry(S, 41), hist(4, 2, 41)),
         ];
-        for (n, (policy, oneshot, success, healthy_for, before, want, after)) in
+        for (n, (policy, oneshot, exit, healthy_for, before, want, after)) in
             rows.into_iter().enumerate()
         {
-            let ending = Ending {
-                success,
-                healthy_for,
-                permanent: false,
-            };
+            let ending = Ending { exit, healthy_for };
             let got = decide(&rule(policy, oneshot), before, ending);
             assert_eq!(
                 got,
@@ -240,15 +281,14 @@ pub(super) mod tests {
     fn a_program_that_cannot_run_is_not_retried() {
         #[rustfmt::skip]
         let rows = [
-            (Always, false, hist(0, 0), give_up(End::Fatal, Why::CannotRun), hist(1, 0)),
-            (OnFailure, true, hist(0, 2), give_up(End::Fatal, Why::CannotRun), hist(1, 2)),
-            (Never, false, hist(0, 0), give_up(End::Failed, Why::CannotRun), hist(1, 0)),
+            (Always, false, hist(0, 0, 0), give_up(End::Fatal, Why::CannotRun), hist(1, 0, 0)),
+            (OnFailure, true, hist(0, 2, 0), give_up(End::Fatal, Why::CannotRun), hist(1, 2, 0)),
+            (Never, false, hist(0, 0, 0), give_up(End::Failed, Why::CannotRun), hist(1, 0, 0)),
         ];
         for (policy, oneshot, before, want, after) in rows {
             let ending = Ending {
-                success: false,
+                exit: Exit::CannotRun,
                 healthy_for: None,
-                permanent: true,
             };
             let got = decide(&rule(policy, oneshot), before, ending);
             assert_eq!(got, (want, after), "{policy} oneshot={oneshot}");
