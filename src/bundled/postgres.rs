@@ -130,6 +130,217 @@ impl Server for Postgres {
     fn banner(&self, b: &Bundled) -> String {
         format!("postgresql://127.0.0.1:{} (database {APP_DB})", b.port)
     }
+
+    fn backup(&self, job: &Job, out: &Path) -> Result<String, Error> {
+        let bins = locate(job.bundled.bin.as_deref(), &job.data.postgres_bin_cache())?;
+        // Every database and every role (with its password verifier), as
+        // SQL: portable to another major version and to another server.
+        // Each database is dumped from one snapshot: every row committed
+        // before the dump of its database began is in it.
+        super::run_tool(
+            client(&bins, "pg_dumpall", job.secrets)
+                .args(["-h", "127.0.0.1", "-p", &job.bundled.port.to_string()])
+                .args(["-U", "postgres", "-w", "-f"])
+                .arg(out.join(DUMP)),
+            "pg_dumpall (a logical dump of every database and role)",
+        )?;
+        Ok(bins.version)
+    }
+
+    fn restore(&self, job: &Job, from: &Path, recorded: &str) -> Result<(), Error> {
+        let bins = locate(job.bundled.bin.as_deref(), &job.data.postgres_bin_cache())?;
+        let dumped_major = parse_version(&format!("(PostgreSQL) {recorded}")).map(|(m, _)| m);
+        if dumped_major.is_some_and(|m| m > bins.major) {
+            return Err(Error::config(format!(
+                "the archive's dump comes from PostgreSQL {recorded}, newer than the binaries in {} \
+                 (PostgreSQL {}); a newer server's dump is not guaranteed to load into an older \
+                 one, so nothing was restored",
+                bins.bin_dir.display(),
+                bins.version
+            ))
+            .help(format!(
+                "set `bin_dir` of the postgres service to a PostgreSQL {} or newer installation",
+                dumped_major.unwrap_or_default()
+            )));
+        }
+        // A cluster exactly as cogno's first run makes it.
+        let cluster = job.data.postgres();
+        let sockets = job.data.postgres_sockets();
+        let admin_password = job.secrets.get(ADMIN_PASSWORD).unwrap_or_default();
+        prepare(&Setup {
+            cluster: &cluster,
+            socket_dir: &sockets,
+            port: job.bundled.port,
+            bins: &bins,
+            settings: &job.bundled.settings,
+            run_as: job.run_as,
+            admin_password,
+        })?;
+        let server = TempServer::start(&cluster, &sockets, job.bundled.port, &bins, job.run_as)?;
+        let loaded = load_dump(&server, from, admin_password);
+        server.stop()?;
+        loaded.map_err(Error::from)
+    }
+}
+
+/// The dump's name, in the backup.
+const DUMP: &str = "pg_dumpall.sql";
+
+/// One of PostgreSQL's client programs (`name`, from the server's own
+/// `bin_dir`) logging in as the superuser: the password through the
+/// environment, never on a command line, and no ~/.pgpass.
+fn client(bins: &Binaries, name: &str, secrets: &Secrets) -> std::process::Command {
+    let mut cmd = super::tool(bins.bin_dir.join(name));
+    cmd.env(
+        "PGPASSWORD",
+        secrets.get(ADMIN_PASSWORD).unwrap_or_default(),
+    )
+    .env("PGPASSFILE", "/dev/null")
+    .env("PGSSLMODE", "disable")
+    .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+/// `cmd` as the server's user (when cogno is root and runs it as one).
+fn as_user<'a>(
+    cmd: &'a mut std::process::Command,
+    run_as: Option<&RunAs>,
+) -> &'a mut std::process::Command {
+    if let Some(u) = run_as {
+        cmd.uid(u.uid.as_raw())
+            .gid(u.gid.as_raw())
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+    }
+    cmd
+}
+
+/// The new cluster's server, started for a restore on its Unix socket only
+/// (no TCP: nothing else can reach it meanwhile), with `pg_ctl`.
+struct TempServer<'a> {
+    cluster: &'a Path,
+    sockets: &'a Path,
+    port: u16,
+    bins: &'a Binaries,
+    run_as: Option<&'a RunAs>,
+    log: PathBuf,
+}
+
+impl<'a> TempServer<'a> {
+    fn start(
+        cluster: &'a Path,
+        sockets: &'a Path,
+        port: u16,
+        bins: &'a Binaries,
+        run_as: Option<&'a RunAs>,
+    ) -> Result<TempServer<'a>, String> {
+        let server = TempServer {
+            cluster,
+            sockets,
+            port,
+            bins,
+            run_as,
+            log: cluster.join("cogno-restore.log"),
+        };
+        // pg_ctl hands -o to a shell: the path is single-quoted for it.
+        let quoted = sockets.to_string_lossy().replace('\'', "'\\''");
+        let options =
+            format!("-c listen_addresses='' -c unix_socket_directories='{quoted}' -p {port}");
+        server
+            .pg_ctl(
+                &["-l"],
+                Some(&server.log),
+                &["-w", "-t", "300", "-o", &options, "start"],
+            )
+            .map_err(|e| {
+                let log = files::read_small(&server.log, 1 << 16)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                format!(
+                    "{e}\nits log ({}):\n{}",
+                    server.log.display(),
+                    log.trim_end()
+                )
+            })?;
+        Ok(server)
+    }
+
+    fn pg_ctl(&self, args: &[&str], path: Option<&Path>, rest: &[&str]) -> Result<(), String> {
+        let mut cmd = super::tool(self.bins.bin_dir.join("pg_ctl"));
+        cmd.arg("-D").arg(self.cluster).args(args);
+        if let Some(p) = path {
+            cmd.arg(p);
+        }
+        cmd.args(rest);
+        super::run_tool(as_user(&mut cmd, self.run_as), "pg_ctl")
+    }
+
+    /// A fast shutdown: a checkpoint makes what was loaded durable.
+    fn stop(self) -> Result<(), String> {
+        self.pg_ctl(&[], None, &["-m", "fast", "-w", "-t", "300", "stop"])?;
+        fs::remove_file(&self.log).map_err(|e| format!("cannot remove {}: {e}", self.log.display()))
+    }
+}
+
+/// Loads the dump in `from` into the temporary server as the superuser,
+/// then sets the superuser's password to the current admin password (the
+/// dump sets the one it was taken with, which differs when the archive
+/// holds no secrets). The only error allowed is the dump's creation of the
+/// superuser initdb already made.
+fn load_dump(server: &TempServer, from: &Path, admin_password: &str) -> Result<(), String> {
+    let reset = from.join("reset-admin-password.sql");
+    fs::write(
+        &reset,
+        format!(
+            "SET log_statement = 'none';\nALTER ROLE postgres WITH PASSWORD {};\n",
+            quote_literal(&scram_verifier(admin_password))
+        ),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", reset.display()))?;
+    let out = super::dies_with_cogno(
+        super::tool(server.bins.bin_dir.join("psql"))
+            .env("PGPASSWORD", admin_password)
+            .env("PGPASSFILE", "/dev/null")
+            .arg("-X")
+            .arg("-q")
+            .arg("-h")
+            .arg(server.sockets)
+            .args([
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .args(["-v", "ON_ERROR_STOP=0", "-f"])
+            .arg(from.join(DUMP))
+            .arg("-f")
+            .arg(&reset),
+    )
+    .stdout(Stdio::null())
+    .output()
+    .map_err(|e| format!("cannot run psql to load the dump: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ERROR:") && !l.contains("role \"postgres\" already exists"))
+        .take(5)
+        .collect();
+    if !out.status.success() || !errors.is_empty() {
+        return Err(format!(
+            "loading the PostgreSQL dump failed ({}): {}",
+            out.status,
+            if errors.is_empty() {
+                stderr.trim_end().to_owned()
+            } else {
+                errors.join("\n")
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// PostgreSQL's server binaries and their version.
@@ -535,7 +746,7 @@ fn initdb(cluster: &Path, scratch: &Path, setup: &Setup) -> Result<(), String> {
     let hba = pgdata.join("pg_hba.conf");
     crate::datadir::files::write_atomic(&hba, HBA_TEMPLATE.as_bytes(), setup.run_as)
         .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
-    syncfs(&pgdata)?;
+    files::syncfs(&pgdata)?;
 
     // rename(2) replaces an empty directory, e.g. one created for ownership.
     fs::rename(&pgdata, cluster).map_err(|e| {
@@ -586,6 +797,7 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
 
     let initdb = setup.bins.bin_dir.join("initdb");
     let mut cmd = super::tool(&initdb);
+    as_user(&mut cmd, setup.run_as);
     cmd.arg("-D")
         .arg(pgdata)
         .arg("--username=postgres")
@@ -597,13 +809,6 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
         .arg("--no-sync")
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(pgdata.parent().unwrap_or(pgdata));
-    if let Some(u) = setup.run_as {
-        cmd.uid(u.uid.as_raw())
-            .gid(u.gid.as_raw())
-            .env("HOME", &u.home)
-            .env("USER", &u.name)
-            .env("LOGNAME", &u.name);
-    }
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", initdb.display()))?;
@@ -784,18 +989,6 @@ fn cogno_conf(setup: &Setup) -> Result<String, String> {
 /// A postgresql.conf string: any parameter type accepts the quoted form.
 fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// Flushes the whole filesystem holding `dir`: the new cluster is durable
-/// before the rename makes it visible.
-fn syncfs(dir: &Path) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    fs::File::open(dir)
-        .map_err(|e| format!("cannot open {}: {e}", dir.display()))
-        .and_then(|d| {
-            nix::unistd::syncfs(d.as_raw_fd())
-                .map_err(|e| format!("cannot sync the filesystem of {}: {e}", dir.display()))
-        })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {

@@ -13,23 +13,30 @@
 //!                           (named by bundled/postgres.rs, beside the cluster)
 //!   redis/                  the bundled Redis's working directory
 //!   temporal/               the bundled Temporal's database
+//!   backups/                `cogno backup`'s archives when no --to is given (0700)
 //!   .cogno/
 //!     created, initialized  the stamps (see `stamps`)
+//!     layout                the layout version (see `layout`)
 //!     postgresql-bin/       PostgreSQL binaries downloaded when none are installed
 //! ```
 //!
 //! Everything else takes a [`DataDir`] and asks it for a path, never joins
 //! names onto a bare one: a change of layout (and the code that must know
 //! about it — backup, restore, migrations) is then made here alone. For the
-//! same reason, what root must check or refuse about the directory itself
+//! same reason, what a backup holds of the directory and how an archive is
+//! written and read are `archive`'s, and the layout's version is `layout`'s.
+//! For the same reason, what root must check or refuse about the directory itself
 //! (who owns it, who may write it) belongs in [`DataDir::preflight`] as
 //! another [`Problem`], and opening files beneath it without following
 //! links belongs in `files`.
 
+pub mod archive;
 pub mod files;
+mod layout;
 mod preflight;
 mod stamps;
 
+pub use layout::CURRENT as LAYOUT;
 pub use preflight::{Problem, ServiceUser};
 pub use stamps::Versions;
 
@@ -97,6 +104,11 @@ impl DataDir {
     /// DATA/temporal: the bundled Temporal's database.
     pub fn temporal(&self) -> PathBuf {
         self.root.join("temporal")
+    }
+
+    /// DATA/backups: where `cogno backup` writes when not told where.
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
     }
 
     /// DATA/.cogno: cogno's own records about the data directory.
