@@ -12,6 +12,7 @@ mod cli;
 mod config_errors;
 mod control;
 mod hardening;
+mod lifecycle;
 mod paths;
 mod pid1;
 mod supervisor;

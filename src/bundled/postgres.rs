@@ -176,7 +176,7 @@ impl Server for Postgres {
             run_as: job.run_as,
             admin_password,
         })?;
-        let server = TempServer::start(&cluster, &sockets, job.bundled.port, &bins, job.run_as)?;
+        let server = TempServer::start(&cluster, job.bundled.port, &bins, job.run_as)?;
         let loaded = load_dump(&server, from, admin_password);
         server.stop()?;
         loaded.map_err(Error::from)
@@ -216,11 +216,14 @@ fn as_user<'a>(
     cmd
 }
 
-/// The new cluster's server, started for a restore on its Unix socket only
-/// (no TCP: nothing else can reach it meanwhile), with `pg_ctl`.
+/// The new cluster's server, started for a restore on a Unix socket only
+/// (no TCP: nothing else can reach it meanwhile), with `pg_ctl`. Its socket
+/// is in a fresh private directory under the system's temporary directory:
+/// a socket path must fit in 107 bytes, which one below the data directory
+/// need not.
 struct TempServer<'a> {
     cluster: &'a Path,
-    sockets: &'a Path,
+    sockets: PathBuf,
     port: u16,
     bins: &'a Binaries,
     run_as: Option<&'a RunAs>,
@@ -230,11 +233,17 @@ struct TempServer<'a> {
 impl<'a> TempServer<'a> {
     fn start(
         cluster: &'a Path,
-        sockets: &'a Path,
         port: u16,
         bins: &'a Binaries,
         run_as: Option<&'a RunAs>,
     ) -> Result<TempServer<'a>, String> {
+        let sockets =
+            std::env::temp_dir().join(format!("cogno-restore-{:08x}", rand::random::<u32>()));
+        // A new directory (mkdir fails on anything already there, a link too).
+        fs::create_dir(&sockets)
+            .map_err(|e| format!("cannot create {}: {e}", sockets.display()))?;
+        set_mode(&sockets, 0o700)?;
+        own(&sockets, run_as)?;
         let server = TempServer {
             cluster,
             sockets,
@@ -244,7 +253,7 @@ impl<'a> TempServer<'a> {
             log: cluster.join("cogno-restore.log"),
         };
         // pg_ctl hands -o to a shell: the path is single-quoted for it.
-        let quoted = sockets.to_string_lossy().replace('\'', "'\\''");
+        let quoted = server.sockets.to_string_lossy().replace('\'', "'\\''");
         let options =
             format!("-c listen_addresses='' -c unix_socket_directories='{quoted}' -p {port}");
         server
@@ -284,6 +293,12 @@ impl<'a> TempServer<'a> {
     }
 }
 
+impl Drop for TempServer<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.sockets);
+    }
+}
+
 /// Loads the dump in `from` into the temporary server as the superuser,
 /// then sets the superuser's password to the current admin password (the
 /// dump sets the one it was taken with, which differs when the archive
@@ -306,7 +321,7 @@ fn load_dump(server: &TempServer, from: &Path, admin_password: &str) -> Result<(
             .arg("-X")
             .arg("-q")
             .arg("-h")
-            .arg(server.sockets)
+            .arg(&server.sockets)
             .args([
                 "-p",
                 &server.port.to_string(),
