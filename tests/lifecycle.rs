@@ -318,6 +318,49 @@ fn restore_refuses_damage_and_existing_data_and_force_moves_it_aside() {
         "moved aside intact"
     );
 
+    // Into a mount point (a volume), which no rename can cross: built
+    // inside it and moved up, complete, with nothing left behind.
+    let volume = b.s.dir.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o mode=0755 cogno-test {v} && {cogno} restore {a} --config {c} --data {v} \
+         && echo --- && ls -A {v} && cmp {v}/secrets/.env {s} && echo same-secrets",
+        v = volume.display(),
+        cogno = COGNO,
+        a = archive.display(),
+        c = b.s.config.display(),
+        s = b.secrets_file().display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let out = run(cmd, LONG);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "restore into a mount point: {}",
+        text(&out)
+    );
+    let entries: Vec<&str> = listed
+        .lines()
+        .skip_while(|l| *l != "---")
+        .skip(1)
+        .take_while(|l| *l != "same-secrets")
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ".cogno",
+            "postgresql",
+            "redis",
+            "run",
+            "secrets",
+            "temporal"
+        ],
+        "{}",
+        text(&out)
+    );
+    assert!(listed.contains("same-secrets"), "{}", text(&out));
+
     // A leftover of an interrupted restore is reported, never deleted.
     let leftover = b.s.dir.path().join(".again.restore-tmp");
     std::fs::create_dir(&leftover).unwrap();
@@ -461,4 +504,20 @@ fn backup_of_a_stopped_stack_is_refused_saying_so() {
         "{shown}"
     );
     assert!(!b.data().join("backups").exists(), "nothing written");
+}
+
+#[test]
+fn up_refuses_a_data_dir_an_interrupted_restore_left_part_way() {
+    let s = app_stack("lifecycle-partial-restore");
+    std::fs::create_dir_all(s.data.join(".cogno-restore-tmp/data")).unwrap();
+    let before = snapshot(&s.data);
+    let mut c = Cogno::up(&s);
+    assert_eq!(c.wait_code(EXIT), 2, "{}", c.output());
+    assert!(
+        c.output()
+            .contains("unfinished work of an interrupted `cogno restore`"),
+        "{}",
+        c.output()
+    );
+    assert_eq!(diff(&before, &snapshot(&s.data)), Vec::<String>::new());
 }

@@ -33,7 +33,7 @@ pub fn run(args: BackupArgs) -> Outcome {
     let now = SystemTime::now();
     let stack = args.target.config.load()?;
     let data = data_dir(&args.target, &stack);
-    data.check_layout()?;
+    data.check_usable()?;
     check_running(&stack, &data)?;
     let secrets = secrets::read(&data, &bundled::secret_specs(&stack), &env_lookup)?;
     let target = target(args.to.as_deref(), &data, now)?;

@@ -37,16 +37,20 @@ pub fn run(args: RestoreArgs) -> Outcome {
         .ok_or_else(|| Error::config(format!("{} cannot be a data directory", root.display())))?
         .to_string_lossy()
         .into_owned();
-    let work = root.with_file_name(format!(".{name}.restore-tmp"));
-    if fs::symlink_metadata(&work).is_ok() {
+    let plan = data.restore_work();
+    if let Some(left) = plan
+        .leftovers
+        .iter()
+        .find(|p| fs::symlink_metadata(p).is_ok())
+    {
         return Err(Error::config(format!(
             "an earlier restore into {} was interrupted: its unfinished work is in {}; nothing was changed",
             root.display(),
-            work.display()
+            left.display()
         ))
         .help(format!(
             "cogno does not delete it by itself: look at it, remove it (`rm -rf {}`), then restore again",
-            work.display()
+            left.display()
         )));
     }
     let occupied = occupied(&root)?;
@@ -57,8 +61,15 @@ pub fn run(args: RestoreArgs) -> Outcome {
         ))
         .help("restore into another directory with --data DIR, or pass --force to rename the existing one aside (it is kept, not deleted)"));
     }
+    if occupied && plan.inside {
+        return Err(Error::config(format!(
+            "{} is a mount point and not empty: it cannot be renamed aside, and a restore never writes over data",
+            root.display()
+        ))
+        .help("move its contents elsewhere yourself (delete nothing you have not checked), then restore again"));
+    }
 
-    let work = Work::create(work)?;
+    let work = Work::create(plan.dir.clone())?;
     let extracted = work.0.join("archive");
     let manifest = archive::read(&args.archive, Some(&extracted))?;
     eprintln!(
@@ -143,22 +154,24 @@ pub fn run(args: RestoreArgs) -> Outcome {
             aside.display()
         );
     }
-    // rename(2) replaces an empty directory, e.g. a mount point's.
-    fs::rename(new.root(), &root).map_err(|e| {
-        Error::new(format!(
-            "cannot move the restored data from {} to {}: {e}",
-            new.root().display(),
-            root.display()
-        ))
-        .help(format!(
-            "the restored data is complete in {}: move it into place by hand",
-            new.root().display()
-        ))
-    })?;
+    if plan.inside {
+        move_entries(new.root(), &root, &new.secrets_dir())?;
+    } else {
+        // rename(2) replaces an empty directory.
+        fs::rename(new.root(), &root).map_err(|e| {
+            Error::new(format!(
+                "cannot move the restored data from {} to {}: {e}",
+                new.root().display(),
+                root.display()
+            ))
+        })?;
+    }
     let parent = root.parent().unwrap_or(Path::new("."));
-    fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::new(format!("cannot sync {}: {e}", parent.display())))?;
+    for dir in [parent, root.as_path()] {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::new(format!("cannot sync {}: {e}", dir.display())))?;
+    }
     drop(work);
     println!(
         "restored {} into {} (took {}); start it with `cogno up`",
@@ -167,6 +180,31 @@ pub fn run(args: RestoreArgs) -> Outcome {
         crate::fmt::fmt_latency(started.elapsed())
     );
     Ok(0)
+}
+
+/// Moves every entry of `from` into `to` (the same file system), the
+/// secrets directory `last` of all: until it is there, a data directory
+/// interrupted part-way holds data without its secrets, which `cogno up`
+/// refuses rather than generating new ones.
+fn move_entries(from: &Path, to: &Path, last: &Path) -> Result<(), Error> {
+    let cannot = |e: std::io::Error| {
+        Error::new(format!(
+            "cannot move the restored data from {} into {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    };
+    let mut entries: Vec<PathBuf> = fs::read_dir(from)
+        .map_err(cannot)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(cannot)?;
+    entries.sort_by_key(|p| p == last);
+    for entry in entries {
+        let name = entry.file_name().unwrap_or_default();
+        fs::rename(&entry, to.join(name)).map_err(cannot)?;
+    }
+    Ok(())
 }
 
 /// Whether `root` holds anything (a file there counts too).
@@ -182,9 +220,9 @@ fn occupied(root: &Path) -> Result<bool, Error> {
     }
 }
 
-/// The restore's temporary directory, beside the data directory: removed
+/// The restore's temporary directory ([`DataDir::restore_work`]): removed
 /// when this run ends, in success or failure; a killed run leaves it for
-/// the next restore to report.
+/// the next restore (and, inside DATA, `cogno up`) to report.
 struct Work(PathBuf);
 
 impl Work {

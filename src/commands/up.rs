@@ -33,7 +33,7 @@ pub fn run(args: StackArgs) -> Outcome {
     let data = data_dir(&args, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
-    data.check_layout()?;
+    data.check_usable()?;
     // Everything that can be checked is checked before anything is written.
     let located = bundled::preflight(&stack, &data, &env_lookup)?;
     data.create()?;
