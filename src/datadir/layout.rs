@@ -30,6 +30,10 @@ impl DataDir {
     /// nothing yet (a new one takes [`CURRENT`]), 1 for one written before
     /// versions were recorded.
     pub fn layout_version(&self) -> Result<Option<u32>, Error> {
+        if !self.root().is_dir() {
+            // Missing, or not a directory: the pre-flight checks say which.
+            return Ok(None);
+        }
         let file = self.layout_file();
         match files::read_small(&file, 64).map_err(Error::config)? {
             Some(text) => text.trim().parse().map(Some).map_err(|_| {
