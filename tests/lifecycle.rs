@@ -521,3 +521,51 @@ fn up_refuses_a_data_dir_an_interrupted_restore_left_part_way() {
     );
     assert_eq!(diff(&before, &snapshot(&s.data)), Vec::<String>::new());
 }
+
+#[test]
+fn an_archive_without_secrets_restores_with_new_ones_and_every_row() {
+    let (b, mut c, url) = stack_with_data("lifecycle-no-secrets");
+    let out = run(
+        b.cogno(&[
+            "backup",
+            "--exclude-secrets",
+            "--to",
+            &b.s.dir.path().display().to_string(),
+        ]),
+        LONG,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(stop(&mut c).0, 0);
+    let listed = text(&run(
+        {
+            let mut t = Command::new("tar");
+            t.arg("--zstd").arg("-tf").arg(&archive);
+            t
+        },
+        CLIENT,
+    ));
+    assert!(!listed.contains("secrets"), "{listed}");
+
+    let restored = b.s.dir.path().join("restored");
+    let out = restore(&b, &archive, &restored, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("new ones were generated"),
+        "{}",
+        text(&out)
+    );
+    assert_ne!(
+        std::fs::read(restored.join("secrets/.env")).unwrap(),
+        std::fs::read(b.secrets_file()).unwrap()
+    );
+    let mut c = Cogno::spawn(&b.s, cogno_on(&b, &restored, &["up"]));
+    wait_ready(&c, Instant::now());
+    let env = parse_env(&text(&run(cogno_on(&b, &restored, &["env"]), CLIENT)));
+    assert_ne!(env["DATABASE_URL"], url, "a new password");
+    assert_eq!(
+        sql(&env["DATABASE_URL"], "SELECT count(*) FROM kept"),
+        "1000"
+    );
+    assert_eq!(stop(&mut c).0, 0);
+}

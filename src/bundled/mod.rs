@@ -452,7 +452,8 @@ pub(crate) fn dies_with_cogno(cmd: &mut std::process::Command) -> &mut std::proc
 }
 
 /// Runs `cmd` (described as `what`) to completion, its stderr captured:
-/// an error with what it printed when it fails.
+/// an error with what it printed when it fails (for the caller to make an
+/// `Error::new`: a failed step, exit status 1, not a refusal).
 pub(crate) fn run_tool(cmd: &mut std::process::Command, what: &str) -> Result<(), String> {
     let out = dies_with_cogno(cmd)
         .stdout(std::process::Stdio::null())

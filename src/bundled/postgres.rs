@@ -143,7 +143,8 @@ impl Server for Postgres {
                 .args(["-U", "postgres", "-w", "-f"])
                 .arg(out.join(DUMP)),
             "pg_dumpall (a logical dump of every database and role)",
-        )?;
+        )
+        .map_err(Error::new)?;
         Ok(bins.version)
     }
 
@@ -176,10 +177,12 @@ impl Server for Postgres {
             run_as: job.run_as,
             admin_password,
         })?;
-        let server = TempServer::start(&cluster, job.bundled.port, &bins, job.run_as)?;
+        // A failure from here on is a failed step (exit status 1), not a refusal.
+        let server =
+            TempServer::start(&cluster, job.bundled.port, &bins, job.run_as).map_err(Error::new)?;
         let loaded = load_dump(&server, from, admin_password);
-        server.stop()?;
-        loaded.map_err(Error::from)
+        server.stop().map_err(Error::new)?;
+        loaded.map_err(Error::new)
     }
 }
 
@@ -217,7 +220,8 @@ fn as_user<'a>(
 }
 
 /// The new cluster's server, started for a restore on a Unix socket only
-/// (no TCP: nothing else can reach it meanwhile), with `pg_ctl`. Its socket
+/// (no TCP: nothing else can reach it meanwhile, and only root and the
+/// server's user can reach the socket), with `pg_ctl`. Its socket
 /// is in a fresh private directory under the system's temporary directory:
 /// a socket path must fit in 107 bytes, which one below the data directory
 /// need not.
@@ -244,6 +248,12 @@ impl<'a> TempServer<'a> {
             .map_err(|e| format!("cannot create {}: {e}", sockets.display()))?;
         set_mode(&sockets, 0o700)?;
         own(&sockets, run_as)?;
+        // Logins without a password, on this private socket only: the dump
+        // changes the superuser's password (to the one it was taken with)
+        // and later reconnects (`\connect`) as the superuser.
+        let hba = sockets.join("pg_hba.conf");
+        files::write_atomic(&hba, b"local all all trust\n", run_as)
+            .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
         let server = TempServer {
             cluster,
             sockets,
@@ -253,9 +263,12 @@ impl<'a> TempServer<'a> {
             log: cluster.join("cogno-restore.log"),
         };
         // pg_ctl hands -o to a shell: the path is single-quoted for it.
-        let quoted = server.sockets.to_string_lossy().replace('\'', "'\\''");
-        let options =
-            format!("-c listen_addresses='' -c unix_socket_directories='{quoted}' -p {port}");
+        let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
+        let options = format!(
+            "-c listen_addresses='' -c unix_socket_directories={} -c hba_file={} -p {port}",
+            quote(&server.sockets),
+            quote(&hba)
+        );
         server
             .pg_ctl(
                 &["-l"],
@@ -316,7 +329,6 @@ fn load_dump(server: &TempServer, from: &Path, admin_password: &str) -> Result<(
     .map_err(|e| format!("cannot write {}: {e}", reset.display()))?;
     let out = super::dies_with_cogno(
         super::tool(server.bins.bin_dir.join("psql"))
-            .env("PGPASSWORD", admin_password)
             .env("PGPASSFILE", "/dev/null")
             .arg("-X")
             .arg("-q")

@@ -118,7 +118,8 @@ impl Server for Redis {
                     job.secrets.get(PASSWORD).unwrap_or_default(),
                 ),
             "redis-cli --rdb (a snapshot of the running Redis)",
-        )?;
+        )
+        .map_err(Error::new)?;
         version(&server)
     }
 

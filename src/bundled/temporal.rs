@@ -133,7 +133,8 @@ impl Server for Temporal {
                 .arg(&db)
                 .arg(format!(".backup '{quoted}'")),
             "sqlite3 .backup (an online copy of Temporal's database)",
-        )?;
+        )
+        .map_err(Error::new)?;
         let (version, _) = read_record(&dir.join(VERSION_FILE))?
             .ok_or_else(|| format!("{} is missing", dir.join(VERSION_FILE).display()))?;
         std::fs::write(out.join(VERSION_FILE), format!("{version}\n"))

@@ -90,14 +90,17 @@ pub fn run(args: RestoreArgs) -> Outcome {
 
     let new = DataDir::new(work.0.join("data"));
     new.create()?;
-    new.restore_own(&extracted)?;
-    let secrets = bundled::load_secrets(&stack, &new, &env_lookup)?;
     if !manifest.secrets_included {
+        // Generated before the stamps arrive: once they say the stack has
+        // run, a missing secret is refused, never generated.
+        let generated = bundled::load_secrets(&stack, &new, &env_lookup)?.generated;
         eprintln!(
             "cogno restore: the archive holds no secrets: new ones were generated ({})",
-            secrets.generated.join(", ")
+            generated.join(", ")
         );
     }
+    new.restore_own(&extracted)?;
+    let secrets = bundled::load_secrets(&stack, &new, &env_lookup)?;
     for (svc, b) in Kind::all().filter_map(|kind| stack.bundled(kind)) {
         let Some(entry) = manifest.server(b.kind.name) else {
             eprintln!(
