@@ -3,7 +3,7 @@
 //! every row, key, workflow history and the secrets byte for byte while a
 //! writer keeps committing; a restore that refuses damaged archives and
 //! existing data (or moves it aside with --force) and reports the leftover
-//! of an interrupted one; a backup killed part-way that leaves no archive
+//! of an interrupted (even SIGKILLed) one; a backup killed part-way that leaves no archive
 //! and a stack undisturbed; and the layout version's migration and refusal.
 //!
 //! The stacks come from tests/bundled.rs's helpers: each on its own free
@@ -376,6 +376,46 @@ fn restore_refuses_damage_and_existing_data_and_force_moves_it_aside() {
         std::fs::read_to_string(leftover.join("work")).unwrap(),
         "unfinished"
     );
+
+    // SIGKILL while the restore's own PostgreSQL runs: the server dies with
+    // it, nothing appears under the target's name, and the next restore
+    // reports the leftover.
+    let target = b.s.dir.path().join("killed");
+    let work = b.s.dir.path().join(".killed.restore-tmp");
+    let mut child = cogno_on(&b, &target, &["restore", archive.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The server on the new cluster (`-D` it exactly, not initdb's scratch).
+    let cluster = work.join("data/postgresql").display().to_string();
+    let servers = || -> Vec<i32> {
+        all_pids()
+            .into_iter()
+            .filter(|&p| cmdline(p).contains(&cluster))
+            .collect()
+    };
+    let pid_file = work.join("data/postgresql/postmaster.pid");
+    assert!(
+        eventually(LONG, || std::fs::read_to_string(&pid_file)
+            .is_ok_and(|t| t.contains("ready"))),
+        "the restore's PostgreSQL accepts connections"
+    );
+    assert!(!servers().is_empty(), "it runs on the new cluster");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        eventually(CLIENT, || servers().is_empty()),
+        "its PostgreSQL died with it: {:?}",
+        servers()
+    );
+    assert!(!target.exists(), "nothing under the target's name");
+    let out = restore(&b, &archive, &target, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(".killed.restore-tmp"), "{}", text(&out));
+    std::fs::remove_dir_all(&work).unwrap();
+    let out = restore(&b, &archive, &target, &[]);
+    assert!(out.status.success(), "then it restores: {}", text(&out));
 }
 
 #[test]

@@ -221,93 +221,160 @@ fn as_user<'a>(
 
 /// The new cluster's server, started for a restore on a Unix socket only
 /// (no TCP: nothing else can reach it meanwhile, and only root and the
-/// server's user can reach the socket), with `pg_ctl`. Its socket
-/// is in a fresh private directory under the system's temporary directory:
-/// a socket path must fit in 107 bytes, which one below the data directory
+/// server's user can reach the socket). `postgres` itself is the restore's
+/// child, killed with it (`PR_SET_PDEATHSIG`): a restore killed part-way
+/// leaves no server behind (pg_ctl would have detached it). Its socket is
+/// in a fresh private directory under the system's temporary directory: a
+/// socket path must fit in 107 bytes, which one below the data directory
 /// need not.
-struct TempServer<'a> {
-    cluster: &'a Path,
+struct TempServer {
+    child: std::process::Child,
     sockets: PathBuf,
     port: u16,
-    bins: &'a Binaries,
-    run_as: Option<&'a RunAs>,
+    psql: PathBuf,
     log: PathBuf,
 }
 
-impl<'a> TempServer<'a> {
+/// How long the temporary server may take to start (crash recovery of a
+/// new cluster takes no time; a loaded machine does).
+const TEMP_START: Duration = Duration::from_secs(300);
+
+impl TempServer {
     fn start(
-        cluster: &'a Path,
+        cluster: &Path,
         port: u16,
-        bins: &'a Binaries,
-        run_as: Option<&'a RunAs>,
-    ) -> Result<TempServer<'a>, String> {
+        bins: &Binaries,
+        run_as: Option<&RunAs>,
+    ) -> Result<TempServer, String> {
         let sockets =
             std::env::temp_dir().join(format!("cogno-restore-{:08x}", rand::random::<u32>()));
         // A new directory (mkdir fails on anything already there, a link too).
         fs::create_dir(&sockets)
             .map_err(|e| format!("cannot create {}: {e}", sockets.display()))?;
-        set_mode(&sockets, 0o700)?;
-        own(&sockets, run_as)?;
+        let log = cluster.join("cogno-restore.log");
+        let mut server = TempServer {
+            child: Self::spawn(cluster, &sockets, port, bins, run_as, &log)?,
+            sockets,
+            port,
+            psql: bins.bin_dir.join("psql"),
+            log,
+        };
+        let deadline = std::time::Instant::now() + TEMP_START;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(server.failed(&format!("postgres exited ({status})")));
+            }
+            if server
+                .psql(&["-c", "SELECT 1"])
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(server);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(server.failed(&format!(
+                    "postgres did not accept connections within {} s",
+                    TEMP_START.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn spawn(
+        cluster: &Path,
+        sockets: &Path,
+        port: u16,
+        bins: &Binaries,
+        run_as: Option<&RunAs>,
+        log: &Path,
+    ) -> Result<std::process::Child, String> {
+        set_mode(sockets, 0o700)?;
+        own(sockets, run_as)?;
         // Logins without a password, on this private socket only: the dump
         // changes the superuser's password (to the one it was taken with)
         // and later reconnects (`\connect`) as the superuser.
         let hba = sockets.join("pg_hba.conf");
         files::write_atomic(&hba, b"local all all trust\n", run_as)
             .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
-        let server = TempServer {
-            cluster,
-            sockets,
-            port,
-            bins,
-            run_as,
-            log: cluster.join("cogno-restore.log"),
-        };
-        // pg_ctl hands -o to a shell: the path is single-quoted for it.
-        let quote = |p: &Path| format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"));
-        let options = format!(
-            "-c listen_addresses='' -c unix_socket_directories={} -c hba_file={} -p {port}",
-            quote(&server.sockets),
-            quote(&hba)
-        );
-        server
-            .pg_ctl(
-                &["-l"],
-                Some(&server.log),
-                &["-w", "-t", "300", "-o", &options, "start"],
-            )
-            .map_err(|e| {
-                let log = files::read_small(&server.log, 1 << 16)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                format!(
-                    "{e}\nits log ({}):\n{}",
-                    server.log.display(),
-                    log.trim_end()
-                )
-            })?;
-        Ok(server)
+        let out = fs::File::create(log)
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let postgres = bins.bin_dir.join("postgres");
+        let mut cmd = super::tool(&postgres);
+        cmd.arg("-D")
+            .arg(cluster)
+            .args(["-c", "listen_addresses="])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", sockets.display()))
+            .arg("-c")
+            .arg(format!("hba_file={}", hba.display()))
+            .args(["-p", &port.to_string()])
+            .current_dir(cluster)
+            .stdout(out.0)
+            .stderr(out.1);
+        super::dies_with_cogno(as_user(&mut cmd, run_as))
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", postgres.display()))
     }
 
-    fn pg_ctl(&self, args: &[&str], path: Option<&Path>, rest: &[&str]) -> Result<(), String> {
-        let mut cmd = super::tool(self.bins.bin_dir.join("pg_ctl"));
-        cmd.arg("-D").arg(self.cluster).args(args);
-        if let Some(p) = path {
-            cmd.arg(p);
+    /// psql as the superuser on the private socket, with `args`.
+    fn psql(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        super::dies_with_cogno(
+            super::tool(&self.psql)
+                .env("PGPASSFILE", "/dev/null")
+                .args(["-X", "-q", "-h"])
+                .arg(&self.sockets)
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
+                .args(args)
+                .stdout(Stdio::null()),
+        )
+        .output()
+    }
+
+    /// `why`, with what the server logged.
+    fn failed(&mut self, why: &str) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = files::read_small(&self.log, 1 << 16)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        format!(
+            "the temporary PostgreSQL server for the restore failed: {why}; its log ({}):\n{}",
+            self.log.display(),
+            log.trim_end()
+        )
+    }
+
+    /// A fast shutdown (SIGINT): a checkpoint makes what was loaded durable.
+    fn stop(mut self) -> Result<(), String> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| format!("cannot wait for the temporary PostgreSQL server: {e}"))?;
+        if !status.success() {
+            return Err(self.failed(&format!("it stopped with {status}")));
         }
-        cmd.args(rest);
-        super::run_tool(as_user(&mut cmd, self.run_as), "pg_ctl")
-    }
-
-    /// A fast shutdown: a checkpoint makes what was loaded durable.
-    fn stop(self) -> Result<(), String> {
-        self.pg_ctl(&[], None, &["-m", "fast", "-w", "-t", "300", "stop"])?;
         fs::remove_file(&self.log).map_err(|e| format!("cannot remove {}: {e}", self.log.display()))
     }
 }
 
-impl Drop for TempServer<'_> {
+impl Drop for TempServer {
     fn drop(&mut self) {
+        // A server still running here is one a failure left: it goes too.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
         let _ = fs::remove_dir_all(&self.sockets);
     }
 }
@@ -327,29 +394,17 @@ fn load_dump(server: &TempServer, from: &Path, admin_password: &str) -> Result<(
         ),
     )
     .map_err(|e| format!("cannot write {}: {e}", reset.display()))?;
-    let out = super::dies_with_cogno(
-        super::tool(server.bins.bin_dir.join("psql"))
-            .env("PGPASSFILE", "/dev/null")
-            .arg("-X")
-            .arg("-q")
-            .arg("-h")
-            .arg(&server.sockets)
-            .args([
-                "-p",
-                &server.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-            ])
-            .args(["-v", "ON_ERROR_STOP=0", "-f"])
-            .arg(from.join(DUMP))
-            .arg("-f")
-            .arg(&reset),
-    )
-    .stdout(Stdio::null())
-    .output()
-    .map_err(|e| format!("cannot run psql to load the dump: {e}"))?;
+    let (dump, reset) = (from.join(DUMP), reset.to_string_lossy().into_owned());
+    let out = server
+        .psql(&[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            &dump.to_string_lossy(),
+            "-f",
+            &reset,
+        ])
+        .map_err(|e| format!("cannot run psql to load the dump: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr
         .lines()
