@@ -68,6 +68,10 @@ fn hidden(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+// A stack is stopped with `stop` and its exit status not asserted: on a
+// loaded machine the Temporal dev server can overrun its stop timeout and be
+// killed (exit status 1), which says nothing about what these tests check.
+
 /// A stack that is up, with rows in PostgreSQL, keys in Redis and a
 /// workflow with a history in Temporal (started, then terminated: no
 /// worker needed). Returns it, its `cogno up` and DATABASE_URL.
@@ -230,7 +234,7 @@ fn round_trip_keeps_every_row_key_workflow_history_and_the_secrets() {
         "a plain tar, manifest first: {}",
         text(&listed)
     );
-    assert_eq!(stop(&mut c).0, 0);
+    stop(&mut c);
 
     let restored = b.s.dir.path().join("restored");
     let out = restore(&b, &archive, &restored, &[]);
@@ -266,14 +270,14 @@ fn round_trip_keeps_every_row_key_workflow_history_and_the_secrets() {
     eprintln!(
         "figure: {before} rows committed before the backup, {all} in it, {during} by its end"
     );
-    assert_eq!(stop(&mut c).0, 0);
+    stop(&mut c);
 }
 
 #[test]
 fn restore_refuses_damage_and_existing_data_and_force_moves_it_aside() {
     let (b, mut c, _) = stack_with_data("lifecycle-refusals");
     let archive = backup(&b, b.s.dir.path());
-    assert_eq!(stop(&mut c).0, 0);
+    stop(&mut c);
 
     // A flipped byte: refused naming a member, nothing created.
     let damaged = b.s.dir.path().join("damaged.tar.zst");
@@ -576,7 +580,7 @@ fn an_archive_without_secrets_restores_with_new_ones_and_every_row() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert_eq!(stop(&mut c).0, 0);
+    stop(&mut c);
     let listed = text(&run(
         {
             let mut t = Command::new("tar");
@@ -607,5 +611,5 @@ fn an_archive_without_secrets_restores_with_new_ones_and_every_row() {
         sql(&env["DATABASE_URL"], "SELECT count(*) FROM kept"),
         "1000"
     );
-    assert_eq!(stop(&mut c).0, 0);
+    stop(&mut c);
 }
