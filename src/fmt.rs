@@ -79,6 +79,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// `20240501T120000Z`: a UTC time, to the second, for a file name.
+pub fn file_stamp(t: SystemTime) -> String {
+    let full = rfc3339(t);
+    format!("{}Z", full[..19].replace(['-', ':'], ""))
+}
+
 /// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, proleptic Gregorian calendar).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -170,6 +170,26 @@ pub fn load_or_create(
     Ok(secrets)
 }
 
+/// The stack's secrets as DATA/secrets/.env holds them (`env` winning),
+/// for a command that writes nothing there (a backup): one the file lacks
+/// is refused, never generated.
+pub fn read(
+    data: &DataDir,
+    specs: &[SecretSpec],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secrets, Error> {
+    let Planned { secrets, .. } = plan(data, specs, env, &[])?;
+    if !secrets.generated.is_empty() {
+        return Err(Error::config(format!(
+            "the secrets file {} lacks {}, which the running stack needs",
+            secrets.file.display(),
+            secrets.generated.join(", ")
+        ))
+        .help("this command never generates secrets: check that --data names the running stack's data directory"));
+    }
+    Ok(secrets)
+}
+
 /// What [`load_or_create`] will do, decided without writing anything.
 struct Planned {
     secrets: Secrets,

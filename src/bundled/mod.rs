@@ -79,6 +79,18 @@ pub trait Server: Sync {
 
     /// Where it is, for the ready banner (never a secret).
     fn banner(&self, b: &Bundled) -> String;
+
+    /// Writes a consistent copy of its data into `out` (an empty private
+    /// directory of the backup being made), taken from the running server
+    /// without stopping it or changing its files; `job.data` is the
+    /// stack's data directory. Returns its version, for the manifest.
+    fn backup(&self, job: &Job, out: &Path) -> Result<String, Error>;
+
+    /// Recreates its data in `job.data` (a new data directory, not yet in
+    /// place) from what its [`Server::backup`] wrote, extracted into `from`;
+    /// `recorded` is the version the backup recorded. Blocking; it may run
+    /// and wait for the server's own tools, never while the reaper runs.
+    fn restore(&self, job: &Job, from: &Path, recorded: &str) -> Result<(), Error>;
 }
 
 /// Every bundled server, one for each row of `config::kinds::KINDS`.
@@ -547,6 +559,41 @@ pub(crate) fn trusted(program: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A process of a bundled server's own tools run for a backup or a restore
+/// ([`tool`]) that dies with cogno: a `cogno backup` killed part-way leaves
+/// no dump still being written behind it.
+pub(crate) fn dies_with_cogno(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs `cmd` (described as `what`) to completion, its stderr captured:
+/// an error with what it printed when it fails (for the caller to make an
+/// `Error::new`: a failed step, exit status 1, not a refusal).
+pub(crate) fn run_tool(cmd: &mut std::process::Command, what: &str) -> Result<(), String> {
+    let out = dies_with_cogno(cmd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    ))
 }
 
 /// Creates the data directory `dir` of the bundled server `server` (0700).

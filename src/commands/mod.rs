@@ -1,15 +1,18 @@
 //! The command layer: one clap grammar, one dispatch, one file per command.
 //! `up` is the composition root; `check` and `env` read the stack file; the
-//! remote commands talk to a running stack through `control::client`.
+//! remote commands talk to a running stack through `control::client`;
+//! `backup` and `restore` work on the data directory and the servers.
 //!
 //! This module also finds the stack file and the data directory, the same
 //! way for every command.
 
 mod act;
+mod backup;
 mod check;
 mod env;
 mod healthcheck;
 mod logs;
+mod restore;
 mod shutdown;
 mod status;
 mod up;
@@ -38,6 +41,8 @@ Examples:
   cogno status                      # a running stack, from another terminal
   cogno logs -f web                 # follow one service's output
   cogno down                        # stop it in order; returns once everything is gone
+  cogno backup --to /backups        # one archive of the running stack's data
+  cogno restore ARCHIVE --data DIR  # a data directory from it, then `cogno up`
 
 Docs: docs/quick-start.md, docs/configuration.md (every key), docs/cli.md (every command),
 docs/troubleshooting.md";
@@ -114,6 +119,10 @@ pub enum Command {
     Shutdown(StackArgs),
     /// Stop the whole stack in order and wait until every process is gone
     Down(StackArgs),
+    /// Write one archive of the running stack's data (PostgreSQL, Redis, Temporal, secrets), without stopping it
+    Backup(backup::BackupArgs),
+    /// Make a data directory from a backup archive (never over existing data); then `cogno up`
+    Restore(restore::RestoreArgs),
     /// Print a shell completion script (e.g. `cogno completions bash > /etc/bash_completion.d/cogno`)
     Completions {
         #[arg(value_enum)]
@@ -263,6 +272,8 @@ pub fn main() -> i32 {
         Command::Healthcheck(target) => healthcheck::healthcheck(&socket_path(&target)),
         Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
         Command::Down(target) => shutdown::down(&socket_path(&target)),
+        Command::Backup(args) => backup::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cogno", &mut script);

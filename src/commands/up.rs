@@ -33,9 +33,11 @@ pub fn run(args: StackArgs) -> Outcome {
     let data = data_dir(&args, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
+    data.check_usable()?;
     // Everything that can be checked is checked before anything is written.
     let located = bundled::preflight(&stack, &data, &env_lookup)?;
     data.create()?;
+    let migrated = data.migrate_layout()?;
     // Binding the socket first also makes sure no other cogno runs on this data directory.
     let listener = control::server::bind(&data)?;
     // From here on the event loop handles the stop signals; one that comes
@@ -79,6 +81,12 @@ pub fn run(args: StackArgs) -> Outcome {
             stack.file.display(),
             data.root().display()
         );
+        if let Some((from, to)) = migrated {
+            tracing::info!(
+                "data directory {} migrated from layout version {from} to {to}",
+                data.root().display()
+            );
+        }
         let progress = bundled::Progress::new(started);
         let (stack, derived) = match prepare(stack, &data, located, progress, &mut signals).await {
             Ok(prepared) => prepared,

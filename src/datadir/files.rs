@@ -61,6 +61,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], owner: Option<&RunAs>) -> io::Res
     fs::File::open(dir)?.sync_all()
 }
 
+/// Flushes the whole filesystem holding `dir`: what was written below it
+/// (a new cluster, a restored data directory) is durable before a rename
+/// makes it visible. Cheaper than an fsync of every file.
+pub fn syncfs(dir: &Path) -> Result<(), String> {
+    fs::File::open(dir)
+        .map_err(|e| format!("cannot open {}: {e}", dir.display()))
+        .and_then(|d| {
+            nix::unistd::syncfs(d.as_raw_fd())
+                .map_err(|e| format!("cannot sync the filesystem of {}: {e}", dir.display()))
+        })
+}
+
 /// Gives directory `path` and everything under it to `user`, walking by
 /// file descriptor: the directory's parent is DATA (root's, checked by the
 /// pre-flight), and below it every directory is opened with O_NOFOLLOW from
@@ -135,6 +147,11 @@ fn chown_dir(mut dir: Dir, path: &Path, user: &RunAs) -> Result<(), String> {
 /// link, never blocking on a FIFO or device, only a regular file, and at
 /// most `cap` bytes. Ok(None) when it does not exist.
 pub fn read_small(path: &Path, cap: u64) -> Result<Option<String>, String> {
+    Ok(read_small_bytes(path, cap)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// [`read_small`], byte for byte.
+pub fn read_small_bytes(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
     let file = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -172,7 +189,7 @@ pub fn read_small(path: &Path, cap: u64) -> Result<Option<String>, String> {
             path.display()
         ));
     }
-    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    Ok(Some(bytes))
 }
 
 /// What an error message may show of text read from a file that failed

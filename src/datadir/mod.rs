@@ -13,28 +13,45 @@
 //!                           (named by bundled/postgres.rs, beside the cluster)
 //!   redis/                  the bundled Redis's working directory
 //!   temporal/               the bundled Temporal's database
+//!   backups/                `cogno backup`'s archives when no --to is given (0700)
 //!   .cogno/
 //!     created, initialized  the stamps (see `stamps`)
+//!     layout                the layout version (see `layout`)
 //!     postgresql-bin/       PostgreSQL binaries downloaded when none are installed
 //! ```
 //!
 //! Everything else takes a [`DataDir`] and asks it for a path, never joins
 //! names onto a bare one: a change of layout (and the code that must know
 //! about it — backup, restore, migrations) is then made here alone. For the
-//! same reason, what root must check or refuse about the directory itself
+//! same reason, what a backup holds of the directory and how an archive is
+//! written and read are `archive`'s, and the layout's version is `layout`'s.
+//! For the same reason, what root must check or refuse about the directory itself
 //! (who owns it, who may write it) belongs in [`DataDir::preflight`] as
 //! another [`Problem`], and opening files beneath it without following
 //! links belongs in `files`.
 
+pub mod archive;
 pub mod files;
+mod layout;
 mod preflight;
 mod stamps;
 
+pub use layout::CURRENT as LAYOUT;
 pub use preflight::{Problem, ServiceUser};
 pub use stamps::Versions;
 
 use crate::error::Error;
 use std::path::{Path, PathBuf};
+
+/// Where a restore builds a data directory: see [`DataDir::restore_work`].
+pub struct RestoreWork {
+    pub dir: PathBuf,
+    /// `dir` is inside the data directory, whose entries are moved up one
+    /// by one at the end (the secrets last) instead of one rename.
+    pub inside: bool,
+    /// Both places an interrupted restore may have left its work.
+    pub leftovers: [PathBuf; 2],
+}
 
 /// A stack's data directory (`--data`, `$COGNO_DATA_DIR`, `data_dir:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,9 +116,65 @@ impl DataDir {
         self.root.join("temporal")
     }
 
+    /// DATA/backups: where `cogno backup` writes when not told where.
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+
     /// DATA/.cogno: cogno's own records about the data directory.
     fn cogno_dir(&self) -> PathBuf {
         self.root.join(".cogno")
+    }
+
+    /// Where `cogno restore` builds this data directory until it is
+    /// complete: `.NAME.restore-tmp` beside DATA, renamed into place at the
+    /// end; or, when DATA is a mount point (a volume, which no rename can
+    /// cross), DATA/.cogno-restore-tmp, whose entries are then moved up.
+    pub fn restore_work(&self) -> RestoreWork {
+        let inside = self.root.join(".cogno-restore-tmp");
+        let beside = match self.root.file_name() {
+            Some(name) => self
+                .root
+                .with_file_name(format!(".{}.restore-tmp", name.to_string_lossy())),
+            None => inside.clone(),
+        };
+        let mount_point = {
+            use std::os::unix::fs::MetadataExt;
+            let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+            let parent = self.root.parent().unwrap_or(Path::new("/"));
+            dev(&self.root).is_some_and(|d| Some(d) != dev(parent))
+        };
+        RestoreWork {
+            dir: if mount_point {
+                inside.clone()
+            } else {
+                beside.clone()
+            },
+            inside: mount_point,
+            leftovers: [beside, inside],
+        }
+    }
+
+    /// Read-only, before anything is written: the layout is one this cogno
+    /// knows ([`DataDir::check_layout`]) and no restore was interrupted
+    /// part-way inside DATA (a mount point restored into), whose data could
+    /// be incomplete.
+    pub fn check_usable(&self) -> Result<(), Error> {
+        self.check_layout()?;
+        let work = self.root.join(".cogno-restore-tmp");
+        if std::fs::symlink_metadata(&work).is_ok() {
+            return Err(Error::config(format!(
+                "{} holds the unfinished work of an interrupted `cogno restore` ({}): the data \
+                 directory may be incomplete, so nothing was started or changed",
+                self.root.display(),
+                work.display()
+            ))
+            .help(
+                "move the data directory's contents aside (delete nothing you have not checked) \
+                 and run `cogno restore ARCHIVE` again",
+            ));
+        }
+        Ok(())
     }
 
     /// Creates DATA (and its parents) and DATA/run (0711) if missing. DATA

@@ -23,6 +23,11 @@ impl DataDir {
         self.stamp_once("created", &text)
     }
 
+    /// DATA/.cogno/created
+    pub fn created_stamp(&self) -> std::path::PathBuf {
+        self.cogno_dir().join("created")
+    }
+
     /// DATA/.cogno/initialized: the stack has been healthy once (its app's
     /// data, sessions and tokens were made with its secrets).
     pub fn initialized_stamp(&self) -> std::path::PathBuf {
