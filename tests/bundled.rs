@@ -2048,6 +2048,40 @@ fn temporal_web_ui_answers_on_its_ui_port() {
 
 // ------------------------------------------- 10.13: probes and impostors
 
+/// Root without CAP_SYS_PTRACE — a container with docker's default
+/// capabilities — cannot look into the descriptor tables of servers that
+/// dropped to their own users. Their probes still pass, by the listening
+/// socket's owner: the quick-start image never became ready without this.
+#[test]
+fn servers_are_probed_by_a_root_that_cannot_trace_them() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let s = Stack::new("noptrace");
+    let ports = ports();
+    s.write(&format!(
+        "services:\n  \
+         postgres: {{kind: postgres, port: {}}}\n  \
+         redis: {{kind: redis, port: {}}}\n",
+        ports.pg, ports.redis
+    ));
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--bounding-set", "-sys_ptrace", "--"])
+        .arg(COGNO)
+        .args(["up", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data);
+    let mut c = Cogno::spawn(&s, cmd);
+    wait_ready(&c, Instant::now());
+    assert!(
+        !c.output().contains("is served by another process"),
+        "{}",
+        c.output()
+    );
+    stop(&mut c);
+}
+
 /// A process of another user that holds a bundled server's port on
 /// 127.0.0.1 (here the servers listen on ::1 only, so that it can) is never
 /// handed the servers' credentials: the probes check that the socket is

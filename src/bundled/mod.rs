@@ -494,6 +494,12 @@ pub const IMPOSTOR: &str = "is served by another process";
 /// takes connections there must belong to the service's own process `main`
 /// or one of its descendants. A process of another user that bound the port
 /// before the server (or beside it) gets nothing, and the error says who it is.
+///
+/// Where cogno cannot see into the service's descriptor table (root without
+/// CAP_SYS_PTRACE, as in a container with docker's default capabilities,
+/// and a server that dropped to its own user), the socket must at least
+/// belong to the service's user: a process of that user could read the
+/// server's data and credentials anyway.
 pub fn check_listener(port: u16, main: Pid, server: &str) -> Result<(), String> {
     let sockets = procfs::loopback_listeners(port);
     if sockets.is_empty() {
@@ -502,11 +508,20 @@ pub fn check_listener(port: u16, main: Pid, server: &str) -> Result<(), String> 
         ));
     }
     let tree = procfs::process_tree(main);
+    let blind = !procfs::fds_visible(main);
+    let service_uid = procfs::uid_of(main);
     for socket in &sockets {
-        if procfs::holder_of(socket, tree.iter().copied()).is_none() {
-            let who = procfs::holder_of(socket, procfs::all_pids())
+        let own = if blind {
+            service_uid == Some(socket.uid)
+        } else {
+            procfs::holder_of(&socket.inode, tree.iter().copied()).is_some()
+        };
+        if !own {
+            let who = procfs::holder_of(&socket.inode, procfs::all_pids())
                 .map(|pid| format!("pid {pid}, `{}`", procfs::comm(pid)))
-                .unwrap_or_else(|| "a process cogno cannot see in /proc".into());
+                .unwrap_or_else(|| {
+                    format!("a process of uid {} cogno cannot see in /proc", socket.uid)
+                });
             return Err(format!(
                 "port {port} {IMPOSTOR} ({who}), not {server} (pid {main}): \
                  no credentials were sent to it; stop that process, or give `{server}` another `port:`"

@@ -74,10 +74,19 @@ impl ProcStat {
     }
 }
 
-/// The inodes of the TCP sockets listening on `port` whose local address
-/// is one of `addresses` (as /proc/net/tcp{,6} spell them: hex, in the
-/// kernel's byte order), or on any address when `addresses` is empty.
-fn listening(port: u16, addresses: &[&str]) -> Vec<String> {
+/// A listening TCP socket, as /proc/net/tcp{,6} shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// As a descriptor's link in /proc/PID/fd spells it: `socket:[N]`.
+    pub inode: String,
+    /// The effective uid of the process that created it.
+    pub uid: u32,
+}
+
+/// The TCP sockets listening on `port` whose local address is one of
+/// `addresses` (as /proc/net/tcp{,6} spell them: hex, in the kernel's byte
+/// order), or on any address when `addresses` is empty.
+fn listening(port: u16, addresses: &[&str]) -> Vec<Listener> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -92,7 +101,13 @@ fn listening(port: u16, addresses: &[&str]) -> Vec<String> {
                 && f.get(3) == Some(&"0A")
                 && (addresses.is_empty() || addresses.contains(&addr))
             {
-                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
+                if let (Some(uid), Some(inode)) = (f.get(7).and_then(|u| u.parse().ok()), f.get(9))
+                {
+                    inodes.push(Listener {
+                        inode: format!("socket:[{inode}]"),
+                        uid,
+                    });
+                }
             }
         }
     }
@@ -102,7 +117,7 @@ fn listening(port: u16, addresses: &[&str]) -> Vec<String> {
 /// The sockets that take connections made to 127.0.0.1:`port`: listening
 /// on 127.0.0.1 itself, on 0.0.0.0, or on IPv6's any address or its
 /// IPv4-mapped 127.0.0.1 (a dual-stack socket takes IPv4 connections too).
-pub fn loopback_listeners(port: u16) -> Vec<String> {
+pub fn loopback_listeners(port: u16) -> Vec<Listener> {
     const LOOPBACK: &[&str] = &[
         "0100007F",
         "00000000",
@@ -120,6 +135,26 @@ pub fn holder_of(inode: &str, pids: impl IntoIterator<Item = Pid>) -> Option<Pid
                 .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == inode))
         })
     })
+}
+
+/// Whether cogno can read `pid`'s descriptor table. Without CAP_SYS_PTRACE
+/// (docker's default capability set lacks it) even root cannot, for a
+/// process that changed its uid: the kernel makes it non-dumpable.
+/// The directory itself may still be listed (root owns it): what is refused
+/// is where its links point.
+pub fn fds_visible(pid: Pid) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|mut fds| {
+        fds.next()
+            .is_some_and(|fd| fd.is_ok_and(|fd| std::fs::read_link(fd.path()).is_ok()))
+    })
+}
+
+/// `pid`'s effective uid, from the `Uid:` line of /proc/PID/status (which
+/// every process may read, unlike its descriptor table).
+pub fn uid_of(pid: Pid) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// `root` and every process below it.
@@ -143,6 +178,6 @@ pub fn comm(pid: Pid) -> String {
 pub fn port_holder(port: u16) -> Option<String> {
     listening(port, &[])
         .iter()
-        .find_map(|inode| holder_of(inode, all_pids()))
+        .find_map(|l| holder_of(&l.inode, all_pids()))
         .map(|pid| format!("pid {pid} ({})", comm(pid)))
 }
