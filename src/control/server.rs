@@ -6,6 +6,7 @@ use super::Handle;
 use super::{Action, ActionResult, Outcome, Phase, Refusal, Request, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
+use crate::events::Event;
 use crate::fmt::rfc3339;
 use crate::logs::{Line, LogView, SharedRing, Stream};
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Why the control socket could not be set up. `AlreadyRunning` is the one
 /// a caller may act on: another cogno owns this data directory.
@@ -280,6 +281,7 @@ enum Route<'a> {
     Service(&'a str),
     Act(&'a str, Action),
     Logs,
+    Events,
     Shutdown,
 }
 
@@ -313,10 +315,11 @@ impl Api {
                 }
             },
             (Scope::Full, ["logs"]) => Route::Logs,
+            (Scope::Full, ["events"]) => Route::Events,
             (Scope::Full, ["shutdown"]) => Route::Shutdown,
             _ => {
                 return not_found(&format!(
-                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health; \
+                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health, /events; \
                      POST /services/NAME/start|stop|restart, /shutdown)",
                     req.uri().path()
                 ))
@@ -341,6 +344,7 @@ impl Api {
                     .await
             }
             Route::Logs => self.logs(&query),
+            Route::Events => self.events(),
             Route::Shutdown => self.shutdown().await,
         }
     }
@@ -422,7 +426,12 @@ impl Api {
             .flat_map(|(_, v)| v.split(','))
             .filter(|v| !v.is_empty())
             .collect();
-        if let Some(bad) = wanted.iter().find(|w| !known().any(|n| n == **w)) {
+        // `cogno` is the stack's own stream: its events (crate::events).
+        let own = (String::from("cogno"), self.logs.events.ring.clone());
+        if let Some(bad) = wanted
+            .iter()
+            .find(|w| **w != own.0 && !known().any(|n| n == **w))
+        {
             return unknown_service(bad, known());
         }
         let n = match query.iter().rev().find(|(k, _)| k == "n") {
@@ -441,6 +450,7 @@ impl Api {
             .logs
             .services
             .iter()
+            .chain([&own])
             .filter(|(name, _)| wanted.is_empty() || wanted.contains(&name.as_str()))
             .cloned()
             .collect();
@@ -477,13 +487,48 @@ impl Api {
                 }
             }
         });
-        let mut r = Response::new(Body::Stream(rx));
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        r
+        ndjson_stream(rx)
     }
+
+    /// `GET /events`: the stack's events from now on, one JSON object a line.
+    fn events(&self) -> Reply {
+        let mut events = self.logs.events.subscribe();
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(ev) => ev,
+                        // This client fell behind: it is told how much it
+                        // missed and goes on from the oldest event still kept.
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            let mut ev = Event::new("lagged", None);
+                            ev.reason = Some(format!("{n} events were missed"));
+                            ev
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                };
+                let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                line.push(b'\n');
+                if tx.send(line.into()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        ndjson_stream(rx)
+    }
+}
+
+/// A streamed NDJSON answer whose chunks come from `rx`.
+fn ndjson_stream(rx: mpsc::Receiver<Bytes>) -> Reply {
+    let mut r = Response::new(Body::Stream(rx));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
 }
 
 /// A ring whose lock was poisoned still holds valid lines: read them anyway.
