@@ -93,3 +93,41 @@ impl Events {
         self.tx.subscribe()
     }
 }
+
+/// A subscriber's next event; None once cogno is done. One that fell behind
+/// gets a `lagged` event saying how many it missed, then goes on from the
+/// oldest event still held.
+pub async fn next(rx: &mut broadcast::Receiver<Event>) -> Option<Event> {
+    match rx.recv().await {
+        Ok(ev) => Some(ev),
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            let mut ev = Event::new("lagged", None);
+            ev.reason = Some(format!("{n} events were missed"));
+            Some(ev)
+        }
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_and_goes_on() {
+        let events = Events::default();
+        let mut rx = events.subscribe();
+        for i in 0..CAPACITY + 10 {
+            let mut ev = Event::new("transition", Some("web"));
+            ev.reason = Some(i.to_string());
+            events.publish(ev);
+        }
+        let lagged = next(&mut rx).await.unwrap();
+        assert_eq!(lagged.kind, "lagged");
+        assert_eq!(lagged.text(), "lagged (10 events were missed)");
+        assert_eq!(next(&mut rx).await.unwrap().reason.as_deref(), Some("10"));
+        // The log stream keeps what a ring keeps, whoever subscribes.
+        let tail = events.ring.lock().unwrap().tail(1);
+        assert_eq!(tail[0].text, format!("web: transition ({})", CAPACITY + 9));
+    }
+}

@@ -6,7 +6,6 @@ use super::Handle;
 use super::{Action, ActionResult, Outcome, Phase, Refusal, Request, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
-use crate::events::Event;
 use crate::fmt::rfc3339;
 use crate::logs::{Line, LogView, SharedRing, Stream};
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Why the control socket could not be set up. `AlreadyRunning` is the one
 /// a caller may act on: another cogno owns this data directory.
@@ -497,16 +496,9 @@ impl Api {
         tokio::spawn(async move {
             loop {
                 let ev = tokio::select! {
-                    ev = events.recv() => match ev {
-                        Ok(ev) => ev,
-                        // This client fell behind: it is told how much it
-                        // missed and goes on from the oldest event still kept.
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            let mut ev = Event::new("lagged", None);
-                            ev.reason = Some(format!("{n} events were missed"));
-                            ev
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
+                    ev = crate::events::next(&mut events) => match ev {
+                        Some(ev) => ev,
+                        None => return,
                     },
                     _ = tx.closed() => return,
                 };
