@@ -85,6 +85,69 @@ pub fn file_stamp(t: SystemTime) -> String {
     format!("{}Z", full[..19].replace(['-', ':'], ""))
 }
 
+/// The instant an RFC 3339 time names: `2024-05-01T12:00:00Z`, with
+/// optional fractional seconds and a `Z` or `±HH:MM` offset (`t` or a space
+/// may separate date and time). None for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let seps = s.as_bytes();
+    if s.len() < 20 || seps[4] != b'-' || seps[7] != b'-' || seps[13] != b':' || seps[16] != b':' {
+        return None;
+    }
+    if !matches!(seps[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let kept = &frac[..digits.min(9)];
+        nanos = kept.parse::<u32>().ok()? * 10u32.pow(9 - kept.len() as u32);
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + sec - offset;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+}
+
+/// Days since 1970-01-01 of a date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, proleptic Gregorian calendar).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -110,6 +173,26 @@ mod tests {
         assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(at(1_709_251_199, 999)), "2024-02-29T23:59:59.999Z");
         assert_eq!(rfc3339(at(4_102_444_800, 0)), "2100-01-01T00:00:00.000Z");
+        for (s, ms) in [
+            (0, 0),
+            (951_782_400, 5),
+            (1_709_251_199, 999),
+            (4_102_444_800, 0),
+        ] {
+            assert_eq!(parse_rfc3339(&rfc3339(at(s, ms))), Some(at(s, ms)));
+        }
+        assert_eq!(
+            parse_rfc3339("2000-02-29T02:00:00+02:00"),
+            Some(at(951_782_400, 0))
+        );
+        for bad in [
+            "2000-02-29",
+            "2000-13-01T00:00:00Z",
+            "2000-02-29T00:00:00",
+            "5m",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod datadir;
 pub mod error;
+pub mod events;
 pub mod fmt;
 pub mod health;
 pub mod logs;

@@ -342,6 +342,17 @@ impl Ring {
         }
     }
 
+    /// Adds one line that was not read from a pipe (cogno's own events).
+    pub fn push_line(&mut self, stream: Stream, text: &str) {
+        self.push(Chunk {
+            at: SystemTime::now(),
+            stream,
+            data: format!("{text}\n").into(),
+            prefix_len: 0,
+            lines: 1,
+        });
+    }
+
     /// The position after the newest line.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -390,6 +401,8 @@ pub type SharedRing = Arc<Mutex<Ring>>;
 #[derive(Clone)]
 pub struct LogView {
     pub services: Vec<(String, SharedRing)>,
+    /// The stack's events: streamed by `/events`, and the `cogno` stream of `/logs`.
+    pub events: crate::events::Events,
     pub changes: tokio::sync::watch::Receiver<u64>,
 }
 

@@ -167,15 +167,20 @@ struct Follower {
 
 impl Follower {
     fn start(s: &Stack, args: &[&str]) -> Follower {
+        Follower::command(s, "logs", args)
+    }
+
+    /// Runs `cogno COMMAND --data DATA ARGS`, reading its stdout.
+    fn command(s: &Stack, command: &str, args: &[&str]) -> Follower {
         let mut child = Command::new(COGNO)
-            .args(["logs", "--data"])
+            .args([command, "--data"])
             .arg(&s.data)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("run cogno logs -f");
+            .expect("run cogno");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -201,7 +206,7 @@ impl Follower {
                         return seen;
                     }
                 }
-                Err(_) => panic!("`cogno logs -f` did not show {needle:?}; it showed {seen:?}"),
+                Err(_) => panic!("cogno did not show {needle:?}; it showed {seen:?}"),
             }
         }
     }
@@ -1000,4 +1005,146 @@ services:
         "{r:?}"
     );
     assert!(!r.stderr.contains("priority"), "{r:?}");
+}
+
+/// `cogno events --json` across a crash: the service's transitions arrive
+/// in order, each with a timestamp, and an operator's restart is an event.
+#[test]
+fn events_stream_across_a_crash() {
+    let s = Stack::new("events");
+    let (first, crash) = (s.file("first.flag"), s.file("crash.flag"));
+    // Its first run crashes (exit 1) when the test says so; later ones run on.
+    let cmd = argv(&[
+        "sh",
+        "-c",
+        &format!(
+            "[ -e {first} ] && exec sleep 1000; touch {first}; \
+             while [ ! -e {crash} ]; do sleep 0.05; done; exit 1"
+        ),
+    ]);
+    s.write(&format!(
+        r#"
+services:
+  crashy:
+    command: {cmd}
+    startsecs: 300ms
+"#
+    ));
+    let mut c = Cogno::up(&s);
+    c.wait_line("crashy: healthy");
+    let events = subscribed(&s, &["--json"]);
+    std::fs::write(&crash, "").unwrap();
+    let seen = events.wait_for(r#""to":"running""#);
+    // Across the crash: it leaves running, is started again, and runs.
+    assert!(seen[0].contains(r#""from":"running""#), "{seen:?}");
+    assert!(seen[0].contains("exited with code 1"), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.contains(r#""to":"starting""#)),
+        "{seen:?}"
+    );
+    let all: Vec<Value> = seen
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    let times: Vec<&str> = all.iter().map(|e| e["t"].as_str().unwrap()).collect();
+    assert!(times.is_sorted(), "{times:?}");
+    assert!(
+        times.iter().all(|t| t.len() == 24 && t.ends_with('Z')),
+        "{times:?}"
+    );
+    assert!(
+        all.iter()
+            .all(|e| e["kind"] == "transition" && e["service"] == "crashy"),
+        "{all:?}"
+    );
+
+    // An operator's action, and the human format.
+    let human = subscribed(&s, &[]);
+    assert_eq!(cli(&s, &["restart", "crashy"]).code, 0);
+    let lines = human.wait_for("→ running");
+    assert!(
+        lines[0].ends_with(" crashy: action (restart requested)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains(" crashy: running → stopping"),
+        "{lines:?}"
+    );
+    // The same events are the `cogno` stream of `cogno logs`.
+    let r = cli(&s, &["logs", "cogno"]);
+    assert!(
+        r.stdout
+            .contains("cogno  | crashy: running → exiting (exited with code 1)\n"),
+        "{r:?}"
+    );
+
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
+}
+
+/// `cogno events ARGS`, once it is surely subscribed: events are live only,
+/// so `cogno start crashy` (already running: a no-op, but an operator
+/// action all the same) is repeated until the stream shows it.
+fn subscribed(s: &Stack, args: &[&str]) -> Follower {
+    let f = Follower::command(s, "events", args);
+    let synced = eventually(TIMEOUT, || {
+        assert_eq!(cli(s, &["start", "crashy"]).code, 0);
+        let seen = f.lines.recv_timeout(std::time::Duration::from_millis(500));
+        seen.is_ok_and(|l| l.contains("start requested"))
+    });
+    assert!(synced, "`cogno events` showed no event");
+    f
+}
+/// `cogno logs --grep / --since / --json / --timestamps` on known lines.
+#[test]
+fn logs_filters_and_formats() {
+    let s = Stack::new("logflags");
+    let cmd = argv(&[
+        "sh",
+        "-c",
+        "echo alpha one; echo beta two >&2; exec sleep 1000",
+    ]);
+    s.write(&format!("services:\n  svc:\n    command: {cmd}\n"));
+    let mut c = Cogno::up(&s);
+    c.wait_line("svc   ! beta two");
+
+    let r = cli(&s, &["logs", "--grep", "beta"]);
+    assert_eq!(r.stdout, "svc   ! beta two\n", "{r:?}");
+
+    let r = cli(&s, &["logs", "svc", "--timestamps", "--grep", "alpha"]);
+    let (t, rest) = r.stdout.split_once(' ').expect("a time first");
+    assert_eq!(rest, "svc   | alpha one\n", "{r:?}");
+    assert!(t.len() == 24 && t.ends_with('Z'), "{r:?}");
+
+    let r = cli(&s, &["logs", "svc", "--json"]);
+    let lines: Vec<Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{r:?}");
+    assert!(lines.iter().any(|l| l["line"] == "alpha one"
+        && l["stream"] == "stdout"
+        && l["service"] == "svc"
+        && l["t"] == t));
+
+    for (since, shown) in [
+        ("1h", true),
+        ("2000-01-01T00:00:00Z", true),
+        ("2999-01-01T00:00:00+01:00", false),
+    ] {
+        let r = cli(&s, &["logs", "svc", "--since", since]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(
+            r.stdout.contains("alpha one"),
+            shown,
+            "--since {since}: {r:?}"
+        );
+    }
+    let r = cli(&s, &["logs", "--since", "yesterday"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("neither a duration"), "{r:?}");
+
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
 }

@@ -1,20 +1,55 @@
-//! `cogno logs`: recent output of the services, and `-f` to follow it.
+//! `cogno logs`: recent output of the services (and cogno's own `cogno`
+//! stream of events), filtered by time or text, and `-f` to follow it.
 
-use super::Outcome;
+use super::{colored, Outcome};
 use crate::control::client::{get_status, percent_encode, request};
+use crate::logs::{Stream, Style};
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
+use std::time::SystemTime;
 
-pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> Outcome {
-    // The prefixes are padded to the longest name in the stack, as `cogno up` pads them.
-    let width = get_status(socket)?
+/// What `cogno logs` shows of the lines it gets.
+pub struct Filter {
+    /// Only lines at or after this instant (RFC 3339 as the API sends it).
+    pub since: Option<String>,
+    /// Only lines containing this text (a plain substring, not a regex).
+    pub grep: Option<String>,
+    pub timestamps: bool,
+    pub json: bool,
+}
+
+/// `--since`: a duration back from now (`5m`) or an RFC 3339 instant.
+pub fn parse_since(s: &str) -> Result<String, String> {
+    if let Some(t) = crate::fmt::parse_rfc3339(s) {
+        return Ok(crate::fmt::rfc3339(t));
+    }
+    let d = crate::config::parse_duration(s).map_err(|_| {
+        format!("`{s}` is neither a duration (`30s`, `5m`, `2h`) nor an RFC 3339 time (`2026-01-31T12:00:00Z`)")
+    })?;
+    Ok(crate::fmt::rfc3339(
+        SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    ))
+}
+
+pub fn logs(
+    socket: &Path,
+    services: &[String],
+    follow: bool,
+    lines: usize,
+    filter: &Filter,
+) -> Outcome {
+    // The prefixes are padded to the longest name in the stack, as `cogno up`
+    // pads them, and coloured the same way (each service its stack-file index).
+    let names: Vec<String> = get_status(socket)?
         .services
-        .iter()
-        .map(|s| s.name.len())
-        .chain(["cogno".len()])
-        .max()
-        .unwrap_or(0);
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let style = Style::new(&refs, !filter.json && colored(&std::io::stdout()));
     let mut path = format!("/logs?n={lines}");
     for s in services {
         path.push_str("&service=");
@@ -27,7 +62,39 @@ pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> O
     if reply.status != 200 {
         return Err(reply.refusal());
     }
-    let mut body = BufReader::new(reply.body);
+    stream_lines(reply.body, |line, out| {
+        let Ok(l) = serde_json::from_slice::<LogLine>(line) else {
+            return out.write_all(line);
+        };
+        let shown = filter.since.as_ref().is_none_or(|t| l.t >= *t)
+            && filter.grep.as_ref().is_none_or(|g| l.line.contains(g));
+        if !shown {
+            return Ok(());
+        }
+        if filter.json {
+            return out.write_all(line);
+        }
+        if filter.timestamps {
+            write!(out, "{} ", l.t)?;
+        }
+        let stream = if l.stream == "stderr" {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        let idx = names.iter().position(|n| *n == l.service);
+        out.write_all(&style.prefix(&l.service, idx.unwrap_or(usize::MAX), stream))?;
+        writeln!(out, "{}", l.line)
+    })
+}
+
+/// Copies an NDJSON answer to stdout, one line at a time through `each`,
+/// until it ends (or the stack stops, while following).
+pub(super) fn stream_lines(
+    body: impl Read,
+    mut each: impl FnMut(&[u8], &mut dyn Write) -> std::io::Result<()>,
+) -> Outcome {
+    let mut body = BufReader::new(body);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut line = Vec::new();
@@ -39,13 +106,7 @@ pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> O
             // The stack stopped while following: its output has ended too.
             Err(_) => break,
         }
-        let written = match serde_json::from_slice::<LogLine>(&line) {
-            Ok(l) => {
-                let mark = if l.stream == "stderr" { '!' } else { '|' };
-                writeln!(out, "{:<width$} {mark} {}", l.service, l.line)
-            }
-            Err(_) => out.write_all(&line),
-        };
+        let written = each(&line, &mut out);
         // Flushed whenever the next read may wait, so `-f` shows lines as they come.
         let flushed = if body.buffer().is_empty() {
             out.flush()
@@ -63,6 +124,7 @@ pub fn logs(socket: &Path, services: &[String], follow: bool, lines: usize) -> O
 
 #[derive(Deserialize)]
 struct LogLine {
+    t: String,
     service: String,
     stream: String,
     line: String,

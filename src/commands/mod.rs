@@ -10,6 +10,7 @@ mod act;
 mod backup;
 mod check;
 mod env;
+mod events;
 mod healthcheck;
 mod logs;
 mod restore;
@@ -103,9 +104,29 @@ pub enum Command {
         /// Keep following new lines
         #[arg(long, short = 'f')]
         follow: bool,
-        /// How many recent lines to show first
+        /// How many recent lines to show first (--since and --grep choose among these)
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: usize,
+        /// Start each line with its time (RFC 3339, UTC, milliseconds)
+        #[arg(long)]
+        timestamps: bool,
+        /// Only lines since this long ago (`5m`, `2h`) or since this RFC 3339 time
+        #[arg(long, value_name = "D|TIME", value_parser = logs::parse_since)]
+        since: Option<String>,
+        /// Only lines containing this text (a plain substring, case-sensitive)
+        #[arg(long, value_name = "PATTERN")]
+        grep: Option<String>,
+        /// One JSON object per line (NDJSON), as GET /logs sends them
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the stack's events: state transitions, health changes, restarts, operator actions
+    Events {
+        #[command(flatten)]
+        target: StackArgs,
+        /// One JSON object per line (NDJSON), as GET /events sends them
+        #[arg(long)]
+        json: bool,
     },
     /// Start stopped or failed services and wait until they are healthy
     Start(ActionArgs),
@@ -265,7 +286,23 @@ pub fn main() -> i32 {
             services,
             follow,
             lines,
-        } => logs::logs(&socket_path(&target), &services, follow, lines),
+            timestamps,
+            since,
+            grep,
+            json,
+        } => logs::logs(
+            &socket_path(&target),
+            &services,
+            follow,
+            lines,
+            &logs::Filter {
+                since,
+                grep,
+                timestamps,
+                json,
+            },
+        ),
+        Command::Events { target, json } => events::events(&socket_path(&target), json),
         Command::Start(a) => act::run(Action::Start, a),
         Command::Stop(a) => act::run(Action::Stop, a),
         Command::Restart(a) => act::run(Action::Restart, a),

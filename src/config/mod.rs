@@ -26,7 +26,7 @@ use yaml::Node;
 
 pub use envfile::{interpolation_vars, lookup as env_file_lookup};
 pub use kinds::Kind;
-pub use raw::{Condition, OnUnhealthy, RestartPolicy};
+pub use raw::{parse_duration, Condition, OnUnhealthy, RestartPolicy};
 
 /// A validated stack, ready to run.
 #[derive(Debug, Clone)]

@@ -509,7 +509,7 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration `{s}`: write it like `500ms`, `5s`, `2m` or `1h`");
     let t = s.trim();
     if t.is_empty() {

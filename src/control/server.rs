@@ -280,6 +280,7 @@ enum Route<'a> {
     Service(&'a str),
     Act(&'a str, Action),
     Logs,
+    Events,
     Shutdown,
 }
 
@@ -313,10 +314,11 @@ impl Api {
                 }
             },
             (Scope::Full, ["logs"]) => Route::Logs,
+            (Scope::Full, ["events"]) => Route::Events,
             (Scope::Full, ["shutdown"]) => Route::Shutdown,
             _ => {
                 return not_found(&format!(
-                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health; \
+                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health, /events; \
                      POST /services/NAME/start|stop|restart, /shutdown)",
                     req.uri().path()
                 ))
@@ -341,6 +343,7 @@ impl Api {
                     .await
             }
             Route::Logs => self.logs(&query),
+            Route::Events => self.events(),
             Route::Shutdown => self.shutdown().await,
         }
     }
@@ -422,7 +425,12 @@ impl Api {
             .flat_map(|(_, v)| v.split(','))
             .filter(|v| !v.is_empty())
             .collect();
-        if let Some(bad) = wanted.iter().find(|w| !known().any(|n| n == **w)) {
+        // `cogno` is the stack's own stream: its events (crate::events).
+        let own = (String::from("cogno"), self.logs.events.ring.clone());
+        if let Some(bad) = wanted
+            .iter()
+            .find(|w| **w != own.0 && !known().any(|n| n == **w))
+        {
             return unknown_service(bad, known());
         }
         let n = match query.iter().rev().find(|(k, _)| k == "n") {
@@ -441,6 +449,7 @@ impl Api {
             .logs
             .services
             .iter()
+            .chain([&own])
             .filter(|(name, _)| wanted.is_empty() || wanted.contains(&name.as_str()))
             .cloned()
             .collect();
@@ -477,13 +486,41 @@ impl Api {
                 }
             }
         });
-        let mut r = Response::new(Body::Stream(rx));
-        r.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        r
+        ndjson_stream(rx)
     }
+
+    /// `GET /events`: the stack's events from now on, one JSON object a line.
+    fn events(&self) -> Reply {
+        let mut events = self.logs.events.subscribe();
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    ev = crate::events::next(&mut events) => match ev {
+                        Some(ev) => ev,
+                        None => return,
+                    },
+                    _ = tx.closed() => return,
+                };
+                let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                line.push(b'\n');
+                if tx.send(line.into()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        ndjson_stream(rx)
+    }
+}
+
+/// A streamed NDJSON answer whose chunks come from `rx`.
+fn ndjson_stream(rx: mpsc::Receiver<Bytes>) -> Reply {
+    let mut r = Response::new(Body::Stream(rx));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
 }
 
 /// A ring whose lock was poisoned still holds valid lines: read them anyway.

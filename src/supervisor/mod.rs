@@ -23,6 +23,7 @@ pub use machine::State;
 
 use crate::config::{Condition, Stack};
 use crate::control::{self, Request};
+use crate::events::{Event as StackEvent, Events};
 use crate::fmt::fmt_duration;
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
@@ -102,6 +103,7 @@ pub struct Supervisor {
     /// The stack has been ready at least once (a later problem is "degraded").
     ever_ready: bool,
     changes: logs::Changes,
+    events: Events,
     on_ready: Option<Box<dyn FnOnce()>>,
     oom: OomCounter,
     /// Status requests waiting for fresh probe results (see `operator.rs`).
@@ -163,6 +165,7 @@ impl Supervisor {
             started: Instant::now(),
             ever_ready: false,
             changes: tokio::sync::watch::Sender::new(0),
+            events: Events::default(),
             on_ready: None,
             oom: OomCounter::open(),
             fresh_waits: Vec::new(),
@@ -189,6 +192,7 @@ impl Supervisor {
                 .map(|(s, rt)| (s.name.clone(), rt.ring.clone()))
                 .collect(),
             changes: self.changes.subscribe(),
+            events: self.events.clone(),
         }
     }
 
@@ -335,10 +339,25 @@ impl Supervisor {
     /// Hands `input` to service `i`'s state machine and carries out its effects.
     fn feed(&mut self, i: usize, input: Input) {
         let rt = &mut self.svcs[i];
+        let from = rt.state().kind();
         let effects = rt.machine.step(&rt.spec, input, Instant::now());
+        let to = rt.state().kind();
+        if from != to {
+            let mut ev = StackEvent::new("transition", Some(&rt.spec.name));
+            ev.from = Some(from.to_string());
+            ev.to = Some(to.to_string());
+            ev.reason = self.reason(i);
+            self.publish(ev);
+        }
         for effect in effects {
             self.execute(i, effect);
         }
+    }
+
+    /// Publishes `ev` to `cogno events` and the `cogno` log stream; never waits.
+    fn publish(&self, ev: StackEvent) {
+        self.events.publish(ev);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     fn execute(&mut self, i: usize, effect: Effect) {

@@ -9,6 +9,7 @@ use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
     StackStatus,
 };
+use crate::events::Event as StackEvent;
 use crate::fmt::{count, fmt_duration, fmt_latency};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -85,6 +86,10 @@ impl Supervisor {
                 known: self.stack.services.iter().map(|s| s.name.clone()).collect(),
             });
         };
+        // Published before the action takes effect, so it precedes the transitions it causes.
+        let mut ev = StackEvent::new("action", Some(service));
+        ev.reason = Some(format!("{action} requested"));
+        self.publish(ev);
         info!("{service}: {action} requested through the control socket");
         match action {
             Action::Start => {
@@ -272,7 +277,7 @@ impl Supervisor {
         }
     }
 
-    fn reason(&self, i: usize) -> Option<String> {
+    pub(super) fn reason(&self, i: usize) -> Option<String> {
         let machine = &self.svcs[i].machine;
         let now = self.state_reason(i);
         match (machine.overdue, now) {
@@ -295,6 +300,7 @@ impl Supervisor {
                 fmt_latency(until.saturating_duration_since(Instant::now()))
             )),
             State::Failed(r) | State::Fatal(r) | State::Exited(r) => Some(r.to_string()),
+            State::Exiting(ended) => Some(ended.reason.to_string()),
             State::Unhealthy { .. } | State::Starting(_) => {
                 machine.last_probe.as_ref().and_then(|h| h.error.clone())
             }
