@@ -13,6 +13,7 @@ mod config_errors;
 mod control;
 mod hardening;
 mod health;
+mod metrics;
 mod paths;
 mod pid1;
 mod supervisor;
