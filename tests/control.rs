@@ -64,7 +64,7 @@ fn cli_on(data: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn socket(s: &Stack) -> std::path::PathBuf {
+pub(crate) fn socket(s: &Stack) -> std::path::PathBuf {
     s.data.join("run").join("cogno.sock")
 }
 
@@ -122,7 +122,7 @@ pub(crate) fn service<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 /// One HTTP/1.1 request on `stream`; returns the status and the body
 /// (the server answers these with a Content-Length).
-fn http(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
+pub(crate) fn http(mut stream: impl Read + Write, method: &str, path: &str) -> (u16, String) {
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"

@@ -14,6 +14,7 @@ mod control;
 mod hardening;
 mod health;
 mod lifecycle;
+mod metrics;
 mod paths;
 mod pid1;
 mod supervisor;

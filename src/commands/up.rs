@@ -99,6 +99,7 @@ pub fn run(args: StackArgs) -> Outcome {
             .filter(|(k, _)| !secret_names.iter().any(|s| &s.name == k))
             .collect();
         let health_listen = stack.health_listen;
+        let tcp_metrics = stack.metrics;
         let banner = ready_banner(&stack, &data);
         let mut supervisor = Supervisor::new(stack, base_env, derived, sink.clone(), pid1);
         let marker_data = data.clone();
@@ -123,6 +124,7 @@ pub fn run(args: StackArgs) -> Outcome {
         if let Err(e) = control::server::start(
             listener,
             health_listen,
+            tcp_metrics,
             supervisor.control(),
             supervisor.log_view(),
         ) {

@@ -36,6 +36,8 @@ pub struct Stack {
     pub shutdown_budget: Duration,
     /// Also serve the health document over TCP here (off by default).
     pub health_listen: Option<std::net::SocketAddr>,
+    /// Also serve Prometheus metrics on `health_listen` (`metrics: true`).
+    pub metrics: bool,
     pub env: Vec<(String, String)>,
     /// Declared `secrets:`; None means the defaults of the bundled services.
     pub secrets: Option<Vec<crate::secrets::SecretSpec>>,
@@ -545,6 +547,7 @@ impl Builder<'_> {
             secrets,
             shutdown_budget,
             health_listen,
+            metrics: raw.metrics,
             env: self.environment(&[], raw.env_file.as_ref(), &raw.env)?,
             services,
             plan,

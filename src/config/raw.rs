@@ -16,6 +16,9 @@ pub struct RawConfig {
     pub data_dir: Option<String>,
     pub shutdown_budget: Option<Dur>,
     pub health_listen: Option<String>,
+    /// Also serve GET /metrics on `health_listen`.
+    #[serde(default)]
+    pub metrics: bool,
     pub secrets: Option<IndexMap<String, RawSecret>>,
     pub env_file: Option<EnvFiles>,
     #[serde(default)]

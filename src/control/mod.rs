@@ -4,6 +4,7 @@
 //! the CLI ([`client`]) is its user.
 
 pub mod client;
+pub mod metrics;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,8 @@ impl Handle {
 #[derive(Debug)]
 pub enum Request {
     Status(oneshot::Sender<StackStatus>),
+    /// The Prometheus scrape (see [`metrics`]).
+    Metrics(oneshot::Sender<String>),
     Act {
         action: Action,
         service: String,

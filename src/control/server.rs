@@ -133,6 +133,7 @@ pub fn bind(data: &DataDir) -> Result<std::os::unix::net::UnixListener, BindErro
 pub fn start(
     listener: std::os::unix::net::UnixListener,
     health_listen: Option<std::net::SocketAddr>,
+    tcp_metrics: bool,
     control: Handle,
     logs: LogView,
 ) -> Result<(), Error> {
@@ -147,7 +148,11 @@ pub fn start(
         })?),
         None => None,
     };
-    let api = Arc::new(Api { control, logs });
+    let api = Arc::new(Api {
+        control,
+        logs,
+        tcp_metrics,
+    });
     tokio::spawn(serve_unix(unix, api.clone()));
     if let Some(tcp) = tcp {
         tokio::spawn(serve_tcp(tcp, api));
@@ -270,6 +275,8 @@ impl hyper::body::Body for Body {
 struct Api {
     control: Handle,
     logs: LogView,
+    /// `metrics: true`: the TCP listener serves GET /metrics too.
+    tcp_metrics: bool,
 }
 
 type Reply = Response<Body>;
@@ -281,6 +288,7 @@ enum Route<'a> {
     Act(&'a str, Action),
     Logs,
     Events,
+    Metrics,
     Shutdown,
 }
 
@@ -297,9 +305,12 @@ impl Api {
         let query = parse_query(req.uri().query().unwrap_or(""));
         let route = match (scope, path.as_slice()) {
             (_, ["health"]) => Route::Health,
+            (Scope::Full, ["metrics"]) => Route::Metrics,
+            (Scope::HealthOnly, ["metrics"]) if self.tcp_metrics => Route::Metrics,
             (Scope::HealthOnly, _) => {
                 return not_found(&format!(
-                    "{} is not served here: this listener only serves GET /health",
+                    "{} is not served here: this listener only serves GET /health \
+                     (and GET /metrics with `metrics: true` in the stack file)",
                     req.uri().path()
                 ))
             }
@@ -318,7 +329,7 @@ impl Api {
             (Scope::Full, ["shutdown"]) => Route::Shutdown,
             _ => {
                 return not_found(&format!(
-                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health, /events; \
+                    "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health, /events, /metrics; \
                      POST /services/NAME/start|stop|restart, /shutdown)",
                     req.uri().path()
                 ))
@@ -344,6 +355,7 @@ impl Api {
             }
             Route::Logs => self.logs(&query),
             Route::Events => self.events(),
+            Route::Metrics => self.metrics().await,
             Route::Shutdown => self.shutdown().await,
         }
     }
@@ -405,6 +417,20 @@ impl Api {
                 took: Duration::ZERO,
             }),
         )
+    }
+
+    async fn metrics(&self) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if !self.control.send(Request::Metrics(tx)) {
+            return gone();
+        }
+        let Ok(text) = rx.await else { return gone() };
+        let mut r = Response::new(Body::Full(Some(text.into())));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
     }
 
     async fn health(&self) -> Reply {

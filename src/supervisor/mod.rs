@@ -272,6 +272,7 @@ impl Supervisor {
                 let rt = &mut self.svcs[svc];
                 if rt.instance == instance && rt.state().main().is_some() {
                     rt.probed_at = Some(Instant::now());
+                    rt.metrics.probe(result.ok, result.latency);
                     self.feed(svc, Input::Probe(result));
                     self.answer_fresh(Some(svc));
                 }
@@ -339,8 +340,13 @@ impl Supervisor {
     /// Hands `input` to service `i`'s state machine and carries out its effects.
     fn feed(&mut self, i: usize, input: Input) {
         let rt = &mut self.svcs[i];
+        let now = Instant::now();
         let from = rt.state().kind();
-        let effects = rt.machine.step(&rt.spec, input, Instant::now());
+        let effects = rt.machine.step(&rt.spec, input, now);
+        let m = &rt.machine;
+        let failed = m.history.failed_starts;
+        rt.metrics
+            .observe(m.state.kind(), failed, m.last_exit.as_ref(), now);
         let to = rt.state().kind();
         if from != to {
             let mut ev = StackEvent::new("transition", Some(&rt.spec.name));

@@ -5,6 +5,7 @@
 use super::machine::{Answer, Input, Intent, Stop};
 use super::state::PendingOp;
 use super::{Event, Phase, State, Supervisor};
+use crate::control::metrics;
 use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
     StackStatus,
@@ -35,6 +36,10 @@ impl Supervisor {
     pub(super) fn on_request(&mut self, req: Request) {
         match req {
             Request::Status(reply) => self.fresh_status(reply),
+            Request::Metrics(reply) => {
+                let each: Vec<_> = self.svcs.iter().map(|rt| &rt.metrics).collect();
+                let _ = reply.send(metrics::render(&self.status(), &each, Instant::now()));
+            }
             Request::Shutdown(reply) => {
                 info!("shutdown requested through the control socket");
                 self.begin_shutdown();

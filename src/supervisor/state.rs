@@ -4,6 +4,7 @@
 //! waiting for an action to finish.
 
 use super::machine::{Machine, Spec};
+use crate::control::metrics::ServiceMetrics;
 use crate::control::{Action, Outcome};
 use crate::logs::SharedRing;
 use crate::os::process::ExecReport;
@@ -47,6 +48,7 @@ pub struct ServiceRt {
     pub run_as: Option<RunAs>,
     pub env: Vec<(String, String)>,
     pub ring: SharedRing,
+    pub metrics: ServiceMetrics,
 }
 
 impl ServiceRt {
@@ -66,6 +68,7 @@ impl ServiceRt {
             run_as,
             env,
             ring: Default::default(),
+            metrics: ServiceMetrics::new(Instant::now()),
         }
     }
 
