@@ -567,15 +567,17 @@ impl ExitReason {
     /// The exit status a shell would show for it, as tini passes its
     /// child's on: the code, or 128 + the signal; 127 for a program that
     /// could not be run; 1 where there is no such number (an exit with 0
-    /// counted as a failure, a stop for bad health), so that it always
-    /// reads as a failure.
+    /// counted as a failure, a stop for bad health, a start that failed for
+    /// something other than the program), so that it always reads as a failure.
     pub fn status(&self) -> i32 {
         match self {
             ExitReason::Code(0) | ExitReason::NotHealthy(_) => 1,
             ExitReason::Code(c) => *c,
             ExitReason::Signal { signal, .. } => 128 + *signal as i32,
             ExitReason::LikelyOom => 128 + Signal::SIGKILL as i32,
-            ExitReason::SpawnFailed(_) => 127,
+            // As a shell says it: the program cannot be run at all.
+            ExitReason::SpawnFailed(e) if e.permanent() => 127,
+            ExitReason::SpawnFailed(_) => 1,
         }
     }
 }
@@ -629,4 +631,25 @@ pub fn kill_strays(leader: Pid, service: &str, known: &HashSet<Pid>) -> HashSet<
         }
     }
     strays
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stack's exit status when a critical service ends it: 127 only
+    /// for a program that cannot run, as a shell would say.
+    #[test]
+    fn exit_statuses_read_as_a_shell_would_show_them() {
+        let spawn = |e| ExitReason::SpawnFailed(e).status();
+        assert_eq!(spawn(SpawnError::Permanent("no such file".into())), 127);
+        assert_eq!(spawn(SpawnError::Failed("no working_dir".into())), 1);
+        assert_eq!(ExitReason::Code(7).status(), 7);
+        assert_eq!(ExitReason::Code(0).status(), 1);
+        let segv = ExitReason::Signal {
+            signal: Signal::SIGSEGV,
+            core: false,
+        };
+        assert_eq!(segv.status(), 139);
+    }
 }
