@@ -14,6 +14,7 @@ mod events;
 mod healthcheck;
 mod logs;
 mod restore;
+mod selection;
 mod shutdown;
 mod status;
 mod up;
@@ -81,9 +82,9 @@ pub(crate) fn colored(stream: &impl anstream::stream::RawStream) -> bool {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the stack in the foreground until SIGTERM/SIGINT
-    Up(StackArgs),
-    /// Validate the stack file and print the start plan; starts nothing
-    Check(ConfigArg),
+    Up(UpArgs),
+    /// Validate the stack file and print the start plan (and what a selection starts); starts nothing
+    Check(CheckArgs),
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
     Env(StackArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
@@ -163,6 +164,22 @@ pub struct ActionArgs {
     /// Also stop the services that depend on these first (and, for restart, start them again after)
     #[arg(long)]
     pub with_dependents: bool,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub target: StackArgs,
+    #[command(flatten)]
+    pub select: selection::SelectArgs,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub select: selection::SelectArgs,
 }
 
 #[derive(Args)]

@@ -2,9 +2,9 @@
 //! pre-flight checks, prepares the bundled servers and the secrets, wires
 //! the supervisor to its output sink and control server, and runs it.
 
-use super::{data_dir, env_lookup, is_pid1, Outcome, StackArgs};
+use super::{data_dir, env_lookup, is_pid1, Outcome, UpArgs};
 use crate::bundled;
-use crate::config::{self, Stack};
+use crate::config::{self, Selection, Stack};
 use crate::control;
 use crate::datadir::DataDir;
 use crate::error::Error;
@@ -13,7 +13,7 @@ use crate::os::{limits, process, signals, trim};
 use crate::supervisor::{self, Supervisor};
 use futures_util::StreamExt;
 
-pub fn run(args: StackArgs) -> Outcome {
+pub fn run(args: UpArgs) -> Outcome {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
     process::ensure_standard_fds();
@@ -29,8 +29,9 @@ pub fn run(args: StackArgs) -> Outcome {
     }
     signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
-    let stack = args.config.load()?;
-    let data = data_dir(&args, &stack);
+    let stack = args.target.config.load()?;
+    let selection = args.select.resolve(&stack)?;
+    let data = data_dir(&args.target, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
     data.check_usable()?;
@@ -100,8 +101,9 @@ pub fn run(args: StackArgs) -> Outcome {
             .collect();
         let health_listen = stack.health_listen;
         let tcp_metrics = stack.metrics;
-        let banner = ready_banner(&stack, &data);
-        let mut supervisor = Supervisor::new(stack, base_env, derived, sink.clone(), pid1);
+        let banner = ready_banner(&stack, &selection, &data);
+        let mut supervisor =
+            Supervisor::new(stack, selection, base_env, derived, sink.clone(), pid1);
         let marker_data = data.clone();
         supervisor.on_first_ready(move || {
             for line in banner {
@@ -270,9 +272,10 @@ fn first_run(
 }
 
 /// What a new user needs once everything is healthy: where things are, never secret values.
-fn ready_banner(stack: &Stack, data: &DataDir) -> Vec<String> {
+fn ready_banner(stack: &Stack, selection: &Selection, data: &DataDir) -> Vec<String> {
     let mut lines = vec!["ready. What runs here:".to_owned()];
-    for svc in &stack.services {
+    let selected = stack.services.iter().zip(&selection.chosen);
+    for (svc, _) in selected.filter(|(_, &chosen)| chosen) {
         let what = match &svc.bundled {
             Some(b) => bundled::server(b.kind).banner(b),
             // The stack is only ready once its oneshots have completed.

@@ -5,6 +5,7 @@
 use super::machine::{Answer, Input, Intent, Stop};
 use super::state::PendingOp;
 use super::{Event, Phase, State, Supervisor};
+use crate::config::select;
 use crate::control::metrics;
 use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
@@ -101,6 +102,7 @@ impl Supervisor {
                 if matches!(self.svcs[i].state(), State::Running { .. }) {
                     return Ok(Accepted::Already("already running and healthy"));
                 }
+                self.select(i);
                 self.feed(i, Input::Start);
             }
             Action::Stop | Action::Restart => {
@@ -141,6 +143,29 @@ impl Supervisor {
             }
         }
         Ok(Accepted::Pending(i))
+    }
+
+    /// Adds a service `cogno up` left out to what runs, with the
+    /// dependencies left out too (through the normal gates).
+    fn select(&mut self, i: usize) {
+        if self.svcs[i].selected {
+            return;
+        }
+        let needed = select::with_dependencies(&self.stack.services, &[i], &self.profiles);
+        let added: Vec<usize> = (0..needed.len())
+            .filter(|&j| needed[j] && !self.svcs[j].selected)
+            .collect();
+        for j in added {
+            self.svcs[j].selected = true;
+            if j != i {
+                info!(
+                    "{}: started too, as {} needs it",
+                    self.name(j),
+                    self.name(i)
+                );
+                self.feed(j, Input::Start);
+            }
+        }
     }
 
     /// Services that depend on `i`, directly or not, and have a process;
@@ -215,17 +240,20 @@ impl Supervisor {
         }
     }
 
+    /// Service `i` is where the stack needs it; one left out is not needed.
     fn ready(&self, i: usize) -> bool {
-        matches!(
-            self.svcs[i].state(),
-            State::Running { .. } | State::Completed
-        )
+        !self.svcs[i].selected
+            || matches!(
+                self.svcs[i].state(),
+                State::Running { .. } | State::Completed
+            )
     }
 
     /// Logs the moment the stack first becomes ready.
     pub(super) fn note_readiness(&mut self) {
         if !self.ever_ready && (0..self.svcs.len()).all(|i| self.ready(i)) {
             self.ever_ready = true;
+            let selected = self.svcs.iter().filter(|s| s.selected).count();
             let completed = (0..self.svcs.len())
                 .filter(|&i| matches!(self.svcs[i].state(), State::Completed))
                 .count();
@@ -236,7 +264,7 @@ impl Supervisor {
             };
             info!(
                 "stack is ready: {} healthy{done} in {}",
-                count(self.svcs.len() - completed, "service"),
+                count(selected - completed, "service"),
                 fmt_latency(self.started.elapsed())
             );
             if let Some(f) = self.on_ready.take() {
@@ -298,6 +326,12 @@ impl Supervisor {
     /// What its state says about why it is not ready.
     fn state_reason(&self, i: usize) -> Option<String> {
         let machine = &self.svcs[i].machine;
+        if !self.svcs[i].selected {
+            return Some(format!(
+                "not started: left out of this run (`cogno start {}` starts it)",
+                self.name(i)
+            ));
+        }
         match &machine.state {
             State::Waiting(r) | State::Blocked(r) => Some(r.clone()),
             State::Backoff { until } => Some(format!(

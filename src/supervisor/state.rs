@@ -49,13 +49,26 @@ pub struct ServiceRt {
     pub env: Vec<(String, String)>,
     pub ring: SharedRing,
     pub metrics: ServiceMetrics,
+    /// Part of what this run starts: false for a service `cogno up` left out
+    /// (not named, or profiled out) until an operator starts it.
+    pub selected: bool,
 }
 
 impl ServiceRt {
-    pub fn new(spec: Spec, run_as: Option<RunAs>, env: Vec<(String, String)>) -> ServiceRt {
+    /// A service to supervise, or, unless `selected`, one left down until an operator starts it.
+    pub fn new(
+        spec: Spec,
+        run_as: Option<RunAs>,
+        env: Vec<(String, String)>,
+        selected: bool,
+    ) -> ServiceRt {
         ServiceRt {
             spec,
-            machine: Machine::default(),
+            machine: if selected {
+                Machine::default()
+            } else {
+                Machine::left_out()
+            },
             instance: 0,
             restarts: 0,
             probe: None,
@@ -69,6 +82,7 @@ impl ServiceRt {
             env,
             ring: Default::default(),
             metrics: ServiceMetrics::new(Instant::now()),
+            selected,
         }
     }
 
