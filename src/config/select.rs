@@ -154,7 +154,8 @@ mod tests {
     fn a_named_service_starts_whatever_its_profiles_and_so_do_its_dependencies() {
         let s = stack();
         let sel = Selection::new(&s, &[index(&s, "tool")], Vec::new()).expect("ok");
-        assert_eq!(names(&s, &sel), ["db", "cache", "debug", "tool"]);
+        // `web` comes through its lower priority, `debug` through depends_on.
+        assert_eq!(names(&s, &sel), ["db", "cache", "debug", "web", "tool"]);
     }
 
     #[test]
