@@ -180,3 +180,125 @@ fn a_dependency_on_a_profiled_out_service_is_an_error() {
     let out = check(&s, &["--profile", "debug"], &[]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A running stack whose file `reload` rewrites: `a`; `b` needs `a`; `c`
+/// and `gone` stand alone.
+fn reload_stack(tag: &str) -> (Stack, Cogno) {
+    let s = Stack::new(tag);
+    let sleep = argv(&["sleep", "1000"]);
+    s.write(&format!(
+        "services:
+  a: {{ command: {sleep} }}
+  b: {{ command: {sleep}, depends_on: [a] }}
+  c: {{ command: {sleep} }}
+  gone: {{ command: {sleep} }}
+"
+    ));
+    let c = up(&s, &[], &[]);
+    (s, c)
+}
+
+/// The file after the reload: `a` changed, `gone` removed, `new` added.
+fn rewrite(s: &Stack) {
+    let sleep = argv(&["sleep", "1000"]);
+    s.write(&format!(
+        "services:
+  a: {{ command: {sleep}, env: {{ CHANGED: \"yes\" }} }}
+  b: {{ command: {sleep}, depends_on: [a] }}
+  c: {{ command: {sleep} }}
+  new: {{ command: {sleep}, depends_on: [c] }}
+"
+    ));
+}
+
+/// What a reload must have done, seen from outside.
+fn assert_reloaded(s: &Stack, c: &Cogno, before: &[(&str, i32)]) {
+    let pid = |n: &str| before.iter().find(|(m, _)| *m == n).expect("known").1;
+    // a was restarted with its new env, and b, which needs it, with it.
+    c.wait_count(" a: started, pid ", 2);
+    c.wait_count(" b: started, pid ", 2);
+    let a = c.service_pid("a");
+    assert_ne!(a, pid("a"));
+    assert!(environ(a).iter().any(|v| v == "CHANGED=yes"));
+    assert_ne!(c.service_pid("b"), pid("b"));
+    c.wait_line(" new: started, pid ");
+    assert!(eventually(TIMEOUT, || !exists(pid("gone"))));
+    assert!(eventually(TIMEOUT, || state(s, "new") == "running"));
+    let st = status_json(s);
+    let names: Vec<&str> = st["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "new"], "{st}");
+    // c was not touched.
+    assert_eq!(service(&st, "c")["pid"], pid("c"), "{st}");
+    assert_eq!(c.count(" c: started, pid "), 1);
+}
+
+#[test]
+fn reload_adds_removes_restarts_what_changed_and_keeps_the_rest() {
+    let (s, c) = reload_stack("reload-apply");
+    let before: Vec<(&str, i32)> = ["a", "b", "c", "gone"]
+        .into_iter()
+        .map(|n| (n, c.service_pid(n)))
+        .collect();
+    rewrite(&s);
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.output());
+    for line in [
+        "gone: removed",
+        "a: restarted",
+        "b: restarted (it needs a)",
+        "c: unchanged",
+        "new: added",
+    ] {
+        assert!(r.stdout.lines().any(|l| l == line), "{line}: {r:?}");
+    }
+    assert_reloaded(&s, &c, &before);
+    // Reloading the same file again changes nothing.
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.lines().all(|l| l.ends_with(": unchanged")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn reload_refuses_a_broken_file_and_changes_nothing() {
+    let (s, c) = reload_stack("reload-broken");
+    let before: Vec<i32> = ["a", "b", "c", "gone"]
+        .into_iter()
+        .map(|n| c.service_pid(n))
+        .collect();
+    let sleep = argv(&["sleep", "1000"]);
+    s.write(&format!(
+        "services:\n  a: {{ command: {sleep} }}\n  b:\n    comand: {sleep}\n"
+    ));
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("cogno.yaml:4:5"), "{r:?}");
+    assert!(r.stderr.contains("did you mean `command`?"), "{r:?}");
+    assert!(r.stderr.contains("the running stack is unchanged"), "{r:?}");
+    let st = status_json(&s);
+    for (n, pid) in ["a", "b", "c", "gone"].into_iter().zip(before) {
+        assert_eq!(service(&st, n)["pid"], pid, "{n}: {st}");
+    }
+    assert_eq!(st["phase"], "ready", "{st}");
+}
+
+#[test]
+fn sighup_reloads_as_cogno_reload_does() {
+    let (s, c) = reload_stack("reload-sighup");
+    let before: Vec<(&str, i32)> = ["a", "b", "c", "gone"]
+        .into_iter()
+        .map(|n| (n, c.service_pid(n)))
+        .collect();
+    rewrite(&s);
+    c.signal(nix::sys::signal::Signal::SIGHUP);
+    c.wait_line("SIGHUP received: reloading the stack file");
+    c.wait_line("reload: new: added");
+    assert_reloaded(&s, &c, &before);
+}

@@ -13,6 +13,7 @@ mod env;
 mod events;
 mod healthcheck;
 mod logs;
+mod reload;
 mod restore;
 mod selection;
 mod shutdown;
@@ -137,6 +138,8 @@ pub enum Command {
     Restart(ActionArgs),
     /// Exit 0 if the stack is ready, else 1 with one line saying why (for HEALTHCHECK)
     Healthcheck(StackArgs),
+    /// Read the stack file again and apply it to the running stack (as SIGHUP does): add, remove, restart what changed
+    Reload(StackArgs),
     /// Stop the whole stack in order, like SIGTERM, and return at once
     Shutdown(StackArgs),
     /// Stop the whole stack in order and wait until every process is gone
@@ -182,7 +185,7 @@ pub struct CheckArgs {
     pub select: selection::SelectArgs,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct ConfigArg {
     /// Stack file [default: $COGNO_CONFIG, else ./cogno.yaml]
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -324,6 +327,7 @@ pub fn main() -> i32 {
         Command::Stop(a) => act::run(Action::Stop, a),
         Command::Restart(a) => act::run(Action::Restart, a),
         Command::Healthcheck(target) => healthcheck::healthcheck(&socket_path(&target)),
+        Command::Reload(target) => reload::reload(&socket_path(&target)),
         Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
         Command::Down(target) => shutdown::down(&socket_path(&target)),
         Command::Backup(args) => backup::run(args),

@@ -31,6 +31,7 @@ pub fn run(args: UpArgs) -> Outcome {
     let started = std::time::Instant::now();
     let stack = args.target.config.load()?;
     let selection = args.select.resolve(&stack)?;
+    let baseline = supervisor::Baseline::of(&stack);
     let data = data_dir(&args.target, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
@@ -104,6 +105,7 @@ pub fn run(args: UpArgs) -> Outcome {
         let banner = ready_banner(&stack, &selection, &data);
         let mut supervisor =
             Supervisor::new(stack, selection, base_env, derived, sink.clone(), pid1);
+        supervisor.on_reload(baseline, reloader(args.target.config.clone(), data.clone()));
         let marker_data = data.clone();
         supervisor.on_first_ready(move || {
             for line in banner {
@@ -269,6 +271,22 @@ fn first_run(
         tracing::warn!("cannot record what created {}: {e}", data.root().display());
     }
     Ok(bundled::derived_envs(stack, &secrets))
+}
+
+/// How `cogno reload` and SIGHUP read the stack file again: as `up` did
+/// (the same file, env files and environment), with what cogno derives for
+/// each service from the secrets kept in the data directory.
+fn reloader(config: super::ConfigArg, data: DataDir) -> supervisor::Loader {
+    Box::new(move || {
+        let stack = config.load()?;
+        if bundled::secret_specs(&stack).is_empty() {
+            let n = stack.services.len();
+            return Ok((stack, vec![Vec::new(); n]));
+        }
+        let secrets = bundled::load_secrets(&stack, &data, &env_lookup)?;
+        let derived = bundled::derived_envs(&stack, &secrets);
+        Ok((stack, derived))
+    })
 }
 
 /// What a new user needs once everything is healthy: where things are, never secret values.

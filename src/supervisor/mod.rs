@@ -15,11 +15,13 @@
 mod env;
 mod machine;
 mod operator;
+mod reload;
 mod restart;
 mod state;
 mod stopping;
 
 pub use machine::State;
+pub use reload::{Baseline, Loader};
 
 use crate::config::{Condition, Selection, Stack};
 use crate::control::{self, Request};
@@ -111,6 +113,11 @@ pub struct Supervisor {
     /// The profiles this run was started with: a left-out service that an
     /// operator starts brings the dependencies they enable.
     profiles: Vec<String>,
+    /// cogno's own environment, which every service inherits.
+    base_env: Vec<(String, String)>,
+    /// Reads the stack file again, and what it was (see `reload.rs`).
+    loader: Option<Loader>,
+    baseline: Option<Baseline>,
 }
 
 impl Supervisor {
@@ -176,12 +183,22 @@ impl Supervisor {
             oom: OomCounter::open(),
             fresh_waits: Vec::new(),
             profiles: selection.profiles,
+            base_env,
+            loader: None,
+            baseline: None,
         }
     }
 
     /// Runs `f` once, the first time the stack is ready.
     pub fn on_first_ready(&mut self, f: impl FnOnce() + 'static) {
         self.on_ready = Some(Box::new(f));
+    }
+
+    /// Lets `cogno reload` and SIGHUP read the stack file again with
+    /// `loader`; `baseline` is what the running stack was loaded from.
+    pub fn on_reload(&mut self, baseline: Baseline, loader: Loader) {
+        self.baseline = Some(baseline);
+        self.loader = Some(loader);
     }
 
     pub fn control(&self) -> control::Handle {
@@ -264,7 +281,7 @@ impl Supervisor {
                     self.force_kill();
                 }
             }
-            SIGHUP => info!("SIGHUP received and ignored: cogno does not reload its configuration"),
+            SIGHUP if self.phase == Phase::Running => self.reload_on_signal(),
             _ => {}
         }
     }
@@ -352,6 +369,10 @@ impl Supervisor {
     /// Hands `input` to service `i`'s state machine and carries out its effects.
     fn feed(&mut self, i: usize, input: Input) {
         let rt = &mut self.svcs[i];
+        // A reload's new definition, once its old instance is gone.
+        if rt.pending.is_some() && !rt.state().alive() {
+            rt.apply_pending();
+        }
         let now = Instant::now();
         let from = rt.state().kind();
         let effects = rt.machine.step(&rt.spec, input, now);

@@ -41,6 +41,15 @@ impl Supervisor {
                 let each: Vec<_> = self.svcs.iter().map(|rt| &rt.metrics).collect();
                 let _ = reply.send(metrics::render(&self.status(), &each, Instant::now()));
             }
+            Request::Reload(reply) => {
+                info!("reload requested through the control socket");
+                let answer = if self.phase == Phase::Running {
+                    self.reload()
+                } else {
+                    Err("error: the stack is shutting down: nothing to reload\n".into())
+                };
+                let _ = reply.send(answer);
+            }
             Request::Shutdown(reply) => {
                 info!("shutdown requested through the control socket");
                 self.begin_shutdown();
@@ -147,7 +156,7 @@ impl Supervisor {
 
     /// Adds a service `cogno up` left out to what runs, with the
     /// dependencies left out too (through the normal gates).
-    fn select(&mut self, i: usize) {
+    pub(super) fn select(&mut self, i: usize) {
         if self.svcs[i].selected {
             return;
         }
@@ -170,7 +179,7 @@ impl Supervisor {
 
     /// Services that depend on `i`, directly or not, and have a process;
     /// with `explicit`, only through `depends_on` (not priority).
-    fn alive_dependants(&self, i: usize, explicit: bool) -> BTreeSet<usize> {
+    pub(super) fn alive_dependants(&self, i: usize, explicit: bool) -> BTreeSet<usize> {
         let mut found = BTreeSet::new();
         let mut todo = vec![i];
         while let Some(j) = todo.pop() {
@@ -416,6 +425,7 @@ impl Supervisor {
             .iter()
             .zip(&self.svcs)
             .enumerate()
+            .filter(|(_, (_, rt))| !rt.removed)
             .map(|(i, (svc, rt))| ServiceStatus {
                 name: svc.name.clone(),
                 state: rt.state().kind(),
