@@ -39,10 +39,12 @@ const EXAMPLES: &str = "\
 Examples:
   cogno up                          # the built-in stack: PostgreSQL, Redis, Temporal
   cogno up --config stack.yaml      # your stack file
+  cogno up web --profile debug      # web and what it needs, plus the `debug` profile's services
   cogno check --config stack.yaml   # validate it and print the start plan
   cogno env > .env                  # connection settings for an app run outside cogno
   cogno status                      # a running stack, from another terminal
   cogno logs -f web                 # follow one service's output
+  cogno reload                      # apply the edited stack file (as SIGHUP does)
   cogno down                        # stop it in order; returns once everything is gone
   cogno backup --to /backups        # one archive of the running stack's data
   cogno restore ARCHIVE --data DIR  # a data directory from it, then `cogno up`

@@ -38,7 +38,13 @@ impl Supervisor {
         match req {
             Request::Status(reply) => self.fresh_status(reply),
             Request::Metrics(reply) => {
-                let each: Vec<_> = self.svcs.iter().map(|rt| &rt.metrics).collect();
+                // In the order of the status' services, which leave out removed ones.
+                let each: Vec<_> = self
+                    .svcs
+                    .iter()
+                    .filter(|rt| !rt.removed)
+                    .map(|rt| &rt.metrics)
+                    .collect();
                 let _ = reply.send(metrics::render(&self.status(), &each, Instant::now()));
             }
             Request::Reload(reply) => {
