@@ -4,7 +4,7 @@
 //! and a running stack show them.
 
 use crate::common::*;
-use crate::control::{cli, service, status_json};
+use crate::control::{cli, http, service, socket, status_json};
 use std::process::{Command, Output};
 
 /// db and queue at the same priority; api needs db, worker needs queue; base
@@ -235,6 +235,20 @@ fn assert_reloaded(s: &Stack, c: &Cogno, before: &[(&str, i32)]) {
     // c was not touched.
     assert_eq!(service(&st, "c")["pid"], pid("c"), "{st}");
     assert_eq!(c.count(" c: started, pid "), 1);
+    // /metrics pairs each service with its own counters: `new` has never
+    // ended (the removed `gone`, in the slot before it, has).
+    let conn = std::os::unix::net::UnixStream::connect(socket(s)).expect("connect");
+    let (code, metrics) = http(conn, "GET", "/metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.contains("cogno_service_last_exit_code{service=\"a\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("service=\"gone\""), "{metrics}");
+    assert!(
+        !metrics.contains("cogno_service_last_exit_code{service=\"new\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
