@@ -1,11 +1,17 @@
 //! `cogno check`: validate a stack file and print its start plan.
 
-use super::{ConfigArg, Outcome};
+use super::{selection, CheckArgs, Outcome};
 use crate::config::Stack;
 use crate::fmt::fmt_duration;
 
-pub fn run(args: ConfigArg) -> Outcome {
-    print!("{}", describe(&args.load()?));
+pub fn run(args: CheckArgs) -> Outcome {
+    let stack = args.config.load()?;
+    let selected = args.select.resolve(&stack)?;
+    print!(
+        "{}{}",
+        describe(&stack),
+        selection::describe(&stack, &selected)
+    );
     Ok(0)
 }
 

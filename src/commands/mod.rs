@@ -13,7 +13,9 @@ mod env;
 mod events;
 mod healthcheck;
 mod logs;
+mod reload;
 mod restore;
+mod selection;
 mod shutdown;
 mod status;
 mod up;
@@ -37,10 +39,12 @@ const EXAMPLES: &str = "\
 Examples:
   cogno up                          # the built-in stack: PostgreSQL, Redis, Temporal
   cogno up --config stack.yaml      # your stack file
+  cogno up web --profile debug      # web and what it needs, plus the `debug` profile's services
   cogno check --config stack.yaml   # validate it and print the start plan
   cogno env > .env                  # connection settings for an app run outside cogno
   cogno status                      # a running stack, from another terminal
   cogno logs -f web                 # follow one service's output
+  cogno reload                      # apply the edited stack file (as SIGHUP does)
   cogno down                        # stop it in order; returns once everything is gone
   cogno backup --to /backups        # one archive of the running stack's data
   cogno restore ARCHIVE --data DIR  # a data directory from it, then `cogno up`
@@ -81,9 +85,9 @@ pub(crate) fn colored(stream: &impl anstream::stream::RawStream) -> bool {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the stack in the foreground until SIGTERM/SIGINT
-    Up(StackArgs),
-    /// Validate the stack file and print the start plan; starts nothing
-    Check(ConfigArg),
+    Up(UpArgs),
+    /// Validate the stack file and print the start plan (and what a selection starts); starts nothing
+    Check(CheckArgs),
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
     Env(StackArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
@@ -136,6 +140,8 @@ pub enum Command {
     Restart(ActionArgs),
     /// Exit 0 if the stack is ready, else 1 with one line saying why (for HEALTHCHECK)
     Healthcheck(StackArgs),
+    /// Read the stack file again and apply it to the running stack (as SIGHUP does): add, remove, restart what changed
+    Reload(StackArgs),
     /// Stop the whole stack in order, like SIGTERM, and return at once
     Shutdown(StackArgs),
     /// Stop the whole stack in order and wait until every process is gone
@@ -166,6 +172,22 @@ pub struct ActionArgs {
 }
 
 #[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub target: StackArgs,
+    #[command(flatten)]
+    pub select: selection::SelectArgs,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub select: selection::SelectArgs,
+}
+
+#[derive(Args, Clone)]
 pub struct ConfigArg {
     /// Stack file [default: $COGNO_CONFIG, else ./cogno.yaml]
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -307,6 +329,7 @@ pub fn main() -> i32 {
         Command::Stop(a) => act::run(Action::Stop, a),
         Command::Restart(a) => act::run(Action::Restart, a),
         Command::Healthcheck(target) => healthcheck::healthcheck(&socket_path(&target)),
+        Command::Reload(target) => reload::reload(&socket_path(&target)),
         Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
         Command::Down(target) => shutdown::down(&socket_path(&target)),
         Command::Backup(args) => backup::run(args),

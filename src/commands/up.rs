@@ -2,9 +2,9 @@
 //! pre-flight checks, prepares the bundled servers and the secrets, wires
 //! the supervisor to its output sink and control server, and runs it.
 
-use super::{data_dir, env_lookup, is_pid1, Outcome, StackArgs};
+use super::{data_dir, env_lookup, is_pid1, Outcome, UpArgs};
 use crate::bundled;
-use crate::config::{self, Stack};
+use crate::config::{self, Selection, Stack};
 use crate::control;
 use crate::datadir::DataDir;
 use crate::error::Error;
@@ -13,7 +13,7 @@ use crate::os::{limits, process, signals, trim};
 use crate::supervisor::{self, Supervisor};
 use futures_util::StreamExt;
 
-pub fn run(args: StackArgs) -> Outcome {
+pub fn run(args: UpArgs) -> Outcome {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
     process::ensure_standard_fds();
@@ -29,8 +29,10 @@ pub fn run(args: StackArgs) -> Outcome {
     }
     signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
-    let stack = args.config.load()?;
-    let data = data_dir(&args, &stack);
+    let stack = args.target.config.load()?;
+    let selection = args.select.resolve(&stack)?;
+    let baseline = supervisor::Baseline::of(&stack);
+    let data = data_dir(&args.target, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
     data.check_usable()?;
@@ -100,8 +102,10 @@ pub fn run(args: StackArgs) -> Outcome {
             .collect();
         let health_listen = stack.health_listen;
         let tcp_metrics = stack.metrics;
-        let banner = ready_banner(&stack, &data);
-        let mut supervisor = Supervisor::new(stack, base_env, derived, sink.clone(), pid1);
+        let banner = ready_banner(&stack, &selection, &data);
+        let mut supervisor =
+            Supervisor::new(stack, selection, base_env, derived, sink.clone(), pid1);
+        supervisor.on_reload(baseline, reloader(args.target.config.clone(), data.clone()));
         let marker_data = data.clone();
         supervisor.on_first_ready(move || {
             for line in banner {
@@ -269,10 +273,27 @@ fn first_run(
     Ok(bundled::derived_envs(stack, &secrets))
 }
 
+/// How `cogno reload` and SIGHUP read the stack file again: as `up` did
+/// (the same file, env files and environment), with what cogno derives for
+/// each service from the secrets kept in the data directory.
+fn reloader(config: super::ConfigArg, data: DataDir) -> supervisor::Loader {
+    Box::new(move || {
+        let stack = config.load()?;
+        if bundled::secret_specs(&stack).is_empty() {
+            let n = stack.services.len();
+            return Ok((stack, vec![Vec::new(); n]));
+        }
+        let secrets = bundled::load_secrets(&stack, &data, &env_lookup)?;
+        let derived = bundled::derived_envs(&stack, &secrets);
+        Ok((stack, derived))
+    })
+}
+
 /// What a new user needs once everything is healthy: where things are, never secret values.
-fn ready_banner(stack: &Stack, data: &DataDir) -> Vec<String> {
+fn ready_banner(stack: &Stack, selection: &Selection, data: &DataDir) -> Vec<String> {
     let mut lines = vec!["ready. What runs here:".to_owned()];
-    for svc in &stack.services {
+    let selected = stack.services.iter().zip(&selection.chosen);
+    for (svc, _) in selected.filter(|(_, &chosen)| chosen) {
         let what = match &svc.bundled {
             Some(b) => bundled::server(b.kind).banner(b),
             // The stack is only ready once its oneshots have completed.

@@ -10,6 +10,7 @@ mod interpolate;
 pub mod kinds;
 pub mod plan;
 mod raw;
+pub mod select;
 mod yaml;
 
 use crate::fmt::fmt_duration;
@@ -27,6 +28,7 @@ use yaml::Node;
 pub use envfile::{interpolation_vars, lookup as env_file_lookup};
 pub use kinds::Kind;
 pub use raw::{parse_duration, Condition, OnUnhealthy, RestartPolicy};
+pub use select::Selection;
 
 /// A validated stack, ready to run.
 #[derive(Debug, Clone)]
@@ -103,6 +105,8 @@ pub struct Service {
     pub secrets: Option<Vec<String>>,
     pub env: Vec<(String, String)>,
     pub depends_on: Vec<Dependency>,
+    /// `profiles:`: it starts only when one of these is active (empty: always).
+    pub profiles: Vec<String>,
     pub health: Option<Health>,
     /// With a health check: how long a start may take to become healthy
     /// (`start_timeout`, or derived from the check's settings); None: no limit.
@@ -730,6 +734,7 @@ impl Builder<'_> {
             secrets: rs.secrets.clone(),
             env: self.environment(&self.svc_path(name, &[]), rs.env_file.as_ref(), &rs.env)?,
             depends_on,
+            profiles: rs.profiles.clone(),
             health,
             start_timeout,
             restart,

@@ -56,6 +56,15 @@ impl Plan {
                 }
             }
         }
+        Plan::arrange(services)
+    }
+
+    /// Orders `services` whose dependencies (implicit ones included) are
+    /// already set: what a reload does with the services it keeps, adds and
+    /// is still stopping. Fails on a cycle.
+    pub fn arrange(services: &[Service]) -> Result<Plan, PlanError> {
+        let n = services.len();
+        let priority: Vec<i64> = services.iter().map(|s| s.priority).collect();
         let levels = levels(services)?;
         let depth = levels.iter().copied().max().unwrap_or(0) + 1;
         let mut tiers = vec![Vec::new(); depth];

@@ -63,6 +63,9 @@ pub struct RawService {
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub depends_on: Option<DependsOn>,
+    /// Compose's `profiles:`: it starts only when one of these is active.
+    #[serde(default)]
+    pub profiles: Vec<String>,
     pub health: Option<RawHealth>,
     pub restart: Option<RestartPolicy>,
     pub startsecs: Option<Dur>,

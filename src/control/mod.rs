@@ -52,6 +52,9 @@ pub enum Request {
         reply: oneshot::Sender<Outcome>,
     },
     Shutdown(oneshot::Sender<()>),
+    /// Read the stack file again and apply it: what was done, one line per
+    /// service, or the file's errors as `cogno check` prints them.
+    Reload(oneshot::Sender<Result<String, String>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

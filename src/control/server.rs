@@ -290,6 +290,7 @@ enum Route<'a> {
     Events,
     Metrics,
     Shutdown,
+    Reload,
 }
 
 impl Api {
@@ -327,16 +328,17 @@ impl Api {
             (Scope::Full, ["logs"]) => Route::Logs,
             (Scope::Full, ["events"]) => Route::Events,
             (Scope::Full, ["shutdown"]) => Route::Shutdown,
+            (Scope::Full, ["reload"]) => Route::Reload,
             _ => {
                 return not_found(&format!(
                     "no such resource: {}; see docs/api.md (GET /status, /services/NAME, /logs, /health, /events, /metrics; \
-                     POST /services/NAME/start|stop|restart, /shutdown)",
+                     POST /services/NAME/start|stop|restart, /shutdown, /reload)",
                     req.uri().path()
                 ))
             }
         };
         let wanted = match route {
-            Route::Act(..) | Route::Shutdown => Method::POST,
+            Route::Act(..) | Route::Shutdown | Route::Reload => Method::POST,
             _ => Method::GET,
         };
         if req.method() != wanted {
@@ -357,6 +359,7 @@ impl Api {
             Route::Events => self.events(),
             Route::Metrics => self.metrics().await,
             Route::Shutdown => self.shutdown().await,
+            Route::Reload => self.reload().await,
         }
     }
 
@@ -416,6 +419,30 @@ impl Api {
                 ),
                 took: Duration::ZERO,
             }),
+        )
+    }
+
+    /// The stack file applied again: 200 with what was done, or 422 with
+    /// the file's errors (nothing was changed).
+    async fn reload(&self) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        if !self.control.send(Request::Reload(tx)) {
+            return gone();
+        }
+        let Ok(answer) = rx.await else { return gone() };
+        let (ok, code, message) = match answer {
+            Ok(done) => (true, 200, done),
+            Err(errors) => (false, 422, errors),
+        };
+        let result = ActionResult {
+            ok,
+            code,
+            message,
+            took_ms: 0,
+        };
+        json(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &result,
         )
     }
 

@@ -390,6 +390,16 @@ impl Default for Machine {
     }
 }
 
+impl Machine {
+    /// A service this run does not start: stopped until an operator's [`Input::Start`].
+    pub fn left_out() -> Machine {
+        Machine {
+            state: State::Stopped,
+            ..Machine::default()
+        }
+    }
+}
+
 /// Collects a step's effects.
 struct Out<'a> {
     spec: &'a Spec,

@@ -15,13 +15,15 @@
 mod env;
 mod machine;
 mod operator;
+mod reload;
 mod restart;
 mod state;
 mod stopping;
 
 pub use machine::State;
+pub use reload::{Baseline, Loader};
 
-use crate::config::{Condition, Stack};
+use crate::config::{Condition, Selection, Stack};
 use crate::control::{self, Request};
 use crate::events::{Event as StackEvent, Events};
 use crate::fmt::fmt_duration;
@@ -108,13 +110,23 @@ pub struct Supervisor {
     oom: OomCounter,
     /// Status requests waiting for fresh probe results (see `operator.rs`).
     fresh_waits: Vec<operator::FreshWait>,
+    /// The profiles this run was started with: a left-out service that an
+    /// operator starts brings the dependencies they enable.
+    profiles: Vec<String>,
+    /// cogno's own environment, which every service inherits.
+    base_env: Vec<(String, String)>,
+    /// Reads the stack file again, and what it was (see `reload.rs`).
+    loader: Option<Loader>,
+    baseline: Option<Baseline>,
 }
 
 impl Supervisor {
     /// `base_env` is cogno's own environment, which every service inherits;
-    /// `derived[i]` what cogno derives for service i (connection settings, secrets).
+    /// `derived[i]` what cogno derives for service i (connection settings,
+    /// secrets); only the services `selection` chose start.
     pub fn new(
         stack: Stack,
+        selection: Selection,
         base_env: Vec<(String, String)>,
         derived: Vec<Vec<(String, String)>>,
         sink: Sink,
@@ -125,10 +137,11 @@ impl Supervisor {
             .services
             .iter()
             .zip(derived)
-            .map(|(s, derived)| {
+            .zip(selection.chosen)
+            .map(|((s, derived), chosen)| {
                 let run_as = s.run_as.clone();
                 let env = env::service_env(&derived, &base_env, &stack.env, s, run_as.as_ref());
-                ServiceRt::new(Spec::of(s), run_as, env)
+                ServiceRt::new(Spec::of(s), run_as, env, chosen)
             })
             .collect();
         if !root {
@@ -169,12 +182,23 @@ impl Supervisor {
             on_ready: None,
             oom: OomCounter::open(),
             fresh_waits: Vec::new(),
+            profiles: selection.profiles,
+            base_env,
+            loader: None,
+            baseline: None,
         }
     }
 
     /// Runs `f` once, the first time the stack is ready.
     pub fn on_first_ready(&mut self, f: impl FnOnce() + 'static) {
         self.on_ready = Some(Box::new(f));
+    }
+
+    /// Lets `cogno reload` and SIGHUP read the stack file again with
+    /// `loader`; `baseline` is what the running stack was loaded from.
+    pub fn on_reload(&mut self, baseline: Baseline, loader: Loader) {
+        self.baseline = Some(baseline);
+        self.loader = Some(loader);
     }
 
     pub fn control(&self) -> control::Handle {
@@ -198,9 +222,14 @@ impl Supervisor {
 
     /// Runs the stack until it has stopped; returns cogno's exit status.
     pub async fn run(mut self, mut signals: signal_hook_tokio::Signals) -> i32 {
+        let selected = self.svcs.iter().filter(|s| s.selected).count();
+        let left_out = match self.svcs.len() - selected {
+            0 => String::new(),
+            n => format!(" ({n} left out)"),
+        };
         info!(
-            "starting {} in {}",
-            crate::fmt::count(self.svcs.len(), "service"),
+            "starting {}{left_out} in {}",
+            crate::fmt::count(selected, "service"),
             crate::fmt::count(self.stack.plan.tiers.len(), "tier")
         );
         loop {
@@ -252,7 +281,7 @@ impl Supervisor {
                     self.force_kill();
                 }
             }
-            SIGHUP => info!("SIGHUP received and ignored: cogno does not reload its configuration"),
+            SIGHUP if self.phase == Phase::Running => self.reload_on_signal(),
             _ => {}
         }
     }
@@ -340,6 +369,10 @@ impl Supervisor {
     /// Hands `input` to service `i`'s state machine and carries out its effects.
     fn feed(&mut self, i: usize, input: Input) {
         let rt = &mut self.svcs[i];
+        // A reload's new definition, once its old instance is gone.
+        if rt.pending.is_some() && !rt.state().alive() {
+            rt.apply_pending();
+        }
         let now = Instant::now();
         let from = rt.state().kind();
         let effects = rt.machine.step(&rt.spec, input, now);
@@ -425,6 +458,10 @@ impl Supervisor {
     fn gate(&self, i: usize) -> Gate {
         let mut waiting = Vec::new();
         for dep in &self.stack.services[i].depends_on {
+            // A priority tier orders what runs: a lower tier left out is not waited for.
+            if dep.implicit && !self.svcs[dep.on].selected {
+                continue;
+            }
             let machine = &self.svcs[dep.on].machine;
             let ds = &machine.state;
             let name = self.name(dep.on);
@@ -663,6 +700,7 @@ impl Supervisor {
             let ok = self
                 .svcs
                 .iter()
+                .filter(|s| s.selected)
                 .all(|s| matches!(s.state(), State::Completed | State::Exited(_)));
             info!("nothing left to run: every service has ended");
             if !ok {

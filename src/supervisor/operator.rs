@@ -5,6 +5,7 @@
 use super::machine::{Answer, Input, Intent, Stop};
 use super::state::PendingOp;
 use super::{Event, Phase, State, Supervisor};
+use crate::config::select;
 use crate::control::metrics;
 use crate::control::{
     Action, HealthStatus, Outcome, Phase as StackPhase, Refusal, Request, ServiceStatus,
@@ -37,8 +38,23 @@ impl Supervisor {
         match req {
             Request::Status(reply) => self.fresh_status(reply),
             Request::Metrics(reply) => {
-                let each: Vec<_> = self.svcs.iter().map(|rt| &rt.metrics).collect();
+                // In the order of the status' services, which leave out removed ones.
+                let each: Vec<_> = self
+                    .svcs
+                    .iter()
+                    .filter(|rt| !rt.removed)
+                    .map(|rt| &rt.metrics)
+                    .collect();
                 let _ = reply.send(metrics::render(&self.status(), &each, Instant::now()));
+            }
+            Request::Reload(reply) => {
+                info!("reload requested through the control socket");
+                let answer = if self.phase == Phase::Running {
+                    self.reload()
+                } else {
+                    Err("error: the stack is shutting down: nothing to reload\n".into())
+                };
+                let _ = reply.send(answer);
             }
             Request::Shutdown(reply) => {
                 info!("shutdown requested through the control socket");
@@ -101,6 +117,7 @@ impl Supervisor {
                 if matches!(self.svcs[i].state(), State::Running { .. }) {
                     return Ok(Accepted::Already("already running and healthy"));
                 }
+                self.select(i);
                 self.feed(i, Input::Start);
             }
             Action::Stop | Action::Restart => {
@@ -143,9 +160,32 @@ impl Supervisor {
         Ok(Accepted::Pending(i))
     }
 
+    /// Adds a service `cogno up` left out to what runs, with the
+    /// dependencies left out too (through the normal gates).
+    pub(super) fn select(&mut self, i: usize) {
+        if self.svcs[i].selected {
+            return;
+        }
+        let needed = select::with_dependencies(&self.stack.services, &[i], &self.profiles);
+        let added: Vec<usize> = (0..needed.len())
+            .filter(|&j| needed[j] && !self.svcs[j].selected)
+            .collect();
+        for j in added {
+            self.svcs[j].selected = true;
+            if j != i {
+                info!(
+                    "{}: started too, as {} needs it",
+                    self.name(j),
+                    self.name(i)
+                );
+                self.feed(j, Input::Start);
+            }
+        }
+    }
+
     /// Services that depend on `i`, directly or not, and have a process;
     /// with `explicit`, only through `depends_on` (not priority).
-    fn alive_dependants(&self, i: usize, explicit: bool) -> BTreeSet<usize> {
+    pub(super) fn alive_dependants(&self, i: usize, explicit: bool) -> BTreeSet<usize> {
         let mut found = BTreeSet::new();
         let mut todo = vec![i];
         while let Some(j) = todo.pop() {
@@ -215,17 +255,20 @@ impl Supervisor {
         }
     }
 
+    /// Service `i` is where the stack needs it; one left out is not needed.
     fn ready(&self, i: usize) -> bool {
-        matches!(
-            self.svcs[i].state(),
-            State::Running { .. } | State::Completed
-        )
+        !self.svcs[i].selected
+            || matches!(
+                self.svcs[i].state(),
+                State::Running { .. } | State::Completed
+            )
     }
 
     /// Logs the moment the stack first becomes ready.
     pub(super) fn note_readiness(&mut self) {
         if !self.ever_ready && (0..self.svcs.len()).all(|i| self.ready(i)) {
             self.ever_ready = true;
+            let selected = self.svcs.iter().filter(|s| s.selected).count();
             let completed = (0..self.svcs.len())
                 .filter(|&i| matches!(self.svcs[i].state(), State::Completed))
                 .count();
@@ -236,7 +279,7 @@ impl Supervisor {
             };
             info!(
                 "stack is ready: {} healthy{done} in {}",
-                count(self.svcs.len() - completed, "service"),
+                count(selected - completed, "service"),
                 fmt_latency(self.started.elapsed())
             );
             if let Some(f) = self.on_ready.take() {
@@ -298,6 +341,12 @@ impl Supervisor {
     /// What its state says about why it is not ready.
     fn state_reason(&self, i: usize) -> Option<String> {
         let machine = &self.svcs[i].machine;
+        if !self.svcs[i].selected {
+            return Some(format!(
+                "not started: left out of this run (`cogno start {}` starts it)",
+                self.name(i)
+            ));
+        }
         match &machine.state {
             State::Waiting(r) | State::Blocked(r) => Some(r.clone()),
             State::Backoff { until } => Some(format!(
@@ -382,6 +431,7 @@ impl Supervisor {
             .iter()
             .zip(&self.svcs)
             .enumerate()
+            .filter(|(_, (_, rt))| !rt.removed)
             .map(|(i, (svc, rt))| ServiceStatus {
                 name: svc.name.clone(),
                 state: rt.state().kind(),

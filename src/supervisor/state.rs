@@ -24,6 +24,9 @@ pub struct PendingOp {
     pub reply: oneshot::Sender<Outcome>,
 }
 
+/// What a service runs with: its machine's spec, its environment, its user.
+pub type Definition = (Spec, Vec<(String, String)>, Option<RunAs>);
+
 /// Everything the supervisor tracks for one service.
 pub struct ServiceRt {
     pub spec: Spec,
@@ -49,13 +52,30 @@ pub struct ServiceRt {
     pub env: Vec<(String, String)>,
     pub ring: SharedRing,
     pub metrics: ServiceMetrics,
+    /// Part of what this run starts: false for a service `cogno up` left out
+    /// (not named, or profiled out) until an operator starts it.
+    pub selected: bool,
+    /// Removed from the stack file by a reload: stopped, and hidden from status.
+    pub removed: bool,
+    /// A reload's new definition, applied once the running instance, if any, is gone.
+    pub pending: Option<Definition>,
 }
 
 impl ServiceRt {
-    pub fn new(spec: Spec, run_as: Option<RunAs>, env: Vec<(String, String)>) -> ServiceRt {
+    /// A service to supervise, or, unless `selected`, one left down until an operator starts it.
+    pub fn new(
+        spec: Spec,
+        run_as: Option<RunAs>,
+        env: Vec<(String, String)>,
+        selected: bool,
+    ) -> ServiceRt {
         ServiceRt {
             spec,
-            machine: Machine::default(),
+            machine: if selected {
+                Machine::default()
+            } else {
+                Machine::left_out()
+            },
             instance: 0,
             restarts: 0,
             probe: None,
@@ -69,6 +89,18 @@ impl ServiceRt {
             env,
             ring: Default::default(),
             metrics: ServiceMetrics::new(Instant::now()),
+            selected,
+            removed: false,
+            pending: None,
+        }
+    }
+
+    /// Takes on a reload's new definition.
+    pub fn apply_pending(&mut self) {
+        if let Some((spec, env, run_as)) = self.pending.take() {
+            self.spec = spec;
+            self.env = env;
+            self.run_as = run_as;
         }
     }
 

@@ -1,0 +1,309 @@
+//! `cogno reload` and SIGHUP: the stack file read again and applied to the
+//! running stack. A file with errors changes nothing. Otherwise services
+//! added are started, removed ones stopped (in dependency order), changed
+//! ones restarted with their dependants as their gates require, and
+//! unchanged ones keep running, same pids.
+//!
+//! Slots are never renumbered: timers, probes and output pipes name a
+//! service by its index, so a removed service keeps its slot (stopped,
+//! hidden from status) and an added one gets a new slot at the end. The
+//! plan is then rebuilt over every slot ([`Plan::arrange`]).
+//!
+//! What cannot change live is reported as needing a full restart and left
+//! as it is: the stack's data directory, control socket, health listener
+//! and secrets, and a bundled server's settings (its files are prepared
+//! before the supervisor starts) or a bundled server added.
+
+use super::env;
+use super::machine::{Input, Intent, Spec};
+use super::Supervisor;
+use crate::config::plan::Plan;
+use crate::config::select;
+use crate::config::{Service, Stack};
+use crate::error::Error;
+use crate::events::Event as StackEvent;
+use std::collections::HashMap;
+use tracing::{info, warn};
+
+/// Reads the stack file again: the stack, and what cogno derives for each
+/// of its services (connection settings, secrets); or the error.
+pub type Loader = Box<dyn FnMut() -> Result<(Stack, Vec<Vec<(String, String)>>), Error>>;
+
+/// What the running stack was made from, as loaded (before the bundled
+/// servers were prepared), to tell what a reload changes.
+pub struct Baseline {
+    /// The stack-level settings that cannot change live.
+    fixed: String,
+    /// Each service's definition, by name.
+    services: HashMap<String, String>,
+}
+
+impl Baseline {
+    pub fn of(stack: &Stack) -> Baseline {
+        Baseline {
+            fixed: fixed(stack),
+            services: stack
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), fingerprint(s, &stack.services)))
+                .collect(),
+        }
+    }
+}
+
+/// The stack-level settings a running cogno cannot change.
+fn fixed(stack: &Stack) -> String {
+    format!(
+        "{:?} {:?} {} {:?}",
+        stack.data_dir, stack.health_listen, stack.metrics, stack.secrets
+    )
+}
+
+/// A service's definition as written: everything in its plan, with its
+/// dependencies by name (indexes change when services are added or removed).
+fn fingerprint(svc: &Service, all: &[Service]) -> String {
+    let deps: Vec<String> = svc
+        .depends_on
+        .iter()
+        .filter(|d| !d.implicit)
+        .map(|d| format!("{} {}", all[d.on].name, d.condition))
+        .collect();
+    let mut bare = svc.clone();
+    bare.depends_on.clear();
+    format!("{bare:?} {deps:?}")
+}
+
+/// What a reload does to one service, as answered and logged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Change {
+    Added,
+    Removed,
+    Restarted,
+    /// Changed while not running: applied when it next starts.
+    Changed,
+    Unchanged,
+}
+
+impl Change {
+    fn word(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Removed => "removed",
+            Change::Restarted => "restarted",
+            Change::Changed => "changed (not running: applied at its next start)",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+impl Supervisor {
+    /// Reads the stack file again and applies it; the report, one line per
+    /// service, or the file's errors (then nothing changed).
+    pub(super) fn reload(&mut self) -> Result<String, String> {
+        let Some(loader) = self.loader.as_mut() else {
+            return Err("error: this cogno cannot reload its stack file\n".into());
+        };
+        let (new, derived) = loader().map_err(|e| e.to_string())?;
+        let Some(baseline) = self.baseline.as_ref() else {
+            return Err("error: this cogno cannot reload its stack file\n".into());
+        };
+        let mut notes = Vec::new();
+        if fixed(&new) != baseline.fixed {
+            notes.push(
+                "data_dir, health_listen, metrics or secrets changed: needs a full restart \
+                 (`cogno down`, then `cogno up`); not applied"
+                    .to_owned(),
+            );
+        }
+        if let Some(b) = new
+            .services
+            .iter()
+            .find(|s| s.bundled.is_some() && !self.stack.services.iter().any(|o| o.name == s.name))
+        {
+            return Err(format!(
+                "error: `{}` is a bundled server (kind: {}) new to the running stack: adding one \
+                 needs a full restart (`cogno down`, then `cogno up`); nothing was changed\n",
+                b.name,
+                b.bundled.as_ref().map_or("", |k| k.kind.name)
+            ));
+        }
+        // Where each of the new file's services lives: an existing slot (a
+        // removed one comes back in its old slot) or a new one at the end.
+        let mut slot = Vec::with_capacity(new.services.len());
+        let mut next = self.svcs.len();
+        for svc in &new.services {
+            match self.stack.services.iter().position(|o| o.name == svc.name) {
+                Some(i) => slot.push(i),
+                None => {
+                    slot.push(next);
+                    next += 1;
+                }
+            }
+        }
+        let mut services = self.stack.services.clone();
+        let mut plan = Vec::new();
+        let mut fingerprints = HashMap::new();
+        for (k, svc) in new.services.iter().enumerate() {
+            let i = slot[k];
+            let print = fingerprint(svc, &new.services);
+            let mut def = svc.clone();
+            for d in &mut def.depends_on {
+                d.on = slot[d.on];
+            }
+            let run_as = svc.run_as.clone();
+            let service_env =
+                env::service_env(&derived[k], &self.base_env, &new.env, svc, run_as.as_ref());
+            let old = baseline.services.get(&svc.name);
+            let change = if i >= self.svcs.len() || self.svcs[i].removed {
+                Change::Added
+            } else if old == Some(&print) && service_env == self.svcs[i].env {
+                Change::Unchanged
+            } else if svc.bundled.is_some() {
+                notes.push(format!(
+                    "{}: its settings changed: a bundled server needs a full restart; not applied",
+                    svc.name
+                ));
+                Change::Unchanged
+            } else if self.svcs[i].state().alive() {
+                Change::Restarted
+            } else {
+                Change::Changed
+            };
+            // A bundled server keeps its prepared command and probe; an
+            // unchanged service its definition; both take the new order.
+            let keep = change == Change::Unchanged;
+            fingerprints.insert(
+                svc.name.clone(),
+                match (keep, old) {
+                    (true, Some(o)) => o.clone(),
+                    _ => print,
+                },
+            );
+            if i < services.len() {
+                if keep {
+                    services[i].depends_on = def.depends_on;
+                    services[i].priority = def.priority;
+                } else {
+                    services[i] = def;
+                }
+            } else {
+                services.push(def);
+            }
+            plan.push((i, change, service_env, run_as));
+        }
+        let arranged = Plan::arrange(&services).map_err(|e| {
+            format!("error: the stack file cannot be applied to the running stack: {e:?}\n")
+        })?;
+        // Checked: from here on, the new file is applied.
+        let kept: Vec<usize> = slot.clone();
+        let removed: Vec<usize> = (0..self.svcs.len())
+            .filter(|i| !kept.contains(i) && !self.svcs[*i].removed)
+            .collect();
+        self.stack.services = services;
+        self.stack.plan = arranged;
+        self.stack.env = new.env.clone();
+        self.stack.shutdown_budget = new.shutdown_budget;
+        self.baseline = Some(Baseline {
+            fixed: if notes.iter().any(|n| n.starts_with("data_dir")) {
+                self.baseline
+                    .as_ref()
+                    .map(|b| b.fixed.clone())
+                    .unwrap_or_default()
+            } else {
+                fixed(&new)
+            },
+            services: fingerprints,
+        });
+        let mut report = Vec::new();
+        // Unchanged services restarted because they need a changed one.
+        let mut with: HashMap<usize, usize> = HashMap::new();
+        for i in removed {
+            self.svcs[i].removed = true;
+            self.svcs[i].selected = false;
+            self.feed(i, Input::Want(Intent::Down));
+            report.push((i, Change::Removed));
+        }
+        for (i, change, service_env, run_as) in plan {
+            let svc = &self.stack.services[i];
+            match change {
+                Change::Added => {
+                    let spec = Spec::of(svc);
+                    if i == self.svcs.len() {
+                        self.svcs.push(super::state::ServiceRt::new(
+                            spec,
+                            run_as,
+                            service_env,
+                            false,
+                        ));
+                    } else {
+                        let rt = &mut self.svcs[i];
+                        rt.removed = false;
+                        rt.pending = Some((spec, service_env, run_as));
+                        rt.apply_pending();
+                    }
+                    if select::enabled(svc, &self.profiles) {
+                        self.select(i);
+                        self.feed(i, Input::Start);
+                    }
+                }
+                Change::Restarted | Change::Changed => {
+                    let rt = &mut self.svcs[i];
+                    rt.pending = Some((Spec::of(svc), service_env, run_as));
+                    if change == Change::Changed {
+                        rt.apply_pending();
+                    } else {
+                        for j in self.restart_set(i) {
+                            if j != i {
+                                with.entry(j).or_insert(i);
+                            }
+                            self.feed(j, Input::Want(Intent::Restart));
+                        }
+                    }
+                }
+                Change::Removed | Change::Unchanged => {}
+            }
+            report.push((i, change));
+        }
+        self.advance_stops();
+        let mut out = String::new();
+        for (i, change) in report {
+            let name = self.stack.services[i].name.clone();
+            let what = match (change, with.get(&i)) {
+                (Change::Unchanged, Some(&d)) => {
+                    format!("restarted (it needs {})", self.stack.services[d].name)
+                }
+                _ => change.word().to_owned(),
+            };
+            info!("reload: {name}: {what}");
+            let mut ev = StackEvent::new("reload", Some(&name));
+            ev.reason = Some(what.clone());
+            self.publish(ev);
+            out.push_str(&format!("{name}: {what}\n"));
+        }
+        for n in notes {
+            warn!("reload: {n}");
+            out.push_str(&format!("{n}\n"));
+        }
+        Ok(out)
+    }
+
+    /// What restarting service `i` for a reload takes down with it: the
+    /// dependants that need it (and then those through priority too), as
+    /// `cogno restart --with-dependents` does.
+    fn restart_set(&self, i: usize) -> Vec<usize> {
+        let dependants = if self.alive_dependants(i, true).is_empty() {
+            Default::default()
+        } else {
+            self.alive_dependants(i, false)
+        };
+        dependants.into_iter().chain([i]).collect()
+    }
+
+    /// SIGHUP: reloads, and logs what it did or why it could not.
+    pub(super) fn reload_on_signal(&mut self) {
+        info!("SIGHUP received: reloading the stack file");
+        if let Err(e) = self.reload() {
+            tracing::error!("reload refused; the running stack is unchanged:\n{e}");
+        }
+    }
+}
