@@ -9,10 +9,7 @@
 #   FATAL or ERROR line in the first start's output; stop
 #   like `docker stop` (exits 0 in time, PostgreSQL shut down cleanly); run
 #   again on the same volume (trace and workflow history kept, secrets
-#   unchanged byte for byte, no recovery); `cogno backup` inside it, that
-#   archive restored into a native `cogno up` (rows, workflow history,
-#   secrets), and a native archive restored into a new volume by the image's
-#   cogno (rows); then /data on a host folder owned
+#   unchanged byte for byte, no recovery); then /data on a host folder owned
 #   by another uid and on a read-only folder: clear errors.
 #
 # Prints the figures for docs/performance.md. Cleans up its containers,
@@ -42,10 +39,9 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 cleanup() {
   set +e
-  podman rm -f "$name" "$name-2" "$name-uid" "$name-ro" "$name-restore" "$name-r" >/dev/null 2>&1
+  podman rm -f "$name" "$name-2" "$name-uid" "$name-ro" >/dev/null 2>&1
   [ -n "$run_pid" ] && kill "$run_pid" 2>/dev/null
-  podman volume rm -f "$volume" "$volume-r" >/dev/null 2>&1
-  [ -n "${native_pid:-}" ] && kill "$native_pid" 2>/dev/null
+  podman volume rm -f "$volume" >/dev/null 2>&1
   mountpoint -q "$work/ro-mnt" 2>/dev/null && umount "$work/ro-mnt"
   rm -rf "$work"
 }
@@ -204,82 +200,9 @@ if grep -Eq 'redo starts|not properly shut down|automatic recovery|was interrupt
 else
   ok "no recovery in PostgreSQL's log"
 fi
-# Issue 11: an archive made in the image, of the running stack, for the
-# native round trip below.
-image_archive=$(podman exec "$name-2" cogno backup --to /tmp 2>"$work/backup-image.log") \
-  && podman cp "$name-2:$image_archive" "$work/image.tar.zst" \
-  && ok "cogno backup inside the running container: $(tail -1 "$work/backup-image.log")" \
-  || { fail "cogno backup inside the container"; cat "$work/backup-image.log"; }
 "$sim" stop --time 10 "$name-2" >/dev/null
 wait_exit
 [ "$status" = 0 ] && ok "second stop: exit 0" || fail "second stop: exit status $status"
-
-# ------------------------------------------- archives: image <-> native ---
-# Issue 11: an archive from the image restores into a native `cogno up`, and
-# the other way round, with the same cogno commands.
-log "the image's archive restored natively, a native archive restored into a new volume"
-cogno_native=$repo/target/release/cogno
-[ -x "$cogno_native" ] || cogno_native=$repo/target/debug/cogno
-native=$work/native
-cat >"$work/native.yaml" <<YAML
-# Free ports: CI's own PostgreSQL or Redis may hold the default ones.
-services:
-  postgres: {kind: postgres, port: $(free_port)}
-  redis: {kind: redis, port: $(free_port)}
-  temporal: {kind: temporal, port: $(free_port), ui_port: $(free_port)}
-YAML
-cogno_n() { env -u COGNO_CONFIG -u COGNO_DATA_DIR "$cogno_native" "$@" --config "$work/native.yaml" --data "$native"; }
-# The app environment of the native stack, in this shell's variables.
-native_env() { set -a; eval "$(cogno_n env)"; set +a; }
-
-if [ -f "$work/image.tar.zst" ] && cogno_n restore "$work/image.tar.zst" >"$work/restore-native.log" 2>&1; then
-  ok "image archive restored natively: $(tail -1 "$work/restore-native.log")"
-  [ "$(sha256sum "$native/secrets/.env" | cut -d' ' -f1)" = "$secrets_before" ] \
-    && ok "secrets restored byte for byte" || fail "restored secrets differ from the volume's"
-  cogno_n up >"$work/native-up.log" 2>&1 &
-  native_pid=$!
-  for _ in $(seq 1 600); do
-    cogno_n status >/dev/null 2>&1 && break
-    kill -0 "$native_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if cogno_n status >/dev/null 2>&1; then
-    native_env
-    [ "$(psql "$DATABASE_URL" -tAc "select count(*) from traces where id = '$trace_id'")" = 1 ] \
-      && ok "trace $trace_id is in the native stack" || fail "trace $trace_id missing natively"
-    temporal workflow describe --address "$TEMPORAL_ADDRESS" -w "$workflow_id" >/dev/null 2>&1 \
-      && ok "workflow $workflow_id history is in the native stack" || fail "workflow $workflow_id missing natively"
-    psql "$DATABASE_URL" -qc "create table native_marker (x int); insert into native_marker values (42)"
-    native_archive=$(cogno_n backup --to "$work" 2>"$work/backup-native.log") \
-      && ok "native backup: $(tail -1 "$work/backup-native.log")" \
-      || { fail "native backup"; cat "$work/backup-native.log"; }
-  else
-    fail "the restored native stack never became ready"; tail -40 "$work/native-up.log"
-  fi
-  cogno_n down >/dev/null 2>&1 || kill "$native_pid" 2>/dev/null
-  wait "$native_pid" 2>/dev/null || true
-else
-  fail "native restore of the image's archive"; cat "$work/restore-native.log" 2>/dev/null
-fi
-
-if [ -n "${native_archive:-}" ]; then
-  mkdir -p "$work/arch" && cp "$native_archive" "$work/arch/native.tar.zst"
-  if "$sim" run --image "$image" --name "$name-restore" --data "$volume-r" \
-    --opt "--volume=$work/arch:/arch:ro" -- restore /arch/native.tar.zst --data /data >"$work/restore-image.log" 2>&1; then
-    ok "native archive restored into a new volume by the image's cogno"
-    start "$name-r" "$volume-r"
-    if "$sim" health --timeout 180 "$name-r"; then
-      got=$(podman exec "$name-r" sh -c 'set -a; eval "$(cogno env)"; psql "$DATABASE_URL" -tAc "select x from native_marker"')
-      [ "$got" = 42 ] && ok "the native row is in the image's stack" || fail "native row: '$got'"
-    else
-      fail "the image never became healthy on the restored volume"; tail -40 "$work/$name-r.log"
-    fi
-    "$sim" stop --time 10 "$name-r" >/dev/null
-    wait_exit
-  else
-    fail "restore into a new volume in the image"; cat "$work/restore-image.log"
-  fi
-fi
 
 # ---------------------------------------------------------- bad data dirs ---
 # Expects the container to exit non-zero by itself with an error naming /data.
