@@ -288,6 +288,25 @@ pub fn has(data: &DataDir, service: &str) -> bool {
     files_of(data, service).iter().any(|p| p.is_file())
 }
 
+/// Whether DATA/logs holds cogno's own log (a detached cogno ran here).
+pub fn has_own(data: &DataDir) -> bool {
+    data.logs().join(OWN_FILE).is_file()
+}
+
+/// The last `n` lines of cogno's own log file.
+pub fn own_tail(data: &DataDir, n: usize) -> Vec<String> {
+    let path = data.logs().join(OWN_FILE);
+    let Ok(Some(bytes)) = crate::datadir::files::read_small_bytes(&path, 2 * MAX_BYTES) else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect()
+}
+
 /// The services with a log file in DATA/logs, sorted.
 pub fn services(data: &DataDir) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(data.logs())

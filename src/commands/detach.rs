@@ -15,7 +15,6 @@
 
 use super::{data_dir, wait, Outcome, StackArgs};
 use crate::control;
-use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::logfiles;
 use clap::Args;
@@ -27,7 +26,10 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// What the detached cogno writes once its control socket answers.
+/// What the detached cogno writes once its control socket is bound
+/// (connections queue from then on)…
+const LISTENING: &str = "listening";
+/// …and once it answers them.
 const SERVING: &str = "serving";
 /// Lines of cogno.log shown when the detached cogno exits before it serves.
 const SHOWN_LINES: usize = 20;
@@ -77,6 +79,14 @@ impl DetachArgs {
     }
 }
 
+/// Tells the waiting parent that the control socket is bound.
+pub fn listening(pipe: Option<&File>) {
+    use std::io::Write;
+    if let Some(mut p) = pipe {
+        let _ = writeln!(p, "{LISTENING}");
+    }
+}
+
 /// Tells the waiting parent that the control socket answers (and lets go of the pipe).
 pub fn serving(pipe: Option<File>) {
     use std::io::Write;
@@ -114,13 +124,19 @@ pub fn start(args: &StackArgs, d: &DetachArgs) -> Outcome {
         data.root().display(),
         data.logs().display()
     );
+    let mut pipe = BufReader::new(File::from(read));
     if d.no_wait {
+        // Returned once its socket is bound: `cogno wait` and the other
+        // commands can be run at once (their requests queue until served).
+        until(&mut pipe, LISTENING, |_| {}).map_err(|()| exited(child, &log_path, from))?;
         println!("{where_}\n`cogno wait` waits until it is ready, `cogno down` stops it");
         return Ok(0);
     }
     let waited_for = data.clone();
     let ready = wait::with_timeout(d.wait_timeout, move || {
-        follow(read, child, &waited_for, &log_path, from)
+        until(&mut pipe, SERVING, |line| print!("{line}"))
+            .map_err(|()| exited(child, &log_path, from))?;
+        wait::until_ready(&waited_for, &[], |ev| println!("{}", ev.text()))
     })?;
     println!("{ready}\n{where_}\n`cogno status` shows it, `cogno logs` its output, `cogno down` stops it");
     Ok(0)
@@ -154,31 +170,29 @@ fn spawn(log: File, notify: &OwnedFd) -> std::io::Result<Child> {
     cmd.spawn()
 }
 
-/// Shows the detached cogno's progress lines until it serves, then waits
-/// for the stack through its events.
-fn follow(
-    read: OwnedFd,
-    mut child: Child,
-    data: &DataDir,
-    log: &std::path::Path,
-    from: u64,
-) -> Result<String, Error> {
-    let mut pipe = BufReader::new(File::from(read));
+/// Reads the detached cogno's pipe until `mark`, handing every progress
+/// line to `each`; Err when the pipe ends first (the detached cogno exited).
+fn until(pipe: &mut BufReader<File>, mark: &str, mut each: impl FnMut(&str)) -> Result<(), ()> {
     let mut line = String::new();
     loop {
         line.clear();
         if pipe.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
+            return Err(());
         }
-        if line.trim_end() == SERVING {
-            return wait::until_ready(data, &[], |ev| println!("{}", ev.text()));
+        match line.trim_end() {
+            l if l == mark => return Ok(()),
+            LISTENING | SERVING => {}
+            _ => each(&line),
         }
-        print!("{line}");
     }
-    // The pipe ended first: the detached cogno has exited.
+}
+
+/// The error for a detached cogno that exited before it served: its exit
+/// status and the lines it wrote to `log` (from offset `from`).
+fn exited(mut child: Child, log: &std::path::Path, from: u64) -> Error {
     let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(1).max(1);
     let tail = last_lines(log, from);
-    Err(Error::new(format!(
+    Error::new(format!(
         "cogno stopped before the stack was ready (exit status {code}); the end of {}:\n{}",
         log.display(),
         tail.iter()
@@ -186,7 +200,7 @@ fn follow(
             .collect::<Vec<_>>()
             .join("\n")
     ))
-    .status(code))
+    .status(code)
 }
 
 /// The last lines appended to `log` since offset `from`.

@@ -51,6 +51,7 @@ pub fn run(up: UpArgs) -> Outcome {
     let migrated = data.migrate_layout()?;
     // Binding the socket first also makes sure no other cogno runs on this data directory.
     let listener = control::server::bind(&data)?;
+    detach::listening(notify.as_ref());
     // From here on the event loop handles the stop signals; one that comes
     // in between waits for it. Held before any thread starts (the output
     // writer, below), so that they all inherit the mask and leave the

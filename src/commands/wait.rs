@@ -18,6 +18,8 @@ use std::time::Duration;
 
 /// Output lines shown of each failed service.
 const LAST_LINES: usize = 15;
+/// Lines of cogno's own log shown when it has exited.
+const OWN_LINES: usize = 8;
 
 pub fn run(data: &DataDir, services: &[String], timeout: Option<Duration>) -> Outcome {
     let services = services.to_vec();
@@ -74,7 +76,15 @@ pub(super) fn until_ready(
 ) -> Result<String, Error> {
     let socket = data.socket();
     // Subscribed before the status is read: no event in between is missed.
-    let reply = request(&socket, "GET", "/events", None)?;
+    let reply = match request(&socket, "GET", "/events", None) {
+        Ok(r) => r,
+        // A detached cogno that served and has exited already (a critical
+        // service failed at once): its files say why.
+        Err(crate::control::client::Failure::NotRunning(..)) if crate::logfiles::has_own(data) => {
+            return Err(gone(data, services))
+        }
+        Err(e) => return Err(e.into()),
+    };
     if reply.status != 200 {
         return Err(reply.refusal());
     }
@@ -171,13 +181,20 @@ fn verdict(status: &StackStatus, services: &[String]) -> Result<Verdict, Error> 
     })
 }
 
-/// cogno stopped answering while the wait went on.
+/// cogno stopped answering while the wait went on: the end of its own log
+/// (why it stopped) and the services' last lines, from the log files.
 fn gone(data: &DataDir, services: &[String]) -> Error {
-    failure(
-        data,
-        "cogno has exited before the stack was ready".into(),
-        services,
-    )
+    let mut why = "cogno has exited before the stack was ready".to_owned();
+    let own = crate::logfiles::own_tail(data, OWN_LINES);
+    if !own.is_empty() {
+        why.push_str(&format!(":\n  {}", own.join("\n  ")));
+    }
+    let named = if services.is_empty() {
+        crate::logfiles::services(data)
+    } else {
+        services.to_vec()
+    };
+    failure(data, why, &named)
 }
 
 /// The error for a failed start: `why`, then the last lines of each of
