@@ -126,7 +126,7 @@ fn rotate(dir: &OwnedFd, name: &str) -> io::Result<()> {
 /// a running cogno, whose descriptors hold it).
 pub fn open_own(data: &DataDir) -> io::Result<File> {
     let dir = open_dir(data)?;
-    let name = OWN_FILE.trim_end_matches(".log");
+    let name = own_name();
     let big = nix::sys::stat::fstatat(
         Some(dir.as_raw_fd()),
         OWN_FILE,
@@ -283,9 +283,15 @@ fn files_of(data: &DataDir, service: &str) -> Vec<std::path::PathBuf> {
     paths
 }
 
-/// Whether DATA/logs holds a log file of `service`.
+/// Whether DATA/logs holds a log file of `service` (cogno's own stream,
+/// `cogno`, has none: cogno.log is its stdout, in another format).
 pub fn has(data: &DataDir, service: &str) -> bool {
-    files_of(data, service).iter().any(|p| p.is_file())
+    service != own_name() && files_of(data, service).iter().any(|p| p.is_file())
+}
+
+/// `cogno`: the stream name of cogno's own lines.
+fn own_name() -> &'static str {
+    OWN_FILE.trim_end_matches(".log")
 }
 
 /// Whether DATA/logs holds cogno's own log (a detached cogno ran here).
@@ -316,7 +322,7 @@ pub fn services(data: &DataDir) -> Vec<String> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let service = name.strip_suffix(".log")?.to_owned();
-            (service != OWN_FILE.trim_end_matches(".log")).then_some(service)
+            (service != own_name()).then_some(service)
         })
         .collect();
     names.sort();

@@ -195,7 +195,11 @@ services:
     // A service that has failed fails the wait with its reason and output.
     let r = d.run(&["wait", "broken"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("broken is failed (exited with code 1)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("broken is failed (exited with code 1)"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("cannot start broken"), "{}", r.stderr);
     std::fs::write(&gate, "").unwrap();
     let r = d.run(&["wait", "db"]);
@@ -276,9 +280,18 @@ services:
     .unwrap();
     let r = d.run(&["up", "-d"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let status = ours.wait().unwrap();
+    let mut status = None;
+    let ended = eventually(TIMEOUT, || {
+        status = ours.try_wait().unwrap();
+        status.is_some()
+    });
+    if !ended {
+        let _ = ours.kill();
+        let _ = other.kill();
+    }
+    assert!(ended, "the recorded leftover was not stopped");
     assert_eq!(
-        status.signal_of(),
+        status.unwrap().signal_of(),
         Some(15),
         "the leftover got its stop signal"
     );
