@@ -10,8 +10,8 @@
 //! [`BLOCKED_AFTER`], stdout is considered blocked: lines are dropped from
 //! stdout (never from the in-memory ring, which `cogno logs` reads) and a
 //! count of what was dropped is written once output flows again. The same
-//! lines go to the service's log file when file logs are on (`logfiles`),
-//! which never makes a forwarder wait either.
+//! lines go to the service's log file when file logs are on (a writer
+//! handed in, `logfiles`'s), which never makes a forwarder wait either.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -431,9 +431,13 @@ pub struct To {
     pub ring: SharedRing,
     pub sink: Sink,
     pub changes: Changes,
-    /// The file writer and the service's index.
-    pub files: Option<(crate::logfiles::FileLogs, usize)>,
+    /// Hands complete lines (without prefixes) to the service's log file
+    /// writer; never waits.
+    pub files: Option<ToFile>,
 }
+
+/// See [`To::files`].
+pub type ToFile = Box<dyn Fn(Stream, Bytes) + Send>;
 
 /// Forwards one pipe of a service until end of file.
 pub async fn forward(
@@ -479,9 +483,9 @@ pub async fn forward(
                 start = end + 1;
                 lines += 1;
             }
-            if let Some((files, svc)) = &files {
+            if let Some(to_file) = &files {
                 // Never waits: a slow disk loses file lines, not supervision.
-                files.write(*svc, stream, Bytes::copy_from_slice(&buf[..complete]));
+                to_file(stream, Bytes::copy_from_slice(&buf[..complete]));
             }
             buf.drain(..complete);
             let out = Bytes::from(out);

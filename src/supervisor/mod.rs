@@ -518,7 +518,9 @@ impl Supervisor {
             let sink = self.sink.clone();
             let tx = self.tx.clone();
             let changes = self.changes.clone();
-            let files = self.files.clone().map(|f| (f, i));
+            let files = self.files.clone().map(|f| -> logs::ToFile {
+                Box::new(move |stream, bytes| f.write(i, stream, bytes))
+            });
             match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 Ok(pipe) => {
                     tokio::spawn(async move {
