@@ -11,7 +11,8 @@
 //!   validated [`config::Stack`] with its start plan, compiler-grade errors.
 //! - [`supervisor`]: one event loop owning every service's state machine;
 //!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
-//!   calls the control API.
+//!   calls the control API; [`logfiles`] keeps output in DATA/logs and
+//!   [`leftovers`] stops what a killed cogno left running.
 //! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
 //!   each a `bundled::Server` with its static facts in `config::kinds`
 //!   (docs/architecture.md: adding a bundled server); [`secrets`] generates
@@ -31,6 +32,8 @@ pub mod error;
 pub mod events;
 pub mod fmt;
 pub mod health;
+pub mod leftovers;
+pub mod logfiles;
 pub mod logs;
 pub mod os;
 pub mod secrets;

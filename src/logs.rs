@@ -9,7 +9,9 @@
 //! would writing to that terminal directly); if the queue stays full for
 //! [`BLOCKED_AFTER`], stdout is considered blocked: lines are dropped from
 //! stdout (never from the in-memory ring, which `cogno logs` reads) and a
-//! count of what was dropped is written once output flows again.
+//! count of what was dropped is written once output flows again. The same
+//! lines go to the service's log file when file logs are on (a writer
+//! handed in, `logfiles`'s), which never makes a forwarder wait either.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -59,6 +61,10 @@ struct Shared {
     drained: Condvar,
     room: Notify,
     style: Style,
+    /// Only cogno's own lines: a detached cogno, whose stdout is a file
+    /// that cannot be rotated under it, while the services' output has
+    /// files of its own (`logfiles`).
+    own_only: bool,
 }
 
 #[derive(Default)]
@@ -123,13 +129,19 @@ const OWN_NAME: &str = "cogno";
 
 impl Sink {
     /// Starts the writer thread on `out` (cogno's stdout in production).
-    pub fn start(style: Style, mut out: impl Write + Send + 'static) -> Sink {
+    pub fn start(style: Style, out: impl Write + Send + 'static) -> Sink {
+        Sink::start_with(style, out, false)
+    }
+
+    /// [`Sink::start`]; with `own_only`, service output is not written to `out`.
+    pub fn start_with(style: Style, mut out: impl Write + Send + 'static, own_only: bool) -> Sink {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake_writer: Condvar::new(),
             drained: Condvar::new(),
             room: Notify::new(),
             style,
+            own_only,
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -187,6 +199,9 @@ impl Sink {
     /// Queues a batch of service output holding `lines` lines; waits while the
     /// queue is full, and drops the batch if stdout looks blocked.
     pub async fn write(&self, bytes: Bytes, lines: usize) {
+        if self.shared.own_only {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + BLOCKED_AFTER;
         loop {
             let room = self.shared.room.notified();
@@ -410,15 +425,33 @@ pub struct LogView {
 /// output instead of polling.
 pub type Changes = tokio::sync::watch::Sender<u64>;
 
+/// Where a service's output goes: its ring (and the change signal of
+/// `cogno logs -f`), stdout, and its log file when file logs are on.
+pub struct To {
+    pub ring: SharedRing,
+    pub sink: Sink,
+    pub changes: Changes,
+    /// Hands complete lines (without prefixes) to the service's log file
+    /// writer; never waits.
+    pub files: Option<ToFile>,
+}
+
+/// See [`To::files`].
+pub type ToFile = Box<dyn Fn(Stream, Bytes) + Send>;
+
 /// Forwards one pipe of a service until end of file.
 pub async fn forward(
     mut pipe: tokio::net::unix::pipe::Receiver,
     prefix: Vec<u8>,
     stream: Stream,
-    ring: SharedRing,
-    sink: Sink,
-    changes: Changes,
+    to: To,
 ) {
+    let To {
+        ring,
+        sink,
+        changes,
+        files,
+    } = to;
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -449,6 +482,10 @@ pub async fn forward(
                 out.extend_from_slice(&buf[start..=end]);
                 start = end + 1;
                 lines += 1;
+            }
+            if let Some(to_file) = &files {
+                // Never waits: a slow disk loses file lines, not supervision.
+                to_file(stream, Bytes::copy_from_slice(&buf[..complete]));
             }
             buf.drain(..complete);
             let out = Bytes::from(out);

@@ -11,6 +11,7 @@ mod bundled;
 mod cli;
 mod config_errors;
 mod control;
+mod detach;
 mod hardening;
 mod health;
 mod lifecycle;

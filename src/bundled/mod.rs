@@ -625,20 +625,33 @@ pub(crate) fn create_server_dir(dir: &Path, server: &str) -> Result<(), String> 
 pub struct Progress {
     start: Instant,
     n: u32,
+    /// Where each line goes too: the `cogno up --detach` waiting for this
+    /// detached cogno (see `commands::detach`).
+    mirror: Option<std::fs::File>,
 }
 
 impl Progress {
-    pub fn new(start: Instant) -> Progress {
-        Progress { start, n: 0 }
+    pub fn new(start: Instant, mirror: Option<std::fs::File>) -> Progress {
+        Progress {
+            start,
+            n: 0,
+            mirror,
+        }
     }
 
     pub fn step(&mut self, msg: impl std::fmt::Display) {
+        use std::io::Write;
         self.n += 1;
-        info!(
+        let line = format!(
             "[{} at {}] {msg}",
             self.n,
             crate::fmt::fmt_latency(self.start.elapsed())
         );
+        if let Some(m) = &mut self.mirror {
+            // The waiting process may have gone (--wait-timeout): not an error here.
+            let _ = writeln!(m, "{line}");
+        }
+        info!("{line}");
     }
 }
 

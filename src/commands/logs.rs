@@ -3,10 +3,11 @@
 
 use super::{colored, Outcome};
 use crate::control::client::{get_status, percent_encode, request};
+use crate::datadir::DataDir;
+use crate::logfiles;
 use crate::logs::{Stream, Style};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::time::SystemTime;
 
 /// What `cogno logs` shows of the lines it gets.
@@ -35,22 +36,42 @@ pub fn parse_since(s: &str) -> Result<String, String> {
 }
 
 pub fn logs(
-    socket: &Path,
+    data: &DataDir,
     services: &[String],
     follow: bool,
     lines: usize,
     filter: &Filter,
 ) -> Outcome {
+    let socket = data.socket();
+    let running = get_status(&socket);
     // The prefixes are padded to the longest name in the stack, as `cogno up`
     // pads them, and coloured the same way (each service its stack-file index).
-    let names: Vec<String> = get_status(socket)?
-        .services
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let names: Vec<String> = match &running {
+        Ok(status) => status.services.iter().map(|s| s.name.clone()).collect(),
+        Err(_) => logfiles::services(data),
+    };
+    let wanted: Vec<&String> = if services.is_empty() {
+        names.iter().collect()
+    } else {
+        services.iter().collect()
+    };
+    // The log files (a detached cogno's, or `logs: {files: true}`) hold more
+    // than the ring and outlast cogno: the history comes from them when
+    // every service asked for has one.
+    let from_files = !wanted.is_empty() && wanted.iter().all(|s| logfiles::has(data, s));
+    let running = match running {
+        Ok(_) => true,
+        Err(_) if from_files => false,
+        Err(e) => return Err(e.into()),
+    };
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let style = Style::new(&refs, !filter.json && colored(&std::io::stdout()));
-    let mut path = format!("/logs?n={lines}");
+    let history = if from_files {
+        file_history(data, &wanted, lines)
+    } else {
+        Vec::new()
+    };
+    let mut path = format!("/logs?n={}", if from_files { 0 } else { lines });
     for s in services {
         path.push_str("&service=");
         path.push_str(&percent_encode(s));
@@ -58,11 +79,16 @@ pub fn logs(
     if follow {
         path.push_str("&follow=1");
     }
-    let reply = request(socket, "GET", &path, None)?;
-    if reply.status != 200 {
-        return Err(reply.refusal());
-    }
-    stream_lines(reply.body, |line, out| {
+    let live: Box<dyn Read> = if running && (follow || !from_files) {
+        let reply = request(&socket, "GET", &path, None)?;
+        if reply.status != 200 {
+            return Err(reply.refusal());
+        }
+        Box::new(reply.body)
+    } else {
+        Box::new(std::io::empty())
+    };
+    stream_lines(std::io::Cursor::new(history).chain(live), |line, out| {
         let Ok(l) = serde_json::from_slice::<LogLine>(line) else {
             return out.write_all(line);
         };
@@ -122,10 +148,37 @@ pub(super) fn stream_lines(
     Ok(0)
 }
 
-#[derive(Deserialize)]
-struct LogLine {
-    t: String,
-    service: String,
-    stream: String,
-    line: String,
+/// The last `n` lines of `services` from their log files, in time order,
+/// as NDJSON lines like those of `GET /logs`.
+fn file_history(data: &DataDir, services: &[&String], n: usize) -> Vec<u8> {
+    let mut all: Vec<LogLine> = Vec::new();
+    for s in services {
+        all.extend(logfiles::tail(data, s, n).into_iter().map(|l| LogLine {
+            t: crate::fmt::rfc3339(l.at),
+            service: (*s).clone(),
+            stream: match l.stream {
+                Stream::Stdout => "stdout".into(),
+                Stream::Stderr => "stderr".into(),
+            },
+            line: l.text,
+        }));
+    }
+    // Stable: lines of one service read at the same moment keep their order.
+    all.sort_by(|a, b| a.t.cmp(&b.t));
+    let mut out = Vec::new();
+    for l in &all[all.len().saturating_sub(n)..] {
+        if let Ok(json) = serde_json::to_vec(l) {
+            out.extend_from_slice(&json);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+#[derive(Deserialize, serde::Serialize)]
+pub(super) struct LogLine {
+    pub t: String,
+    pub service: String,
+    pub stream: String,
+    pub line: String,
 }

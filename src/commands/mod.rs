@@ -9,6 +9,7 @@
 mod act;
 mod backup;
 mod check;
+mod detach;
 mod env;
 mod events;
 mod healthcheck;
@@ -19,6 +20,7 @@ mod selection;
 mod shutdown;
 mod status;
 mod up;
+mod wait;
 
 use crate::config::{self, Stack};
 use crate::control::Action;
@@ -40,6 +42,7 @@ Examples:
   cogno up                          # the built-in stack: PostgreSQL, Redis, Temporal
   cogno up --config stack.yaml      # your stack file
   cogno up web --profile debug      # web and what it needs, plus the `debug` profile's services
+  cogno up -d                       # in the background; returns once the stack is ready
   cogno check --config stack.yaml   # validate it and print the start plan
   cogno env > .env                  # connection settings for an app run outside cogno
   cogno status                      # a running stack, from another terminal
@@ -84,7 +87,7 @@ pub(crate) fn colored(stream: &impl anstream::stream::RawStream) -> bool {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the stack in the foreground until SIGTERM/SIGINT
+    /// Run the stack in the foreground until SIGTERM/SIGINT (or in the background: --detach)
     Up(UpArgs),
     /// Validate the stack file and print the start plan (and what a selection starts); starts nothing
     Check(CheckArgs),
@@ -146,6 +149,16 @@ pub enum Command {
     Shutdown(StackArgs),
     /// Stop the whole stack in order and wait until every process is gone
     Down(StackArgs),
+    /// Wait until the stack (or these services) is ready; non-zero with the reason if it fails or times out
+    Wait {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Only these services (and not the whole stack)
+        services: Vec<String>,
+        /// Give up after this long (`30s`, `5m`) [default: no limit]
+        #[arg(long, value_name = "D", value_parser = config::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Write one archive of the running stack's data (PostgreSQL, Redis, Temporal, secrets), without stopping it
     Backup(backup::BackupArgs),
     /// Make a data directory from a backup archive (never over existing data); then `cogno up`
@@ -177,6 +190,8 @@ pub struct UpArgs {
     pub target: StackArgs,
     #[command(flatten)]
     pub select: selection::SelectArgs,
+    #[command(flatten)]
+    pub detach: detach::DetachArgs,
 }
 
 #[derive(Args)]
@@ -202,7 +217,7 @@ pub struct StackArgs {
     #[command(flatten)]
     pub config: ConfigArg,
     /// Data directory [default: $COGNO_DATA_DIR, else `data_dir` in the stack file, else ./data, or /data as PID 1]
-    #[arg(long, short = 'd', value_name = "DIR")]
+    #[arg(long, short = 'D', value_name = "DIR")]
     pub data: Option<PathBuf>,
 }
 
@@ -240,18 +255,22 @@ impl ConfigArg {
 /// The stack file is only read when the data directory is not given; if it
 /// cannot be read, the default data directory is used.
 pub fn socket_path(args: &StackArgs) -> PathBuf {
+    target_data(args).socket()
+}
+
+/// The data directory of the stack a remote command talks to: see [`socket_path`].
+pub fn target_data(args: &StackArgs) -> DataDir {
     let explicit = args
         .data
         .clone()
         .or_else(|| env_lookup("COGNO_DATA_DIR").map(PathBuf::from));
-    let data = match explicit {
+    match explicit {
         Some(d) => DataDir::new(d),
         None => match args.config.load() {
             Ok(stack) => data_dir(args, &stack),
             Err(_) => DataDir::new(if is_pid1() { "/data" } else { "./data" }),
         },
-    };
-    data.socket()
+    }
 }
 
 pub(crate) fn is_pid1() -> bool {
@@ -313,7 +332,7 @@ pub fn main() -> i32 {
             grep,
             json,
         } => logs::logs(
-            &socket_path(&target),
+            &target_data(&target),
             &services,
             follow,
             lines,
@@ -332,6 +351,11 @@ pub fn main() -> i32 {
         Command::Reload(target) => reload::reload(&socket_path(&target)),
         Command::Shutdown(target) => shutdown::shutdown(&socket_path(&target)),
         Command::Down(target) => shutdown::down(&socket_path(&target)),
+        Command::Wait {
+            target,
+            services,
+            timeout,
+        } => wait::run(&target_data(&target), &services, timeout),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Completions { shell } => {

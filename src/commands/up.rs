@@ -2,7 +2,7 @@
 //! pre-flight checks, prepares the bundled servers and the secrets, wires
 //! the supervisor to its output sink and control server, and runs it.
 
-use super::{data_dir, env_lookup, is_pid1, Outcome, UpArgs};
+use super::{data_dir, detach, env_lookup, is_pid1, Outcome, UpArgs};
 use crate::bundled;
 use crate::config::{self, Selection, Stack};
 use crate::control;
@@ -14,6 +14,11 @@ use crate::supervisor::{self, Supervisor};
 use futures_util::StreamExt;
 
 pub fn run(args: UpArgs) -> Outcome {
+    if args.detach.starts_detached() {
+        return detach::start(&args.target, &args.detach);
+    }
+    // Set when this cogno is the detached one: its waiting parent's pipe.
+    let notify = args.detach.notify_pipe();
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
     process::ensure_standard_fds();
@@ -35,6 +40,11 @@ pub fn run(args: UpArgs) -> Outcome {
     let data = data_dir(&args.target, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
+    // No cogno runs here: what a killed one left running goes before anything
+    // is checked (its ports) or started.
+    for line in crate::leftovers::stop(&data) {
+        eprintln!("cogno: {line}");
+    }
     data.check_usable()?;
     // Everything that can be checked is checked before anything is written.
     let located = bundled::preflight(&stack, &data, &env_lookup)?;
@@ -42,6 +52,7 @@ pub fn run(args: UpArgs) -> Outcome {
     let migrated = data.migrate_layout()?;
     // Binding the socket first also makes sure no other cogno runs on this data directory.
     let listener = control::server::bind(&data)?;
+    detach::listening(notify.as_ref());
     // From here on the event loop handles the stop signals; one that comes
     // in between waits for it. Held before any thread starts (the output
     // writer, below), so that they all inherit the mask and leave the
@@ -50,7 +61,12 @@ pub fn run(args: UpArgs) -> Outcome {
     let pid1 = is_pid1();
     let color = super::colored(&std::io::stdout());
     let names: Vec<&str> = stack.services.iter().map(|s| s.name.as_str()).collect();
-    let sink = Sink::start(Style::new(&names, color), std::io::stdout());
+    // Detached, stdout is cogno.log: the services' output has files of its own.
+    let sink = Sink::start_with(
+        Style::new(&names, color),
+        std::io::stdout(),
+        notify.is_some(),
+    );
     init_tracing(&sink, color);
     if !pid1 {
         if let Err(e) = signals::become_subreaper() {
@@ -89,7 +105,8 @@ pub fn run(args: UpArgs) -> Outcome {
                 data.root().display()
             );
         }
-        let progress = bundled::Progress::new(started);
+        let mirror = notify.as_ref().and_then(|p| p.try_clone().ok());
+        let progress = bundled::Progress::new(started, mirror);
         let (stack, derived) = match prepare(stack, &data, located, progress, &mut signals).await {
             Ok(prepared) => prepared,
             Err(code) => return code,
@@ -103,9 +120,25 @@ pub fn run(args: UpArgs) -> Outcome {
         let health_listen = stack.health_listen;
         let tcp_metrics = stack.metrics;
         let banner = ready_banner(&stack, &selection, &data);
+        let names = stack.services.iter().map(|s| s.name.clone()).collect();
+        let files = notify.is_some() || stack.log_files;
         let mut supervisor =
             Supervisor::new(stack, selection, base_env, derived, sink.clone(), pid1);
         supervisor.on_reload(baseline, reloader(args.target.config.clone(), data.clone()));
+        match crate::leftovers::Recorder::new(&data) {
+            Ok(r) => supervisor.record_pids(r),
+            Err(e) => tracing::warn!(
+                "cannot record the services' pids in {}: {e} (were cogno killed, the next start \
+                 could not stop what it left running)",
+                data.service_pids().display()
+            ),
+        }
+        if files {
+            match crate::logfiles::FileLogs::start(&data, names) {
+                Ok(f) => supervisor.write_files(f),
+                Err(e) => tracing::warn!("the services' output goes to no file: {e}"),
+            }
+        }
         let marker_data = data.clone();
         supervisor.on_first_ready(move || {
             for line in banner {
@@ -135,6 +168,7 @@ pub fn run(args: UpArgs) -> Outcome {
             tracing::error!("{e:#}");
             return e.status;
         }
+        detach::serving(notify);
         supervisor.run(signals).await
     });
     // Pending timers would otherwise be waited for; nothing they do matters now.

@@ -40,6 +40,8 @@ pub struct Stack {
     pub health_listen: Option<std::net::SocketAddr>,
     /// Also serve Prometheus metrics on `health_listen` (`metrics: true`).
     pub metrics: bool,
+    /// The services' output in DATA/logs in the foreground too (`logs: {files: true}`).
+    pub log_files: bool,
     pub env: Vec<(String, String)>,
     /// Declared `secrets:`; None means the defaults of the bundled services.
     pub secrets: Option<Vec<crate::secrets::SecretSpec>>,
@@ -552,6 +554,7 @@ impl Builder<'_> {
             shutdown_budget,
             health_listen,
             metrics: raw.metrics,
+            log_files: raw.logs.as_ref().is_some_and(|l| l.files),
             env: self.environment(&[], raw.env_file.as_ref(), &raw.env)?,
             services,
             plan,

@@ -19,11 +19,21 @@ pub struct RawConfig {
     /// Also serve GET /metrics on `health_listen`.
     #[serde(default)]
     pub metrics: bool,
+    pub logs: Option<RawLogs>,
     pub secrets: Option<IndexMap<String, RawSecret>>,
     pub env_file: Option<EnvFiles>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub services: IndexMap<String, RawService>,
+}
+
+/// `logs:`: where the services' output goes besides stdout.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogs {
+    /// Also in DATA/logs/SERVICE.log in the foreground (always when detached).
+    #[serde(default)]
+    pub files: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@
 //!   secrets/.env            the stack's secrets (0600, in a 0700 directory)
 //!   run/                    0711: the servers' users reach their sockets in here
 //!     cogno.sock            the control socket (0600)
+//!     services/             pid and start time of each running service (leftovers)
 //!     postgresql/           the bundled PostgreSQL's Unix socket
 //!   postgresql/             the bundled PostgreSQL's cluster
 //!   postgresql.initdb-tmp/  initdb's scratch until it is renamed into place
@@ -14,6 +15,7 @@
 //!   redis/                  the bundled Redis's working directory
 //!   temporal/               the bundled Temporal's database
 //!   backups/                `cogno backup`'s archives when no --to is given (0700)
+//!   logs/                   file logs: SERVICE.log (rotated: .1, .2), cogno.log (0700)
 //!   .cogno/
 //!     created, initialized  the stamps (see `stamps`)
 //!     layout                the layout version (see `layout`)
@@ -119,6 +121,17 @@ impl DataDir {
     /// DATA/backups: where `cogno backup` writes when not told where.
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
+    }
+
+    /// DATA/logs: the services' and cogno's log files (see `logfiles`).
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// DATA/run/services: what each running service is (pid, start time),
+    /// so that the next start recognises its leftovers (see `leftovers`).
+    pub fn service_pids(&self) -> PathBuf {
+        self.run_dir().join("services")
     }
 
     /// DATA/.cogno: cogno's own records about the data directory.

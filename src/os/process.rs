@@ -496,15 +496,20 @@ impl Watched {
     /// listens on it), as the kernel names it in this PID namespace: right
     /// even when cogno runs in a container whose socket is reached from outside.
     pub fn peer_of(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Watched> {
-        use std::os::fd::FromRawFd;
         let cred =
             nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
-        let pid = Pid::from_raw(cred.pid());
         if cred.pid() <= 0 {
             return Err(std::io::Error::other(
                 "the peer is in another PID namespace",
             ));
         }
+        Watched::of(Pid::from_raw(cred.pid()))
+    }
+
+    /// Process `pid`, held from now on: whatever is checked about it after
+    /// this (its start time) is about the process held, not a successor.
+    pub fn of(pid: Pid) -> std::io::Result<Watched> {
+        use std::os::fd::FromRawFd;
         // SAFETY: pidfd_open takes a pid and flags and returns a new
         // descriptor or -1; nothing is borrowed.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -518,16 +523,49 @@ impl Watched {
 
     /// Blocks until the process has exited.
     pub fn wait(&self) -> std::io::Result<()> {
+        self.wait_for(None).map(|_| ())
+    }
+
+    /// Blocks until the process has exited (true) or `limit` has passed (false).
+    pub fn wait_for(&self, limit: Option<std::time::Duration>) -> std::io::Result<bool> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
+        let deadline = limit.map(|l| std::time::Instant::now() + l);
         loop {
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+                }
+            };
             let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => return Ok(()),
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Ok(false),
+                Ok(_) => return Ok(true),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Sends `sig` to the process held (never to a successor of its pid).
+    pub fn signal(&self, sig: Signal) -> std::io::Result<()> {
+        // SAFETY: pidfd_send_signal takes a descriptor, a signal number and
+        // no siginfo; nothing is borrowed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                sig as i32,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

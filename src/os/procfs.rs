@@ -53,6 +53,9 @@ pub struct ProcStat {
     pub ppid: i32,
     pub pgrp: i32,
     pub session: i32,
+    /// When it started, in clock ticks after boot: with the pid, names one
+    /// process for good (a reused pid has another start time).
+    pub start_time: u64,
 }
 
 impl ProcStat {
@@ -65,11 +68,14 @@ impl ProcStat {
         let ppid = f.next()?.parse().ok()?;
         let pgrp = f.next()?.parse().ok()?;
         let session = f.next()?.parse().ok()?;
+        // Field 22 of proc(5); `session` was field 6.
+        let start_time = f.nth(15)?.parse().ok()?;
         Some(ProcStat {
             state,
             ppid,
             pgrp,
             session,
+            start_time,
         })
     }
 }

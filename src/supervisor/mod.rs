@@ -118,6 +118,11 @@ pub struct Supervisor {
     /// Reads the stack file again, and what it was (see `reload.rs`).
     loader: Option<Loader>,
     baseline: Option<Baseline>,
+    /// Where each service's main process is recorded, for the next start
+    /// after cogno was killed (see `leftovers`).
+    recorder: Option<crate::leftovers::Recorder>,
+    /// The services' log files, when they are on (see `logfiles`).
+    files: Option<crate::logfiles::FileLogs>,
 }
 
 impl Supervisor {
@@ -186,7 +191,19 @@ impl Supervisor {
             base_env,
             loader: None,
             baseline: None,
+            recorder: None,
+            files: None,
         }
+    }
+
+    /// Records each service's main process in DATA/run/services from now on.
+    pub fn record_pids(&mut self, recorder: crate::leftovers::Recorder) {
+        self.recorder = Some(recorder);
+    }
+
+    /// Writes each service's output to its log file too.
+    pub fn write_files(&mut self, files: crate::logfiles::FileLogs) {
+        self.files = Some(files);
     }
 
     /// Runs `f` once, the first time the stack is ready.
@@ -538,10 +555,19 @@ impl Supervisor {
             let sink = self.sink.clone();
             let tx = self.tx.clone();
             let changes = self.changes.clone();
+            let files = self.files.clone().map(|f| -> logs::ToFile {
+                Box::new(move |stream, bytes| f.write(i, stream, bytes))
+            });
             match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
                 Ok(pipe) => {
                     tokio::spawn(async move {
-                        logs::forward(pipe, prefix, stream, ring, sink, changes).await;
+                        let to = logs::To {
+                            ring,
+                            sink,
+                            changes,
+                            files,
+                        };
+                        logs::forward(pipe, prefix, stream, to).await;
                         let _ = tx.send(Event::OutputClosed { svc: i, instance });
                     });
                 }
@@ -550,6 +576,9 @@ impl Supervisor {
                     rt.open_pipes -= 1;
                 }
             }
+        }
+        if let Some(r) = &self.recorder {
+            r.started(&svc.name, spawned.pid, svc.stop_signal, svc.stop_timeout);
         }
         self.feed(i, Input::Spawned(spawned.pid));
     }
@@ -593,6 +622,9 @@ impl Supervisor {
 
     /// Service `i`'s main process ended: says how, exactly, to its machine.
     fn on_main_exit(&mut self, i: usize, reason: ExitReason) {
+        if let Some(r) = &self.recorder {
+            r.ended(&self.stack.services[i].name);
+        }
         let rt = &mut self.svcs[i];
         let reason = match rt.exec_report.take().and_then(|r| r.failure()) {
             Some(e) => ExitReason::SpawnFailed(e),

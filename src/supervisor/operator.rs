@@ -277,11 +277,16 @@ impl Supervisor {
                 0 => String::new(),
                 n => format!(", {} completed", count(n, "oneshot")),
             };
-            info!(
+            let message = format!(
                 "stack is ready: {} healthy{done} in {}",
                 count(selected - completed, "service"),
                 fmt_latency(self.started.elapsed())
             );
+            info!("{message}");
+            // What `cogno up --detach` and `cogno wait` react to at once.
+            let mut ev = StackEvent::new("ready", None);
+            ev.reason = Some(message);
+            self.publish(ev);
             if let Some(f) = self.on_ready.take() {
                 f();
             }
