@@ -10,10 +10,12 @@ mod act;
 mod backup;
 mod check;
 mod env;
+mod ephemeral;
 mod events;
 mod healthcheck;
 mod logs;
 mod restore;
+mod run;
 mod shutdown;
 mod status;
 mod up;
@@ -39,6 +41,8 @@ Examples:
   cogno up --config stack.yaml      # your stack file
   cogno check --config stack.yaml   # validate it and print the start plan
   cogno env > .env                  # connection settings for an app run outside cogno
+  cogno run -- npm test             # a command with them, against the running stack
+  cogno run --ephemeral -- go test ./...  # ... against a throwaway copy of the stack
   cogno status                      # a running stack, from another terminal
   cogno logs -f web                 # follow one service's output
   cogno down                        # stop it in order; returns once everything is gone
@@ -81,11 +85,13 @@ pub(crate) fn colored(stream: &impl anstream::stream::RawStream) -> bool {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the stack in the foreground until SIGTERM/SIGINT
-    Up(StackArgs),
+    Up(up::UpArgs),
     /// Validate the stack file and print the start plan; starts nothing
     Check(ConfigArg),
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
     Env(StackArgs),
+    /// Run a command with the environment app services get, against the running stack or (--ephemeral) a throwaway copy
+    Run(run::RunArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
     #[command(visible_alias = "ps")]
     Status {
@@ -280,6 +286,7 @@ pub fn main() -> i32 {
         Command::Up(args) => up::run(args),
         Command::Check(args) => check::run(args),
         Command::Env(args) => env::run(args),
+        Command::Run(args) => run::run(args),
         Command::Status { target, json } => status::status(&socket_path(&target), json),
         Command::Logs {
             target,

@@ -2,6 +2,7 @@
 //! pre-flight checks, prepares the bundled servers and the secrets, wires
 //! the supervisor to its output sink and control server, and runs it.
 
+use super::ephemeral::Moves;
 use super::{data_dir, env_lookup, is_pid1, Outcome, StackArgs};
 use crate::bundled;
 use crate::config::{self, Stack};
@@ -13,7 +14,17 @@ use crate::os::{limits, process, signals, trim};
 use crate::supervisor::{self, Supervisor};
 use futures_util::StreamExt;
 
-pub fn run(args: StackArgs) -> Outcome {
+#[derive(clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub target: StackArgs,
+    /// A throwaway copy for `cogno run --ephemeral`: the bundled servers on
+    /// these ports (SERVICE=PORT[:UI_PORT],…), no TCP health listener
+    #[arg(long, hide = true, value_name = "PORTS")]
+    pub throwaway: Option<Moves>,
+}
+
+pub fn run(args: UpArgs) -> Outcome {
     // Before anything else, and before any thread exists: signal state is per process.
     signals::reset_inherited();
     process::ensure_standard_fds();
@@ -29,8 +40,12 @@ pub fn run(args: StackArgs) -> Outcome {
     }
     signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
-    let stack = args.config.load()?;
-    let data = data_dir(&args, &stack);
+    let mut stack = args.target.config.load()?;
+    if let Some(moves) = &args.throwaway {
+        moves.apply(&mut stack);
+    }
+    let stack = stack;
+    let data = data_dir(&args.target, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
     data.check_usable()?;

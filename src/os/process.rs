@@ -484,8 +484,8 @@ pub fn signal_service(leader: Pid, sig: Signal) {
     }
 }
 
-/// A process that is not our child, held by a pidfd so that waiting for its
-/// end can never follow its pid to another process that reuses it.
+/// A process held by a pidfd, so that waiting for its end can never follow
+/// its pid to another process that reuses it.
 pub struct Watched {
     fd: OwnedFd,
     pub pid: Pid,
@@ -496,7 +496,6 @@ impl Watched {
     /// listens on it), as the kernel names it in this PID namespace: right
     /// even when cogno runs in a container whose socket is reached from outside.
     pub fn peer_of(stream: &std::os::unix::net::UnixStream) -> std::io::Result<Watched> {
-        use std::os::fd::FromRawFd;
         let cred =
             nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
         let pid = Pid::from_raw(cred.pid());
@@ -505,6 +504,13 @@ impl Watched {
                 "the peer is in another PID namespace",
             ));
         }
+        Watched::open(pid)
+    }
+
+    /// The process `pid`. Only safe from reuse while `pid` cannot be reaped
+    /// meanwhile: a child of ours not yet waited for, or a peer just checked.
+    pub fn open(pid: Pid) -> std::io::Result<Watched> {
+        use std::os::fd::FromRawFd;
         // SAFETY: pidfd_open takes a pid and flags and returns a new
         // descriptor or -1; nothing is borrowed.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
@@ -528,6 +534,13 @@ impl Watched {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// Readable once the process has exited: for a `poll` that waits for other things too.
+impl std::os::fd::AsFd for Watched {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -19,6 +19,7 @@ mod restart;
 mod state;
 mod stopping;
 
+pub use env::service_env;
 pub use machine::State;
 
 use crate::config::{Condition, Stack};
