@@ -17,4 +17,5 @@ mod lifecycle;
 mod metrics;
 mod paths;
 mod pid1;
+mod run;
 mod supervisor;
