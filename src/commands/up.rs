@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 #[derive(clap::Args)]
 pub struct UpArgs {
     #[command(flatten)]
-    pub target: StackArgs,
+    pub stack: StackArgs,
     /// A throwaway copy for `cogno run --ephemeral`: the bundled servers on
     /// these ports (SERVICE=PORT[:UI_PORT],…), no TCP health listener
     #[arg(long, hide = true, value_name = "PORTS")]
@@ -40,12 +40,12 @@ pub fn run(args: UpArgs) -> Outcome {
     }
     signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
-    let mut stack = args.target.config.load()?;
+    let mut stack = args.stack.config.load()?;
     if let Some(moves) = &args.throwaway {
         moves.apply(&mut stack);
     }
     let stack = stack;
-    let data = data_dir(&args.target, &stack);
+    let data = data_dir(&args.stack, &stack);
     // A running stack holds the ports too: say so rather than that a port is taken.
     control::server::check_not_running(&data)?;
     data.check_usable()?;
