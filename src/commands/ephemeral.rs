@@ -18,7 +18,7 @@ use super::run::{wait_unreaped, Relay, Target};
 use super::StackArgs;
 use crate::config::{Probe, Stack};
 use crate::control::client::{self, Failure};
-use crate::control::{Phase, StackStatus};
+use crate::control::{Phase, ServiceState, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::os::process::Watched;
@@ -291,14 +291,21 @@ enum Verdict {
     Failed(String),
 }
 
-/// Ready, still on its way, or not going to be ready: a degraded stack is
-/// one where nothing is coming up any more (or something is overdue).
+/// Ready, still on its way, or not going to be ready: stopping, or a
+/// service that has failed or ended for good. A degraded stack is waited
+/// for: on a busy machine a server may miss a probe and recover.
 fn verdict(status: &StackStatus) -> Verdict {
+    let ended = status.services.iter().any(|s| {
+        matches!(
+            s.state,
+            ServiceState::Failed | ServiceState::Fatal | ServiceState::Exited
+        )
+    });
     match status.phase {
         Phase::Ready => Verdict::Ready,
-        Phase::Starting => Verdict::Starting,
         Phase::Stopping => Verdict::Failed("it is stopping".to_owned()),
-        Phase::Degraded => Verdict::Failed(status.not_ready.join("; ")),
+        _ if ended => Verdict::Failed(status.not_ready.join("; ")),
+        Phase::Starting | Phase::Degraded => Verdict::Starting,
     }
 }
 

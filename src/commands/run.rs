@@ -33,6 +33,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub ephemeral: bool,
     /// Give the command exactly these services' environment (their env and env_file too) instead of the stack's app environment
+    #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
