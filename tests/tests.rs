@@ -19,4 +19,5 @@ mod metrics;
 mod paths;
 mod pid1;
 mod subset;
+mod run;
 mod supervisor;

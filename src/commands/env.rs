@@ -2,7 +2,8 @@
 
 use super::{data_dir, env_lookup, Outcome, StackArgs};
 use crate::bundled;
-use crate::config::is_env_name;
+use crate::config::{is_env_name, Stack};
+use crate::secrets::Secrets;
 
 /// Prints it, for an app run outside cogno.
 pub fn run(args: StackArgs) -> Outcome {
@@ -28,13 +29,23 @@ pub fn run(args: StackArgs) -> Outcome {
         stack.file.display()
     );
     println!("# It contains secrets: keep it out of logs and version control.");
-    let mut vars = bundled::derived_env(&stack, &secrets);
-    vars.extend(stack.env.iter().cloned());
     // Names are checked when the stack and the secrets file are read; one that
     // is not a shell name is never printed, so sourcing this never runs a command.
-    for (k, v) in vars.iter().filter(|(k, _)| is_env_name(k)) {
+    for (k, v) in app_environment(&stack, &secrets)
+        .iter()
+        .filter(|(k, _)| is_env_name(k))
+    {
         // Single quotes: nothing in the value is expanded when the file is sourced.
         println!("{k}='{}'", v.replace('\'', "'\\''"));
     }
     Ok(0)
+}
+
+/// The stack's app environment: the connection settings derived from the
+/// bundled services and the secrets, then the stack's `env` (later wins).
+/// `cogno env` prints it; `cogno run` without a service gives it.
+pub(super) fn app_environment(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
+    let mut vars = bundled::derived_env(stack, secrets);
+    vars.extend(stack.env.iter().cloned());
+    vars
 }

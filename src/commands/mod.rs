@@ -11,12 +11,14 @@ mod backup;
 mod check;
 mod detach;
 mod env;
+mod ephemeral;
 mod events;
 mod healthcheck;
 mod logs;
 mod reload;
 mod restore;
 mod selection;
+mod run;
 mod shutdown;
 mod status;
 mod up;
@@ -45,6 +47,8 @@ Examples:
   cogno up -d                       # in the background; returns once the stack is ready
   cogno check --config stack.yaml   # validate it and print the start plan
   cogno env > .env                  # connection settings for an app run outside cogno
+  cogno run -- npm test             # a command with them, against the running stack
+  cogno run --ephemeral -- go test ./...  # ... against a throwaway copy of the stack
   cogno status                      # a running stack, from another terminal
   cogno logs -f web                 # follow one service's output
   cogno reload                      # apply the edited stack file (as SIGHUP does)
@@ -93,6 +97,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
     Env(StackArgs),
+    /// Run a command with the environment app services get, against the running stack or (--ephemeral) a throwaway copy
+    Run(run::RunArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
     #[command(visible_alias = "ps")]
     Status {
@@ -192,6 +198,10 @@ pub struct UpArgs {
     pub select: selection::SelectArgs,
     #[command(flatten)]
     pub detach: detach::DetachArgs,
+    /// A throwaway copy for `cogno run --ephemeral`: the bundled servers on
+    /// these ports (SERVICE=PORT[:UI_PORT],…), no TCP health listener
+    #[arg(long, hide = true, value_name = "PORTS")]
+    pub throwaway: Option<ephemeral::Moves>,
 }
 
 #[derive(Args)]
@@ -321,6 +331,7 @@ pub fn main() -> i32 {
         Command::Up(args) => up::run(args),
         Command::Check(args) => check::run(args),
         Command::Env(args) => env::run(args),
+        Command::Run(args) => run::run(args),
         Command::Status { target, json } => status::status(&socket_path(&target), json),
         Command::Logs {
             target,

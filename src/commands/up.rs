@@ -34,7 +34,11 @@ pub fn run(args: UpArgs) -> Outcome {
     }
     signals::exit_on_stop_signals();
     let started = std::time::Instant::now();
-    let stack = args.target.config.load()?;
+    let mut stack = args.target.config.load()?;
+    if let Some(moves) = &args.throwaway {
+        moves.apply(&mut stack);
+    }
+    let stack = stack;
     let selection = args.select.resolve(&stack)?;
     let baseline = supervisor::Baseline::of(&stack);
     let data = data_dir(&args.target, &stack);

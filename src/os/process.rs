@@ -484,8 +484,8 @@ pub fn signal_service(leader: Pid, sig: Signal) {
     }
 }
 
-/// A process that is not our child, held by a pidfd so that waiting for its
-/// end can never follow its pid to another process that reuses it.
+/// A process held by a pidfd, so that waiting for its end can never follow
+/// its pid to another process that reuses it.
 pub struct Watched {
     fd: OwnedFd,
     pub pid: Pid,
@@ -566,6 +566,13 @@ impl Watched {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// Readable once the process has exited: for a `poll` that waits for other things too.
+impl std::os::fd::AsFd for Watched {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

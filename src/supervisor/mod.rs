@@ -20,6 +20,7 @@ mod restart;
 mod state;
 mod stopping;
 
+pub use env::service_env;
 pub use machine::State;
 pub use reload::{Baseline, Loader};
 
