@@ -75,7 +75,7 @@ pub async fn run(
 ) {
     let mut passed_once = false;
     let mut recovering = false;
-    let mut told_impostor = false;
+    let mut told_operator = false;
     loop {
         let wait = match (passed_once, recovering) {
             (true, _) => health.interval,
@@ -96,13 +96,13 @@ pub async fn run(
             );
         }
         recovering = now_recovering;
-        // Someone else holds the port: worth a line, once per instance.
+        // Waiting will not fix it: worth a line, once per instance.
         if let Some(e) = result
             .error
             .as_deref()
-            .filter(|e| e.contains(bundled::IMPOSTOR))
+            .filter(|e| bundled::needs_an_operator(e))
         {
-            if !std::mem::replace(&mut told_impostor, true) {
+            if !std::mem::replace(&mut told_operator, true) {
                 tracing::warn!("{service}: {e}");
             }
         }

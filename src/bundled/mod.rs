@@ -490,6 +490,17 @@ fn not_runnable_by(program: &Path, user: &RunAs) -> Option<String> {
 /// What a probe's error says when another process holds the server's port.
 pub const IMPOSTOR: &str = "is served by another process";
 
+/// What a probe's error says when the server lacks something the stack
+/// asks of it (a PostgreSQL extension that is not installed).
+pub const NOT_INSTALLED: &str = "is not installed for";
+
+/// Whether a probe's error will not go away by waiting, so that it is worth
+/// a line at once rather than after the start period: someone else holds
+/// the port, or something the stack asks for is not installed.
+pub fn needs_an_operator(error: &str) -> bool {
+    error.contains(IMPOSTOR) || error.contains(NOT_INSTALLED)
+}
+
 /// Before a probe sends credentials to 127.0.0.1:`port`: every socket that
 /// takes connections there must belong to the service's own process `main`
 /// or one of its descendants. A process of another user that bound the port

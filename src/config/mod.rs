@@ -67,6 +67,8 @@ pub struct Bundled {
     pub settings: Vec<(String, String)>,
     /// Postgres: databases created for the app besides `cognobserve`.
     pub databases: Vec<String>,
+    /// Postgres: extensions created as the superuser in each app database.
+    pub extensions: Vec<String>,
     /// Temporal: the namespace the dev server creates.
     pub namespace: String,
     /// Temporal: the port of its Web UI, on the same address; None: no UI.
@@ -766,6 +768,20 @@ impl Builder<'_> {
                 "use letters, digits and _ only (at most 63 characters)",
             ));
         }
+        // An extension's name is its control file's: `uuid-ossp` has a dash.
+        if let Some(ext) = rs.extensions.iter().flatten().find(|e| {
+            e.is_empty()
+                || e.len() > 63
+                || !e
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(self.err(
+                &self.svc_path(name, &["extensions"]),
+                format!("`{ext}` is not an extension name cogno creates"),
+                "use the name of its control file (e.g. `vector`, `uuid-ossp`): letters, digits, _ and - only (at most 63 characters)",
+            ));
+        }
         Ok(Some(Bundled {
             kind,
             port: rs.port.map_or(kind.port, |p| p.0),
@@ -776,6 +792,7 @@ impl Builder<'_> {
                 .map(|(k, v)| (k.clone(), v.0.clone()))
                 .collect(),
             databases: rs.databases.clone().unwrap_or_default(),
+            extensions: rs.extensions.clone().unwrap_or_default(),
             namespace: rs.namespace.clone().unwrap_or_else(|| "default".into()),
             ui_port: rs.ui_port.map(|p| p.0),
         }))
@@ -1067,13 +1084,14 @@ impl Builder<'_> {
 
 /// The keys only some kinds take (which ones: [`kinds::KINDS`]), each with
 /// whether `rs` sets it, in the order they are checked.
-fn kind_keys(rs: &RawService) -> [(&'static str, bool); 7] {
+fn kind_keys(rs: &RawService) -> [(&'static str, bool); 8] {
     [
         ("port", rs.port.is_some()),
         ("settings", !rs.settings.is_empty()),
         ("bin", rs.bin.is_some()),
         ("bin_dir", rs.bin_dir.is_some()),
         ("databases", rs.databases.is_some()),
+        ("extensions", rs.extensions.is_some()),
         ("namespace", rs.namespace.is_some()),
         ("ui_port", rs.ui_port.is_some()),
     ]

@@ -50,6 +50,7 @@ pub struct RawService {
     pub bin: Option<String>,
     pub bin_dir: Option<String>,
     pub databases: Option<Vec<String>>,
+    pub extensions: Option<Vec<String>>,
     pub namespace: Option<String>,
     pub ui_port: Option<Lenient<u16>>,
     pub command: Option<Argv>,

@@ -1,0 +1,134 @@
+//! What the real CognObserve app needs of cogno (issue 12), through the built
+//! binary: PostgreSQL extensions created as the superuser in each app
+//! database, HTTP probes told which statuses pass, the environment derived
+//! from the stack, and the probe that waits for a Temporal worker.
+
+use crate::bundled::{parse_env, psql, run, stop, wait_ready, CLIENT, EXIT, READY};
+use crate::common::*;
+use std::process::Command;
+use std::time::Instant;
+
+/// `cogno env` for `s`, parsed.
+fn env_of(s: &Stack) -> std::collections::HashMap<String, String> {
+    let mut cmd = Command::new(COGNO);
+    cmd.args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data);
+    let out = run(cmd, CLIENT);
+    assert!(out.status.success(), "cogno env failed: {}", out.status);
+    parse_env(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// One row of `query` as the app, in database `db`.
+fn app_sql(database_url: &str, db: &str, query: &str) -> String {
+    let base = database_url
+        .strip_suffix("/cognobserve")
+        .expect("DATABASE_URL ends with the app database");
+    let url = format!("{base}/{db}");
+    let out = psql(&url, query, None);
+    assert!(
+        out.status.success(),
+        "psql as the app in {db} failed running {query:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+// ------------------------------------------------------------- extensions
+
+/// `extensions:` are created in every app database by the superuser, the
+/// app role stays unprivileged, and a second start (the extensions already
+/// there) is as clean as the first.
+#[test]
+fn extensions_are_created_in_each_app_database_idempotently() {
+    let s = Stack::new("pg-extensions");
+    let port = free_port();
+    s.write(&format!(
+        "services:\n  postgres: {{kind: postgres, port: {port}, databases: [extra], \
+         extensions: [citext, pgcrypto]}}\n"
+    ));
+    for run in ["first", "second"] {
+        let mut c = Cogno::up(&s);
+        wait_ready(&c, Instant::now());
+        let url = env_of(&s).remove("DATABASE_URL").expect("DATABASE_URL");
+        for db in ["cognobserve", "extra"] {
+            assert_eq!(
+                app_sql(
+                    &url,
+                    db,
+                    "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension \
+                     WHERE extname <> 'plpgsql'"
+                ),
+                "citext,pgcrypto",
+                "{run} start, database {db}"
+            );
+        }
+        assert_eq!(
+            app_sql(
+                &url,
+                "cognobserve",
+                "SELECT rolsuper OR rolcreatedb OR rolcreaterole FROM pg_roles \
+                 WHERE rolname = current_user"
+            ),
+            "f",
+            "the app role stays unprivileged"
+        );
+        assert_eq!(stop(&mut c).0, 0, "{}", c.output());
+        let out = c.output();
+        assert!(
+            !out.contains("unhealthy") && !out.contains("ERROR"),
+            "{run} start: {out}"
+        );
+    }
+}
+
+/// An extension the server does not have (no pgvector on this machine) keeps
+/// PostgreSQL from becoming healthy, and the error names it, the PostgreSQL
+/// major and the Debian package that provides it.
+#[test]
+fn a_missing_extension_names_the_package_that_provides_it() {
+    let s = Stack::new("pg-no-vector");
+    let port = free_port();
+    s.write(&format!(
+        "services:\n  postgres: {{kind: postgres, port: {port}, \
+         extensions: [citext, vector]}}\n"
+    ));
+    let mut c = Cogno::up(&s);
+    let (_, line) = c.wait_line_by("the missing extension's error", READY, |l| {
+        l.contains("extension `vector`")
+    });
+    let major = std::fs::read_to_string(s.data.join("postgresql/PG_VERSION")).unwrap();
+    let major = major.trim();
+    assert!(
+        line.contains(&format!("PostgreSQL {major}"))
+            && line.contains(&format!("postgresql-{major}-pgvector"))
+            && line.contains("vector.control"),
+        "{line}"
+    );
+    assert!(!c.output().contains("stack is ready"), "{}", c.output());
+    c.signal(nix::sys::signal::Signal::SIGTERM);
+    c.wait_exit(EXIT);
+}
+
+/// A name that is not an extension's is refused before anything starts.
+#[test]
+fn a_bad_extension_name_is_refused() {
+    let s = Stack::new("pg-bad-ext");
+    s.write("services:\n  postgres: {kind: postgres, extensions: [\"vector; DROP\"]}\n");
+    let out = run(
+        {
+            let mut cmd = s.up_command();
+            cmd.current_dir(s.dir.path());
+            cmd
+        },
+        EXIT,
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("extensions") && text.contains("`vector; DROP` is not an extension name"),
+        "{text}"
+    );
+    assert!(!s.data.exists(), "nothing was written");
+}
