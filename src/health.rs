@@ -7,7 +7,7 @@
 //! recovering, it is asked less often (see [`RECOVERING_INTERVAL`]).
 
 use crate::bundled;
-use crate::config::{Health, Probe};
+use crate::config::{Health, HttpStatuses, Probe};
 use crate::os::process::{self, ExitReason, Launch};
 use crate::os::reaper::Waiters;
 use crate::user::RunAs;
@@ -137,7 +137,8 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             url,
             authority,
             path,
-        } => http_get(url, authority, path).await,
+            statuses,
+        } => http_get(url, authority, path, statuses).await,
         Probe::Exec(argv) => run_exec(argv, exec).await,
         Probe::Bundled {
             server,
@@ -161,7 +162,12 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
     }
 }
 
-async fn http_get(url: &str, authority: &str, path: &str) -> Result<(), String> {
+async fn http_get(
+    url: &str,
+    authority: &str,
+    path: &str,
+    statuses: &HttpStatuses,
+) -> Result<(), String> {
     let stream = TcpStream::connect(authority)
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
@@ -183,11 +189,11 @@ async fn http_get(url: &str, authority: &str, path: &str) -> Result<(), String> 
         .await
         .map_err(|e| format!("GET {url}: {e}"));
     conn.abort();
-    let status = res?.status();
-    if status.is_success() || status.is_redirection() {
+    let status = res?.status().as_u16();
+    if statuses.pass(status) {
         Ok(())
     } else {
-        Err(format!("GET {url}: HTTP {}", status.as_u16()))
+        Err(format!("GET {url}: HTTP {status} (passing: {statuses})"))
     }
 }
 

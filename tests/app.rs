@@ -132,3 +132,73 @@ fn a_bad_extension_name_is_refused() {
     );
     assert!(!s.data.exists(), "nothing was written");
 }
+
+// ------------------------------------------------------ http probe statuses
+
+/// An app whose only path without a session answers 401 (like the real
+/// web's guarded `/api`) is healthy when its check lists 401; with the
+/// default statuses (2xx and 3xx, as before) the same answer fails, and the
+/// error says what passes.
+#[test]
+fn http_checks_pass_on_the_statuses_they_list() {
+    let s = Stack::new("http-status");
+    let (listed, default) = (free_port(), free_port());
+    let server = |port: u16| fx("http_health.py", &[&port.to_string(), "--status", "401"]);
+    s.write(&format!(
+        r#"
+services:
+  listed:
+    command: {}
+    health: {{http: "http://127.0.0.1:{listed}/health", status: [2xx, 401], start_interval: 50ms}}
+  default:
+    command: {}
+    health: {{http: "http://127.0.0.1:{default}/health", start_period: 0s, retries: 1, start_interval: 50ms}}
+"#,
+        server(listed),
+        server(default)
+    ));
+    let mut c = crate::control::up(&s);
+    c.wait_line("listed: healthy after");
+    // Its check fails once it answers too, saying what would pass.
+    let wanted = format!("GET http://127.0.0.1:{default}/health: HTTP 401 (passing: 2xx, 3xx)");
+    let mut last = serde_json::Value::Null;
+    let seen = eventually(TIMEOUT, || {
+        last = crate::control::status_json(&s);
+        crate::control::service(&last, "default")["health"]["error"] == wanted.as_str()
+    });
+    assert!(seen, "{last}");
+    assert!(c.find("listed: unhealthy").is_none(), "{}", c.output());
+    c.signal(nix::sys::signal::Signal::SIGTERM);
+    c.wait_exit(EXIT);
+}
+
+/// `status` is checked when the file is loaded: only with `http`, and only
+/// statuses, classes and ranges.
+#[test]
+fn bad_http_statuses_are_refused() {
+    for (health, says) in [
+        (
+            "{tcp: 127.0.0.1:1, status: [200]}",
+            "`status` only applies to an http health check",
+        ),
+        (
+            "{http: http://127.0.0.1:1/, status: [200, 6xx]}",
+            "`6xx` is not an HTTP status",
+        ),
+        (
+            "{http: http://127.0.0.1:1/, status: []}",
+            "`status` lists no status",
+        ),
+    ] {
+        let s = Stack::new("http-status-bad");
+        s.write(&format!(
+            "services:\n  web:\n    command: [sleep, \"60\"]\n    health: {health}\n"
+        ));
+        let mut cmd = s.up_command();
+        cmd.current_dir(s.dir.path());
+        let out = run(cmd, EXIT);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{health}: {text}");
+        assert!(text.contains(says), "{health}: {text}");
+    }
+}

@@ -150,13 +150,78 @@ impl Health {
     }
 }
 
+/// The HTTP statuses a health check counts as passing (`health.status`):
+/// ranges, each written as a number, a class (`2xx`) or `LOW-HIGH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpStatuses(Vec<(u16, u16)>);
+
+impl Default for HttpStatuses {
+    /// Any 2xx or 3xx, as before `status` existed: a redirect to a login
+    /// page still says the server answers.
+    fn default() -> HttpStatuses {
+        HttpStatuses(vec![(200, 299), (300, 399)])
+    }
+}
+
+impl HttpStatuses {
+    pub fn pass(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+
+    /// One item of `status`: `401`, `4xx` or `200-204`.
+    fn parse_item(item: &str) -> Result<(u16, u16), String> {
+        let code = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        let bad = || {
+            format!("`{item}` is not an HTTP status (100 to 599), a class like `2xx` or a range like `200-204`")
+        };
+        if let Some(class) = item.strip_suffix("xx").and_then(code_class) {
+            return Ok((class * 100, class * 100 + 99));
+        }
+        match item.split_once('-') {
+            Some((low, high)) => match (code(low), code(high)) {
+                (Some(l), Some(h)) if l <= h => Ok((l, h)),
+                _ => Err(bad()),
+            },
+            None => code(item).map(|c| (c, c)).ok_or_else(bad),
+        }
+    }
+}
+
+/// The first digit of a status class (`2` of `2xx`).
+fn code_class(digit: &str) -> Option<u16> {
+    digit.parse::<u16>().ok().filter(|d| (1..=5).contains(d))
+}
+
+impl std::fmt::Display for HttpStatuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(low, high)| match (low, high) {
+                (l, h) if l == h => l.to_string(),
+                (l, h) if l % 100 == 0 && h == l + 99 => format!("{}xx", l / 100),
+                (l, h) => format!("{l}-{h}"),
+            })
+            .collect();
+        f.write_str(&items.join(", "))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// `GET http://host:port/path`; any 2xx or 3xx passes.
+    /// `GET http://host:port/path`; a status of `statuses` passes.
     Http {
         url: String,
         authority: String,
         path: String,
+        statuses: HttpStatuses,
     },
     /// A TCP connection to `host:port` is accepted.
     Tcp(String),
@@ -938,7 +1003,8 @@ impl Builder<'_> {
             }
             [_] => {
                 if let Some(url) = &h.http {
-                    parse_http_probe(url).map_err(|why| {
+                    let statuses = self.http_statuses(name, h.status.as_deref())?;
+                    parse_http_probe(url, statuses).map_err(|why| {
                         self.err(
                             &self.svc_path(name, &["health", "http"]),
                             why,
@@ -981,6 +1047,13 @@ impl Builder<'_> {
                 ))
             }
         };
+        if h.status.is_some() && h.http.is_none() {
+            return Err(self.err(
+                &self.svc_path(name, &["health", "status"]),
+                "`status` only applies to an http health check",
+                "remove it, or probe with http: URL",
+            ));
+        }
         let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
         if interval.is_zero() {
             return Err(self.err(
@@ -1001,6 +1074,39 @@ impl Builder<'_> {
                 .map_or(Duration::from_millis(200), |d| d.0)
                 .max(Duration::from_millis(10)),
         })
+    }
+
+    /// `health.status`: the statuses an http check passes on (default: any
+    /// 2xx or 3xx).
+    fn http_statuses(
+        &self,
+        name: &str,
+        items: Option<&[raw::EnvValue]>,
+    ) -> Result<HttpStatuses, Diagnostic> {
+        let Some(items) = items else {
+            return Ok(HttpStatuses::default());
+        };
+        let mut path = self.svc_path(name, &["health", "status"]);
+        if items.is_empty() {
+            return Err(self.err(
+                &path,
+                "`status` lists no status, so the check could never pass",
+                "list the statuses that pass, e.g. status: [200, 401], or remove `status` for any 2xx or 3xx",
+            ));
+        }
+        let mut ranges = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            path.push(Seg::Index(i));
+            ranges.push(HttpStatuses::parse_item(item.0.trim()).map_err(|why| {
+                self.err(
+                    &path,
+                    why,
+                    "write e.g. status: [200, 401] or status: [2xx, 401]",
+                )
+            })?);
+            path.pop();
+        }
+        Ok(HttpStatuses(ranges))
     }
 
     fn plan_error(
@@ -1125,7 +1231,7 @@ fn parse_signal(s: &str) -> Option<Signal> {
     Signal::from_str(&name).ok()
 }
 
-fn parse_http_probe(url: &str) -> Result<Probe, String> {
+fn parse_http_probe(url: &str, statuses: HttpStatuses) -> Result<Probe, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         if url.starts_with("https://") {
             format!("`{url}`: https health checks are not supported")
@@ -1152,12 +1258,30 @@ fn parse_http_probe(url: &str) -> Result<Probe, String> {
         url: url.to_owned(),
         authority,
         path: path.to_owned(),
+        statuses,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_statuses_are_numbers_classes_and_ranges() {
+        let parse = HttpStatuses::parse_item;
+        assert_eq!(parse("401"), Ok((401, 401)));
+        assert_eq!(parse("2xx"), Ok((200, 299)));
+        assert_eq!(parse("200-204"), Ok((200, 204)));
+        for bad in ["600", "99", "6xx", "xx", "204-200", "abc", "-1"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let default = HttpStatuses::default();
+        assert!(default.pass(200) && default.pass(302) && !default.pass(401));
+        assert_eq!(default.to_string(), "2xx, 3xx");
+        let s = HttpStatuses(vec![(200, 200), (401, 401), (500, 503)]);
+        assert!(s.pass(401) && s.pass(502) && !s.pass(204));
+        assert_eq!(s.to_string(), "200, 401, 500-503");
+    }
 
     #[test]
     fn a_typo_gets_the_closest_key_and_nonsense_gets_none() {

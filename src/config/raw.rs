@@ -79,6 +79,8 @@ pub struct RawService {
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub http: Option<String>,
+    /// With `http`: the statuses that pass (numbers, `4xx`, `200-299`).
+    pub status: Option<Vec<EnvValue>>,
     pub tcp: Option<String>,
     pub exec: Option<Argv>,
     pub interval: Option<Dur>,
