@@ -202,3 +202,89 @@ fn bad_http_statuses_are_refused() {
         assert!(text.contains(says), "{health}: {text}");
     }
 }
+
+// ------------------------------------------------------- derived environment
+
+/// The names and values of an `env` dump (`NAME=value` lines).
+fn dumped(path: &str) -> std::collections::HashMap<String, String> {
+    let mut text = String::new();
+    assert!(
+        eventually(TIMEOUT, || {
+            text = std::fs::read_to_string(path).unwrap_or_default();
+            text.contains("COGNO_SERVICE=")
+        }),
+        "no environment dump at {path}"
+    );
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// The URLs apps find each other at follow web's and ingest's ports, the
+/// stack's `env` overrides them (and `cogno env` prints each name once), and
+/// a bundled server's password reaches only a service that asks for it by
+/// name: the others get it inside REDIS_URL only.
+#[test]
+fn derived_urls_follow_the_stack_and_server_passwords_are_opt_in() {
+    let s = Stack::new("derived-env");
+    let port = free_port();
+    let dump = |name: &str| {
+        argv(&[
+            "sh",
+            "-c",
+            &format!("env > {}; exec sleep 600", s.file(&format!("{name}.env"))),
+        ])
+    };
+    s.write(&format!(
+        r#"
+env:
+  INGEST_HEALTH_URL: http://ingest.example:9/health
+services:
+  redis: {{kind: redis, port: {port}}}
+  web: {{command: {}, env: {{PORT: 3100}}, priority: 300}}
+  ingest: {{command: {}, env: {{PORT: 8181}}, priority: 300}}
+  asks: {{command: {}, priority: 300, secrets: [REDIS_PASSWORD, NEXTAUTH_SECRET]}}
+"#,
+        dump("web"),
+        dump("ingest"),
+        dump("asks")
+    ));
+    let mut c = Cogno::up(&s);
+    c.wait_line("stack is ready");
+    let web = dumped(&s.file("web.env"));
+    assert_eq!(web["NEXTAUTH_URL"], "http://localhost:3100");
+    assert_eq!(web["WEB_API_URL"], "http://127.0.0.1:3100");
+    assert_eq!(web["INGEST_HEALTH_URL"], "http://ingest.example:9/health");
+    assert!(web.contains_key("REDIS_URL") && web.contains_key("NEXTAUTH_SECRET"));
+    assert!(
+        !web.contains_key("REDIS_PASSWORD"),
+        "web got REDIS_PASSWORD"
+    );
+    let asks = dumped(&s.file("asks.env"));
+    assert!(
+        asks.contains_key("REDIS_PASSWORD") && asks.contains_key("REDIS_URL"),
+        "a service that lists it gets it"
+    );
+    assert!(!asks.contains_key("INTERNAL_API_SECRET"));
+
+    let mut cmd = Command::new(COGNO);
+    cmd.args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data);
+    let out = String::from_utf8_lossy(&run(cmd, CLIENT).stdout).into_owned();
+    let mut names: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    let all = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), all, "a name printed twice: {names:?}");
+    let env = parse_env(&out);
+    assert_eq!(env["INGEST_HEALTH_URL"], "http://ingest.example:9/health");
+    assert_eq!(env["WEB_API_URL"], "http://127.0.0.1:3100");
+    stop(&mut c);
+}

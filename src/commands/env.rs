@@ -28,8 +28,15 @@ pub fn run(args: StackArgs) -> Outcome {
         stack.file.display()
     );
     println!("# It contains secrets: keep it out of logs and version control.");
+    // The stack's `env` overrides a derived variable in its place: each
+    // name is printed once, with the value services get.
     let mut vars = bundled::derived_env(&stack, &secrets);
-    vars.extend(stack.env.iter().cloned());
+    for (k, v) in &stack.env {
+        match vars.iter_mut().find(|(name, _)| name == k) {
+            Some(derived) => derived.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
     // Names are checked when the stack and the secrets file are read; one that
     // is not a shell name is never printed, so sourcing this never runs a command.
     for (k, v) in vars.iter().filter(|(k, _)| is_env_name(k)) {
