@@ -1,4 +1,4 @@
-//! Health probes (http, tcp, exec) and the loop that runs one service's probe
+//! Health probes (http, tcp, exec, a Temporal task queue's poller) and the loop that runs one service's probe
 //! on its schedule and reports each result to the supervisor as an event.
 //!
 //! Until the first success the probe runs every `start_interval`, so a
@@ -140,6 +140,11 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             statuses,
         } => http_get(url, authority, path, statuses).await,
         Probe::Exec(argv) => run_exec(argv, exec).await,
+        Probe::TemporalTaskQueue {
+            port,
+            namespace,
+            queue,
+        } => bundled::temporal::task_queue_polled(*port, namespace, queue).await,
         Probe::Bundled {
             server,
             credentials,

@@ -173,9 +173,9 @@ services:
 }
 
 /// `status` is checked when the file is loaded: only with `http`, and only
-/// statuses, classes and ranges.
+/// statuses, classes and ranges; a task-queue check needs a bundled temporal.
 #[test]
-fn bad_http_statuses_are_refused() {
+fn bad_http_statuses_and_task_queue_checks_are_refused() {
     for (health, says) in [
         (
             "{tcp: 127.0.0.1:1, status: [200]}",
@@ -189,6 +189,11 @@ fn bad_http_statuses_are_refused() {
             "{http: http://127.0.0.1:1/, status: []}",
             "`status` lists no status",
         ),
+        (
+            "{temporal_task_queue: app-queue}",
+            "the stack has no `kind: temporal` service to ask",
+        ),
+        ("{temporal_task_queue: q, exec: [true]}", "has 2 probes"),
     ] {
         let s = Stack::new("http-status-bad");
         s.write(&format!(
@@ -286,5 +291,55 @@ services:
     let env = parse_env(&out);
     assert_eq!(env["INGEST_HEALTH_URL"], "http://ingest.example:9/health");
     assert_eq!(env["WEB_API_URL"], "http://127.0.0.1:3100");
+    stop(&mut c);
+}
+
+// ------------------------------------------------------ worker readiness
+
+/// A worker is ready when Temporal knows a poller on its task queue: before
+/// the worker polls (it waits for a gate file) its check fails, saying so;
+/// once it polls, the check passes and the stack is ready. The namespace is
+/// the bundled temporal's.
+#[test]
+fn a_worker_is_healthy_once_it_polls_its_task_queue() {
+    let s = Stack::new("task-queue");
+    let port = free_port();
+    let gate = s.file("gate");
+    let temporal = crate::bundled::reachable_temporal(&s);
+    std::fs::set_permissions(
+        s.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    s.write(&format!(
+        r#"
+services:
+  temporal: {{kind: temporal, port: {port}, namespace: app-ns, bin: "{}"}}
+  worker:
+    command: {}
+    priority: 400
+    health: {{temporal_task_queue: app-queue, start_interval: 100ms}}
+"#,
+        temporal.display(),
+        fx("temporal_worker.py", &["app-queue", "--gate", &gate])
+    ));
+    let mut c = crate::control::up(&s);
+    c.wait_line_by("worker started", READY, |l| l.contains("worker: started"));
+    let wanted = format!(
+        "no worker polls Temporal task queue `app-queue` (namespace `app-ns`) on 127.0.0.1:{port} yet"
+    );
+    let mut last = serde_json::Value::Null;
+    let failing = eventually(READY, || {
+        last = crate::control::status_json(&s);
+        crate::control::service(&last, "worker")["health"]["error"] == wanted.as_str()
+    });
+    assert!(failing, "{last}");
+    assert!(c.find("stack is ready").is_none(), "{}", c.output());
+    std::fs::write(&gate, "").unwrap();
+    c.wait_line_by("worker polling", READY, |l| l.contains("polling app-queue"));
+    c.wait_line_by("worker healthy", READY, |l| {
+        l.contains("worker: healthy after")
+    });
+    wait_ready(&c, Instant::now());
     stop(&mut c);
 }

@@ -227,6 +227,13 @@ pub enum Probe {
     Tcp(String),
     /// The command exits 0.
     Exec(Vec<String>),
+    /// The bundled Temporal server has a poller on task queue `queue` of
+    /// `namespace` (a worker is polling it): DescribeTaskQueue on `port`.
+    TemporalTaskQueue {
+        port: u16,
+        namespace: String,
+        queue: String,
+    },
     /// The bundled server's own check, in its protocol (`bundled::Server::probe`).
     Bundled {
         server: Bundled,
@@ -538,9 +545,17 @@ impl Builder<'_> {
             ));
         }
         let names: Vec<String> = raw.services.keys().cloned().collect();
+        // Where a task-queue probe asks: the (first) bundled Temporal.
+        let temporal = raw.services.values().find_map(|rs| {
+            let kind = rs.kind.filter(|k| k.name == "temporal")?;
+            Some((
+                rs.port.map_or(kind.port, |p| p.0),
+                rs.namespace.clone().unwrap_or_else(|| "default".into()),
+            ))
+        });
         let mut services = Vec::with_capacity(names.len());
         for (name, rs) in &raw.services {
-            services.push(self.service(name, rs, &names)?);
+            services.push(self.service(name, rs, &names, temporal.as_ref())?);
         }
         let shutdown_budget = raw.shutdown_budget.map_or(DEFAULT_SHUTDOWN_BUDGET, |d| d.0);
         let explicit_stop: Vec<bool> = raw
@@ -626,6 +641,7 @@ impl Builder<'_> {
         name: &str,
         rs: &RawService,
         names: &[String],
+        temporal: Option<&(u16, String)>,
     ) -> Result<Service, Diagnostic> {
         if name.is_empty()
             || !name
@@ -708,7 +724,7 @@ impl Builder<'_> {
         }
         let depends_on = self.dependencies(name, rs, names)?;
         let health = match (&rs.health, &bundled) {
-            (Some(h), _) => Some(self.health(name, h)?),
+            (Some(h), _) => Some(self.health(name, h, temporal)?),
             (None, Some(b)) => Some(bundled_health(b)),
             (None, None) => None,
         };
@@ -982,12 +998,18 @@ impl Builder<'_> {
         ))
     }
 
-    fn health(&self, name: &str, h: &RawHealth) -> Result<Health, Diagnostic> {
+    fn health(
+        &self,
+        name: &str,
+        h: &RawHealth,
+        temporal: Option<&(u16, String)>,
+    ) -> Result<Health, Diagnostic> {
         let path = self.svc_path(name, &["health"]);
         let given: Vec<&str> = [
             ("http", h.http.is_some()),
             ("tcp", h.tcp.is_some()),
             ("exec", h.exec.is_some()),
+            ("temporal_task_queue", h.temporal_task_queue.is_some()),
         ]
         .iter()
         .filter(|(_, set)| *set)
@@ -998,7 +1020,7 @@ impl Builder<'_> {
                 return Err(self.err(
                     &path,
                     format!("the health check of `{name}` names no probe"),
-                    "add one of http: URL, tcp: HOST:PORT or exec: [cmd, args]",
+                    "add one of http: URL, tcp: HOST:PORT, exec: [cmd, args] or temporal_task_queue: NAME",
                 ))
             }
             [_] => {
@@ -1023,6 +1045,8 @@ impl Builder<'_> {
                         ));
                     }
                     Probe::Tcp(addr.clone())
+                } else if let Some(queue) = &h.temporal_task_queue {
+                    self.task_queue_probe(name, queue, temporal)?
                 } else {
                     let argv = h.exec.clone().map(|a| a.0).unwrap_or_default();
                     if argv.is_empty() {
@@ -1043,7 +1067,7 @@ impl Builder<'_> {
                         many.len(),
                         many.join(", ")
                     ),
-                    "a service has one health check: keep one of http, tcp or exec",
+                    "a service has one health check: keep one of http, tcp, exec or temporal_task_queue",
                 ))
             }
         };
@@ -1073,6 +1097,35 @@ impl Builder<'_> {
                 .start_interval
                 .map_or(Duration::from_millis(200), |d| d.0)
                 .max(Duration::from_millis(10)),
+        })
+    }
+
+    /// `health.temporal_task_queue`: asked of the stack's bundled Temporal.
+    fn task_queue_probe(
+        &self,
+        name: &str,
+        queue: &str,
+        temporal: Option<&(u16, String)>,
+    ) -> Result<Probe, Diagnostic> {
+        let path = self.svc_path(name, &["health", "temporal_task_queue"]);
+        let Some((port, namespace)) = temporal else {
+            return Err(self.err(
+                &path,
+                format!("`{name}` waits for a poller on Temporal task queue `{queue}`, but the stack has no `kind: temporal` service to ask"),
+                "add a bundled temporal service, or probe the worker another way (exec, tcp, http)",
+            ));
+        };
+        if queue.trim().is_empty() {
+            return Err(self.err(
+                &path,
+                "the task queue name is empty",
+                "give the queue the worker polls, e.g. temporal_task_queue: cognobserve-tasks",
+            ));
+        }
+        Ok(Probe::TemporalTaskQueue {
+            port: *port,
+            namespace: namespace.clone(),
+            queue: queue.to_owned(),
         })
     }
 

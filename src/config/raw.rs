@@ -83,6 +83,8 @@ pub struct RawHealth {
     pub status: Option<Vec<EnvValue>>,
     pub tcp: Option<String>,
     pub exec: Option<Argv>,
+    /// A Temporal task queue that must have a poller (the bundled temporal's).
+    pub temporal_task_queue: Option<String>,
     pub interval: Option<Dur>,
     pub timeout: Option<Dur>,
     pub retries: Option<Lenient<u32>>,
