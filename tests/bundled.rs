@@ -267,7 +267,7 @@ pub(crate) fn temporal_binary() -> PathBuf {
 /// The Temporal CLI where an unprivileged user can run it: pip may have
 /// installed it under /root (mode 0700), which no other user can enter. A
 /// hard link (or a copy) in the test's temp dir reaches the same binary.
-fn reachable_temporal(s: &Stack) -> PathBuf {
+pub(crate) fn reachable_temporal(s: &Stack) -> PathBuf {
     let src = std::fs::canonicalize(temporal_binary()).expect("resolve the temporal binary");
     let dir = s.dir.path().join("bin");
     std::fs::create_dir(&dir).expect("create bin dir");

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod app;
 mod bundled;
 mod cli;
 mod config_errors;

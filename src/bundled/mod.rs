@@ -233,18 +233,36 @@ pub fn derived_envs(stack: &Stack, secrets: &Secrets) -> Vec<Vec<(String, String
             if svc.bundled.is_some() {
                 return Vec::new();
             }
+            let listed = |secret: &String| {
+                svc.secrets
+                    .as_ref()
+                    .is_some_and(|allowed| allowed.contains(secret))
+            };
             vars.iter()
                 .filter(|v| {
                     v.carries.as_ref().is_none_or(|secret| {
-                        svc.secrets
-                            .as_ref()
-                            .is_none_or(|allowed| allowed.contains(secret))
+                        if v.name == *secret && server_password(stack, secret) {
+                            listed(secret)
+                        } else {
+                            svc.secrets.is_none() || listed(secret)
+                        }
                     })
                 })
                 .map(|v| (v.name.clone(), v.value.clone()))
                 .collect()
         })
         .collect()
+}
+
+/// Whether `name` is the password of one of the stack's bundled servers
+/// (POSTGRES_PASSWORD, REDIS_PASSWORD). As a variable of its own it is
+/// given only to a service whose `secrets:` lists it: DATABASE_URL and
+/// REDIS_URL carry it already, and an app that needs no more should not
+/// hold it loose in its environment (and pass it on to its children).
+fn server_password(stack: &Stack, name: &str) -> bool {
+    bundled_kinds(stack)
+        .flat_map(|(_, b)| server(b.kind).secrets())
+        .any(|s| !s.private && s.name == name)
 }
 
 /// Every variable of the apps' environment, with the secret it carries.
@@ -254,7 +272,7 @@ fn app_env(stack: &Stack, secrets: &Secrets) -> Vec<AppVar> {
         vars.extend(server(b.kind).app_env(b, secrets));
     }
     if stack.services.iter().any(|s| s.bundled.is_some()) {
-        vars.extend(product::app_env());
+        vars.extend(product::app_env(stack));
     }
     let private = |name: &str| {
         SERVERS
@@ -489,6 +507,17 @@ fn not_runnable_by(program: &Path, user: &RunAs) -> Option<String> {
 
 /// What a probe's error says when another process holds the server's port.
 pub const IMPOSTOR: &str = "is served by another process";
+
+/// What a probe's error says when the server lacks something the stack
+/// asks of it (a PostgreSQL extension that is not installed).
+pub const NOT_INSTALLED: &str = "is not installed for";
+
+/// Whether a probe's error will not go away by waiting, so that it is worth
+/// a line at once rather than after the start period: someone else holds
+/// the port, or something the stack asks for is not installed.
+pub fn needs_an_operator(error: &str) -> bool {
+    error.contains(IMPOSTOR) || error.contains(NOT_INSTALLED)
+}
 
 /// Before a probe sends credentials to 127.0.0.1:`port`: every socket that
 /// takes connections there must belong to the service's own process `main`

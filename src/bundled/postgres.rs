@@ -138,6 +138,14 @@ impl Server for Postgres {
                 credentials.get(ADMIN_PASSWORD),
                 &b.databases,
             )
+            .await?;
+            extensions(
+                b.port,
+                APP_DB,
+                credentials.get(ADMIN_PASSWORD),
+                &b.databases,
+                &b.extensions,
+            )
             .await
         })
     }
@@ -1175,8 +1183,84 @@ pub(super) async fn probe(
     }
 }
 
-/// The logins (port, role) this run has provisioned: the first probe of
-/// each provisions before it logs in as the app.
+/// Creates `wanted` extensions in each app database (`user` plus
+/// `databases`) as the superuser, once per run once the app's login works
+/// (the databases exist then): `CREATE EXTENSION IF NOT EXISTS`, so a
+/// second start changes nothing. The app role stays unprivileged: only the
+/// superuser may create most extensions (`vector` among them). An extension
+/// the server does not have fails the probe with what installs it.
+async fn extensions(
+    port: u16,
+    user: &str,
+    admin_password: &str,
+    databases: &[String],
+    wanted: &[String],
+) -> Result<(), String> {
+    let step = (port, format!("{user} extensions"));
+    if wanted.is_empty() || provisioned().contains(&step) {
+        return Ok(());
+    }
+    let fail = |what: &str, e: sqlx::Error| {
+        scrub(
+            format!("PostgreSQL on 127.0.0.1:{port}: {what} failed: {e}"),
+            &[admin_password],
+        )
+    };
+    let mut dbs = vec![user.to_owned()];
+    dbs.extend(databases.iter().filter(|d| *d != user).cloned());
+    for db in &dbs {
+        let mut conn = connect(&options(port, "postgres", admin_password, db))
+            .await
+            .map_err(|e| fail(&format!("logging in as `postgres` to database `{db}`"), e))?;
+        let available: Vec<String> = sqlx::query_scalar(
+            "SELECT name::text FROM pg_available_extensions WHERE name = ANY($1::text[])",
+        )
+        .bind(wanted)
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| fail("listing available extensions", e))?;
+        if let Some(missing) = wanted.iter().find(|e| !available.contains(e)) {
+            let (major, sharedir): (i32, String) = sqlx::query_as(
+                "SELECT current_setting('server_version_num')::int / 10000, \
+                 (SELECT setting FROM pg_config WHERE name = 'SHAREDIR')",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| fail("reading the server's version", e))?;
+            return Err(missing_extension(missing, major, &sharedir));
+        }
+        for ext in wanted {
+            let sql = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(ext));
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| fail(&format!("creating extension `{ext}` in database `{db}`"), e))?;
+        }
+        let _ = conn.close().await;
+    }
+    provisioned().insert(step);
+    Ok(())
+}
+
+/// Why `name` cannot be created, and what installs it: the Debian package
+/// when the extension is a known one.
+fn missing_extension(name: &str, major: i32, sharedir: &str) -> String {
+    let package = match name {
+        "vector" => format!("the Debian package postgresql-{major}-pgvector"),
+        "postgis" => format!("the Debian package postgresql-{major}-postgis-3"),
+        _ => format!("a package that installs {name}.control into {sharedir}/extension"),
+    };
+    format!(
+        "extension `{name}` (postgres service's `extensions`) {} PostgreSQL {major}: there is \
+         no {sharedir}/extension/{name}.control; install {package}, or remove `{name}` from \
+         `extensions`",
+        super::NOT_INSTALLED
+    )
+}
+
+/// What this run has provisioned, by (port, role): the first probe of each
+/// provisions before it logs in as the app; (port, "<role> extensions"):
+/// the extensions are created once per run too.
 fn provisioned() -> std::sync::MutexGuard<'static, std::collections::HashSet<(u16, String)>> {
     static DONE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<(u16, String)>>> =
         std::sync::LazyLock::new(Default::default);
@@ -1908,6 +1992,16 @@ mod tests {
         assert!(scram_matches(&v, "s3cret") && !scram_matches(&v, "s3cres"));
         assert!(!scram_matches("md5abc", "s3cret"));
         assert_eq!(quote_literal("it's"), "'it''s'");
+        let vector = missing_extension("vector", 17, "/usr/share/postgresql/17");
+        assert!(
+            vector.contains("PostgreSQL 17") && vector.contains("postgresql-17-pgvector"),
+            "{vector}"
+        );
+        let other = missing_extension("pg_foo", 15, "/usr/share/postgresql/15");
+        assert!(
+            other.contains("installs pg_foo.control into /usr/share/postgresql/15/extension"),
+            "{other}"
+        );
         assert_eq!(quote_literal("a\\b'"), "E'a\\\\b'''");
         assert_eq!(dollar_tag("x $cogno0$ y"), "$cogno1$");
         assert_eq!(conf_quote("/a b/'c'"), "'/a b/''c'''");

@@ -314,60 +314,18 @@ pub(super) async fn probe(port: u16) -> Result<(), String> {
 /// `grpc.health.v1.Health/Check` for `service`, over HTTP/2 without TLS.
 async fn health_check(port: u16, service: &str) -> Result<(), String> {
     let at = format!("temporal on 127.0.0.1:{port}");
-    let tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("cannot connect to {at}: {e}"))?;
-    // Without it the small request can wait for a delayed ACK.
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("{at} did not complete an HTTP/2 handshake: {e}"))?;
-    // Ends once `sender` is dropped, when this probe returns or is cancelled.
-    tokio::spawn(conn);
-
-    let request = hyper::Request::post(format!(
-        "http://127.0.0.1:{port}/grpc.health.v1.Health/Check"
-    ))
-    .header(hyper::header::CONTENT_TYPE, "application/grpc")
-    .header(hyper::header::TE, "trailers")
-    .body(Full::new(health_request(service)))
-    .map_err(|e| format!("cannot build the health check request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("{at} did not answer the gRPC health check: {e}"))?;
-    let (head, body) = response.into_parts();
-    if head.status != hyper::StatusCode::OK {
-        return Err(format!(
-            "{at} answered the gRPC health check with HTTP status {}",
-            head.status
-        ));
+    let mut request = Vec::new();
+    if !service.is_empty() {
+        push_bytes(&mut request, 1, service.as_bytes());
     }
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| format!("{at} broke off its gRPC health check answer: {e}"))?;
-    // A call that fails at once carries its status in the headers
-    // ("trailers-only"); otherwise it comes in the trailers.
-    let meta = body
-        .trailers()
-        .filter(|t| t.contains_key("grpc-status"))
-        .unwrap_or(&head.headers)
-        .clone();
-    let grpc_status = meta.get("grpc-status").and_then(|v| v.to_str().ok());
-    if grpc_status != Some("0") {
-        let message = meta
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .map(percent_decode)
-            .unwrap_or_default();
-        return Err(format!(
-            "{at} failed the gRPC health check: status {} {message}",
-            grpc_status.unwrap_or("missing")
-        ));
-    }
-    match serving_status(body.to_bytes()) {
+    let answer = unary(
+        port,
+        "grpc.health.v1.Health/Check",
+        "the gRPC health check",
+        &request,
+    )
+    .await?;
+    match serving_status(answer) {
         Some(1) => Ok(()),
         Some(status) => Err(format!(
             "{at} is not serving yet (health status {})",
@@ -384,19 +342,130 @@ async fn health_check(port: u16, service: &str) -> Result<(), String> {
     }
 }
 
-/// A length-prefixed gRPC message holding `HealthCheckRequest { service }`.
-fn health_request(service: &str) -> Bytes {
-    let mut message = Vec::with_capacity(service.len() + 3);
-    if !service.is_empty() {
-        message.push(0x0a); // field 1, length-delimited
-        push_varint(&mut message, service.len() as u64);
-        message.extend_from_slice(service.as_bytes());
+/// The readiness of a worker: Temporal on 127.0.0.1:`port` knows a poller
+/// of task queue `queue` in `namespace` (its workflow tasks, else its
+/// activity tasks), through `WorkflowService/DescribeTaskQueue`. The server
+/// lists the pollers it saw in the last few minutes; a worker that just
+/// connected is listed as soon as its first poll arrives.
+pub async fn task_queue_polled(port: u16, namespace: &str, queue: &str) -> Result<(), String> {
+    // TaskQueueType: WORKFLOW = 1, ACTIVITY = 2.
+    for queue_type in [1, 2] {
+        let mut task_queue = Vec::new();
+        push_bytes(&mut task_queue, 1, queue.as_bytes());
+        push_varint(&mut task_queue, 2 << 3); // kind: NORMAL
+        push_varint(&mut task_queue, 1);
+        let mut request = Vec::new();
+        push_bytes(&mut request, 1, namespace.as_bytes());
+        push_bytes(&mut request, 2, &task_queue);
+        push_varint(&mut request, 3 << 3);
+        push_varint(&mut request, queue_type);
+        let answer = unary(
+            port,
+            "temporal.api.workflowservice.v1.WorkflowService/DescribeTaskQueue",
+            &format!("DescribeTaskQueue for task queue `{queue}` of namespace `{namespace}`"),
+            &request,
+        )
+        .await?;
+        let pollers = fields(answer)
+            .ok_or_else(|| {
+                format!(
+                    "temporal on 127.0.0.1:{port} sent a DescribeTaskQueue answer that is not one"
+                )
+            })?
+            .into_iter()
+            .filter(|(field, value)| *field == 1 && matches!(value, Field::Delimited))
+            .count();
+        if pollers > 0 {
+            return Ok(());
+        }
     }
+    Err(format!(
+        "no worker polls Temporal task queue `{queue}` (namespace `{namespace}`) on 127.0.0.1:{port} yet"
+    ))
+}
+
+/// One unary gRPC call of `method` with the encoded `message`, over HTTP/2
+/// without TLS; the answer's message. `what` names the call in errors.
+async fn unary(port: u16, method: &str, what: &str, message: &[u8]) -> Result<Bytes, String> {
+    let at = format!("temporal on 127.0.0.1:{port}");
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot connect to {at}: {e}"))?;
+    // Without it the small request can wait for a delayed ACK.
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .map_err(|e| format!("{at} did not complete an HTTP/2 handshake: {e}"))?;
+    // Ends once `sender` is dropped, when this probe returns or is cancelled.
+    tokio::spawn(conn);
+
+    let request = hyper::Request::post(format!("http://127.0.0.1:{port}/{method}"))
+        .header(hyper::header::CONTENT_TYPE, "application/grpc")
+        .header(hyper::header::TE, "trailers")
+        .body(Full::new(grpc_frame(message)))
+        .map_err(|e| format!("cannot build the {what} request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{at} did not answer {what}: {e}"))?;
+    let (head, body) = response.into_parts();
+    if head.status != hyper::StatusCode::OK {
+        return Err(format!(
+            "{at} answered {what} with HTTP status {}",
+            head.status
+        ));
+    }
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("{at} broke off its answer to {what}: {e}"))?;
+    // A call that fails at once carries its status in the headers
+    // ("trailers-only"); otherwise it comes in the trailers.
+    let meta = body
+        .trailers()
+        .filter(|t| t.contains_key("grpc-status"))
+        .unwrap_or(&head.headers)
+        .clone();
+    let grpc_status = meta.get("grpc-status").and_then(|v| v.to_str().ok());
+    if grpc_status != Some("0") {
+        let message = meta
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .map(percent_decode)
+            .unwrap_or_default();
+        return Err(format!(
+            "{at} failed {what}: status {} {message}",
+            grpc_status.unwrap_or("missing")
+        ));
+    }
+    unframe(body.to_bytes())
+        .ok_or_else(|| format!("{at} sent an answer to {what} that is not one gRPC message"))
+}
+
+/// A length-prefixed gRPC message.
+fn grpc_frame(message: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(5 + message.len());
     frame.push(0); // not compressed
     frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&message);
+    frame.extend_from_slice(message);
     Bytes::from(frame)
+}
+
+/// The message of one uncompressed gRPC frame.
+fn unframe(mut body: Bytes) -> Option<Bytes> {
+    if body.len() < 5 || body.get_u8() != 0 {
+        return None;
+    }
+    let len = body.get_u32() as usize;
+    (body.len() >= len).then(|| body.split_to(len))
+}
+
+/// Field `field` of a protobuf message, length-delimited.
+fn push_bytes(out: &mut Vec<u8>, field: u64, value: &[u8]) {
+    push_varint(out, (field << 3) | 2);
+    push_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -422,40 +491,57 @@ fn read_varint(buf: &mut Bytes) -> Option<u64> {
     None
 }
 
-/// The `status` field of the one gRPC message in `body` (proto3 leaves out
-/// a zero value, so an absent field is UNKNOWN); None when malformed.
-fn serving_status(mut body: Bytes) -> Option<u64> {
-    if body.len() < 5 || body.get_u8() != 0 {
-        return None;
-    }
-    let len = body.get_u32() as usize;
-    if body.len() < len {
-        return None;
-    }
-    let mut message = body.split_to(len);
-    let mut status = 0;
+/// A protobuf field's value, as far as the probes read them.
+enum Field {
+    Varint(u64),
+    /// A string, bytes or an embedded message (not read further).
+    Delimited,
+    Fixed,
+}
+
+/// The fields of a protobuf message, in order; None when malformed.
+fn fields(mut message: Bytes) -> Option<Vec<(u64, Field)>> {
+    let mut out = Vec::new();
     while message.has_remaining() {
         let key = read_varint(&mut message)?;
-        match key & 7 {
-            0 => {
-                let v = read_varint(&mut message)?;
-                if key >> 3 == 1 {
-                    status = v;
-                }
+        let value = match key & 7 {
+            0 => Field::Varint(read_varint(&mut message)?),
+            1 if message.remaining() >= 8 => {
+                message.advance(8);
+                Field::Fixed
             }
-            1 if message.remaining() >= 8 => message.advance(8),
             2 => {
                 let n = read_varint(&mut message)? as usize;
                 if message.remaining() < n {
                     return None;
                 }
                 message.advance(n);
+                Field::Delimited
             }
-            5 if message.remaining() >= 4 => message.advance(4),
+            5 if message.remaining() >= 4 => {
+                message.advance(4);
+                Field::Fixed
+            }
             _ => return None,
-        }
+        };
+        out.push((key >> 3, value));
     }
-    Some(status)
+    Some(out)
+}
+
+/// The `status` field of a HealthCheckResponse (proto3 leaves out a zero
+/// value, so an absent field is UNKNOWN); None when malformed.
+fn serving_status(message: Bytes) -> Option<u64> {
+    Some(
+        fields(message)?
+            .into_iter()
+            .rev()
+            .find_map(|(field, value)| match value {
+                Field::Varint(v) if field == 1 => Some(v),
+                _ => None,
+            })
+            .unwrap_or(0),
+    )
 }
 
 /// grpc-message is percent-encoded.
@@ -645,21 +731,16 @@ mod tests {
 
     #[test]
     fn health_messages_encode_and_decode() {
-        assert_eq!(&health_request("")[..], &[0, 0, 0, 0, 0]);
-        let req = health_request(HEALTH_SERVICE);
+        assert_eq!(&grpc_frame(&[])[..], &[0, 0, 0, 0, 0]);
+        let mut message = Vec::new();
+        push_bytes(&mut message, 1, HEALTH_SERVICE.as_bytes());
+        let req = grpc_frame(&message);
         assert_eq!(&req[..7], &[0, 0, 0, 0, 49, 0x0a, 47]);
-        assert_eq!(
-            serving_status(Bytes::from_static(&[0, 0, 0, 0, 2, 8, 1])),
-            Some(1)
-        );
-        assert_eq!(
-            serving_status(Bytes::from_static(&[0, 0, 0, 0, 0])),
-            Some(0)
-        );
-        assert_eq!(
-            serving_status(Bytes::from_static(&[0, 0, 0, 0, 2, 8])),
-            None
-        );
+        assert_eq!(unframe(req.clone()).as_deref(), Some(&message[..]));
+        assert_eq!(unframe(Bytes::from_static(&[0, 0, 0, 0, 3, 8])), None);
+        assert_eq!(serving_status(Bytes::from_static(&[8, 1])), Some(1));
+        assert_eq!(serving_status(Bytes::new()), Some(0));
+        assert_eq!(serving_status(Bytes::from_static(&[8])), None);
         assert_eq!(percent_decode("a%20b%zz"), "a b%zz");
     }
 

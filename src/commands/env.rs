@@ -42,10 +42,16 @@ pub fn run(args: StackArgs) -> Outcome {
 }
 
 /// The stack's app environment: the connection settings derived from the
-/// bundled services and the secrets, then the stack's `env` (later wins).
-/// `cogno env` prints it; `cogno run` without a service gives it.
+/// bundled services and the secrets, then the stack's `env`, which overrides
+/// a derived variable in its place: each name once, with the value services
+/// get. `cogno env` prints it; `cogno run` without a service gives it.
 pub(super) fn app_environment(stack: &Stack, secrets: &Secrets) -> Vec<(String, String)> {
     let mut vars = bundled::derived_env(stack, secrets);
-    vars.extend(stack.env.iter().cloned());
+    for (k, v) in &stack.env {
+        match vars.iter_mut().find(|(name, _)| name == k) {
+            Some(derived) => derived.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
     vars
 }

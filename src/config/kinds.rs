@@ -61,7 +61,7 @@ pub static KINDS: &[KindFacts] = &[
         // Its "fast" shutdown: a clean checkpoint, no recovery next start.
         stop_signal: Signal::SIGINT,
         backoff_max: BUNDLED_BACKOFF_MAX,
-        keys: &["port", "settings", "bin_dir", "databases"],
+        keys: &["port", "settings", "bin_dir", "databases", "extensions"],
     },
     KindFacts {
         name: "redis",
@@ -218,6 +218,7 @@ mod tests {
         );
         assert_eq!(applies_to("bin_dir"), "kind: postgres");
         assert_eq!(applies_to("databases"), "kind: postgres");
+        assert_eq!(applies_to("extensions"), "kind: postgres");
         assert_eq!(applies_to("namespace"), "kind: temporal");
         assert_eq!(applies_to("ui_port"), "kind: temporal");
     }

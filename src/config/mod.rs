@@ -71,6 +71,8 @@ pub struct Bundled {
     pub settings: Vec<(String, String)>,
     /// Postgres: databases created for the app besides `cognobserve`.
     pub databases: Vec<String>,
+    /// Postgres: extensions created as the superuser in each app database.
+    pub extensions: Vec<String>,
     /// Temporal: the namespace the dev server creates.
     pub namespace: String,
     /// Temporal: the port of its Web UI, on the same address; None: no UI.
@@ -154,18 +156,90 @@ impl Health {
     }
 }
 
+/// The HTTP statuses a health check counts as passing (`health.status`):
+/// ranges, each written as a number, a class (`2xx`) or `LOW-HIGH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpStatuses(Vec<(u16, u16)>);
+
+impl Default for HttpStatuses {
+    /// Any 2xx or 3xx, as before `status` existed: a redirect to a login
+    /// page still says the server answers.
+    fn default() -> HttpStatuses {
+        HttpStatuses(vec![(200, 299), (300, 399)])
+    }
+}
+
+impl HttpStatuses {
+    pub fn pass(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+
+    /// One item of `status`: `401`, `4xx` or `200-204`.
+    fn parse_item(item: &str) -> Result<(u16, u16), String> {
+        let code = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c))
+        };
+        let bad = || {
+            format!("`{item}` is not an HTTP status (100 to 599), a class like `2xx` or a range like `200-204`")
+        };
+        if let Some(class) = item.strip_suffix("xx").and_then(code_class) {
+            return Ok((class * 100, class * 100 + 99));
+        }
+        match item.split_once('-') {
+            Some((low, high)) => match (code(low), code(high)) {
+                (Some(l), Some(h)) if l <= h => Ok((l, h)),
+                _ => Err(bad()),
+            },
+            None => code(item).map(|c| (c, c)).ok_or_else(bad),
+        }
+    }
+}
+
+/// The first digit of a status class (`2` of `2xx`).
+fn code_class(digit: &str) -> Option<u16> {
+    digit.parse::<u16>().ok().filter(|d| (1..=5).contains(d))
+}
+
+impl std::fmt::Display for HttpStatuses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|&(low, high)| match (low, high) {
+                (l, h) if l == h => l.to_string(),
+                (l, h) if l % 100 == 0 && h == l + 99 => format!("{}xx", l / 100),
+                (l, h) => format!("{l}-{h}"),
+            })
+            .collect();
+        f.write_str(&items.join(", "))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
-    /// `GET http://host:port/path`; any 2xx or 3xx passes.
+    /// `GET http://host:port/path`; a status of `statuses` passes.
     Http {
         url: String,
         authority: String,
         path: String,
+        statuses: HttpStatuses,
     },
     /// A TCP connection to `host:port` is accepted.
     Tcp(String),
     /// The command exits 0.
     Exec(Vec<String>),
+    /// The bundled Temporal server has a poller on task queue `queue` of
+    /// `namespace` (a worker is polling it): DescribeTaskQueue on `port`.
+    TemporalTaskQueue {
+        port: u16,
+        namespace: String,
+        queue: String,
+    },
     /// The bundled server's own check, in its protocol (`bundled::Server::probe`).
     Bundled {
         server: Bundled,
@@ -477,9 +551,17 @@ impl Builder<'_> {
             ));
         }
         let names: Vec<String> = raw.services.keys().cloned().collect();
+        // Where a task-queue probe asks: the (first) bundled Temporal.
+        let temporal = raw.services.values().find_map(|rs| {
+            let kind = rs.kind.filter(|k| k.name == "temporal")?;
+            Some((
+                rs.port.map_or(kind.port, |p| p.0),
+                rs.namespace.clone().unwrap_or_else(|| "default".into()),
+            ))
+        });
         let mut services = Vec::with_capacity(names.len());
         for (name, rs) in &raw.services {
-            services.push(self.service(name, rs, &names)?);
+            services.push(self.service(name, rs, &names, temporal.as_ref())?);
         }
         let shutdown_budget = raw.shutdown_budget.map_or(DEFAULT_SHUTDOWN_BUDGET, |d| d.0);
         let explicit_stop: Vec<bool> = raw
@@ -566,6 +648,7 @@ impl Builder<'_> {
         name: &str,
         rs: &RawService,
         names: &[String],
+        temporal: Option<&(u16, String)>,
     ) -> Result<Service, Diagnostic> {
         if name.is_empty()
             || !name
@@ -648,7 +731,7 @@ impl Builder<'_> {
         }
         let depends_on = self.dependencies(name, rs, names)?;
         let health = match (&rs.health, &bundled) {
-            (Some(h), _) => Some(self.health(name, h)?),
+            (Some(h), _) => Some(self.health(name, h, temporal)?),
             (None, Some(b)) => Some(bundled_health(b)),
             (None, None) => None,
         };
@@ -774,6 +857,20 @@ impl Builder<'_> {
                 "use letters, digits and _ only (at most 63 characters)",
             ));
         }
+        // An extension's name is its control file's: `uuid-ossp` has a dash.
+        if let Some(ext) = rs.extensions.iter().flatten().find(|e| {
+            e.is_empty()
+                || e.len() > 63
+                || !e
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        }) {
+            return Err(self.err(
+                &self.svc_path(name, &["extensions"]),
+                format!("`{ext}` is not an extension name cogno creates"),
+                "use the name of its control file (e.g. `vector`, `uuid-ossp`): letters, digits, _ and - only (at most 63 characters)",
+            ));
+        }
         Ok(Some(Bundled {
             kind,
             port: rs.port.map_or(kind.port, |p| p.0),
@@ -784,6 +881,7 @@ impl Builder<'_> {
                 .map(|(k, v)| (k.clone(), v.0.clone()))
                 .collect(),
             databases: rs.databases.clone().unwrap_or_default(),
+            extensions: rs.extensions.clone().unwrap_or_default(),
             namespace: rs.namespace.clone().unwrap_or_else(|| "default".into()),
             ui_port: rs.ui_port.map(|p| p.0),
         }))
@@ -908,12 +1006,18 @@ impl Builder<'_> {
         ))
     }
 
-    fn health(&self, name: &str, h: &RawHealth) -> Result<Health, Diagnostic> {
+    fn health(
+        &self,
+        name: &str,
+        h: &RawHealth,
+        temporal: Option<&(u16, String)>,
+    ) -> Result<Health, Diagnostic> {
         let path = self.svc_path(name, &["health"]);
         let given: Vec<&str> = [
             ("http", h.http.is_some()),
             ("tcp", h.tcp.is_some()),
             ("exec", h.exec.is_some()),
+            ("temporal_task_queue", h.temporal_task_queue.is_some()),
         ]
         .iter()
         .filter(|(_, set)| *set)
@@ -924,12 +1028,13 @@ impl Builder<'_> {
                 return Err(self.err(
                     &path,
                     format!("the health check of `{name}` names no probe"),
-                    "add one of http: URL, tcp: HOST:PORT or exec: [cmd, args]",
+                    "add one of http: URL, tcp: HOST:PORT, exec: [cmd, args] or temporal_task_queue: NAME",
                 ))
             }
             [_] => {
                 if let Some(url) = &h.http {
-                    parse_http_probe(url).map_err(|why| {
+                    let statuses = self.http_statuses(name, h.status.as_deref())?;
+                    parse_http_probe(url, statuses).map_err(|why| {
                         self.err(
                             &self.svc_path(name, &["health", "http"]),
                             why,
@@ -948,6 +1053,8 @@ impl Builder<'_> {
                         ));
                     }
                     Probe::Tcp(addr.clone())
+                } else if let Some(queue) = &h.temporal_task_queue {
+                    self.task_queue_probe(name, queue, temporal)?
                 } else {
                     let argv = h.exec.clone().map(|a| a.0).unwrap_or_default();
                     if argv.is_empty() {
@@ -968,10 +1075,17 @@ impl Builder<'_> {
                         many.len(),
                         many.join(", ")
                     ),
-                    "a service has one health check: keep one of http, tcp or exec",
+                    "a service has one health check: keep one of http, tcp, exec or temporal_task_queue",
                 ))
             }
         };
+        if h.status.is_some() && h.http.is_none() {
+            return Err(self.err(
+                &self.svc_path(name, &["health", "status"]),
+                "`status` only applies to an http health check",
+                "remove it, or probe with http: URL",
+            ));
+        }
         let interval = h.interval.map_or(Duration::from_secs(5), |d| d.0);
         if interval.is_zero() {
             return Err(self.err(
@@ -992,6 +1106,68 @@ impl Builder<'_> {
                 .map_or(Duration::from_millis(200), |d| d.0)
                 .max(Duration::from_millis(10)),
         })
+    }
+
+    /// `health.temporal_task_queue`: asked of the stack's bundled Temporal.
+    fn task_queue_probe(
+        &self,
+        name: &str,
+        queue: &str,
+        temporal: Option<&(u16, String)>,
+    ) -> Result<Probe, Diagnostic> {
+        let path = self.svc_path(name, &["health", "temporal_task_queue"]);
+        let Some((port, namespace)) = temporal else {
+            return Err(self.err(
+                &path,
+                format!("`{name}` waits for a poller on Temporal task queue `{queue}`, but the stack has no `kind: temporal` service to ask"),
+                "add a bundled temporal service, or probe the worker another way (exec, tcp, http)",
+            ));
+        };
+        if queue.trim().is_empty() {
+            return Err(self.err(
+                &path,
+                "the task queue name is empty",
+                "give the queue the worker polls, e.g. temporal_task_queue: cognobserve-tasks",
+            ));
+        }
+        Ok(Probe::TemporalTaskQueue {
+            port: *port,
+            namespace: namespace.clone(),
+            queue: queue.to_owned(),
+        })
+    }
+
+    /// `health.status`: the statuses an http check passes on (default: any
+    /// 2xx or 3xx).
+    fn http_statuses(
+        &self,
+        name: &str,
+        items: Option<&[raw::EnvValue]>,
+    ) -> Result<HttpStatuses, Diagnostic> {
+        let Some(items) = items else {
+            return Ok(HttpStatuses::default());
+        };
+        let mut path = self.svc_path(name, &["health", "status"]);
+        if items.is_empty() {
+            return Err(self.err(
+                &path,
+                "`status` lists no status, so the check could never pass",
+                "list the statuses that pass, e.g. status: [200, 401], or remove `status` for any 2xx or 3xx",
+            ));
+        }
+        let mut ranges = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            path.push(Seg::Index(i));
+            ranges.push(HttpStatuses::parse_item(item.0.trim()).map_err(|why| {
+                self.err(
+                    &path,
+                    why,
+                    "write e.g. status: [200, 401] or status: [2xx, 401]",
+                )
+            })?);
+            path.pop();
+        }
+        Ok(HttpStatuses(ranges))
     }
 
     fn plan_error(
@@ -1075,13 +1251,14 @@ impl Builder<'_> {
 
 /// The keys only some kinds take (which ones: [`kinds::KINDS`]), each with
 /// whether `rs` sets it, in the order they are checked.
-fn kind_keys(rs: &RawService) -> [(&'static str, bool); 7] {
+fn kind_keys(rs: &RawService) -> [(&'static str, bool); 8] {
     [
         ("port", rs.port.is_some()),
         ("settings", !rs.settings.is_empty()),
         ("bin", rs.bin.is_some()),
         ("bin_dir", rs.bin_dir.is_some()),
         ("databases", rs.databases.is_some()),
+        ("extensions", rs.extensions.is_some()),
         ("namespace", rs.namespace.is_some()),
         ("ui_port", rs.ui_port.is_some()),
     ]
@@ -1115,7 +1292,7 @@ fn parse_signal(s: &str) -> Option<Signal> {
     Signal::from_str(&name).ok()
 }
 
-fn parse_http_probe(url: &str) -> Result<Probe, String> {
+fn parse_http_probe(url: &str, statuses: HttpStatuses) -> Result<Probe, String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         if url.starts_with("https://") {
             format!("`{url}`: https health checks are not supported")
@@ -1142,12 +1319,30 @@ fn parse_http_probe(url: &str) -> Result<Probe, String> {
         url: url.to_owned(),
         authority,
         path: path.to_owned(),
+        statuses,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_statuses_are_numbers_classes_and_ranges() {
+        let parse = HttpStatuses::parse_item;
+        assert_eq!(parse("401"), Ok((401, 401)));
+        assert_eq!(parse("2xx"), Ok((200, 299)));
+        assert_eq!(parse("200-204"), Ok((200, 204)));
+        for bad in ["600", "99", "6xx", "xx", "204-200", "abc", "-1"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        let default = HttpStatuses::default();
+        assert!(default.pass(200) && default.pass(302) && !default.pass(401));
+        assert_eq!(default.to_string(), "2xx, 3xx");
+        let s = HttpStatuses(vec![(200, 200), (401, 401), (500, 503)]);
+        assert!(s.pass(401) && s.pass(502) && !s.pass(204));
+        assert_eq!(s.to_string(), "200, 401, 500-503");
+    }
 
     #[test]
     fn a_typo_gets_the_closest_key_and_nonsense_gets_none() {

@@ -60,6 +60,7 @@ pub struct RawService {
     pub bin: Option<String>,
     pub bin_dir: Option<String>,
     pub databases: Option<Vec<String>>,
+    pub extensions: Option<Vec<String>>,
     pub namespace: Option<String>,
     pub ui_port: Option<Lenient<u16>>,
     pub command: Option<Argv>,
@@ -91,8 +92,12 @@ pub struct RawService {
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub http: Option<String>,
+    /// With `http`: the statuses that pass (numbers, `4xx`, `200-299`).
+    pub status: Option<Vec<EnvValue>>,
     pub tcp: Option<String>,
     pub exec: Option<Argv>,
+    /// A Temporal task queue that must have a poller (the bundled temporal's).
+    pub temporal_task_queue: Option<String>,
     pub interval: Option<Dur>,
     pub timeout: Option<Dur>,
     pub retries: Option<Lenient<u32>>,

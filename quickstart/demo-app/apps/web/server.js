@@ -80,6 +80,10 @@ const server = http.createServer((req, res) => {
   const path = (req.url || '/').split('?')[0];
   if (req.method === 'GET' && path === '/api/health') {
     health().then((h) => send(res, h.status === 'healthy' ? 200 : 503, h), (err) => send(res, 500, { error: err.message }));
+  } else if (req.method === 'GET' && path === '/api/auth/providers') {
+    // What config/cognobserve.yaml probes: like the real app's NextAuth route,
+    // it answers without a session.
+    send(res, 200, { credentials: { id: 'credentials', name: 'Credentials', type: 'credentials' } });
   } else if (req.method === 'GET' && path === '/') {
     send(res, 200, '<!doctype html><title>CognObserve (demo)</title><h1>CognObserve demo app</h1>'
       + '<p>This is the stand-in for the real CognObserve web app. See <a href="/api/health">/api/health</a>; '
