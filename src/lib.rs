@@ -11,7 +11,8 @@
 //!   validated [`config::Stack`] with its start plan, compiler-grade errors.
 //! - [`supervisor`]: one event loop owning every service's state machine;
 //!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
-//!   calls the control API.
+//!   calls the control API; [`events`] streams what happens and [`notify`]
+//!   tells a hook command and webhooks about it.
 //! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
 //!   each a `bundled::Server` with its static facts in `config::kinds`
 //!   (docs/architecture.md: adding a bundled server); [`secrets`] generates
@@ -32,6 +33,7 @@ pub mod events;
 pub mod fmt;
 pub mod health;
 pub mod logs;
+pub mod notify;
 pub mod os;
 pub mod secrets;
 pub mod supervisor;

@@ -15,6 +15,7 @@ mod hardening;
 mod health;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod paths;
 mod pid1;
 mod supervisor;
