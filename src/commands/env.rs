@@ -4,8 +4,9 @@ use super::{data_dir, env_lookup, Outcome, StackArgs};
 use crate::bundled;
 use crate::config::is_env_name;
 
-/// Prints it, for an app run outside cogno.
-pub fn run(args: StackArgs) -> Outcome {
+/// Prints it, for an app run outside cogno: as shell assignments, or with
+/// `json` as `{"stack": FILE, "env": {NAME: VALUE…}}`.
+pub fn run(args: StackArgs, json: bool) -> Outcome {
     let stack = args.config.load()?;
     let data = data_dir(&args, &stack);
     data.check_usable()?;
@@ -23,13 +24,21 @@ pub fn run(args: StackArgs) -> Outcome {
             secrets.file.display()
         );
     }
+    let mut vars = bundled::derived_env(&stack, &secrets);
+    vars.extend(stack.env.iter().cloned());
+    if json {
+        // Later entries win, as they do when the assignments are sourced.
+        let env: serde_json::Map<String, serde_json::Value> =
+            vars.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let doc = serde_json::json!({ "stack": stack.file.display().to_string(), "env": env });
+        println!("{doc}");
+        return Ok(0);
+    }
     println!(
         "# The environment cogno gives app services (stack {}).",
         stack.file.display()
     );
     println!("# It contains secrets: keep it out of logs and version control.");
-    let mut vars = bundled::derived_env(&stack, &secrets);
-    vars.extend(stack.env.iter().cloned());
     // Names are checked when the stack and the secrets file are read; one that
     // is not a shell name is never printed, so sourcing this never runs a command.
     for (k, v) in vars.iter().filter(|(k, _)| is_env_name(k)) {

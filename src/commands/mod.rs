@@ -83,9 +83,21 @@ pub enum Command {
     /// Run the stack in the foreground until SIGTERM/SIGINT
     Up(StackArgs),
     /// Validate the stack file and print the start plan; starts nothing
-    Check(ConfigArg),
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the plan as JSON (docs/cli.md)
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
-    Env(StackArgs),
+    Env {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Print it as a JSON object instead (docs/cli.md)
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the stack's phase and every service's state; exit 0 only when ready
     #[command(visible_alias = "ps")]
     Status {
@@ -163,6 +175,9 @@ pub struct ActionArgs {
     /// Also stop the services that depend on these first (and, for restart, start them again after)
     #[arg(long)]
     pub with_dependents: bool,
+    /// Print the results as JSON (docs/cli.md)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -278,8 +293,8 @@ pub fn main() -> i32 {
     });
     let outcome = match cli.command {
         Command::Up(args) => up::run(args),
-        Command::Check(args) => check::run(args),
-        Command::Env(args) => env::run(args),
+        Command::Check { config, json } => check::run(config, json),
+        Command::Env { target, json } => env::run(target, json),
         Command::Status { target, json } => status::status(&socket_path(&target), json),
         Command::Logs {
             target,
