@@ -1,6 +1,7 @@
 //! The stack's events — state transitions (which include health changes and
-//! restarts) and operator actions — as a live stream for `cogno events` and
-//! `GET /events`, and as the `cogno` stream of `cogno logs`.
+//! restarts), the stack's phase, operator actions and notifications — as a
+//! live stream for `cogno events`, `GET /events` and the notifier
+//! (`crate::notify`), and as the `cogno` stream of `cogno logs`.
 //!
 //! The supervisor publishes on a tokio broadcast channel: sending never
 //! waits, so a slow subscriber cannot stall supervision. A subscriber that
@@ -20,7 +21,7 @@ const CAPACITY: usize = 1024;
 pub struct Event {
     /// RFC 3339, UTC, to the millisecond.
     pub t: String,
-    /// transition | action | lagged
+    /// transition | action | phase | notification | lagged
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -44,9 +45,13 @@ impl Event {
         }
     }
 
-    /// One line for people, without the time: `web: running → backoff (exit status 1)`.
+    /// One line for people, without the time: `web: running → backoff (exit
+    /// status 1)`; the stack's phase as `stack: ready → stopping (critical
+    /// service db failed: exited with code 7)`.
     pub fn text(&self) -> String {
+        let phase = self.kind == "phase";
         let mut s = match &self.service {
+            _ if phase => "stack: ".to_owned(),
             Some(name) => format!("{name}: "),
             None => String::new(),
         };
@@ -54,8 +59,12 @@ impl Event {
             (Some(from), Some(to)) => s.push_str(&format!("{from} → {to}")),
             _ => s.push_str(&self.kind),
         }
-        if let Some(r) = &self.reason {
-            s.push_str(&format!(" ({r})"));
+        match (&self.reason, &self.service) {
+            (Some(r), Some(name)) if phase => {
+                s.push_str(&format!(" (critical service {name} failed: {r})"))
+            }
+            (Some(r), _) => s.push_str(&format!(" ({r})")),
+            (None, _) => {}
         }
         s
     }
@@ -129,5 +138,21 @@ mod tests {
         // The log stream keeps what a ring keeps, whoever subscribes.
         let tail = events.ring.lock().unwrap().tail(1);
         assert_eq!(tail[0].text, format!("web: transition ({})", CAPACITY + 9));
+    }
+
+    #[test]
+    fn a_phase_reads_as_the_stacks() {
+        let mut ev = Event::new("phase", None);
+        ev.from = Some("starting".into());
+        ev.to = Some("ready".into());
+        assert_eq!(ev.text(), "stack: starting → ready");
+        let mut ev = Event::new("phase", Some("db"));
+        ev.from = Some("ready".into());
+        ev.to = Some("stopping".into());
+        ev.reason = Some("exited with code 7".into());
+        assert_eq!(
+            ev.text(),
+            "stack: ready → stopping (critical service db failed: exited with code 7)"
+        );
     }
 }
