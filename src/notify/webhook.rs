@@ -88,3 +88,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An https:// webhook goes through rustls: a server that does not
+    /// speak TLS is a handshake failure, reported, never a panic.
+    #[tokio::test]
+    async fn https_goes_through_rustls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            }
+        });
+        let url = format!("https://127.0.0.1:{port}/hooks/T0KEN");
+        let config = crate::config::Webhook {
+            url: url.parse().unwrap(),
+            host: format!("https://127.0.0.1:{port}"),
+        };
+        let hook = Webhook::new(&config, client());
+        let mut watch = super::super::notice::Watch::default();
+        let mut ev = crate::events::Event::new("transition", Some("web"));
+        ev.to = Some("fatal".into());
+        let notice = watch.notice(&ev, "h").unwrap();
+        let err = hook.deliver(&notice).await.unwrap_err();
+        assert!(!err.contains("T0KEN"), "{err}");
+        // rustls' word for plain HTTP where a TLS record was expected.
+        assert!(err.contains("InvalidContentType"), "{err}");
+    }
+}
