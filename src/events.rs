@@ -1,7 +1,8 @@
 //! The stack's events — state transitions (which include health changes and
-//! restarts), the stack's phase, operator actions and notifications — as a
-//! live stream for `cogno events`, `GET /events` and the notifier
-//! (`crate::notify`), and as the `cogno` stream of `cogno logs`.
+//! restarts), operator actions and notifications' outcomes — as a live
+//! stream for `cogno events`, `GET /events` and the notifier
+//! (`crate::notify`), and as the `cogno` stream of `cogno logs`. Changes of
+//! the stack's phase go to the notifier alone, on a channel of their own.
 //!
 //! The supervisor publishes on a tokio broadcast channel: sending never
 //! waits, so a slow subscriber cannot stall supervision. A subscriber that
@@ -21,7 +22,7 @@ const CAPACITY: usize = 1024;
 pub struct Event {
     /// RFC 3339, UTC, to the millisecond.
     pub t: String,
-    /// transition | action | phase | notification | lagged
+    /// transition | action | notification | lagged; phase (notifier only)
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -45,13 +46,9 @@ impl Event {
         }
     }
 
-    /// One line for people, without the time: `web: running → backoff (exit
-    /// status 1)`; the stack's phase as `stack: ready → stopping (critical
-    /// service db failed: exited with code 7)`.
+    /// One line for people, without the time: `web: running → backoff (exit status 1)`.
     pub fn text(&self) -> String {
-        let phase = self.kind == "phase";
         let mut s = match &self.service {
-            _ if phase => "stack: ".to_owned(),
             Some(name) => format!("{name}: "),
             None => String::new(),
         };
@@ -59,12 +56,8 @@ impl Event {
             (Some(from), Some(to)) => s.push_str(&format!("{from} → {to}")),
             _ => s.push_str(&self.kind),
         }
-        match (&self.reason, &self.service) {
-            (Some(r), Some(name)) if phase => {
-                s.push_str(&format!(" (critical service {name} failed: {r})"))
-            }
-            (Some(r), _) => s.push_str(&format!(" ({r})")),
-            (None, _) => {}
+        if let Some(r) = &self.reason {
+            s.push_str(&format!(" ({r})"));
         }
         s
     }
@@ -74,6 +67,9 @@ impl Event {
 #[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// The stack's phase changes (kind `phase`): what notifications of
+    /// ready, degraded and a critical stop come from. Not streamed.
+    phases: broadcast::Sender<Event>,
     /// Recent events as text, the `cogno` stream of `cogno logs`.
     pub ring: SharedRing,
 }
@@ -82,6 +78,7 @@ impl Default for Events {
     fn default() -> Events {
         Events {
             tx: broadcast::Sender::new(CAPACITY),
+            phases: broadcast::Sender::new(CAPACITY),
             ring: Default::default(),
         }
     }
@@ -100,6 +97,15 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// Publishes a change of the stack's phase to the notifier. Never waits.
+    pub fn publish_phase(&self, ev: Event) {
+        let _ = self.phases.send(ev);
+    }
+
+    pub fn subscribe_phases(&self) -> broadcast::Receiver<Event> {
+        self.phases.subscribe()
     }
 }
 
@@ -138,21 +144,5 @@ mod tests {
         // The log stream keeps what a ring keeps, whoever subscribes.
         let tail = events.ring.lock().unwrap().tail(1);
         assert_eq!(tail[0].text, format!("web: transition ({})", CAPACITY + 9));
-    }
-
-    #[test]
-    fn a_phase_reads_as_the_stacks() {
-        let mut ev = Event::new("phase", None);
-        ev.from = Some("starting".into());
-        ev.to = Some("ready".into());
-        assert_eq!(ev.text(), "stack: starting → ready");
-        let mut ev = Event::new("phase", Some("db"));
-        ev.from = Some("ready".into());
-        ev.to = Some("stopping".into());
-        ev.reason = Some("exited with code 7".into());
-        assert_eq!(
-            ev.text(),
-            "stack: ready → stopping (critical service db failed: exited with code 7)"
-        );
     }
 }

@@ -86,7 +86,7 @@ impl Notifier {
             events: events.clone(),
             pending: pending.clone(),
         };
-        tokio::spawn(dispatch.run(events.subscribe()));
+        tokio::spawn(dispatch.run(events.subscribe(), events.subscribe_phases()));
         Notifier { pending }
     }
 
@@ -110,9 +110,20 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    async fn run(self, mut rx: tokio::sync::broadcast::Receiver<Event>) {
+    /// Until cogno is done: services' events from `rx`, the stack's phase
+    /// changes from `phases`.
+    async fn run(
+        self,
+        mut rx: tokio::sync::broadcast::Receiver<Event>,
+        mut phases: tokio::sync::broadcast::Receiver<Event>,
+    ) {
         let mut watch = Watch::default();
-        while let Some(ev) = crate::events::next(&mut rx).await {
+        loop {
+            let ev = tokio::select! {
+                ev = crate::events::next(&mut rx) => ev,
+                ev = crate::events::next(&mut phases) => ev,
+            };
+            let Some(ev) = ev else { break };
             if ev.kind == "lagged" {
                 warn!("notifications: {}; some notices may not be sent", ev.text());
                 continue;

@@ -296,7 +296,7 @@ impl Supervisor {
         }
     }
 
-    /// Publishes a `phase` event when the stack's phase has changed. A stop
+    /// Tells the notifier when the stack's phase has changed. A stop
     /// caused by a critical service's failure names that service (the
     /// `critical` notification); a degraded stack says what is missing.
     pub(super) fn note_phase(&mut self) {
@@ -317,7 +317,7 @@ impl Supervisor {
             _ => None,
         };
         self.last_phase = phase;
-        self.publish(ev);
+        self.events.publish_phase(ev);
     }
 
     pub(super) fn reason(&self, i: usize) -> Option<String> {
