@@ -1,6 +1,8 @@
 //! The stack's events — state transitions (which include health changes and
-//! restarts) and operator actions — as a live stream for `cogno events` and
-//! `GET /events`, and as the `cogno` stream of `cogno logs`.
+//! restarts), operator actions and notifications' outcomes — as a live
+//! stream for `cogno events`, `GET /events` and the notifier
+//! (`crate::notify`), and as the `cogno` stream of `cogno logs`. Changes of
+//! the stack's phase go to the notifier alone, on a channel of their own.
 //!
 //! The supervisor publishes on a tokio broadcast channel: sending never
 //! waits, so a slow subscriber cannot stall supervision. A subscriber that
@@ -20,7 +22,7 @@ const CAPACITY: usize = 1024;
 pub struct Event {
     /// RFC 3339, UTC, to the millisecond.
     pub t: String,
-    /// transition | action | lagged
+    /// transition | action | notification | lagged; phase (notifier only)
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -65,6 +67,9 @@ impl Event {
 #[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// The stack's phase changes (kind `phase`): what notifications of
+    /// ready, degraded and a critical stop come from. Not streamed.
+    phases: broadcast::Sender<Event>,
     /// Recent events as text, the `cogno` stream of `cogno logs`.
     pub ring: SharedRing,
 }
@@ -73,6 +78,7 @@ impl Default for Events {
     fn default() -> Events {
         Events {
             tx: broadcast::Sender::new(CAPACITY),
+            phases: broadcast::Sender::new(CAPACITY),
             ring: Default::default(),
         }
     }
@@ -91,6 +97,15 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+
+    /// Publishes a change of the stack's phase to the notifier. Never waits.
+    pub fn publish_phase(&self, ev: Event) {
+        let _ = self.phases.send(ev);
+    }
+
+    pub fn subscribe_phases(&self) -> broadcast::Receiver<Event> {
+        self.phases.subscribe()
     }
 }
 

@@ -8,12 +8,11 @@
 
 use crate::bundled;
 use crate::config::{Health, HttpStatuses, Probe};
-use crate::os::process::{self, ExitReason, Launch};
+use crate::os::process::{self, ExitReason, KillOnDrop, Launch};
 use crate::os::reaper::Waiters;
 use crate::user::RunAs;
 use bytes::Bytes;
 use http_body_util::Empty;
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,24 +201,13 @@ async fn http_get(
     }
 }
 
-/// Kills an exec probe's process group if the probe is abandoned (timeout or
-/// the service ending), so probes never pile up.
-struct KillOnDrop(Option<nix::unistd::Pid>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            process::signal_group(pid, Signal::SIGKILL);
-        }
-    }
-}
-
 async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
     let spawned = process::spawn(&Launch {
         argv,
         env: &ctx.env,
         working_dir: ctx.working_dir.as_deref(),
         run_as: ctx.run_as.as_ref(),
+        stdin: None,
         capture: false,
         no_new_privs: ctx.no_new_privs,
     })

@@ -12,7 +12,9 @@
 //! - [`supervisor`]: one event loop owning every service's state machine;
 //!   [`health`] runs probes, [`logs`] forwards output, [`control`] serves and
 //!   calls the control API; [`logfiles`] keeps output in DATA/logs and
-//!   [`leftovers`] stops what a killed cogno left running.
+//!   [`leftovers`] stops what a killed cogno left running; [`events`]
+//!   streams what happens and [`notify`] tells a hook command and webhooks
+//!   about it.
 //! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
 //!   each a `bundled::Server` with its static facts in `config::kinds`
 //!   (docs/architecture.md: adding a bundled server); [`secrets`] generates
@@ -35,6 +37,7 @@ pub mod health;
 pub mod leftovers;
 pub mod logfiles;
 pub mod logs;
+pub mod notify;
 pub mod os;
 pub mod secrets;
 pub mod supervisor;

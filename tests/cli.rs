@@ -136,3 +136,146 @@ fn no_color_and_color_never_turn_colours_off_on_a_terminal() {
         assert!(out.contains("INFO"), "{out}");
     }
 }
+
+/// `cogno check --json`: the plan as one JSON document with stable keys, and
+/// nothing secret in it (a webhook by its host only).
+#[test]
+fn check_json_gives_the_plan() {
+    let s = Stack::new("check-json");
+    s.write(
+        r#"
+notify:
+  webhooks: ["https://hooks.example.com/services/S3CRET"]
+services:
+  migrate:
+    command: ["true"]
+    oneshot: true
+  web:
+    command: ["sleep", "3600"]
+    critical: true
+    depends_on: {migrate: completed}
+"#,
+    );
+    let (code, out, err) = cogno(&["check", "--json", "--config", &s.config.to_string_lossy()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("S3CRET"), "{out}");
+    let plan: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(plan["ok"], true);
+    assert_eq!(plan["file"], s.config.to_string_lossy().as_ref());
+    assert_eq!(plan["tiers"], serde_json::json!([["migrate"], ["web"]]));
+    let web = &plan["services"][1];
+    assert_eq!(web["name"], "web");
+    assert_eq!(web["tier"], 2);
+    assert_eq!(web["critical"], true);
+    assert_eq!(web["oneshot"], false);
+    assert_eq!(web["restart"], "on-failure");
+    assert_eq!(
+        web["waits_for"],
+        serde_json::json!([{"service": "migrate", "condition": "completed", "implicit": false}])
+    );
+    assert_eq!(plan["services"][0]["oneshot"], true);
+    assert_eq!(plan["shutdown"]["budget_ms"], 10_000);
+    assert_eq!(
+        plan["notify"]["webhooks"],
+        serde_json::json!(["https://hooks.example.com"])
+    );
+    assert_eq!(
+        plan["notify"]["on"],
+        serde_json::json!(["fatal", "critical", "unhealthy", "recovered"])
+    );
+}
+
+/// `cogno env --json`: the same variables as the sourceable form.
+#[test]
+fn env_json_matches_the_sourceable_form() {
+    let s = Stack::new("env-json");
+    s.write(
+        r#"
+env:
+  GREETING: "it's here"
+  PORT: 3000
+services:
+  web:
+    command: ["sleep", "3600"]
+"#,
+    );
+    let config = s.config.to_string_lossy().into_owned();
+    let data = s.data.to_string_lossy().into_owned();
+    let (code, out, err) = cogno(&["env", "--json", "--config", &config, "--data", &data]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(doc["stack"], config.as_str());
+    assert_eq!(doc["env"]["GREETING"], "it's here");
+    assert_eq!(doc["env"]["PORT"], "3000");
+    let (code, text, err) = cogno(&["env", "--config", &config, "--data", &data]);
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    let mut keys: Vec<&str> = doc["env"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut names = names.clone();
+    names.sort_unstable();
+    names.dedup();
+    keys.sort_unstable();
+    assert_eq!(keys, names);
+}
+
+/// `cogno stop|start|restart --json`: one document with each service's
+/// result; a refusal is `ok: false` in it, and exit status 1.
+#[test]
+fn actions_answer_in_json() {
+    let s = Stack::new("act-json");
+    s.write(
+        r#"
+services:
+  web:
+    command: ["sleep", "3600"]
+    startsecs: 100ms
+  worker:
+    command: ["sleep", "3601"]
+    startsecs: 100ms
+  keep:
+    command: ["sleep", "3602"]
+    startsecs: 100ms
+"#,
+    );
+    let c = crate::control::up(&s);
+    c.wait_line("stack is ready");
+    let json = |args: &[&str]| {
+        let run = crate::control::cli(&s, args);
+        let doc: serde_json::Value =
+            serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+        (run.code, doc)
+    };
+    let (code, doc) = json(&["stop", "web", "worker", "--json"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["ok"], true);
+    let r = &doc["results"];
+    assert_eq!(r[0]["service"], "web");
+    assert_eq!(r[0]["action"], "stop");
+    assert_eq!(r[0]["ok"], true);
+    assert_eq!(r[0]["code"], 200);
+    assert_eq!(r[0]["message"], "stopped");
+    assert!(r[0]["took_ms"].is_u64());
+    assert_eq!(r[1]["service"], "worker");
+
+    let (code, doc) = json(&["start", "web", "--json"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["results"][0]["action"], "start");
+    let (code, doc) = json(&["restart", "web", "--json"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["results"][0]["action"], "restart");
+
+    let (code, doc) = json(&["restart", "nosuch", "--json"]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["results"][0]["ok"], false);
+    assert_eq!(doc["results"][0]["code"], 404);
+}

@@ -1977,3 +1977,79 @@ services:
         At::Line("on_unhealthy"),
     );
 }
+
+// ------------------------------------------------------------------ notify
+
+#[test]
+fn notify_key_typo_and_event_typo() {
+    let yaml = "\
+notify:
+  webhook: [https://hooks.example.com/x]
+services:
+  web:
+    command: node server.js
+";
+    let err = config_error(
+        "notify-key",
+        yaml,
+        &["notify.webhook", "unknown field `webhook`"],
+        At::Text("webhook"),
+    );
+    assert!(err.contains("did you mean `webhooks`?"), "{err}");
+
+    let yaml = "\
+notify:
+  webhooks: [https://hooks.example.com/x]
+  on: [fatal, unhealty]
+services:
+  web:
+    command: node server.js
+";
+    let err = config_error(
+        "notify-on",
+        yaml,
+        &["notify.on[1]", "unknown variant `unhealty`"],
+        At::Text("unhealty"),
+    );
+    assert!(err.contains("did you mean `unhealthy`?"), "{err}");
+}
+
+#[test]
+fn notify_webhook_is_checked_without_being_shown() {
+    let yaml = "\
+notify:
+  webhooks:
+    - https://hooks.example.com/ok
+    - ftp://files.example.com/T0KEN
+services:
+  web:
+    command: node server.js
+";
+    let err = config_error(
+        "notify-url",
+        yaml,
+        &["webhook 2 is not an http:// or https:// URL"],
+        At::Text("ftp://"),
+    );
+    // A webhook URL is a credential: the message does not repeat it (the
+    // source line shown under it is the user's own file).
+    let message = err.lines().find(|l| l.contains("webhook 2")).unwrap();
+    assert!(!message.contains("T0KEN"), "{err}");
+}
+
+#[test]
+fn notify_with_nobody_to_tell() {
+    let yaml = "\
+notify:
+  on: [fatal]
+services:
+  web:
+    command: node server.js
+";
+    config_error(
+        "notify-empty",
+        yaml,
+        &["neither a `command` nor `webhooks`"],
+        At::Text("notify"),
+    );
+}

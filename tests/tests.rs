@@ -17,6 +17,7 @@ mod hardening;
 mod health;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod paths;
 mod pid1;
 mod subset;

@@ -3,16 +3,85 @@
 use super::{selection, CheckArgs, Outcome};
 use crate::config::Stack;
 use crate::fmt::fmt_duration;
+use serde_json::{json, Value};
 
 pub fn run(args: CheckArgs) -> Outcome {
     let stack = args.config.load()?;
     let selected = args.select.resolve(&stack)?;
-    print!(
-        "{}{}",
-        describe(&stack),
-        selection::describe(&stack, &selected)
-    );
+    if args.json {
+        println!("{}", plan_json(&stack));
+    } else {
+        print!(
+            "{}{}",
+            describe(&stack),
+            selection::describe(&stack, &selected)
+        );
+    }
     Ok(0)
+}
+
+/// The same plan for scripts (docs/cli.md has the shape). Nothing secret:
+/// no environment values, and webhooks by their host only.
+pub fn plan_json(stack: &Stack) -> Value {
+    let tier_of = |i: usize| stack.plan.tiers.iter().position(|t| t.contains(&i));
+    let services: Vec<Value> = stack
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let waits: Vec<Value> = s
+                .depends_on
+                .iter()
+                .map(|d| {
+                    json!({
+                        "service": stack.services[d.on].name,
+                        "condition": d.condition.to_string(),
+                        "implicit": d.implicit,
+                    })
+                })
+                .collect();
+            json!({
+                "name": s.name,
+                "kind": s.bundled.as_ref().map(|b| b.kind.facts().name),
+                "oneshot": s.oneshot,
+                "priority": s.priority,
+                "tier": tier_of(i).map(|t| t + 1),
+                "waits_for": waits,
+                "critical": s.critical,
+                "restart": s.restart.to_string(),
+                "user": s.user,
+                "start_timeout_ms": s.start_timeout.map(|d| d.as_millis() as u64),
+                "stop_timeout_ms": s.stop_timeout.as_millis() as u64,
+            })
+        })
+        .collect();
+    let tiers: Vec<Vec<&str>> = stack
+        .plan
+        .tiers
+        .iter()
+        .map(|t| t.iter().map(|&i| stack.services[i].name.as_str()).collect())
+        .collect();
+    let timeouts: Vec<_> = stack.services.iter().map(|s| s.stop_timeout).collect();
+    let (total, chain) = stack.plan.longest_stop_chain(&timeouts);
+    let notify = stack.notify.as_ref().map(|n| {
+        json!({
+            "command": n.command.is_some(),
+            "webhooks": n.webhooks.iter().map(|w| w.host.as_str()).collect::<Vec<_>>(),
+            "on": n.on.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+        })
+    });
+    json!({
+        "file": stack.file.display().to_string(),
+        "ok": true,
+        "services": services,
+        "tiers": tiers,
+        "shutdown": {
+            "budget_ms": stack.shutdown_budget.as_millis() as u64,
+            "longest_chain": chain.iter().map(|&i| stack.services[i].name.as_str()).collect::<Vec<_>>(),
+            "longest_chain_ms": total.as_millis() as u64,
+        },
+        "notify": notify,
+    })
 }
 
 /// The resolved start plan, as `cogno check` prints it.

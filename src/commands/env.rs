@@ -5,8 +5,9 @@ use crate::bundled;
 use crate::config::{is_env_name, Stack};
 use crate::secrets::Secrets;
 
-/// Prints it, for an app run outside cogno.
-pub fn run(args: StackArgs) -> Outcome {
+/// Prints it, for an app run outside cogno: as shell assignments, or with
+/// `json` as `{"stack": FILE, "env": {NAME: VALUE…}}`.
+pub fn run(args: StackArgs, json: bool) -> Outcome {
     let stack = args.config.load()?;
     let data = data_dir(&args, &stack);
     data.check_usable()?;
@@ -23,6 +24,16 @@ pub fn run(args: StackArgs) -> Outcome {
             secrets.generated.join(", "),
             secrets.file.display()
         );
+    }
+    let mut vars = bundled::derived_env(&stack, &secrets);
+    vars.extend(stack.env.iter().cloned());
+    if json {
+        // Later entries win, as they do when the assignments are sourced.
+        let env: serde_json::Map<String, serde_json::Value> =
+            vars.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let doc = serde_json::json!({ "stack": stack.file.display().to_string(), "env": env });
+        println!("{doc}");
+        return Ok(0);
     }
     println!(
         "# The environment cogno gives app services (stack {}).",

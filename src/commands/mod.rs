@@ -96,7 +96,13 @@ pub enum Command {
     /// Validate the stack file and print the start plan (and what a selection starts); starts nothing
     Check(CheckArgs),
     /// Print the environment app services get (connection URLs, secrets) as a sourceable .env
-    Env(StackArgs),
+    Env {
+        #[command(flatten)]
+        target: StackArgs,
+        /// Print it as a JSON object instead (docs/cli.md)
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command with the environment app services get, against the running stack or (--ephemeral) a throwaway copy
     Run(run::RunArgs),
     /// Show the stack's phase and every service's state; exit 0 only when ready
@@ -188,6 +194,9 @@ pub struct ActionArgs {
     /// Also stop the services that depend on these first (and, for restart, start them again after)
     #[arg(long)]
     pub with_dependents: bool,
+    /// Print the results as JSON (docs/cli.md)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -210,6 +219,9 @@ pub struct CheckArgs {
     pub config: ConfigArg,
     #[command(flatten)]
     pub select: selection::SelectArgs,
+    /// Print the plan as JSON (docs/cli.md)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -330,7 +342,7 @@ pub fn main() -> i32 {
     let outcome = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Check(args) => check::run(args),
-        Command::Env(args) => env::run(args),
+        Command::Env { target, json } => env::run(target, json),
         Command::Run(args) => run::run(args),
         Command::Status { target, json } => status::status(&socket_path(&target), json),
         Command::Logs {

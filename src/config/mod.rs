@@ -19,7 +19,7 @@ use crate::user::RunAs;
 use diagnostic::{display_path, Diagnostic, Seg};
 use nix::sys::signal::Signal;
 use plan::Plan;
-use raw::{Argv, DependsOn, EnvFiles, EnvValue, RawConfig, RawHealth, RawService};
+use raw::{Argv, DependsOn, EnvFiles, EnvValue, RawConfig, RawHealth, RawNotify, RawService};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use yaml::Node;
 
 pub use envfile::{interpolation_vars, lookup as env_file_lookup};
 pub use kinds::Kind;
-pub use raw::{parse_duration, Condition, OnUnhealthy, RestartPolicy};
+pub use raw::{parse_duration, Condition, NotifyOn, OnUnhealthy, RestartPolicy};
 pub use select::Selection;
 
 /// A validated stack, ready to run.
@@ -47,7 +47,53 @@ pub struct Stack {
     pub secrets: Option<Vec<crate::secrets::SecretSpec>>,
     pub services: Vec<Service>,
     pub plan: Plan,
+    /// Who is told about the stack's troubles (`notify:`); None: nobody.
+    pub notify: Option<Notify>,
 }
+
+/// `notify:`, validated: a hook command and/or webhooks, and the events
+/// they are told about (see `crate::notify`).
+#[derive(Debug, Clone)]
+pub struct Notify {
+    pub command: Option<Vec<String>>,
+    pub webhooks: Vec<Webhook>,
+    pub on: Vec<NotifyOn>,
+    /// The hook's user: `user:`, or `nobody` when cogno is root. None when
+    /// cogno is not root (the hook runs as cogno's user).
+    pub run_as: Option<RunAs>,
+    /// How long one delivery may take.
+    pub timeout: Duration,
+    /// Further attempts after a failed delivery.
+    pub retries: u32,
+}
+
+/// A webhook's URL. Its path and query are often the secret (a Slack or
+/// Discord incoming-webhook URL is its own credential): only `host` is
+/// ever shown.
+#[derive(Clone)]
+pub struct Webhook {
+    pub url: hyper::Uri,
+    /// `scheme://host[:port]`, what logs and events name it by.
+    pub host: String,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "Webhook({})", self.host)
+    }
+}
+
+/// What `notify.on` defaults to: the troubles, and their end.
+pub const DEFAULT_NOTIFY_ON: &[NotifyOn] = &[
+    NotifyOn::Fatal,
+    NotifyOn::Critical,
+    NotifyOn::Unhealthy,
+    NotifyOn::Recovered,
+];
+const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_NOTIFY_RETRIES: u32 = 3;
+/// The hook's user when cogno is root and `notify.user` is not set.
+const DEFAULT_NOTIFY_USER: &str = "nobody";
 
 impl Stack {
     /// The first service of `kind`.
@@ -429,7 +475,10 @@ fn interpolation_error(
 /// expected name closest to the one written, if it is close enough to be a
 /// typo (as clap suggests for a mistyped flag).
 fn did_you_mean(message: &str) -> Option<String> {
-    let (_, rest) = message.split_once("unknown field `")?;
+    // A mistyped key, or a mistyped value of a fixed set (`on: [fatl]`).
+    let (_, rest) = message
+        .split_once("unknown field `")
+        .or_else(|| message.split_once("unknown variant `"))?;
     let (written, rest) = rest.split_once('`')?;
     let (_, expected) = rest.split_once("expected ")?;
     expected
@@ -451,6 +500,26 @@ fn path_segments(path: &serde_path_to_error::Path) -> Vec<Seg> {
             serde_path_to_error::Segment::Unknown => None,
         })
         .collect()
+}
+
+/// Checks a webhook URL: http or https, with a host. The error says why
+/// without repeating the URL.
+fn webhook(url: &str) -> Result<Webhook, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("is not a URL ({e})"))?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_owned(),
+        _ => return Err("is not an http:// or https:// URL".into()),
+    };
+    let Some(authority) = uri.authority() else {
+        return Err("has no host".into());
+    };
+    if authority.as_str().contains('@') {
+        return Err("carries a user and password: put the credential in the path or a query, as Slack and Discord do".into());
+    }
+    Ok(Webhook {
+        host: format!("{scheme}://{authority}"),
+        url: uri,
+    })
 }
 
 /// Whether `name` is a portable environment variable name
@@ -640,6 +709,81 @@ impl Builder<'_> {
             env: self.environment(&[], raw.env_file.as_ref(), &raw.env)?,
             services,
             plan,
+            notify: raw.notify.as_ref().map(|n| self.notify(n)).transpose()?,
+        })
+    }
+
+    /// `notify:`: at least one target, URLs cogno can post to, a user that
+    /// exists (never root unless written).
+    fn notify(&self, rn: &RawNotify) -> Result<Notify, Diagnostic> {
+        let at = |k: &[Seg]| [&[key("notify")], k].concat();
+        let command = match &rn.command {
+            Some(Argv(argv)) if argv.is_empty() => {
+                return Err(self.err(
+                    &at(&[key("command")]),
+                    "`notify.command` is empty",
+                    "give the program to run, e.g. `command: /usr/local/bin/page-me`",
+                ))
+            }
+            other => other.as_ref().map(|a| a.0.clone()),
+        };
+        let mut webhooks = Vec::new();
+        for (i, url) in rn.webhooks.iter().flatten().enumerate() {
+            webhooks.push(webhook(url).map_err(|why| {
+                // The URL itself is not repeated: it may be a credential.
+                self.err(
+                    &at(&[key("webhooks"), Seg::Index(i)]),
+                    format!("webhook {} {why}", i + 1),
+                    "write the whole URL, e.g. https://hooks.slack.com/services/…",
+                )
+            })?);
+        }
+        if command.is_none() && webhooks.is_empty() {
+            return Err(self.err(
+                &at(&[]),
+                "`notify` has neither a `command` nor `webhooks`: nobody would be told",
+                "add `webhooks: [URL]` or `command: PROGRAM`, or remove `notify`",
+            ));
+        }
+        let on = match &rn.on {
+            Some(on) if on.is_empty() => {
+                return Err(self.err(
+                    &at(&[key("on")]),
+                    "`notify.on` is empty: nothing would ever be sent",
+                    format!(
+                        "list events among {}, or leave `on` out for the default",
+                        NotifyOn::ALL
+                            .iter()
+                            .map(|e| e.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+            Some(on) => on.clone(),
+            None => DEFAULT_NOTIFY_ON.to_vec(),
+        };
+        // As for services: resolved once, here; as root, a hook without
+        // `user:` runs as nobody, never as root.
+        let root = nix::unistd::geteuid().is_root();
+        let user = rn.user.as_deref().unwrap_or(DEFAULT_NOTIFY_USER);
+        let run_as = match root && command.is_some() {
+            false => None,
+            true => Some(RunAs::lookup(user).map_err(|_| {
+                self.err(
+                    &at(&[key("user")]),
+                    format!("user `{user}` of `notify` does not exist on this system"),
+                    format!("create it (useradd --system {user}) or set `notify.user` to an existing user"),
+                )
+            })?),
+        };
+        Ok(Notify {
+            command,
+            webhooks,
+            on,
+            run_as,
+            timeout: rn.timeout.map_or(DEFAULT_NOTIFY_TIMEOUT, |d| d.0),
+            retries: rn.retries.map_or(DEFAULT_NOTIFY_RETRIES, |r| r.0),
         })
     }
 

@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub env_file: Option<EnvFiles>,
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
+    pub notify: Option<RawNotify>,
     pub services: IndexMap<String, RawService>,
 }
 
@@ -34,6 +35,58 @@ pub struct RawLogs {
     /// Also in DATA/logs/SERVICE.log in the foreground (always when detached).
     #[serde(default)]
     pub files: bool,
+}
+
+/// `notify:`: who is told about the stack's troubles, and of which.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub command: Option<Argv>,
+    pub webhooks: Option<Vec<String>>,
+    pub on: Option<Vec<NotifyOn>>,
+    pub user: Option<String>,
+    pub timeout: Option<Dur>,
+    pub retries: Option<Lenient<u32>>,
+}
+
+/// The events a notification can be sent on (docs/configuration.md, `notify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    /// A service gave up restarting (FATAL) or failed for good.
+    Fatal,
+    /// A critical service's failure is stopping the stack.
+    Critical,
+    /// A running service failed its health checks.
+    Unhealthy,
+    /// A service that was unhealthy, crashed or FATAL is healthy again.
+    Recovered,
+    /// The stack is ready (every service healthy or completed).
+    Ready,
+    /// The stack is not ready any more, or will not get there.
+    Degraded,
+}
+
+impl NotifyOn {
+    pub const ALL: &[NotifyOn] = &[
+        NotifyOn::Fatal,
+        NotifyOn::Critical,
+        NotifyOn::Unhealthy,
+        NotifyOn::Recovered,
+        NotifyOn::Ready,
+        NotifyOn::Degraded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::Fatal => "fatal",
+            NotifyOn::Critical => "critical",
+            NotifyOn::Unhealthy => "unhealthy",
+            NotifyOn::Recovered => "recovered",
+            NotifyOn::Ready => "ready",
+            NotifyOn::Degraded => "degraded",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,8 @@ pub struct Launch<'a> {
     pub env: &'a [(String, String)],
     pub working_dir: Option<&'a Path>,
     pub run_as: Option<&'a RunAs>,
+    /// Its stdin (a notification hook reads its notice there); /dev/null otherwise.
+    pub stdin: Option<&'a OwnedFd>,
     /// Capture stdout/stderr into pipes; otherwise they go to /dev/null.
     pub capture: bool,
     /// PR_SET_NO_NEW_PRIVS: neither the program nor anything it runs can
@@ -402,9 +404,10 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
     } else {
         (None, None)
     };
+    let stdin = l.stdin.unwrap_or(&null).as_raw_fd();
     let stdio = match &child_ends {
-        Some([out, err]) => [null.as_raw_fd(), out.as_raw_fd(), err.as_raw_fd()],
-        None => [null.as_raw_fd(); 3],
+        Some([out, err]) => [stdin, out.as_raw_fd(), err.as_raw_fd()],
+        None => [stdin, null.as_raw_fd(), null.as_raw_fd()],
     };
     // Non-blocking, so that reading it can never stall the event loop; the
     // child's one small write to an empty pipe never blocks either way.
@@ -465,6 +468,19 @@ pub fn spawn(l: &Launch) -> Result<Spawned, SpawnError> {
             user: l.run_as.map(|u| u.name.clone()),
         },
     })
+}
+
+/// Kills a process group when dropped, unless disarmed (`.0 = None`): a
+/// child abandoned by a timeout (an exec probe, a notification hook) never
+/// lingers, and such children never pile up.
+pub struct KillOnDrop(pub Option<Pid>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            signal_group(pid, Signal::SIGKILL);
+        }
+    }
 }
 
 /// Sends `sig` to the process group led by `pgid`. Returns false when the

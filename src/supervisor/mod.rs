@@ -30,6 +30,7 @@ use crate::events::{Event as StackEvent, Events};
 use crate::fmt::fmt_duration;
 use crate::health::{self, ExecContext, ProbeResult};
 use crate::logs::{self, Sink, Stream};
+use crate::notify::Notifier;
 use crate::os::oom::OomCounter;
 use crate::os::process::{self, ExitReason, Launch};
 use crate::os::reaper::{self, Waiters};
@@ -46,6 +47,9 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, trace, warn, Level};
 
 /// After the services, how long stray processes get between SIGTERM and SIGKILL.
+/// How long cogno waits, once the stack is down, for notifications still
+/// being delivered.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 const FINAL_SWEEP_GRACE: Duration = Duration::from_secs(1);
 /// Lines of output shown when a service is given up on.
 const REPORT_LINES: usize = 20;
@@ -124,6 +128,10 @@ pub struct Supervisor {
     recorder: Option<crate::leftovers::Recorder>,
     /// The services' log files, when they are on (see `logfiles`).
     files: Option<crate::logfiles::FileLogs>,
+    /// The stack's phase as last published (a `phase` event on each change).
+    last_phase: control::Phase,
+    /// The critical service whose failure is stopping the stack, and why.
+    stop_cause: Option<(String, String)>,
 }
 
 impl Supervisor {
@@ -194,6 +202,8 @@ impl Supervisor {
             baseline: None,
             recorder: None,
             files: None,
+            last_phase: control::Phase::Starting,
+            stop_cause: None,
         }
     }
 
@@ -250,6 +260,11 @@ impl Supervisor {
             crate::fmt::count(selected, "service"),
             crate::fmt::count(self.stack.plan.tiers.len(), "tier")
         );
+        let notifier = self
+            .stack
+            .notify
+            .as_ref()
+            .map(|n| Notifier::start(n, &self.events, &self.waiters));
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on
             // a service) — or none yet, at the start, where services that are
@@ -260,7 +275,11 @@ impl Supervisor {
                 self.note_readiness();
                 self.check_settled();
             }
+            self.note_phase();
             if let Some(code) = self.exit_code {
+                if let Some(n) = &notifier {
+                    self.drain(n, &mut signals).await;
+                }
                 signals.handle().close();
                 return code;
             }
@@ -274,6 +293,30 @@ impl Supervisor {
 
     fn name(&self, i: usize) -> &str {
         &self.stack.services[i].name
+    }
+
+    /// Gives notifications still being delivered (the critical failure that
+    /// stopped the stack, say) up to [`DRAIN_LIMIT`] once everything is down,
+    /// reaping meanwhile (a hook's status comes through the reaper). A
+    /// signal ends the wait.
+    async fn drain(&mut self, notifier: &Notifier, signals: &mut signal_hook_tokio::Signals) {
+        let idle = notifier.idle();
+        tokio::pin!(idle);
+        let limit = tokio::time::sleep(DRAIN_LIMIT);
+        tokio::pin!(limit);
+        loop {
+            tokio::select! {
+                _ = &mut idle => return,
+                _ = &mut limit => {
+                    warn!("notifications still undelivered after {}: exiting without them", fmt_duration(DRAIN_LIMIT));
+                    return;
+                }
+                Some(sig) = signals.next() => match sig {
+                    SIGCHLD => self.reap(),
+                    _ => return,
+                },
+            }
+        }
     }
 
     fn schedule(&self, after: Duration, ev: Event) {
@@ -453,6 +496,14 @@ impl Supervisor {
             Effect::StopStack(status) => {
                 self.failed = true;
                 self.cause.get_or_insert(status);
+                if self.stop_cause.is_none() {
+                    let why = self.svcs[i]
+                        .machine
+                        .last_exit
+                        .as_ref()
+                        .map_or_else(|| format!("exit status {status}"), ToString::to_string);
+                    self.stop_cause = Some((self.name(i).to_owned(), why));
+                }
                 self.begin_shutdown();
             }
             Effect::Stopped => self.advance_stops(),
@@ -533,6 +584,7 @@ impl Supervisor {
                     env: &rt.env,
                     working_dir: svc.working_dir.as_deref(),
                     run_as,
+                    stdin: None,
                     capture: true,
                     no_new_privs: svc.no_new_privs,
                 })

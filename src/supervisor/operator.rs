@@ -295,10 +295,17 @@ impl Supervisor {
 
     /// The stack's phase and, when it is not ready, what is missing.
     fn phase_now(&self) -> (StackPhase, Vec<String>) {
-        if self.phase != Phase::Running {
-            return (StackPhase::Stopping, Vec::new());
-        }
-        let not_ready: Vec<String> = (0..self.svcs.len())
+        let phase = self.phase_kind();
+        let not_ready = match phase {
+            StackPhase::Stopping | StackPhase::Ready => Vec::new(),
+            _ => self.not_ready(),
+        };
+        (phase, not_ready)
+    }
+
+    /// Each service that is not ready, and why.
+    fn not_ready(&self) -> Vec<String> {
+        (0..self.svcs.len())
             .filter(|&i| !self.ready(i))
             .map(|i| {
                 let reason = self
@@ -311,9 +318,16 @@ impl Supervisor {
                     self.svcs[i].state()
                 )
             })
-            .collect();
-        if not_ready.is_empty() {
-            return (StackPhase::Ready, not_ready);
+            .collect()
+    }
+
+    /// The stack's phase alone: cheap enough to ask after every event.
+    fn phase_kind(&self) -> StackPhase {
+        if self.phase != Phase::Running {
+            return StackPhase::Stopping;
+        }
+        if (0..self.svcs.len()).all(|i| self.ready(i)) {
+            return StackPhase::Ready;
         }
         let progressing = self.svcs.iter().any(|s| {
             matches!(
@@ -324,10 +338,34 @@ impl Supervisor {
         // A service past its start deadline is not "starting" any more.
         let overdue = self.svcs.iter().any(|s| s.machine.overdue.is_some());
         if self.ever_ready || !progressing || overdue {
-            (StackPhase::Degraded, not_ready)
+            StackPhase::Degraded
         } else {
-            (StackPhase::Starting, not_ready)
+            StackPhase::Starting
         }
+    }
+
+    /// Tells the notifier when the stack's phase has changed. A stop
+    /// caused by a critical service's failure names that service (the
+    /// `critical` notification); a degraded stack says what is missing.
+    pub(super) fn note_phase(&mut self) {
+        let phase = self.phase_kind();
+        if phase == self.last_phase {
+            return;
+        }
+        let cause = self
+            .stop_cause
+            .as_ref()
+            .filter(|_| phase == StackPhase::Stopping);
+        let mut ev = StackEvent::new("phase", cause.map(|(name, _)| name.as_str()));
+        ev.from = Some(self.last_phase.to_string());
+        ev.to = Some(phase.to_string());
+        ev.reason = match phase {
+            StackPhase::Degraded => Some(self.not_ready().join("; ")),
+            StackPhase::Stopping => cause.map(|(_, why)| why.clone()),
+            _ => None,
+        };
+        self.last_phase = phase;
+        self.events.publish_phase(ev);
     }
 
     pub(super) fn reason(&self, i: usize) -> Option<String> {
