@@ -14,6 +14,7 @@ mod control;
 mod hardening;
 mod health;
 mod lifecycle;
+mod mcp;
 mod metrics;
 mod paths;
 mod pid1;

@@ -10,31 +10,43 @@ use std::path::Path;
 use std::time::Duration;
 
 pub fn act(socket: &Path, action: Action, services: &[String], with_dependents: bool) -> Outcome {
-    let verb = action;
     // One after another, as asked, and not past the first failure: later
     // services may well depend on the one that failed.
     for service in services {
-        let mut path = format!("/services/{}/{verb}", percent_encode(service));
-        if with_dependents {
-            path.push_str("?with_dependents=1");
-        }
-        let result: ActionResult = request(socket, "POST", &path, None)?.json()?;
-        let took = fmt_latency(Duration::from_millis(result.took_ms));
-        if !result.ok {
-            return Err(Error::new(if result.code == 500 {
-                format!("{service}: {verb} failed after {took}: {}", result.message)
-            } else {
-                result.message
-            }));
-        }
-        match (action, result.message.as_str()) {
-            (_, m) if m.starts_with("already") => println!("{service}: {m}"),
-            (Action::Stop, _) => println!("{service}: stopped in {took}"),
-            (Action::Start, m) => println!("{service}: started, {m} after {took}"),
-            (Action::Restart, m) => println!("{service}: restarted, {m} after {took}"),
-        }
+        println!("{}", act_one(socket, action, service, with_dependents)?);
     }
     Ok(0)
+}
+
+/// Carries out `action` on one service and says how it went in one line
+/// (`web: restarted, healthy after 1.2s`), or why it failed or was refused,
+/// in the words `cogno start|stop|restart` prints (`cogno mcp` reuses them).
+pub(super) fn act_one(
+    socket: &Path,
+    action: Action,
+    service: &str,
+    with_dependents: bool,
+) -> Result<String, Error> {
+    let verb = action;
+    let mut path = format!("/services/{}/{verb}", percent_encode(service));
+    if with_dependents {
+        path.push_str("?with_dependents=1");
+    }
+    let result: ActionResult = request(socket, "POST", &path, None)?.json()?;
+    let took = fmt_latency(Duration::from_millis(result.took_ms));
+    if !result.ok {
+        return Err(Error::new(if result.code == 500 {
+            format!("{service}: {verb} failed after {took}: {}", result.message)
+        } else {
+            result.message
+        }));
+    }
+    Ok(match (action, result.message.as_str()) {
+        (_, m) if m.starts_with("already") => format!("{service}: {m}"),
+        (Action::Stop, _) => format!("{service}: stopped in {took}"),
+        (Action::Start, m) => format!("{service}: started, {m} after {took}"),
+        (Action::Restart, m) => format!("{service}: restarted, {m} after {took}"),
+    })
 }
 
 pub fn run(action: Action, args: ActionArgs) -> Outcome {

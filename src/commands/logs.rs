@@ -2,7 +2,8 @@
 //! stream of events), filtered by time or text, and `-f` to follow it.
 
 use super::{colored, Outcome};
-use crate::control::client::{get_status, percent_encode, request};
+use crate::control::client::{get_status, percent_encode, request, Body};
+use crate::error::Error;
 use crate::logs::{Stream, Style};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -50,25 +51,12 @@ pub fn logs(
         .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let style = Style::new(&refs, !filter.json && colored(&std::io::stdout()));
-    let mut path = format!("/logs?n={lines}");
-    for s in services {
-        path.push_str("&service=");
-        path.push_str(&percent_encode(s));
-    }
-    if follow {
-        path.push_str("&follow=1");
-    }
-    let reply = request(socket, "GET", &path, None)?;
-    if reply.status != 200 {
-        return Err(reply.refusal());
-    }
-    stream_lines(reply.body, |line, out| {
+    let body = fetch(socket, services, lines, follow)?;
+    stream_lines(body, |line, out| {
         let Ok(l) = serde_json::from_slice::<LogLine>(line) else {
             return out.write_all(line);
         };
-        let shown = filter.since.as_ref().is_none_or(|t| l.t >= *t)
-            && filter.grep.as_ref().is_none_or(|g| l.line.contains(g));
-        if !shown {
+        if !filter.shows(&l) {
             return Ok(());
         }
         if filter.json {
@@ -86,6 +74,38 @@ pub fn logs(
         out.write_all(&style.prefix(&l.service, idx.unwrap_or(usize::MAX), stream))?;
         writeln!(out, "{}", l.line)
     })
+}
+
+impl Filter {
+    /// Whether `--since` and `--grep` let this line through.
+    pub(super) fn shows(&self, l: &LogLine) -> bool {
+        self.since.as_ref().is_none_or(|t| l.t >= *t)
+            && self.grep.as_ref().is_none_or(|g| l.line.contains(g))
+    }
+}
+
+/// `GET /logs`: the last `lines` lines of `services` (all when empty, the
+/// `cogno` stream of events included), then new ones if `follow`; NDJSON,
+/// one [`LogLine`] a line.
+pub(super) fn fetch(
+    socket: &Path,
+    services: &[String],
+    lines: usize,
+    follow: bool,
+) -> Result<Body, Error> {
+    let mut path = format!("/logs?n={lines}");
+    for s in services {
+        path.push_str("&service=");
+        path.push_str(&percent_encode(s));
+    }
+    if follow {
+        path.push_str("&follow=1");
+    }
+    let reply = request(socket, "GET", &path, None)?;
+    if reply.status != 200 {
+        return Err(reply.refusal());
+    }
+    Ok(reply.body)
 }
 
 /// Copies an NDJSON answer to stdout, one line at a time through `each`,
@@ -122,10 +142,11 @@ pub(super) fn stream_lines(
     Ok(0)
 }
 
+/// One line of `GET /logs`.
 #[derive(Deserialize)]
-struct LogLine {
-    t: String,
-    service: String,
-    stream: String,
-    line: String,
+pub(super) struct LogLine {
+    pub t: String,
+    pub service: String,
+    pub stream: String,
+    pub line: String,
 }

@@ -13,6 +13,7 @@ mod env;
 mod events;
 mod healthcheck;
 mod logs;
+mod mcp;
 mod restore;
 mod shutdown;
 mod status;
@@ -144,6 +145,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Make a data directory from a backup archive (never over existing data); then `cogno up`
     Restore(restore::RestoreArgs),
+    /// Serve the running stack to AI agents and editors: a Model Context Protocol server on stdin/stdout
+    Mcp(StackArgs),
     /// Print a shell completion script (e.g. `cogno completions bash > /etc/bash_completion.d/cogno`)
     Completions {
         #[arg(value_enum)]
@@ -311,6 +314,7 @@ pub fn main() -> i32 {
         Command::Down(target) => shutdown::down(&socket_path(&target)),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cogno", &mut script);
