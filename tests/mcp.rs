@@ -148,8 +148,9 @@ fn an_agent_inspects_and_drives_a_running_stack() {
             {"tool": "logs", "args": {"since": "yesterday"}},
             {"resource": "cogno://status"},
             {"resource": "cogno://stack-file"},
-            {"tool": "stop", "args": {"service": "db", "force": true}},
-            {"tool": "start", "args": {"service": "db"}},
+            {"tool": "restart", "args": {"service": "db", "force": true}},
+            {"tool": "wait_until_ready", "args": {"timeout_seconds": 60}},
+            {"tool": "list_services"},
         ]),
     );
 
@@ -196,7 +197,7 @@ fn an_agent_inspects_and_drives_a_running_stack() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e.as_str().unwrap().ends_with("web: starting → running")),
+            .any(|e| e.as_str().unwrap().contains(" web: starting → running")),
         "{details}"
     );
 
@@ -210,7 +211,7 @@ fn an_agent_inspects_and_drives_a_running_stack() {
         "{found}"
     );
     assert_eq!(m.ok(4), "no line matches\n");
-    assert_eq!(m.ok_json(5)["status"], "ok", "{}", m.ok(5));
+    assert_eq!(m.ok_json(5)["status"], "healthy", "{}", m.ok(5));
 
     // The restart waited until web was healthy again, with a new process.
     assert!(m.ok(6).starts_with("web: restarted, "), "{}", m.ok(6));
@@ -236,11 +237,15 @@ fn an_agent_inspects_and_drives_a_running_stack() {
     assert_eq!(status["services"].as_array().unwrap().len(), 2);
     assert_eq!(m.ok(12), std::fs::read_to_string(&s.config).unwrap());
 
-    // `force` stops the dependants first, as --with-dependents does.
-    assert!(m.ok(13).starts_with("db: stopped"), "{}", m.ok(13));
-    assert!(m.ok(14).starts_with("db: started"), "{}", m.ok(14));
-    let st = crate::control::status_json(&s);
-    assert_eq!(crate::control::service(&st, "web")["state"], "stopped");
+    // `force` stops the dependants first and starts them again after, as
+    // --with-dependents does.
+    assert!(m.ok(13).starts_with("db: restarted, "), "{}", m.ok(13));
+    // web comes back after it: wait for the whole stack.
+    assert_eq!(m.ok(14), "ready: 2 services healthy");
+    let last = m.ok_json(15);
+    assert_eq!(last["phase"], "ready", "{last}");
+    assert_ne!(pid_of(&after, "db"), pid_of(&last, "db"));
+    assert_ne!(pid_of(&after, "web"), pid_of(&last, "web"));
 }
 
 #[test]

@@ -199,7 +199,7 @@ impl Cogno {
     }
 
     #[tool(
-        description = "The stack's health document, as its HTTP health endpoint serves it to load balancers and container health checks: whether the stack is ok, and each service's check. JSON."
+        description = "The stack's health document, as its HTTP health endpoint serves it to load balancers and container health checks: whether the stack is healthy, and each service's check. JSON."
     )]
     async fn health(&self) -> CallToolResult {
         let socket = self.socket.clone();
