@@ -23,10 +23,15 @@ import sys
 import tempfile
 import time
 
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
+HERE = os.path.dirname(os.path.abspath(__file__))
+# This file is mcp.py: its own directory first in sys.path would shadow the
+# `mcp` package it uses.
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mcp import ClientSession, StdioServerParameters  # noqa: E402
+from mcp.client.stdio import stdio_client  # noqa: E402
+
+REPO = os.path.dirname(HERE)
 COGNO = os.path.abspath(
     sys.argv[1] if len(sys.argv) > 1 else os.path.join(REPO, "target/release/cogno")
 )
