@@ -214,7 +214,7 @@ impl Cogno {
     }
 
     #[tool(
-        description = "Start a stopped or failed service (after the services it depends on), and wait until it is healthy or has failed. Says how long it took, or why it failed."
+        description = "Start a stopped or failed service and wait until it is healthy or has failed. Says how long it took, or why it failed. If services it depends on are stopped too, start those first."
     )]
     async fn start(&self, Parameters(a): Parameters<ServiceArg>) -> CallToolResult {
         self.act(Action::Start, a.service, false).await
