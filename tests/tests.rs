@@ -16,6 +16,7 @@ mod detach;
 mod hardening;
 mod health;
 mod lifecycle;
+mod mcp;
 mod metrics;
 mod notify;
 mod paths;

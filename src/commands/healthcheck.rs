@@ -3,11 +3,18 @@
 
 use super::Outcome;
 use crate::control::client::get_status;
-use crate::control::{Phase, ServiceState};
+use crate::control::{Phase, ServiceState, StackStatus};
 use std::path::Path;
 
 pub fn healthcheck(socket: &Path) -> Outcome {
-    let st = get_status(socket)?;
+    let (ready, line) = verdict(&get_status(socket)?);
+    println!("{line}");
+    Ok(i32::from(!ready))
+}
+
+/// Whether the stack is ready, and the one line that says so or why not
+/// (`cogno mcp`'s wait tool says the same).
+pub(super) fn verdict(st: &StackStatus) -> (bool, String) {
     // The status answer carries fresh checks (a request asks for one when
     // the last is old), and a running service whose check fails now is not
     // healthy, even before `retries` failures make it `unhealthy` (say,
@@ -26,20 +33,21 @@ pub fn healthcheck(socket: &Path) -> Outcome {
         })
         .collect();
     if st.phase == Phase::Ready && failing.is_empty() {
-        println!(
-            "ready: {} healthy",
-            crate::fmt::count(st.services.len(), "service")
-        );
-        return Ok(0);
+        let healthy = crate::fmt::count(st.services.len(), "service");
+        return (true, format!("ready: {healthy} healthy"));
     }
     if st.phase == Phase::Ready {
-        println!("not ready: degraded ({})", failing.join("; "));
-        return Ok(1);
+        return (
+            false,
+            format!("not ready: degraded ({})", failing.join("; ")),
+        );
     }
     if st.not_ready.is_empty() {
-        println!("not ready: {}", st.phase);
+        (false, format!("not ready: {}", st.phase))
     } else {
-        println!("not ready: {} ({})", st.phase, st.not_ready.join("; "));
+        (
+            false,
+            format!("not ready: {} ({})", st.phase, st.not_ready.join("; ")),
+        )
     }
-    Ok(1)
 }

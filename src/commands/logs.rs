@@ -2,9 +2,11 @@
 //! stream of events), filtered by time or text, and `-f` to follow it.
 
 use super::{colored, Outcome};
-use crate::control::client::{get_status, percent_encode, request};
+use crate::control::client::{get_status, percent_encode, request, Body};
 use crate::datadir::DataDir;
+use crate::error::Error;
 use crate::logfiles;
+use std::path::Path;
 use crate::logs::{Stream, Style};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -71,20 +73,9 @@ pub fn logs(
     } else {
         Vec::new()
     };
-    let mut path = format!("/logs?n={}", if from_files { 0 } else { lines });
-    for s in services {
-        path.push_str("&service=");
-        path.push_str(&percent_encode(s));
-    }
-    if follow {
-        path.push_str("&follow=1");
-    }
     let live: Box<dyn Read> = if running && (follow || !from_files) {
-        let reply = request(&socket, "GET", &path, None)?;
-        if reply.status != 200 {
-            return Err(reply.refusal());
-        }
-        Box::new(reply.body)
+        let n = if from_files { 0 } else { lines };
+        Box::new(fetch(&socket, services, n, follow)?)
     } else {
         Box::new(std::io::empty())
     };
@@ -92,9 +83,7 @@ pub fn logs(
         let Ok(l) = serde_json::from_slice::<LogLine>(line) else {
             return out.write_all(line);
         };
-        let shown = filter.since.as_ref().is_none_or(|t| l.t >= *t)
-            && filter.grep.as_ref().is_none_or(|g| l.line.contains(g));
-        if !shown {
+        if !filter.shows(&l) {
             return Ok(());
         }
         if filter.json {
@@ -112,6 +101,38 @@ pub fn logs(
         out.write_all(&style.prefix(&l.service, idx.unwrap_or(usize::MAX), stream))?;
         writeln!(out, "{}", l.line)
     })
+}
+
+impl Filter {
+    /// Whether `--since` and `--grep` let this line through.
+    pub(super) fn shows(&self, l: &LogLine) -> bool {
+        self.since.as_ref().is_none_or(|t| l.t >= *t)
+            && self.grep.as_ref().is_none_or(|g| l.line.contains(g))
+    }
+}
+
+/// `GET /logs`: the last `lines` lines of `services` (all when empty, the
+/// `cogno` stream of events included), then new ones if `follow`; NDJSON,
+/// one [`LogLine`] a line.
+pub(super) fn fetch(
+    socket: &Path,
+    services: &[String],
+    lines: usize,
+    follow: bool,
+) -> Result<Body, Error> {
+    let mut path = format!("/logs?n={lines}");
+    for s in services {
+        path.push_str("&service=");
+        path.push_str(&percent_encode(s));
+    }
+    if follow {
+        path.push_str("&follow=1");
+    }
+    let reply = request(socket, "GET", &path, None)?;
+    if reply.status != 200 {
+        return Err(reply.refusal());
+    }
+    Ok(reply.body)
 }
 
 /// Copies an NDJSON answer to stdout, one line at a time through `each`,
@@ -175,6 +196,7 @@ fn file_history(data: &DataDir, services: &[&String], n: usize) -> Vec<u8> {
     out
 }
 
+/// One line of `GET /logs`.
 #[derive(Deserialize, serde::Serialize)]
 pub(super) struct LogLine {
     pub t: String,

@@ -16,6 +16,7 @@ mod events;
 mod healthcheck;
 mod logs;
 mod reload;
+mod mcp;
 mod restore;
 mod selection;
 mod run;
@@ -175,6 +176,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Make a data directory from a backup archive (never over existing data); then `cogno up`
     Restore(restore::RestoreArgs),
+    /// Serve the running stack to AI agents and editors: a Model Context Protocol server on stdin/stdout
+    Mcp(StackArgs),
     /// Print a shell completion script (e.g. `cogno completions bash > /etc/bash_completion.d/cogno`)
     Completions {
         #[arg(value_enum)]
@@ -381,6 +384,7 @@ pub fn main() -> i32 {
         } => wait::run(&target_data(&target), &services, timeout),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cogno", &mut script);
