@@ -21,6 +21,6 @@ mod metrics;
 mod notify;
 mod paths;
 mod pid1;
-mod subset;
 mod run;
+mod subset;
 mod supervisor;

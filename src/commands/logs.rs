@@ -6,10 +6,10 @@ use crate::control::client::{get_status, percent_encode, request, Body};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::logfiles;
-use std::path::Path;
 use crate::logs::{Stream, Style};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::time::SystemTime;
 
 /// What `cogno logs` shows of the lines it gets.
