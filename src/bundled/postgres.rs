@@ -1770,9 +1770,18 @@ mod tests {
         server.wait_ready(0);
 
         let dbs = vec!["extra_db".to_owned()];
-        probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs)
-            .await
-            .unwrap();
+        // The log says "ready" a moment before postmaster.pid does; the probe
+        // reads the latter and says "not yet" meanwhile, as it should.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs).await {
+                Ok(_) => break,
+                Err(e) if e.contains("yet") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         probe(&cluster, port, "cognobserve", APP, ADMIN, &dbs)
             .await
             .unwrap();
