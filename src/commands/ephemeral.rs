@@ -197,6 +197,15 @@ impl<'r> Throwaway<'r> {
             if events.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
                 return Err(self.failed("its cogno stopped before the stack was ready"));
             }
+            // The stack's own `ready` event settles it: the status read after
+            // the last transition's event may not show that transition yet,
+            // and no event would follow to look again.
+            let kind = serde_json::from_slice::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|e| e.get("kind").and_then(|k| k.as_str()).map(str::to_owned));
+            if kind.as_deref() == Some("ready") {
+                return Ok(());
+            }
         }
     }
 
