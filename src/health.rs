@@ -8,7 +8,7 @@
 
 use crate::bundled;
 use crate::config::{Health, HttpStatuses, Probe};
-use crate::os::process::{self, ExitReason, KillOnDrop, Launch};
+use crate::os::process::{self, KillOnDrop, Launch};
 use crate::os::reaper::Waiters;
 use crate::user::RunAs;
 use bytes::Bytes;
@@ -213,15 +213,10 @@ async fn run_exec(argv: &[String], ctx: &ExecContext) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
     let exited = ctx.waiters.wait_for(spawned.pid);
-    let mut guard = KillOnDrop(Some(spawned.pid));
-    let reason = exited
+    let reason = KillOnDrop(Some(spawned.pid))
+        .finished(exited, &spawned.report)
         .await
-        .map_err(|_| "the probe's exit status was lost".to_owned())?;
-    guard.0 = None;
-    let reason = match spawned.report.failure() {
-        Some(e) => ExitReason::SpawnFailed(e),
-        None => reason,
-    };
+        .ok_or("the probe's exit status was lost")?;
     if reason.success() {
         Ok(())
     } else {

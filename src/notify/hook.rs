@@ -7,7 +7,7 @@
 use super::notice::Notice;
 use super::Target;
 use crate::config::Notify;
-use crate::os::process::{self, ExitReason, KillOnDrop, Launch};
+use crate::os::process::{self, KillOnDrop, Launch};
 use crate::os::reaper::Waiters;
 use crate::user::RunAs;
 use std::future::Future;
@@ -60,7 +60,7 @@ impl Hook {
         .map_err(|e| e.to_string())?;
         // Registered before anything awaits, so the reaper hands its status here.
         let exited = self.waiters.wait_for(spawned.pid);
-        let mut guard = KillOnDrop(Some(spawned.pid));
+        let guard = KillOnDrop(Some(spawned.pid));
         drop(stdin);
         // Written asynchronously: a hook that does not read its stdin fills
         // the pipe, and must not block cogno's thread.
@@ -70,14 +70,10 @@ impl Hook {
         // A hook that ignores its stdin and exits is fine: EPIPE is not a failure.
         let _ = feed.write_all(body.as_bytes()).await;
         drop(feed);
-        let reason = exited
+        let reason = guard
+            .finished(exited, &spawned.report)
             .await
-            .map_err(|_| "its exit status was lost".to_owned())?;
-        guard.0 = None;
-        let reason = match spawned.report.failure() {
-            Some(e) => ExitReason::SpawnFailed(e),
-            None => reason,
-        };
+            .ok_or("its exit status was lost")?;
         if reason.success() {
             Ok(())
         } else {

@@ -483,6 +483,26 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// How the short-lived child it guards ended (a probe, a notification
+    /// hook): its exit as the reaper reports it (`exited`), or the exec
+    /// failure `report` carries; None when the status was lost. Disarmed
+    /// once it has ended; dropped before that (a timeout), the child is
+    /// killed.
+    pub async fn finished(
+        mut self,
+        exited: tokio::sync::oneshot::Receiver<ExitReason>,
+        report: &ExecReport,
+    ) -> Option<ExitReason> {
+        let reason = exited.await.ok()?;
+        self.0 = None;
+        Some(match report.failure() {
+            Some(e) => ExitReason::SpawnFailed(e),
+            None => reason,
+        })
+    }
+}
+
 /// Sends `sig` to the process group led by `pgid`. Returns false when the
 /// group no longer has any member.
 pub fn signal_group(pgid: Pid, sig: Signal) -> bool {
