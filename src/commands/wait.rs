@@ -9,12 +9,12 @@
 use super::logs::LogLine;
 use super::Outcome;
 use crate::control::client::{get_status, percent_encode, request};
-use crate::control::{Phase, ServiceState, StackStatus};
+use crate::control::{Phase, ServiceState, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::events::Event;
-use std::io::{BufRead, BufReader};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::time::{Duration, Instant};
 
 /// Output lines shown of each failed service.
 const LAST_LINES: usize = 15;
@@ -22,18 +22,15 @@ const LAST_LINES: usize = 15;
 const OWN_LINES: usize = 8;
 
 pub fn run(data: &DataDir, services: &[String], timeout: Option<Duration>) -> Outcome {
-    let services = services.to_vec();
-    let data = data.clone();
-    let message = with_timeout(timeout, move || {
-        until_ready(&data, &services, |ev| eprintln!("{}", ev.text()))
-    })?;
+    let message = until_ready(data, services, timeout, |ev| eprintln!("{}", ev.text()))?;
     println!("{message}");
     Ok(0)
 }
 
 /// Runs `wait` on a thread of its own and gives its result, or an error
-/// once `timeout` has passed (the blocking reads of the wait need no
-/// timeouts of their own then).
+/// once `timeout` has passed: for a wait that blocks where no deadline
+/// reaches (`up --detach` reading its child's pipe). The thread is left
+/// behind on timeout; the command exits right after.
 pub(super) fn with_timeout(
     timeout: Option<Duration>,
     wait: impl FnOnce() -> Result<String, Error> + Send + 'static,
@@ -42,19 +39,26 @@ pub(super) fn with_timeout(
     std::thread::spawn(move || {
         let _ = tx.send(wait());
     });
-    let outcome = match timeout {
-        Some(t) => rx.recv_timeout(t).map_err(|_| {
-            Error::new(format!(
-                "not ready after {}: gave up waiting (the stack goes on starting in the background)",
-                crate::fmt::fmt_duration(t)
-            ))
-            .help("`cogno status` shows what each service is doing, `cogno logs` their output")
-        }),
+    match timeout {
+        Some(t) => rx
+            .recv_timeout(t)
+            .map_err(|_| gave_up(t, None))
+            .and_then(|r| r),
         None => rx
             .recv()
-            .map_err(|_| Error::new("the wait ended without a result")),
-    };
-    outcome?
+            .map_err(|_| Error::new("the wait ended without a result"))?,
+    }
+}
+
+/// The error of a wait that reached its deadline, with what was still
+/// missing when known.
+fn gave_up(after: Duration, missing: Option<&str>) -> Error {
+    let missing = missing.map(|m| format!(": {m}")).unwrap_or_default();
+    Error::new(format!(
+        "not ready after {}{missing}; gave up waiting (the stack goes on starting in the background)",
+        crate::fmt::fmt_duration(after)
+    ))
+    .help("`cogno status` shows what each service is doing, `cogno logs` their output")
 }
 
 /// Where the stack (or `services`) is, as a wait sees it.
@@ -67,13 +71,16 @@ enum Verdict {
 
 /// Blocks until `services` (the whole stack when empty) are ready: Ok with
 /// one line saying so, or an error saying what failed and why, with the
-/// failed services' last output lines. `on_event` sees each event of a
-/// watched service as it comes, for a progress display.
+/// failed services' last output lines, or, after `timeout`, one saying
+/// what is still not ready. `on_event` sees each event of a watched
+/// service as it comes, for a progress display.
 pub(super) fn until_ready(
     data: &DataDir,
     services: &[String],
+    timeout: Option<Duration>,
     mut on_event: impl FnMut(&Event),
 ) -> Result<String, Error> {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let socket = data.socket();
     // Subscribed before the status is read: no event in between is missed.
     let reply = match request(&socket, "GET", "/events", None) {
@@ -102,9 +109,39 @@ pub(super) fn until_ready(
             Verdict::Failed(why, failed) => return Err(failure(data, why, &failed)),
             Verdict::Pending => {}
         }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let timed_out = || {
+            // What is missing of what was waited for.
+            let missing: Vec<&str> = status
+                .not_ready
+                .iter()
+                .map(String::as_str)
+                .filter(|l| {
+                    services.is_empty()
+                        || services.iter().any(|s| l.starts_with(&format!("{s} is ")))
+                })
+                .collect();
+            let missing = missing.join("; ");
+            gave_up(
+                timeout.unwrap_or_default(),
+                Some(missing.as_str()).filter(|m| !m.is_empty()),
+            )
+        };
+        if left == Some(Duration::ZERO) {
+            return Err(timed_out());
+        }
+        // A zero timeout would mean "none": `left` is not zero here.
+        events
+            .get_ref()
+            .set_read_timeout(left)
+            .map_err(|e| Error::new(format!("cannot follow cogno's events: {e}")))?;
         line.clear();
         match events.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return Err(gone(data, services)),
+            Ok(0) => return Err(gone(data, services)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(timed_out())
+            }
+            Err(_) => return Err(gone(data, services)),
             Ok(_) => {}
         }
         if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
@@ -112,7 +149,8 @@ pub(super) fn until_ready(
                 Some(s) => services.is_empty() || services.contains(s),
                 None => true,
             };
-            if watched && ev.kind != "ready" {
+            // The stack's own `ready` and `phase` events: the verdict says them.
+            if watched && !matches!(ev.kind.as_str(), "ready" | "phase") {
                 on_event(&ev);
             }
         }
@@ -120,61 +158,54 @@ pub(super) fn until_ready(
 }
 
 fn verdict(status: &StackStatus, services: &[String]) -> Result<Verdict, Error> {
-    if services.is_empty() {
-        let failed: Vec<String> = status
-            .services
-            .iter()
-            .filter(|s| !s.passes())
-            .map(|s| s.name.clone())
-            .collect();
-        return Ok(match status.phase {
-            Phase::Ready => Verdict::Ready(format!(
-                "the stack is ready: {}",
-                crate::fmt::count(status.services.len(), "service")
-            )),
-            Phase::Starting => Verdict::Pending,
-            Phase::Degraded | Phase::Stopping => Verdict::Failed(
-                format!(
-                    "the stack is {}: {}",
-                    status.phase,
-                    status.not_ready.join("; ")
-                ),
-                failed,
-            ),
-        });
+    if status.phase == Phase::Ready && services.is_empty() {
+        return Ok(Verdict::Ready(format!(
+            "the stack is ready: {}",
+            crate::fmt::count(status.services.len(), "service")
+        )));
     }
+    let watched: Vec<&ServiceStatus> = if services.is_empty() {
+        status.services.iter().collect()
+    } else {
+        let mut watched = Vec::new();
+        for name in services {
+            let Some(s) = status.services.iter().find(|s| &s.name == name) else {
+                let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
+                return Err(
+                    Error::config(format!("no service `{name}` in the running stack"))
+                        .help(format!("its services: {}", known.join(", "))),
+                );
+            };
+            watched.push(s);
+        }
+        watched
+    };
+    // Only what cannot come back by itself fails the wait: a service that
+    // is starting, in backoff or unhealthy (liveness may restart it) can
+    // still make the stack ready — a degraded stack after a crash too.
     let mut failed = Vec::new();
     let mut reasons = Vec::new();
-    let mut pending = false;
-    for name in services {
-        let Some(s) = status.services.iter().find(|s| &s.name == name) else {
-            let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
-            return Err(
-                Error::config(format!("no service `{name}` in the running stack"))
-                    .help(format!("its services: {}", known.join(", "))),
-            );
-        };
-        match s.state {
-            ServiceState::Running | ServiceState::Completed => {}
+    for s in &watched {
+        if matches!(
+            s.state,
             ServiceState::Failed
-            | ServiceState::Fatal
-            | ServiceState::Exited
-            | ServiceState::Stopped => {
-                let why = s.reason.as_deref().or(s.last_exit.as_deref());
-                reasons.push(match why {
-                    Some(r) => format!("{name} is {} ({r})", s.state),
-                    None => format!("{name} is {}", s.state),
-                });
-                failed.push(name.clone());
-            }
-            _ => pending = true,
+                | ServiceState::Fatal
+                | ServiceState::Exited
+                | ServiceState::Stopped
+        ) {
+            let why = s.reason.as_deref().or(s.last_exit.as_deref());
+            reasons.push(match why {
+                Some(r) => format!("{} is {} ({r})", s.name, s.state),
+                None => format!("{} is {}", s.name, s.state),
+            });
+            failed.push(s.name.clone());
         }
     }
     Ok(if !failed.is_empty() {
         Verdict::Failed(reasons.join("; "), failed)
     } else if status.phase == Phase::Stopping {
         Verdict::Failed("the stack is stopping".into(), Vec::new())
-    } else if pending {
+    } else if services.is_empty() || watched.iter().any(|s| !s.passes()) {
         Verdict::Pending
     } else {
         Verdict::Ready(format!("ready: {}", services.join(", ")))

@@ -192,6 +192,18 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// Bounds each following read: a follower of `/events` that must give
+    /// up at a deadline sets what is left of it before every read.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        let stream = match self {
+            Body::Plain(r) => r.get_ref().get_ref(),
+            Body::Chunked { inner, .. } => inner.get_ref(),
+        };
+        stream.set_read_timeout(timeout)
+    }
+}
+
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let (inner, left, done) = match self {
