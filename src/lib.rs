@@ -14,7 +14,7 @@
 //!   calls the control API; [`logfiles`] keeps output in DATA/logs and
 //!   [`leftovers`] stops what a killed cogno left running; [`events`]
 //!   streams what happens and [`notify`] tells a hook command and webhooks
-//!   about it.
+//!   about it; [`backups`] runs the scheduled backups.
 //! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
 //!   each a `bundled::Server` with its static facts in `config::kinds`
 //!   (docs/architecture.md: adding a bundled server); [`secrets`] generates
@@ -22,9 +22,10 @@
 //!   layout, pre-flight checks, stamps and crash-safe writes.
 //! - [`os`]: OS plumbing, apart from policy — spawning, reaping, signals,
 //!   /proc readers, OOM detection, releasing startup pages.
-//! - Leaves used everywhere: [`fmt`] (durations and instants for people) and
-//!   [`user`] (the OS user a service runs as).
+//! - Leaves used everywhere: [`fmt`] (durations and instants for people),
+//!   [`schedule`] (cron expressions) and [`user`] (the OS user a service runs as).
 
+pub mod backups;
 pub mod bundled;
 pub mod commands;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod logfiles;
 pub mod logs;
 pub mod notify;
 pub mod os;
+pub mod schedule;
 pub mod secrets;
 pub mod supervisor;
 pub mod testkit;

@@ -1,7 +1,7 @@
 //! `cogno status`: the stack's phase and every service's state.
 
 use super::Outcome;
-use crate::control::{client, Phase, ServiceState, StackStatus};
+use crate::control::{client, BackupStatus, Phase, ServiceState, StackStatus};
 use crate::fmt::{human, latency};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -142,7 +142,35 @@ fn render_status(st: &StackStatus, width: Option<usize>, color: bool) -> String 
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    if let Some(b) = &st.backup {
+        out.push('\n');
+        out.push_str(&backup_lines(b));
+    }
     out
+}
+
+/// The scheduled backups: the last one's outcome and when the next is due.
+fn backup_lines(b: &BackupStatus) -> String {
+    let last = match &b.last {
+        None => "none yet".to_owned(),
+        Some(r) => {
+            let outcome = match (&r.archive, &r.error) {
+                (_, Some(why)) => format!("failed: {why}"),
+                (Some(a), None) => a.clone(),
+                (None, None) => "done".to_owned(),
+            };
+            format!("{} {outcome} (took {})", r.started, human(r.took_ms))
+        }
+    };
+    let next = match (&b.running_since, &b.next) {
+        (Some(since), _) => format!("running since {since}"),
+        (None, Some(at)) => at.clone(),
+        (None, None) => "never (the schedule is not due again)".to_owned(),
+    };
+    format!(
+        "last backup: {last}\nnext backup: {next} (schedule `{}`, keeping {} in {})\n",
+        b.schedule, b.keep, b.to
+    )
 }
 
 #[cfg(test)]
@@ -177,6 +205,7 @@ mod tests {
             version: "0.1.0".into(),
             pid: 1,
             services,
+            backup: None,
         }
     }
 

@@ -37,6 +37,9 @@ pub fn run(args: UpArgs) -> Outcome {
     let mut stack = args.target.config.load()?;
     if let Some(moves) = &args.throwaway {
         moves.apply(&mut stack);
+        // A throwaway copy's data is thrown away: nothing to back up (and a
+        // child `cogno backup` would read the stack file without the moves).
+        stack.backup = None;
     }
     let stack = stack;
     let selection = args.select.resolve(&stack)?;
@@ -126,8 +129,15 @@ pub fn run(args: UpArgs) -> Outcome {
         let banner = ready_banner(&stack, &selection, &data);
         let names = stack.services.iter().map(|s| s.name.clone()).collect();
         let files = notify.is_some() || stack.log_files;
+        let backups = stack
+            .backup
+            .clone()
+            .map(|plan| scheduled_backups(plan, &args.target.config, &data));
         let mut supervisor =
             Supervisor::new(stack, selection, base_env, derived, sink.clone(), pid1);
+        if let Some(b) = backups {
+            supervisor.back_up(b);
+        }
         supervisor.on_reload(baseline, reloader(args.target.config.clone(), data.clone()));
         match crate::leftovers::Recorder::new(&data) {
             Ok(r) => supervisor.record_pids(r),
@@ -309,6 +319,32 @@ fn first_run(
         tracing::warn!("cannot record what created {}: {e}", data.root().display());
     }
     Ok(bundled::derived_envs(stack, &secrets))
+}
+
+/// `backup:`'s backups: this cogno's own `backup`, on the same stack file,
+/// env files and data directory as `up` (absolute: the paths must not
+/// depend on a working directory).
+fn scheduled_backups(
+    plan: config::BackupPlan,
+    config: &super::ConfigArg,
+    data: &DataDir,
+) -> crate::backups::Backups {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    let mut command = vec![abs(&exe), "backup".to_owned()];
+    if let Some(file) = &config.config {
+        command.extend(["--config".to_owned(), abs(file)]);
+    }
+    for f in &config.env_file {
+        command.extend(["--env-file".to_owned(), abs(f)]);
+    }
+    command.extend(["--data".to_owned(), abs(data.root())]);
+    crate::backups::Backups::new(plan, command, data.backups())
 }
 
 /// How `cogno reload` and SIGHUP read the stack file again: as `up` did

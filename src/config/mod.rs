@@ -19,7 +19,9 @@ use crate::user::RunAs;
 use diagnostic::{display_path, Diagnostic, Seg};
 use nix::sys::signal::Signal;
 use plan::Plan;
-use raw::{Argv, DependsOn, EnvFiles, EnvValue, RawConfig, RawHealth, RawNotify, RawService};
+use raw::{
+    Argv, DependsOn, EnvFiles, EnvValue, RawBackup, RawConfig, RawHealth, RawNotify, RawService,
+};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -49,6 +51,19 @@ pub struct Stack {
     pub plan: Plan,
     /// Who is told about the stack's troubles (`notify:`); None: nobody.
     pub notify: Option<Notify>,
+    /// Backups cogno takes itself (`backup:`); None: only `cogno backup`.
+    pub backup: Option<BackupPlan>,
+}
+
+/// `backup:`, validated (see `crate::backups`).
+#[derive(Debug, Clone)]
+pub struct BackupPlan {
+    pub schedule: crate::schedule::Schedule,
+    /// How many of cogno's archives in `to` a scheduled backup leaves.
+    pub keep: u32,
+    /// Where the archives go, relative to the stack file's directory; None:
+    /// DATA/backups, as for `cogno backup`.
+    pub to: Option<PathBuf>,
 }
 
 /// `notify:`, validated: a hook command and/or webhooks, and the events
@@ -95,6 +110,8 @@ pub const DEFAULT_NOTIFY_ON: &[NotifyOn] = &[
 ];
 const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_NOTIFY_RETRIES: u32 = 3;
+/// A week of daily backups.
+const DEFAULT_BACKUP_KEEP: u32 = 7;
 /// The hook's user when cogno is root and `notify.user` is not set.
 const DEFAULT_NOTIFY_USER: &str = "nobody";
 
@@ -713,6 +730,38 @@ impl Builder<'_> {
             services,
             plan,
             notify: raw.notify.as_ref().map(|n| self.notify(n)).transpose()?,
+            backup: raw.backup.as_ref().map(|b| self.backup(b)).transpose()?,
+        })
+    }
+
+    /// `backup:`: a schedule croner reads, and at least one archive kept.
+    fn backup(&self, rb: &RawBackup) -> Result<BackupPlan, Diagnostic> {
+        let at = |k: &str| [key("backup"), key(k)];
+        let schedule = self.schedule(&at("schedule"), &rb.schedule)?;
+        let keep = rb.keep.map_or(DEFAULT_BACKUP_KEEP, |k| k.0);
+        if keep == 0 {
+            return Err(self.err(
+                &at("keep"),
+                "`backup.keep` is 0: every backup would be deleted as soon as it is made",
+                format!("keep at least 1 archive (the default is {DEFAULT_BACKUP_KEEP})"),
+            ));
+        }
+        let to = rb.to.as_ref().map(|to| {
+            // As `ca_file`: relative to the stack file, not to wherever cogno was started.
+            self.file.parent().unwrap_or(Path::new("")).join(to)
+        });
+        Ok(BackupPlan { schedule, keep, to })
+    }
+
+    /// A cron expression at `at`, or an error saying why it is not one.
+    fn schedule(&self, at: &[Seg], text: &str) -> Result<crate::schedule::Schedule, Diagnostic> {
+        crate::schedule::Schedule::parse(text).map_err(|why| {
+            self.err(
+                at,
+                format!("`{text}` is not a cron schedule: {why}"),
+                "write 5 fields, minute hour day-of-month month day-of-week (`0 3 * * *`: \
+                 every day at 03:00 local time), or 6 with seconds first (`*/30 * * * * *`)",
+            )
         })
     }
 

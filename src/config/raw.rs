@@ -25,7 +25,17 @@ pub struct RawConfig {
     #[serde(default)]
     pub env: IndexMap<String, EnvValue>,
     pub notify: Option<RawNotify>,
+    pub backup: Option<RawBackup>,
     pub services: IndexMap<String, RawService>,
+}
+
+/// `backup:`: cogno backs the running stack up on a schedule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    pub schedule: String,
+    pub keep: Option<Lenient<u32>>,
+    pub to: Option<String>,
 }
 
 /// `logs:`: where the services' output goes besides stdout.

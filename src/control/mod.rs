@@ -181,6 +181,39 @@ pub struct StackStatus {
     pub version: String,
     pub pid: i32,
     pub services: Vec<ServiceStatus>,
+    /// The scheduled backups (`backup:` in the stack file); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// The scheduled backups, as `cogno status` shows them (see `crate::backups`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupStatus {
+    /// The cron expression, as written.
+    pub schedule: String,
+    /// The directory the archives go to.
+    pub to: String,
+    pub keep: u32,
+    /// When the next one is due (RFC 3339, UTC); None while one runs, or
+    /// when the schedule is never due again.
+    pub next: Option<String>,
+    /// When the one running now started.
+    pub running_since: Option<String>,
+    /// How the last one went; None before the first.
+    pub last: Option<BackupRun>,
+}
+
+/// One scheduled backup's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRun {
+    /// When it started (RFC 3339, UTC).
+    pub started: String,
+    pub took_ms: u64,
+    pub ok: bool,
+    /// The archive's path, when it succeeded.
+    pub archive: Option<String>,
+    /// Why it failed: `cogno backup`'s error, or the retention's.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -132,6 +132,10 @@ pub struct Supervisor {
     last_phase: control::Phase,
     /// The critical service whose failure is stopping the stack, and why.
     stop_cause: Option<(String, String)>,
+    /// Scheduled backups, until `run` starts them (see `crate::backups`).
+    scheduled_backups: Option<crate::backups::Backups>,
+    /// Their status, once started, for `cogno status`.
+    backups: Option<tokio::sync::watch::Receiver<control::BackupStatus>>,
 }
 
 impl Supervisor {
@@ -204,6 +208,8 @@ impl Supervisor {
             files: None,
             last_phase: control::Phase::Starting,
             stop_cause: None,
+            scheduled_backups: None,
+            backups: None,
         }
     }
 
@@ -215,6 +221,11 @@ impl Supervisor {
     /// Writes each service's output to its log file too.
     pub fn write_files(&mut self, files: crate::logfiles::FileLogs) {
         self.files = Some(files);
+    }
+
+    /// Takes scheduled backups of the stack while it runs.
+    pub fn back_up(&mut self, backups: crate::backups::Backups) {
+        self.scheduled_backups = Some(backups);
     }
 
     /// Runs `f` once, the first time the stack is ready.
@@ -265,6 +276,10 @@ impl Supervisor {
             .notify
             .as_ref()
             .map(|n| Notifier::start(n, &self.events, &self.waiters));
+        self.backups = self
+            .scheduled_backups
+            .take()
+            .map(|b| b.start(&self.events, &self.waiters));
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on
             // a service) — or none yet, at the start, where services that are

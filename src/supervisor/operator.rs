@@ -509,6 +509,7 @@ impl Supervisor {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: nix::unistd::getpid().as_raw(),
             services,
+            backup: self.backups.as_ref().map(|b| b.borrow().clone()),
         }
     }
 }
