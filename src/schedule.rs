@@ -16,14 +16,16 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// `text` as a schedule, or why it is not one (croner's reason).
+    /// `text` as a schedule, or why it is not one: croner's reason, with
+    /// the field it is about when one field alone is wrong.
     pub fn parse(text: &str) -> Result<Schedule, String> {
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build()
-            .parse(text)
-            .map_err(|e| e.to_string())?;
+        let cron = parser().parse(text).map_err(|e| {
+            let why = e.to_string();
+            match bad_field(text) {
+                Some(field) => format!("{field}: {why}"),
+                None => why,
+            }
+        })?;
         Ok(Schedule {
             cron,
             text: text.to_owned(),
@@ -43,6 +45,41 @@ impl Schedule {
     }
 }
 
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// The first field that is wrong on its own (`the hour field \`25\``):
+/// croner's errors do not say which one.
+fn bad_field(text: &str) -> Option<String> {
+    const NAMES: [&str; 6] = [
+        "second",
+        "minute",
+        "hour",
+        "day-of-month",
+        "month",
+        "day-of-week",
+    ];
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let names = match fields.len() {
+        5 => &NAMES[1..],
+        6 => &NAMES[..],
+        _ => return None,
+    };
+    (0..fields.len()).find_map(|i| {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { fields[i] } else { "*" })
+            .collect();
+        parser()
+            .parse(&alone.join(" "))
+            .is_err()
+            .then(|| format!("the {} field `{}`", names[i], fields[i]))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,7 +90,10 @@ mod tests {
         assert!(Schedule::parse("0 3 * * *").is_ok());
         assert!(Schedule::parse("*/2 * * * * *").is_ok());
         assert!(Schedule::parse("0 0 3 * * * 2030").is_err());
-        assert!(Schedule::parse("61 * * * *").is_err());
+        assert_eq!(
+            Schedule::parse("0 25 * * *").unwrap_err(),
+            "the hour field `25`: Component error: Number out of bounds."
+        );
         assert!(Schedule::parse("every day").is_err());
     }
 

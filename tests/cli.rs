@@ -181,7 +181,13 @@ services:
     );
     assert_eq!(
         plan["notify"]["on"],
-        serde_json::json!(["fatal", "critical", "unhealthy", "recovered"])
+        serde_json::json!([
+            "fatal",
+            "critical",
+            "unhealthy",
+            "recovered",
+            "backup_failed"
+        ])
     );
 }
 

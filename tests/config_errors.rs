@@ -113,7 +113,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Where the error must point.
-enum At {
+pub(crate) enum At {
     /// The line holding `line`, and the column where `item` starts on that line.
     Item {
         line: &'static str,
@@ -151,7 +151,7 @@ fn nth_position(yaml: &str, needle: &str, item: &str, n: usize) -> (usize, usize
 /// Runs `cogno up` (and `cogno check`) on `yaml` and checks everything a user
 /// relies on: exit status 2, the key(s) in `expect`, the position, a help
 /// line, and no trace left on disk. Returns stderr for further checks.
-fn config_error(name: &str, yaml: &str, expect: &[&str], at: At) -> String {
+pub(crate) fn config_error(name: &str, yaml: &str, expect: &[&str], at: At) -> String {
     let sb = Sandbox::new(name, yaml);
     let out = sb.up();
     let stderr = text(&out.stderr);

@@ -22,5 +22,6 @@ mod notify;
 mod paths;
 mod pid1;
 mod run;
+mod schedule;
 mod subset;
 mod supervisor;

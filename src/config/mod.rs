@@ -107,6 +107,7 @@ pub const DEFAULT_NOTIFY_ON: &[NotifyOn] = &[
     NotifyOn::Critical,
     NotifyOn::Unhealthy,
     NotifyOn::Recovered,
+    NotifyOn::BackupFailed,
 ];
 const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_NOTIFY_RETRIES: u32 = 3;

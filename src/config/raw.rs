@@ -76,6 +76,9 @@ pub enum NotifyOn {
     Ready,
     /// The stack is not ready any more, or will not get there.
     Degraded,
+    /// A scheduled backup (`backup:`) failed.
+    #[serde(rename = "backup_failed")]
+    BackupFailed,
 }
 
 impl NotifyOn {
@@ -86,6 +89,7 @@ impl NotifyOn {
         NotifyOn::Recovered,
         NotifyOn::Ready,
         NotifyOn::Degraded,
+        NotifyOn::BackupFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +100,7 @@ impl NotifyOn {
             NotifyOn::Recovered => "recovered",
             NotifyOn::Ready => "ready",
             NotifyOn::Degraded => "degraded",
+            NotifyOn::BackupFailed => "backup_failed",
         }
     }
 }

@@ -36,6 +36,7 @@ impl Notice {
             NotifyOn::Recovered => format!("{about} has recovered"),
             NotifyOn::Ready => "the stack is ready".to_owned(),
             NotifyOn::Degraded => "the stack is degraded".to_owned(),
+            NotifyOn::BackupFailed => "a scheduled backup failed".to_owned(),
         };
         let why = self
             .reason
@@ -96,8 +97,25 @@ pub struct Watch {
 impl Watch {
     /// The notice `ev` makes, whether or not anyone listens for its kind.
     pub fn notice(&mut self, ev: &Event, host: &str) -> Option<Notice> {
+        let event = self.event(ev)?;
+        Some(Notice {
+            event,
+            service: ev.service.clone(),
+            from: ev.from.clone(),
+            to: ev.to.clone(),
+            reason: ev.reason.clone(),
+            t: ev.t.clone(),
+            host: host.to_owned(),
+        })
+    }
+
+    fn event(&mut self, ev: &Event) -> Option<NotifyOn> {
+        // The one event that is no change from one state to another.
+        if ev.kind == "backup_failed" {
+            return Some(NotifyOn::BackupFailed);
+        }
         let to = ev.to.as_deref()?;
-        let event = match (ev.kind.as_str(), to) {
+        Some(match (ev.kind.as_str(), to) {
             ("transition", "fatal" | "failed" | "unhealthy" | "backoff") => {
                 self.troubled.insert(ev.service.clone()?);
                 match to {
@@ -115,15 +133,6 @@ impl Watch {
             // one it is an operator's or a signal's.
             ("phase", "stopping") if ev.service.is_some() => NotifyOn::Critical,
             _ => return None,
-        };
-        Some(Notice {
-            event,
-            service: ev.service.clone(),
-            from: ev.from.clone(),
-            to: ev.to.clone(),
-            reason: ev.reason.clone(),
-            t: ev.t.clone(),
-            host: host.to_owned(),
         })
     }
 }
@@ -216,6 +225,22 @@ mod tests {
             None,
             "the marker of a service's processes"
         );
+    }
+
+    #[test]
+    fn a_failed_backup_is_a_notice_and_a_successful_one_is_not() {
+        let mut failed = Event::new("backup_failed", None);
+        failed.reason = Some("cannot create /b: Not a directory".into());
+        let n = Watch::default().notice(&failed, "h").unwrap();
+        assert_eq!(n.event, NotifyOn::BackupFailed);
+        assert_eq!(
+            n.text(),
+            "cogno on h: a scheduled backup failed: cannot create /b: Not a directory"
+        );
+        assert_eq!(n.json()["event"], "backup_failed");
+        assert!(Watch::default()
+            .notice(&Event::new("backup", None), "h")
+            .is_none());
     }
 
     #[test]

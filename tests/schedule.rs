@@ -1,0 +1,247 @@
+//! Scheduled backups (`backup:` in the stack file, issue 11): cogno runs its
+//! own `cogno backup` on a cron schedule, keeps the newest `keep` of its own
+//! archives and nothing else is touched; a failure is logged, shown by
+//! `cogno status` and published as an event. The schedules here have a
+//! seconds field (every 2 s), and every wait is for a log line or an event.
+
+use crate::common::{Cogno, Stack, COGNO};
+use crate::config_errors::{config_error, At};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A few scheduled backups, on a busy machine.
+const LONG: Duration = Duration::from_secs(60);
+
+/// `cogno ARGS --data DATA` against the running stack: stdout, or a panic
+/// with stderr.
+fn cli(s: &Stack, args: &[&str]) -> String {
+    let out = Command::new(COGNO)
+        .args(args)
+        .arg("--data")
+        .arg(&s.data)
+        .env_remove("COGNO_DATA_DIR")
+        .env_remove("COGNO_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cogno");
+    assert!(
+        out.status.success(),
+        "cogno {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("list the directory")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Waits until `n` lines of cogno's output contain `needle`.
+fn wait_count(c: &Cogno, needle: &str, n: usize) {
+    // Each line is looked at once, in order: counting them is enough.
+    let seen = std::cell::Cell::new(0);
+    c.wait_line_by(&format!("number {n} containing {needle:?}"), LONG, |l| {
+        seen.set(seen.get() + usize::from(l.contains(needle)));
+        seen.get() >= n
+    });
+}
+
+#[test]
+fn a_scheduled_backup_fires_and_keeps_only_the_newest_of_its_own_archives() {
+    let s = Stack::new("sched-backup");
+    let out = s.dir.path().join("archives");
+    std::fs::create_dir(&out).unwrap();
+    // Not cogno's: the retention must leave them alone, whatever they look like.
+    let foreign = [
+        "notes.txt",
+        "cogno-backup-manual.tar.zst",
+        "cogno-backup-20000101T000000Z.tar.zst.keep",
+    ];
+    for f in foreign {
+        std::fs::write(out.join(f), "mine").unwrap();
+    }
+    s.write(
+        r#"
+backup:
+  schedule: "*/2 * * * * *"
+  keep: 2
+  to: archives
+services:
+  web:
+    command: sleep 1000
+"#,
+    );
+    let c = Cogno::up(&s);
+    c.wait_line("stack is ready");
+    // Four backups: the third and the fourth each remove the oldest one.
+    wait_count(&c, "scheduled backup: ", 4);
+    wait_count(&c, "backup: removed cogno-backup-", 2);
+    let archives: Vec<String> = names(&out)
+        .into_iter()
+        .filter(|n| !foreign.contains(&n.as_str()))
+        .collect();
+    assert_eq!(archives.len(), 2, "{archives:?}\n{}", c.output());
+    for f in foreign {
+        assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), "mine");
+    }
+    // The newest archive is complete: every member's checksum holds.
+    let newest = out.join(&archives[1]);
+    let manifest = cogno::datadir::archive::read(&newest, None)
+        .unwrap_or_else(|e| panic!("{}: {e}", newest.display()));
+    assert!(manifest
+        .members
+        .iter()
+        .any(|m| m.path.starts_with("stack/")));
+    // `cogno status` names the last one and when the next is due.
+    let status = cli(&s, &["status"]);
+    assert!(status.contains("last backup: "), "{status}");
+    assert!(status.contains("next backup: "), "{status}");
+    assert!(
+        status.contains("schedule `*/2 * * * * *`, keeping 2 in"),
+        "{status}"
+    );
+    assert!(!status.contains("failed"), "{status}");
+}
+
+/// `cogno events --json`, read line by line by a thread.
+struct Events {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Events {
+    fn follow(s: &Stack) -> Events {
+        let mut child = Command::new(COGNO)
+            .args(["events", "--json", "--data"])
+            .arg(&s.data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run cogno events");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Events { child, lines }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no event containing {needle:?}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_failed_scheduled_backup_is_logged_shown_in_status_and_an_event() {
+    let s = Stack::new("sched-backup-fails");
+    // A directory under a regular file cannot be made, not even by root.
+    std::fs::write(s.dir.path().join("plain-file"), "").unwrap();
+    s.write(
+        r#"
+backup:
+  schedule: "*/2 * * * * *"
+  to: plain-file/backups
+services:
+  web:
+    command: sleep 1000
+"#,
+    );
+    let c = Cogno::up(&s);
+    c.wait_line("stack is ready");
+    let events = Events::follow(&s);
+    let ev = events.wait_for(r#""kind":"backup_failed""#);
+    assert!(ev.contains("cannot create"), "{ev}");
+    c.wait_line("scheduled backup failed: cannot create");
+    let status = cli(&s, &["status"]);
+    let last = status
+        .lines()
+        .find(|l| l.starts_with("last backup: "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(last.contains("failed: cannot create"), "{status}");
+    let json = cli(&s, &["status", "--json"]);
+    assert!(json.contains(r#""ok": false"#), "{json}");
+    // Still supervising: the failure touched nothing else.
+    assert!(status.contains("web"), "{status}");
+    assert!(status.starts_with("ready"), "{status}");
+}
+
+#[test]
+fn a_bad_cron_expression_is_a_config_error() {
+    let yaml = "\
+backup:
+  schedule: \"0 25 * * *\"
+services:
+  web:
+    command: sleep 1000
+";
+    config_error(
+        "sched-bad-cron",
+        yaml,
+        &[
+            "`0 25 * * *` is not a cron schedule: the hour field `25`",
+            "0 3 * * *",
+        ],
+        At::Text("schedule"),
+    );
+}
+
+#[test]
+fn backup_keep_zero_and_unknown_keys_are_config_errors() {
+    let yaml = "\
+backup:
+  schedule: \"0 3 * * *\"
+  keep: 0
+services:
+  web:
+    command: sleep 1000
+";
+    config_error(
+        "sched-keep-0",
+        yaml,
+        &["`backup.keep` is 0"],
+        At::Text("keep"),
+    );
+    let yaml = "\
+backup:
+  schedule: \"0 3 * * *\"
+  retain: 3
+services:
+  web:
+    command: sleep 1000
+";
+    config_error(
+        "sched-unknown-key",
+        yaml,
+        &["backup.retain", "unknown field `retain`"],
+        At::Text("retain"),
+    );
+}
