@@ -70,9 +70,7 @@ impl Backups {
                 return;
             };
             status.send_modify(|s| s.next = Some(crate::fmt::rfc3339(due)));
-            // Asleep until then: the timer is the only thing that wakes this task.
-            let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            crate::schedule::sleep_until(due).await;
             let started = SystemTime::now();
             status.send_modify(|s| {
                 s.next = None;

@@ -45,6 +45,12 @@ impl Schedule {
     }
 }
 
+/// Sleeps until the wall clock reaches `at` (the time a schedule gave): the
+/// timer is all that wakes the caller, no polling.
+pub async fn sleep_until(at: SystemTime) {
+    tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default()).await;
+}
+
 fn parser() -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Optional)

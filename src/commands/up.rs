@@ -368,11 +368,13 @@ fn ready_banner(stack: &Stack, selection: &Selection, data: &DataDir) -> Vec<Str
     let mut lines = vec!["ready. What runs here:".to_owned()];
     let selected = stack.services.iter().zip(&selection.chosen);
     for (svc, _) in selected.filter(|(_, &chosen)| chosen) {
-        let what = match &svc.bundled {
-            Some(b) => bundled::server(b.kind).banner(b),
+        let what = match (&svc.bundled, &svc.schedule) {
+            (Some(b), _) => bundled::server(b.kind).banner(b),
+            // Its runs come with the clock, not with the stack's readiness.
+            (None, Some(s)) => format!("scheduled (oneshot, `{}`)", s.text()),
             // The stack is only ready once its oneshots have completed.
-            None if svc.oneshot => "completed (oneshot)".into(),
-            None => match &svc.health {
+            (None, None) if svc.oneshot => "completed (oneshot)".into(),
+            (None, None) => match &svc.health {
                 Some(h) => match &h.probe {
                     config::Probe::Http { url, .. } => url.clone(),
                     config::Probe::Tcp(a) => a.clone(),

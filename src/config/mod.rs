@@ -161,6 +161,10 @@ pub struct Service {
     pub command: Vec<String>,
     pub bundled: Option<Bundled>,
     pub oneshot: bool,
+    /// A oneshot's `schedule:`: run at those times (see `supervisor`).
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// A scheduled oneshot runs when the stack starts too (`run_at_start: true`).
+    pub run_at_start: bool,
     pub priority: i64,
     pub working_dir: Option<PathBuf>,
     /// The `user:` as written (or a bundled server's default user).
@@ -966,6 +970,25 @@ impl Builder<'_> {
                 "a oneshot runs to completion once; use `restart: on-failure` to retry a failed run, or drop `oneshot`",
             ));
         }
+        let schedule = match &rs.schedule {
+            Some(_) if !oneshot => {
+                return Err(self.err(
+                    &self.svc_path(name, &["schedule"]),
+                    format!("`{name}` has a `schedule` but is not a oneshot: a schedule starts a command that runs to completion, and `{name}` is kept running"),
+                    "add `oneshot: true` if it finishes on its own (a backup, a cleanup job), or remove `schedule`",
+                ))
+            }
+            Some(text) => Some(self.schedule(&self.svc_path(name, &["schedule"]), text)?),
+            None => None,
+        };
+        let run_at_start = rs.run_at_start.is_some_and(|b| b.0);
+        if rs.run_at_start.is_some() && schedule.is_none() {
+            return Err(self.err(
+                &self.svc_path(name, &["run_at_start"]),
+                format!("`{name}` has `run_at_start` but no `schedule`"),
+                "a service without a schedule always runs at start: remove `run_at_start`, or add `schedule:`",
+            ));
+        }
         let depends_on = self.dependencies(name, rs, names)?;
         let health = match (&rs.health, &bundled) {
             (Some(h), _) => Some(self.health(name, h, temporal)?),
@@ -1049,6 +1072,8 @@ impl Builder<'_> {
             command,
             bundled,
             oneshot,
+            schedule,
+            run_at_start,
             priority: rs.priority.map_or(default_priority, |p| p.0),
             working_dir: rs.working_dir.as_ref().map(PathBuf::from),
             user,

@@ -134,6 +134,10 @@ pub struct RawService {
     pub ui_port: Option<Lenient<u16>>,
     pub command: Option<Argv>,
     pub oneshot: Option<Lenient<bool>>,
+    /// A oneshot run on a cron schedule.
+    pub schedule: Option<String>,
+    /// A scheduled oneshot also runs when the stack starts.
+    pub run_at_start: Option<Lenient<bool>>,
     pub priority: Option<Lenient<i64>>,
     pub working_dir: Option<String>,
     pub user: Option<String>,

@@ -73,6 +73,10 @@ enum Event {
         svc: usize,
         instance: u64,
     },
+    /// A scheduled oneshot's time has come (see `start_schedules`).
+    Scheduled {
+        svc: usize,
+    },
     /// Status requests waiting for fresh probe results are answered now.
     FreshLimit,
     ShutdownDeadline,
@@ -157,6 +161,8 @@ impl Supervisor {
             .zip(derived)
             .zip(selection.chosen)
             .map(|((s, derived), chosen)| {
+                // A scheduled oneshot waits for its time, unless told to run at start too.
+                let chosen = chosen && (s.schedule.is_none() || s.run_at_start);
                 let run_as = s.run_as.clone();
                 let env = env::service_env(&derived, &base_env, &stack.env, s, run_as.as_ref());
                 ServiceRt::new(Spec::of(s), run_as, env, chosen)
@@ -280,6 +286,7 @@ impl Supervisor {
             .scheduled_backups
             .take()
             .map(|b| b.start(&self.events, &self.waiters));
+        self.start_schedules();
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on
             // a service) — or none yet, at the start, where services that are
@@ -331,6 +338,30 @@ impl Supervisor {
                     _ => return,
                 },
             }
+        }
+    }
+
+    /// One timer task per scheduled oneshot: it sleeps until the next time
+    /// the schedule gives and tells the loop, which starts the service
+    /// unless its last run is still going. The times are fixed at start (a
+    /// reload does not change them).
+    fn start_schedules(&self) {
+        for (svc, s) in self.stack.services.iter().enumerate() {
+            let Some(schedule) = s.schedule.clone() else {
+                continue;
+            };
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let mut after = std::time::SystemTime::now();
+                while let Some(due) = schedule.next_after(after) {
+                    crate::schedule::sleep_until(due).await;
+                    if tx.send(Event::Scheduled { svc }).is_err() {
+                        return;
+                    }
+                    // Never before `due`: a timer that woke early must not fire twice.
+                    after = std::time::SystemTime::now().max(due);
+                }
+            });
         }
     }
 
@@ -389,6 +420,7 @@ impl Supervisor {
                     self.try_finish_cleanup(svc);
                 }
             }
+            Event::Scheduled { svc } => self.run_scheduled(svc),
             Event::FreshLimit => self.answer_fresh(None),
             Event::ShutdownDeadline => {
                 if self.phase == Phase::Stopping {
@@ -544,6 +576,10 @@ impl Supervisor {
         for dep in &self.stack.services[i].depends_on {
             // A priority tier orders what runs: a lower tier left out is not waited for.
             if dep.implicit && !self.svcs[dep.on].selected {
+                continue;
+            }
+            // Nor a scheduled oneshot: it runs at its times, not in the start order.
+            if dep.implicit && self.stack.services[dep.on].schedule.is_some() {
                 continue;
             }
             let machine = &self.svcs[dep.on].machine;

@@ -16,7 +16,7 @@ use crate::fmt::{count, fmt_duration, fmt_latency};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 /// A running service's last check is stale for a status request once it is
 /// this old (or its interval, if shorter): checks run every `interval` (5 s
@@ -255,9 +255,11 @@ impl Supervisor {
         }
     }
 
-    /// Service `i` is where the stack needs it; one left out is not needed.
+    /// Service `i` is where the stack needs it; one left out is not needed,
+    /// nor a scheduled oneshot (its runs come and go with the clock).
     fn ready(&self, i: usize) -> bool {
         !self.svcs[i].selected
+            || self.stack.services[i].schedule.is_some()
             || matches!(
                 self.svcs[i].state(),
                 State::Running { .. } | State::Completed
@@ -381,9 +383,38 @@ impl Supervisor {
         }
     }
 
+    /// A scheduled oneshot's time: starts it, as an operator's start would
+    /// (with what it needs left out), unless its last run is still going.
+    pub(super) fn run_scheduled(&mut self, i: usize) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let name = self.name(i).to_owned();
+        let state = self.svcs[i].state();
+        if state.alive() || matches!(state, State::Waiting(_) | State::Backoff { .. }) {
+            warn!(
+                "{name}: the run due now is skipped: the last one is still {}",
+                state.kind()
+            );
+            return;
+        }
+        info!("{name}: starting on its schedule");
+        self.select(i);
+        self.feed(i, Input::Start);
+    }
+
     /// What its state says about why it is not ready.
     fn state_reason(&self, i: usize) -> Option<String> {
         let machine = &self.svcs[i].machine;
+        let scheduled = self.stack.services[i].schedule.as_ref();
+        if let (Some(s), false) = (scheduled, self.svcs[i].selected) {
+            let next = s.next_after(std::time::SystemTime::now());
+            return Some(format!(
+                "scheduled (`{}`): next run at {}",
+                s.text(),
+                next.map_or_else(|| "never".to_owned(), crate::fmt::rfc3339)
+            ));
+        }
         if !self.svcs[i].selected {
             return Some(format!(
                 "not started: left out of this run (`cogno start {}` starts it)",
