@@ -207,7 +207,7 @@ services:
         "sched-bad-cron",
         yaml,
         &[
-            "`0 25 * * *` is not a cron schedule: the hour field `25`",
+            "`backup.schedule`: `0 25 * * *` is not a cron schedule: the hour field `25`",
             "0 3 * * *",
         ],
         At::Text("schedule"),
@@ -243,5 +243,92 @@ services:
         yaml,
         &["backup.retain", "unknown field `retain`"],
         At::Text("retain"),
+    );
+}
+
+#[test]
+fn a_scheduled_oneshot_runs_on_its_schedule_one_run_at_a_time_and_at_start_only_when_asked() {
+    let s = Stack::new("sched-oneshot");
+    let (runs, at_start, never) = (s.file("runs"), s.file("at-start"), s.file("never"));
+    // Each run outlasts the 2 s between times: the next time finds it running.
+    let job = crate::common::argv(&[
+        "sh",
+        "-c",
+        &format!("echo start >> {runs}; sleep 3; echo end >> {runs}"),
+    ]);
+    s.write(&format!(
+        r#"
+services:
+  web:
+    command: sleep 1000
+  job:
+    oneshot: true
+    schedule: "*/2 * * * * *"
+    command: {job}
+  first:
+    oneshot: true
+    schedule: "0 0 1 1 *"
+    run_at_start: true
+    command: ["touch", "{at_start}"]
+  yearly:
+    oneshot: true
+    schedule: "0 0 1 1 *"
+    command: ["touch", "{never}"]
+"#
+    ));
+    let c = Cogno::up(&s);
+    c.wait_line("stack is ready");
+    wait_count(&c, "job: completed", 2);
+    c.wait_line("job: the run due now is skipped: the last one is still running");
+    // Never two at once: every start is followed by its end before the next.
+    let lines = std::fs::read_to_string(&runs).unwrap();
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(lines.len() >= 4, "{lines:?}");
+    for (k, l) in lines.iter().enumerate() {
+        assert_eq!(*l, ["start", "end"][k % 2], "{lines:?}\n{}", c.output());
+    }
+    assert!(
+        Path::new(&at_start).exists(),
+        "run_at_start: it ran at start"
+    );
+    assert!(
+        !Path::new(&never).exists(),
+        "not at start without run_at_start"
+    );
+    let status = cli(&s, &["status"]);
+    let yearly = status
+        .lines()
+        .find(|l| l.starts_with("yearly"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(yearly.contains("stopped"), "{status}");
+    assert!(status.starts_with("ready"), "{status}");
+}
+
+#[test]
+fn a_schedule_on_a_long_running_service_is_a_config_error() {
+    let yaml = "\
+services:
+  web:
+    command: sleep 1000
+    schedule: \"0 3 * * *\"
+";
+    config_error(
+        "sched-not-oneshot",
+        yaml,
+        &["`web` has a `schedule` but is not a oneshot"],
+        At::Text("schedule"),
+    );
+    let yaml = "\
+services:
+  job:
+    oneshot: true
+    command: [\"true\"]
+    schedule: \"0 3 * * * * *\"
+";
+    config_error(
+        "sched-7-fields",
+        yaml,
+        &["services.job.schedule", "is not a cron schedule"],
+        At::Text("schedule"),
     );
 }

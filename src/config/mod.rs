@@ -763,7 +763,10 @@ impl Builder<'_> {
         crate::schedule::Schedule::parse(text).map_err(|why| {
             self.err(
                 at,
-                format!("`{text}` is not a cron schedule: {why}"),
+                format!(
+                    "`{}`: `{text}` is not a cron schedule: {why}",
+                    display_path(at)
+                ),
                 "write 5 fields, minute hour day-of-month month day-of-week (`0 3 * * *`: \
                  every day at 03:00 local time), or 6 with seconds first (`*/30 * * * * *`)",
             )
