@@ -140,6 +140,8 @@ pub struct Supervisor {
     scheduled_backups: Option<crate::backups::Backups>,
     /// Their status, once started, for `cogno status`.
     backups: Option<tokio::sync::watch::Receiver<control::BackupStatus>>,
+    /// The scheduled oneshots this run runs at their times.
+    scheduled: Vec<usize>,
 }
 
 impl Supervisor {
@@ -155,6 +157,12 @@ impl Supervisor {
         pid1: bool,
     ) -> Supervisor {
         let root = nix::unistd::geteuid().is_root();
+        // Those a profile or a subset left out are not run on schedule either.
+        let scheduled = (stack.services.iter().zip(&selection.chosen))
+            .enumerate()
+            .filter(|(_, (s, &chosen))| chosen && s.schedule.is_some())
+            .map(|(i, _)| i)
+            .collect();
         let svcs = stack
             .services
             .iter()
@@ -216,6 +224,7 @@ impl Supervisor {
             stop_cause: None,
             scheduled_backups: None,
             backups: None,
+            scheduled,
         }
     }
 
@@ -346,8 +355,8 @@ impl Supervisor {
     /// unless its last run is still going. The times are fixed at start (a
     /// reload does not change them).
     fn start_schedules(&self) {
-        for (svc, s) in self.stack.services.iter().enumerate() {
-            let Some(schedule) = s.schedule.clone() else {
+        for &svc in &self.scheduled {
+            let Some(schedule) = self.stack.services[svc].schedule.clone() else {
                 continue;
             };
             let tx = self.tx.clone();
