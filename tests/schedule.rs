@@ -332,3 +332,39 @@ services:
         At::Text("schedule"),
     );
 }
+
+#[test]
+fn a_scheduled_backup_of_a_running_postgres_lands_in_the_data_directory() {
+    use crate::bundled::{Bundled, User, READY};
+    let b = Bundled::new("sched-backup-pg", User::Root);
+    // PostgreSQL alone keeps it quick; no `to`: DATA/backups.
+    b.s.write(&format!(
+        "backup: {{schedule: \"*/5 * * * * *\", keep: 1}}\n\
+         services:\n  postgres: {{kind: postgres, port: {}}}\n",
+        b.ports.pg
+    ));
+    let c = b.up();
+    c.wait_line_by("containing \"stack is ready\"", READY, |l| {
+        l.contains("stack is ready")
+    });
+    wait_count(&c, "scheduled backup: ", 2);
+    c.wait_line("backup: removed cogno-backup-");
+    let dir = b.data().join("backups");
+    let archives = names(&dir);
+    assert_eq!(archives.len(), 1, "keep: 1 leaves one: {archives:?}");
+    let manifest = cogno::datadir::archive::read(&dir.join(&archives[0]), None)
+        .unwrap_or_else(|e| panic!("{}: {e}", archives[0]));
+    assert_eq!(
+        manifest.server("postgres").map(|s| s.service.as_str()),
+        Some("postgres")
+    );
+    assert!(
+        manifest
+            .members
+            .iter()
+            .any(|m| m.path == "postgres/pg_dumpall.sql" && m.size > 0),
+        "{:?}",
+        manifest.members
+    );
+    assert!(manifest.secrets_included);
+}
