@@ -161,20 +161,29 @@ impl Drop for Events {
 }
 
 #[test]
-fn a_failed_scheduled_backup_is_logged_shown_in_status_and_an_event() {
+fn a_failed_scheduled_backup_is_logged_shown_in_status_an_event_and_a_notice() {
     let s = Stack::new("sched-backup-fails");
     // A directory under a regular file cannot be made, not even by root.
     std::fs::write(s.dir.path().join("plain-file"), "").unwrap();
-    s.write(
+    let notices = s.file("notices");
+    let hook = crate::common::argv(&[
+        "sh",
+        "-c",
+        &format!("echo \"$COGNO_EVENT: $COGNO_EVENT_REASON\" >> {notices}"),
+    ]);
+    s.write(&format!(
         r#"
 backup:
   schedule: "*/2 * * * * *"
   to: plain-file/backups
+notify:
+  command: {hook}
+  user: root
 services:
   web:
     command: sleep 1000
-"#,
-    );
+"#
+    ));
     let c = Cogno::up(&s);
     c.wait_line("stack is ready");
     let events = Events::follow(&s);
@@ -190,8 +199,14 @@ services:
     let json = cli(&s, &["status", "--json"]);
     assert!(json.contains(r#""ok": false"#), "{json}");
     // Still supervising: the failure touched nothing else.
-    assert!(status.contains("web"), "{status}");
     assert!(status.starts_with("ready"), "{status}");
+    // `backup_failed` is among the notices sent by default.
+    assert!(
+        crate::common::eventually(LONG, || std::fs::read_to_string(&notices)
+            .is_ok_and(|n| n.contains("backup_failed: cannot create"))),
+        "no backup_failed notice\n{}",
+        c.output()
+    );
 }
 
 #[test]
