@@ -22,6 +22,21 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+/// The scheduled backups, once started.
+pub struct Running {
+    pub status: watch::Receiver<BackupStatus>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Running {
+    /// No more backups; one running now is killed (`KillOnDrop`). Called
+    /// when the stack begins to stop: a backup would fail as the servers
+    /// go, and send a `backup_failed` notice about nothing but the stop.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
 /// What a scheduled backup runs, fixed when the stack starts.
 pub struct Backups {
     plan: BackupPlan,
@@ -42,8 +57,8 @@ impl Backups {
     }
 
     /// Starts the task; the status it keeps up to date is read through the
-    /// receiver. The task (and a backup it is running) ends with the runtime.
-    pub fn start(self, events: &Events, waiters: &Waiters) -> watch::Receiver<BackupStatus> {
+    /// receiver. Aborting the task kills a backup it is running.
+    pub fn start(self, events: &Events, waiters: &Waiters) -> Running {
         let (tx, rx) = watch::channel(BackupStatus {
             schedule: self.plan.schedule.text().to_owned(),
             to: self.to.display().to_string(),
@@ -54,8 +69,11 @@ impl Backups {
         });
         let events = events.clone();
         let waiters = waiters.clone();
-        tokio::spawn(async move { self.run(tx, events, waiters).await });
-        rx
+        let task = tokio::spawn(async move { self.run(tx, events, waiters).await });
+        Running {
+            status: rx,
+            task: task.abort_handle(),
+        }
     }
 
     async fn run(self, status: watch::Sender<BackupStatus>, events: Events, waiters: Waiters) {

@@ -383,3 +383,43 @@ fn a_scheduled_backup_of_a_running_postgres_lands_in_the_data_directory() {
     );
     assert!(manifest.secrets_included);
 }
+
+#[test]
+fn stopping_the_stack_during_a_scheduled_backup_kills_it_without_a_failure_notice() {
+    use crate::bundled::{Bundled, User, READY};
+    use crate::common::{all_pids, cmdline};
+    let b = Bundled::new("sched-backup-stop", User::Root);
+    // Every second: a backup of PostgreSQL is nearly always running.
+    b.s.write(&format!(
+        "backup: {{schedule: \"* * * * * *\", keep: 1}}\n\
+         services:\n  postgres: {{kind: postgres, port: {}}}\n",
+        b.ports.pg
+    ));
+    let mut c = b.up();
+    c.wait_line_by("containing \"stack is ready\"", READY, |l| {
+        l.contains("stack is ready")
+    });
+    let data = b.data().display().to_string();
+    let backups = || -> Vec<i32> {
+        all_pids()
+            .into_iter()
+            .filter(|&p| {
+                let argv = cmdline(p);
+                argv.get(1).is_some_and(|a| a == "backup") && argv.contains(&data)
+            })
+            .collect()
+    };
+    assert!(
+        crate::common::eventually(LONG, || !backups().is_empty()),
+        "no scheduled backup started\n{}",
+        c.output()
+    );
+    c.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(c.wait_code(LONG), 0, "{}", c.output());
+    assert!(backups().is_empty(), "the backup outlived cogno");
+    assert!(
+        !c.output().contains("scheduled backup failed"),
+        "{}",
+        c.output()
+    );
+}

@@ -136,10 +136,10 @@ pub struct Supervisor {
     last_phase: control::Phase,
     /// The critical service whose failure is stopping the stack, and why.
     stop_cause: Option<(String, String)>,
-    /// Scheduled backups, until `run` starts them (see `crate::backups`).
+    /// Scheduled backups, until the stack is first ready (see `crate::backups`).
     scheduled_backups: Option<crate::backups::Backups>,
     /// Their status, once started, for `cogno status`.
-    backups: Option<tokio::sync::watch::Receiver<control::BackupStatus>>,
+    backups: Option<crate::backups::Running>,
     /// The scheduled oneshots this run runs at their times.
     scheduled: Vec<usize>,
 }
@@ -291,10 +291,6 @@ impl Supervisor {
             .notify
             .as_ref()
             .map(|n| Notifier::start(n, &self.events, &self.waiters));
-        self.backups = self
-            .scheduled_backups
-            .take()
-            .map(|b| b.start(&self.events, &self.waiters));
         self.start_schedules();
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on

@@ -292,6 +292,12 @@ impl Supervisor {
             if let Some(f) = self.on_ready.take() {
                 f();
             }
+            // From now on: a backup copies from running servers, and one
+            // due while they are still starting would only fail.
+            self.backups = self
+                .scheduled_backups
+                .take()
+                .map(|b| b.start(&self.events, &self.waiters));
         }
     }
 
@@ -540,7 +546,7 @@ impl Supervisor {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: nix::unistd::getpid().as_raw(),
             services,
-            backup: self.backups.as_ref().map(|b| b.borrow().clone()),
+            backup: self.backups.as_ref().map(|b| b.status.borrow().clone()),
         }
     }
 }

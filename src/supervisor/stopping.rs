@@ -24,6 +24,9 @@ impl Supervisor {
         self.phase = Phase::Stopping;
         self.shutdown_started = Some(Instant::now());
         self.sink.stop_waiting();
+        if let Some(b) = &self.backups {
+            b.stop();
+        }
         for i in 0..self.svcs.len() {
             self.feed(i, Input::Shutdown);
         }
