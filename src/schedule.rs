@@ -8,11 +8,18 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use std::time::SystemTime;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Schedule {
     cron: Cron,
     /// As written, for logs and status.
     text: String,
+}
+
+/// As written: what a reload compares (croner's parsed form is no clearer).
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Schedule({:?})", self.text)
+    }
 }
 
 impl Schedule {

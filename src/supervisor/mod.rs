@@ -140,8 +140,8 @@ pub struct Supervisor {
     scheduled_backups: Option<crate::backups::Backups>,
     /// Their status, once started, for `cogno status`.
     backups: Option<crate::backups::Running>,
-    /// The scheduled oneshots this run runs at their times.
-    scheduled: Vec<usize>,
+    /// The scheduled oneshots this run runs at their times, as they were at start.
+    scheduled: Vec<(usize, crate::schedule::Schedule)>,
 }
 
 impl Supervisor {
@@ -160,8 +160,8 @@ impl Supervisor {
         // Those a profile or a subset left out are not run on schedule either.
         let scheduled = (stack.services.iter().zip(&selection.chosen))
             .enumerate()
-            .filter(|(_, (s, &chosen))| chosen && s.schedule.is_some())
-            .map(|(i, _)| i)
+            .filter(|(_, (_, &chosen))| chosen)
+            .filter_map(|(i, (s, _))| Some((i, s.schedule.clone()?)))
             .collect();
         let svcs = stack
             .services
@@ -351,10 +351,7 @@ impl Supervisor {
     /// unless its last run is still going. The times are fixed at start (a
     /// reload does not change them).
     fn start_schedules(&self) {
-        for &svc in &self.scheduled {
-            let Some(schedule) = self.stack.services[svc].schedule.clone() else {
-                continue;
-            };
+        for (svc, schedule) in self.scheduled.clone() {
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 let mut after = std::time::SystemTime::now();

@@ -392,7 +392,8 @@ impl Supervisor {
     /// A scheduled oneshot's time: starts it, as an operator's start would
     /// (with what it needs left out), unless its last run is still going.
     pub(super) fn run_scheduled(&mut self, i: usize) {
-        if self.phase != Phase::Running {
+        // A service a reload removed keeps its slot, stopped: its times are over.
+        if self.phase != Phase::Running || self.svcs[i].removed {
             return;
         }
         let name = self.name(i).to_owned();
@@ -412,8 +413,9 @@ impl Supervisor {
     /// What its state says about why it is not ready.
     fn state_reason(&self, i: usize) -> Option<String> {
         let machine = &self.svcs[i].machine;
-        let scheduled = self.stack.services[i].schedule.as_ref();
-        if let (Some(s), false) = (scheduled, self.svcs[i].selected) {
+        // The times its timer keeps: those it started with, whatever a reload said.
+        let scheduled = self.scheduled.iter().find(|(j, _)| *j == i);
+        if let (Some((_, s)), false) = (scheduled, self.svcs[i].selected) {
             let next = s.next_after(std::time::SystemTime::now());
             return Some(format!(
                 "scheduled (`{}`): next run at {}",

@@ -51,11 +51,12 @@ impl Baseline {
     }
 }
 
-/// The stack-level settings a running cogno cannot change.
+/// The stack-level settings a running cogno cannot change (the backups'
+/// task is started once, with the command and plan it was given).
 fn fixed(stack: &Stack) -> String {
     format!(
-        "{:?} {:?} {} {:?}",
-        stack.data_dir, stack.health_listen, stack.metrics, stack.secrets
+        "{:?} {:?} {} {:?} {:?}",
+        stack.data_dir, stack.health_listen, stack.metrics, stack.secrets, stack.backup
     )
 }
 
@@ -110,10 +111,22 @@ impl Supervisor {
         let mut notes = Vec::new();
         if fixed(&new) != baseline.fixed {
             notes.push(
-                "data_dir, health_listen, metrics or secrets changed: needs a full restart \
+                "data_dir, health_listen, metrics, secrets or backup changed: needs a full restart \
                  (`cogno down`, then `cogno up`); not applied"
                     .to_owned(),
             );
+        }
+        // The timers of scheduled oneshots are set once, at start.
+        for svc in &new.services {
+            let before = self.stack.services.iter().find(|o| o.name == svc.name);
+            let was = before.and_then(|o| o.schedule.as_ref()).map(|s| s.text());
+            if svc.schedule.as_ref().map(|s| s.text()) != was {
+                notes.push(format!(
+                    "the schedule of `{}` changed: its times change at the next full restart \
+                     (`cogno down`, then `cogno up`); until then, those it started with",
+                    svc.name
+                ));
+            }
         }
         if let Some(b) = new
             .services
