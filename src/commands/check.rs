@@ -44,6 +44,8 @@ pub fn plan_json(stack: &Stack) -> Value {
                 "name": s.name,
                 "kind": s.bundled.as_ref().map(|b| b.kind.facts().name),
                 "oneshot": s.oneshot,
+                "schedule": s.schedule.as_ref().map(|sch| sch.text()),
+                "run_at_start": s.run_at_start,
                 "priority": s.priority,
                 "tier": tier_of(i).map(|t| t + 1),
                 "waits_for": waits,
@@ -81,6 +83,11 @@ pub fn plan_json(stack: &Stack) -> Value {
             "longest_chain_ms": total.as_millis() as u64,
         },
         "notify": notify,
+        "backup": stack.backup.as_ref().map(|b| json!({
+            "schedule": b.schedule.text(),
+            "keep": b.keep,
+            "to": b.to.as_ref().map(|p| p.display().to_string()),
+        })),
     })
 }
 
@@ -127,8 +134,13 @@ pub fn describe(stack: &Stack) -> String {
             } else {
                 format!("  waits for: {}", waits.join("; "))
             };
+            let when = match &s.schedule {
+                Some(sch) if s.run_at_start => format!(", at start and on `{}`", sch.text()),
+                Some(sch) => format!(", on `{}` (not at start)", sch.text()),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "  {label:<7} {:<width$}  {kind}, priority {}{waits}\n",
+                "  {label:<7} {:<width$}  {kind}, priority {}{when}{waits}\n",
                 s.name, s.priority
             ));
         }
@@ -139,6 +151,15 @@ pub fn describe(stack: &Stack) -> String {
         .iter()
         .map(|&i| stack.services[i].name.as_str())
         .collect();
+    if let Some(b) = &stack.backup {
+        out.push_str(&format!(
+            "\nbackups: on `{}` (local time), keeping the newest {} in {}\n",
+            b.schedule.text(),
+            b.keep,
+            b.to.as_ref()
+                .map_or_else(|| "DATA/backups".to_owned(), |p| p.display().to_string())
+        ));
+    }
     out.push_str(&format!(
         "\nshutdown: reverse order, within shutdown_budget {}; longest chain {} (stop timeouts add up to {}; \
          whatever is left when the budget is used up is killed)\n",

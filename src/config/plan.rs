@@ -35,6 +35,9 @@ impl Plan {
         let n = services.len();
         let oneshot: Vec<bool> = services.iter().map(|s| s.oneshot).collect();
         let priority: Vec<i64> = services.iter().map(|s| s.priority).collect();
+        // A scheduled oneshot runs at its times, not in the start order:
+        // only an explicit `depends_on` waits for it.
+        let scheduled: Vec<bool> = services.iter().map(|s| s.schedule.is_some()).collect();
         for (i, svc) in services.iter_mut().enumerate() {
             for dep in &mut svc.depends_on {
                 // A oneshot is never "healthy" while it runs: waiting for it means waiting for it to finish.
@@ -43,7 +46,10 @@ impl Plan {
                 }
             }
             for j in 0..n {
-                if priority[j] < priority[i] && !svc.depends_on.iter().any(|d| d.on == j) {
+                if priority[j] < priority[i]
+                    && !scheduled[j]
+                    && !svc.depends_on.iter().any(|d| d.on == j)
+                {
                     svc.depends_on.push(Dependency {
                         on: j,
                         condition: if oneshot[j] {

@@ -580,10 +580,6 @@ impl Supervisor {
             if dep.implicit && !self.svcs[dep.on].selected {
                 continue;
             }
-            // Nor a scheduled oneshot: it runs at its times, not in the start order.
-            if dep.implicit && self.stack.services[dep.on].schedule.is_some() {
-                continue;
-            }
             let machine = &self.svcs[dep.on].machine;
             let ds = &machine.state;
             let name = self.name(dep.on);
