@@ -289,6 +289,11 @@ services:
     oneshot: true
     schedule: "0 0 1 1 *"
     command: ["touch", "{never}"]
+  # A higher priority number waits for the lower ones, but not for the
+  # scheduled oneshots among them (`yearly` would keep it waiting a year).
+  late:
+    command: sleep 1000
+    priority: 200
 "#
     ));
     let c = Cogno::up(&s);
@@ -316,6 +321,8 @@ services:
         .find(|l| l.starts_with("yearly"))
         .unwrap_or_else(|| panic!("{status}"));
     assert!(yearly.contains("stopped"), "{status}");
+    let late = status.lines().find(|l| l.starts_with("late")).unwrap();
+    assert!(late.contains("running"), "{status}");
     assert!(status.starts_with("ready"), "{status}");
 }
 
