@@ -392,15 +392,17 @@ fn a_scheduled_backup_of_a_running_postgres_lands_in_the_data_directory() {
 }
 
 #[test]
-fn stopping_the_stack_during_a_scheduled_backup_kills_it_without_a_failure_notice() {
+fn a_scheduled_backup_runs_one_at_a_time_and_a_stop_kills_it_without_a_failure_notice() {
     use crate::bundled::{Bundled, User, READY};
     use crate::common::{all_pids, cmdline};
     let b = Bundled::new("sched-backup-stop", User::Root);
-    // Every second: a backup of PostgreSQL is nearly always running.
+    // Every second, and a backup of Redis takes 5 s (redis-cli --rdb waits
+    // for `repl-diskless-sync-delay`): one is always running when the next
+    // time comes.
     b.s.write(&format!(
         "backup: {{schedule: \"* * * * * *\", keep: 1}}\n\
-         services:\n  postgres: {{kind: postgres, port: {}}}\n",
-        b.ports.pg
+         services:\n  redis: {{kind: redis, port: {}}}\n",
+        b.ports.redis
     ));
     let mut c = b.up();
     c.wait_line_by("containing \"stack is ready\"", READY, |l| {
@@ -421,6 +423,17 @@ fn stopping_the_stack_during_a_scheduled_backup_kills_it_without_a_failure_notic
         "no scheduled backup started\n{}",
         c.output()
     );
+    // One at a time: the times that come meanwhile are skipped, and said so.
+    c.wait_line_by("saying a time was skipped", LONG, |l| {
+        l.contains("skipped: the one started at")
+    });
+    // The next one: stopped while it runs.
+    assert!(
+        crate::common::eventually(LONG, || !backups().is_empty()),
+        "no further backup\n{}",
+        c.output()
+    );
+    assert_eq!(backups().len(), 1, "one backup at a time");
     c.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(c.wait_code(LONG), 0, "{}", c.output());
     assert!(backups().is_empty(), "the backup outlived cogno");
