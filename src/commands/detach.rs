@@ -133,7 +133,7 @@ pub fn start(args: &StackArgs, d: &DetachArgs) -> Outcome {
         return Ok(0);
     }
     let waited_for = data.clone();
-    let ready = wait::with_timeout(d.wait_timeout, move || {
+    let ready = wait::with_timeout(d.wait_timeout, &data, &[], move || {
         until(&mut pipe, SERVING, |line| print!("{line}"))
             .map_err(|()| exited(child, &log_path, from))?;
         wait::until_ready(&waited_for, &[], |ev| println!("{}", ev.text()))

@@ -9,7 +9,7 @@
 use super::logs::LogLine;
 use super::Outcome;
 use crate::control::client::{get_status, percent_encode, request};
-use crate::control::{Phase, ServiceState, StackStatus};
+use crate::control::{Phase, ServiceState, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::events::Event;
@@ -22,20 +22,24 @@ const LAST_LINES: usize = 15;
 const OWN_LINES: usize = 8;
 
 pub fn run(data: &DataDir, services: &[String], timeout: Option<Duration>) -> Outcome {
-    let services = services.to_vec();
-    let data = data.clone();
-    let message = with_timeout(timeout, move || {
-        until_ready(&data, &services, |ev| eprintln!("{}", ev.text()))
+    let waited_for = (data.clone(), services.to_vec());
+    let message = with_timeout(timeout, data, services, move || {
+        until_ready(&waited_for.0, &waited_for.1, |ev| {
+            eprintln!("{}", ev.text())
+        })
     })?;
     println!("{message}");
     Ok(0)
 }
 
-/// Runs `wait` on a thread of its own and gives its result, or an error
-/// once `timeout` has passed (the blocking reads of the wait need no
-/// timeouts of their own then).
+/// Runs `wait` on a thread of its own and gives its result, or, once
+/// `timeout` has passed, the error of [`timed_out`] for `services` of the
+/// stack in `data` (the blocking reads of the wait need no timeouts of
+/// their own then).
 pub(super) fn with_timeout(
     timeout: Option<Duration>,
+    data: &DataDir,
+    services: &[String],
     wait: impl FnOnce() -> Result<String, Error> + Send + 'static,
 ) -> Result<String, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -44,17 +48,53 @@ pub(super) fn with_timeout(
     });
     let outcome = match timeout {
         Some(t) => rx.recv_timeout(t).map_err(|_| {
-            Error::new(format!(
-                "not ready after {}: gave up waiting (the stack goes on starting in the background)",
-                crate::fmt::fmt_duration(t)
-            ))
-            .help("`cogno status` shows what each service is doing, `cogno logs` their output")
+            timed_out(data, services, t).help(
+                "the stack goes on starting in the background: `cogno status` shows what each \
+                 service is doing, `cogno logs SERVICE` its output, `cogno down` stops it",
+            )
         }),
         None => rx
             .recv()
             .map_err(|_| Error::new("the wait ended without a result")),
     };
     outcome?
+}
+
+/// The error for a stack (or `services`) still not ready after `waited`:
+/// what each service that is not ready is doing and why, and its last
+/// output lines, read from the running cogno. The caller says what
+/// becomes of the stack (its help).
+pub(super) fn timed_out(data: &DataDir, services: &[String], waited: Duration) -> Error {
+    let after = format!("not ready after {}", crate::fmt::fmt_duration(waited));
+    let Ok(status) = get_status(&data.socket()) else {
+        return Error::new(format!(
+            "{after}: cogno is still preparing the stack (its control socket does not answer yet)"
+        ));
+    };
+    let late: Vec<&ServiceStatus> = status
+        .services
+        .iter()
+        .filter(|s| !s.passes() && (services.is_empty() || services.contains(&s.name)))
+        .collect();
+    // The supervisor's own account leaves out the services not selected.
+    let why = if services.is_empty() {
+        status.not_ready.join("; ")
+    } else {
+        late.iter()
+            .map(|s| describe(s))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let names: Vec<String> = late.iter().map(|s| s.name.clone()).collect();
+    failure(data, format!("{after}: {why}"), &names)
+}
+
+/// `NAME is STATE (REASON)`: one service that is not ready, and why.
+fn describe(s: &ServiceStatus) -> String {
+    match s.reason.as_deref().or(s.last_exit.as_deref()) {
+        Some(r) => format!("{} is {} ({r})", s.name, s.state),
+        None => format!("{} is {}", s.name, s.state),
+    }
 }
 
 /// Where the stack (or `services`) is, as a wait sees it.
@@ -160,11 +200,7 @@ fn verdict(status: &StackStatus, services: &[String]) -> Result<Verdict, Error> 
             | ServiceState::Fatal
             | ServiceState::Exited
             | ServiceState::Stopped => {
-                let why = s.reason.as_deref().or(s.last_exit.as_deref());
-                reasons.push(match why {
-                    Some(r) => format!("{name} is {} ({r})", s.state),
-                    None => format!("{name} is {}", s.state),
-                });
+                reasons.push(describe(s));
                 failed.push(name.clone());
             }
             _ => pending = true,

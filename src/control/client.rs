@@ -192,6 +192,17 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// Bounds each read of the body (None: a read waits as long as it
+    /// takes), for a caller following a stream under a deadline.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Body::Plain(r) => r.get_ref().get_ref().set_read_timeout(timeout),
+            Body::Chunked { inner, .. } => inner.get_ref().set_read_timeout(timeout),
+        }
+    }
+}
+
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let (inner, left, done) = match self {
