@@ -968,6 +968,52 @@ mod tests {
         assert_eq!(SERVERS.len(), Kind::all().count());
     }
 
+    /// What a reload may apply to a running bundled server: new settings
+    /// and ports, never another kind, program or user, nor settings its
+    /// server refuses.
+    #[test]
+    fn a_live_bundled_server_takes_new_settings_but_not_another_identity() {
+        let service = |yaml: &str| {
+            let file = format!("services:\n  s: {yaml}\n");
+            let stack = crate::config::parse(&file, Path::new("stack.yaml"), &|_| None)
+                .unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            stack.services[0].clone()
+        };
+        let running = service("{kind: redis, port: 7001, settings: {maxmemory: 16mb}}");
+        for ok in [
+            "{kind: redis, port: 7001, settings: {maxmemory: 32mb}}",
+            "{kind: redis, port: 7002}",
+        ] {
+            live_change(&running, &service(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (refused, why) in [
+            (
+                "{kind: postgres, port: 7001}",
+                "its kind changed from redis to postgres",
+            ),
+            (
+                "{kind: redis, port: 7001, bin: /opt/redis-server}",
+                "its `bin:` changed (unset, from PATH → /opt/redis-server)",
+            ),
+            (
+                "{command: [sleep, '1']}",
+                "it is no longer a bundled server (it was kind: redis)",
+            ),
+            ("{kind: redis, port: 7001, settings: {port: 1}}", "`s`: "),
+        ] {
+            let e = live_change(&running, &service(refused)).expect_err(refused);
+            assert!(e.message.contains(why), "{refused}: {e}");
+            assert!(
+                e.to_string().contains("the running stack was not changed"),
+                "{e}"
+            );
+        }
+        let app = service("{command: [sleep, '1']}");
+        live_change(&app, &service("{command: [sleep, '2']}")).unwrap();
+        let e = live_change(&app, &running).unwrap_err();
+        assert!(e.message.contains("it became a bundled server"), "{e}");
+    }
+
     #[test]
     fn apps_get_connection_settings_but_never_a_private_secret() {
         let yaml = "services:\n  db: {kind: postgres, port: 5999}\n  cache: {kind: redis}\n";
