@@ -391,3 +391,38 @@ fn reload_reconfigures_a_changed_bundled_server_and_refuses_what_its_data_cannot
     assert_ne!(service(&st, "app")["pid"], pid("app"), "{st}");
     assert_eq!(service(&st, "c")["pid"], pid("c"), "{st}");
 }
+
+/// The same for PostgreSQL, whose settings live in the cluster's cogno.conf.
+#[test]
+fn reload_renders_a_changed_postgres_setting_again() {
+    let s = Stack::new("reload-postgres");
+    let port = free_port();
+    let write = |work_mem: &str| {
+        s.write(&format!(
+            "services:\n  db: {{ kind: postgres, port: {port}, settings: {{ work_mem: {work_mem} }} }}\n"
+        ))
+    };
+    write("8MB");
+    let c = Cogno::spawn(&s, s.up_command());
+    c.wait_line_by("the stack ready", crate::bundled::READY, |l| {
+        l.contains("stack is ready")
+    });
+    let env = Command::new(COGNO)
+        .args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data)
+        .output()
+        .expect("run cogno env");
+    let url = crate::bundled::parse_env(&String::from_utf8_lossy(&env.stdout))
+        .remove("DATABASE_URL")
+        .expect("DATABASE_URL");
+    assert_eq!(crate::bundled::sql(&url, "show work_mem"), "8MB");
+    write("24MB");
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.output());
+    assert!(r.stdout.lines().any(|l| l == "db: restarted"), "{r:?}");
+    c.wait_count(" db: started, pid ", 2);
+    assert!(eventually(crate::bundled::READY, || state(&s, "db") == "running"));
+    assert_eq!(crate::bundled::sql(&url, "show work_mem"), "24MB");
+}

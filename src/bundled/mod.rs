@@ -842,9 +842,15 @@ pub fn reconfigure(
     data: &DataDir,
     secrets: &Secrets,
 ) -> Result<(), Error> {
-    let (Some(b), Some(program)) = (&new.bundled, old.command.first()) else {
+    let Some(b) = &new.bundled else {
         return Ok(());
     };
+    let program = old.command.first().ok_or_else(|| {
+        Error::new(format!(
+            "internal error: the running `{}` has no prepared command",
+            old.name
+        ))
+    })?;
     let job = Job {
         bundled: b,
         data,
