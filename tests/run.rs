@@ -265,7 +265,8 @@ fn an_ephemeral_run_naming_a_service_starts_only_it_and_its_dependencies() {
 fn an_ephemeral_stack_not_ready_by_its_deadline_is_reported_and_removed() {
     let s = Stack::new("run-late");
     // Running, but its health check never passes: the stack never becomes
-    // ready, and only the deadline ends the wait.
+    // ready, and only the deadline ends the wait (long enough for a loaded
+    // machine to have started the service by then).
     s.write(
         "services:\n  \
            warm:\n    command: [\"sh\", \"-c\", \"echo still warming up; exec sleep 600\"]\n    \
@@ -277,7 +278,7 @@ fn an_ephemeral_stack_not_ready_by_its_deadline_is_reported_and_removed() {
             &[
                 "--ephemeral",
                 "--wait-timeout",
-                "3s",
+                "8s",
                 "--",
                 "sh",
                 "-c",
@@ -289,7 +290,7 @@ fn an_ephemeral_stack_not_ready_by_its_deadline_is_reported_and_removed() {
     let all = text(&out);
     assert_eq!(out.status.code(), Some(1), "{all}");
     // What is not ready, why, and its last output, as `up --wait` says it.
-    assert!(all.contains("not ready after 3s: warm is"), "{all}");
+    assert!(all.contains("not ready after 8s: warm is"), "{all}");
     assert!(all.contains("last output of warm:"), "{all}");
     assert!(all.contains("still warming up"), "{all}");
     assert!(all.contains("--wait-timeout"), "{all}");
