@@ -16,6 +16,8 @@ pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1; }
 have psql || need_apt+=(postgresql-client)
 have redis-server || need_apt+=(redis-server)
 have sqlite3 || need_apt+=(sqlite3)
+# The notification tests make a private CA and a server certificate with it.
+have openssl || need_apt+=(openssl)
 have python3 || need_apt+=(python3)
 have pip3 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 have unshare || need_apt+=(util-linux)

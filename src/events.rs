@@ -1,8 +1,8 @@
 //! The stack's events — state transitions (which include health changes and
 //! restarts), operator actions and notifications' outcomes — as a live
 //! stream for `cogno events`, `GET /events` and the notifier
-//! (`crate::notify`), and as the `cogno` stream of `cogno logs`. Changes of
-//! the stack's phase go to the notifier alone, on a channel of their own.
+//! (`crate::notify`), and as the `cogno` stream of `cogno logs`; changes
+//! of the stack's phase among them.
 //!
 //! The supervisor publishes on a tokio broadcast channel: sending never
 //! waits, so a slow subscriber cannot stall supervision. A subscriber that
@@ -22,7 +22,7 @@ const CAPACITY: usize = 1024;
 pub struct Event {
     /// RFC 3339, UTC, to the millisecond.
     pub t: String,
-    /// transition | action | notification | lagged; phase (notifier only)
+    /// transition | action | reload | ready | phase | notification | lagged
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
@@ -46,11 +46,15 @@ impl Event {
         }
     }
 
-    /// One line for people, without the time: `web: running → backoff (exit status 1)`.
+    /// One line for people, without the time: `web: running → backoff (exit
+    /// status 1)`, `stack: ready → degraded (web is backoff (…))`.
     pub fn text(&self) -> String {
-        let mut s = match &self.service {
-            Some(name) => format!("{name}: "),
-            None => String::new(),
+        // A phase event's service is the cause of a critical stop, which its
+        // reason names: the line is about the stack.
+        let mut s = match (&self.service, self.kind.as_str()) {
+            (_, "phase") => "stack: ".to_owned(),
+            (Some(name), _) => format!("{name}: "),
+            (None, _) => String::new(),
         };
         match (&self.from, &self.to) {
             (Some(from), Some(to)) => s.push_str(&format!("{from} → {to}")),
@@ -67,9 +71,6 @@ impl Event {
 #[derive(Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
-    /// The stack's phase changes (kind `phase`): what notifications of
-    /// ready, degraded and a critical stop come from. Not streamed.
-    phases: broadcast::Sender<Event>,
     /// Recent events as text, the `cogno` stream of `cogno logs`.
     pub ring: SharedRing,
 }
@@ -78,7 +79,6 @@ impl Default for Events {
     fn default() -> Events {
         Events {
             tx: broadcast::Sender::new(CAPACITY),
-            phases: broadcast::Sender::new(CAPACITY),
             ring: Default::default(),
         }
     }
@@ -97,15 +97,6 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
-    }
-
-    /// Publishes a change of the stack's phase to the notifier. Never waits.
-    pub fn publish_phase(&self, ev: Event) {
-        let _ = self.phases.send(ev);
-    }
-
-    pub fn subscribe_phases(&self) -> broadcast::Receiver<Event> {
-        self.phases.subscribe()
     }
 }
 

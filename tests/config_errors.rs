@@ -2053,3 +2053,40 @@ services:
         At::Text("notify"),
     );
 }
+
+#[test]
+fn notify_ca_file_that_is_missing_or_holds_no_certificate() {
+    let yaml = "\
+notify:
+  webhooks: [https://hooks.example.com/x]
+  ca_file: certs/internal-ca.pem
+services:
+  web:
+    command: node server.js
+";
+    config_error(
+        "notify-ca-missing",
+        yaml,
+        &[
+            "cannot read the CA file `",
+            "certs/internal-ca.pem`: No such file",
+        ],
+        At::Text("ca_file"),
+    );
+
+    // A key is not a certificate: the file is read when the stack file is.
+    let yaml = "\
+notify:
+  webhooks: [https://hooks.example.com/x]
+  ca_file: /etc/hostname
+services:
+  web:
+    command: node server.js
+";
+    config_error(
+        "notify-ca-empty",
+        yaml,
+        &["the CA file `/etc/hostname` holds no certificate"],
+        At::Text("ca_file"),
+    );
+}

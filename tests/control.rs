@@ -1052,10 +1052,28 @@ services:
         times.iter().all(|t| t.len() == 24 && t.ends_with('Z')),
         "{times:?}"
     );
+    // The crash made the stack degraded: a `phase` event says so, between
+    // the service's transitions.
+    let (phases, transitions): (Vec<&Value>, Vec<&Value>) =
+        all.iter().partition(|e| e["kind"] == "phase");
     assert!(
-        all.iter()
+        transitions
+            .iter()
             .all(|e| e["kind"] == "transition" && e["service"] == "crashy"),
         "{all:?}"
+    );
+    assert!(
+        phases.iter().any(|e| e["from"] == "ready"
+            && e["to"] == "degraded"
+            && e["reason"].as_str().unwrap_or("").contains("crashy is ")),
+        "{all:?}"
+    );
+    let back = events.wait_for(r#""kind":"phase""#);
+    assert!(
+        back.last()
+            .unwrap()
+            .contains(r#""from":"degraded","to":"ready""#),
+        "{back:?}"
     );
 
     // An operator's action, and the human format.
@@ -1075,6 +1093,11 @@ services:
     assert!(
         r.stdout
             .contains("cogno  | crashy: running → exiting (exited with code 1)\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("cogno  | stack: ready → degraded (crashy is "),
         "{r:?}"
     );
 

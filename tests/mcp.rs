@@ -185,7 +185,7 @@ fn an_agent_inspects_and_drives_a_running_stack() {
         .collect();
     assert_eq!(resources, ["cogno://stack-file", "cogno://status"]);
 
-    assert_eq!(m.ok(0), "ready: 2 services healthy");
+    assert_eq!(m.ok(0), "the stack is ready: 2 services");
     let before = m.ok_json(1);
     assert_eq!(before["phase"], "ready");
     assert_eq!(crate::control::service(&before, "web")["state"], "running");
@@ -241,7 +241,7 @@ fn an_agent_inspects_and_drives_a_running_stack() {
     // --with-dependents does.
     assert!(m.ok(13).starts_with("db: restarted, "), "{}", m.ok(13));
     // web comes back after it: wait for the whole stack.
-    assert_eq!(m.ok(14), "ready: 2 services healthy");
+    assert_eq!(m.ok(14), "the stack is ready: 2 services");
     let last = m.ok_json(15);
     assert_eq!(last["phase"], "ready", "{last}");
     assert_ne!(pid_of(&after, "db"), pid_of(&last, "db"));

@@ -5,6 +5,7 @@
 
 use crate::common::*;
 use crate::control::cli;
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command};
@@ -17,7 +18,8 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// `webhook.py` answering with `args` (`--status 500`, `--hang`).
+    /// `webhook.py` answering with `args` (`--status 500`, `--hang`,
+    /// `--tls CERT KEY`).
     fn start(s: &Stack, name: &str, args: &[&str]) -> Receiver {
         let port = free_port();
         let out = s.file(&format!("{name}.jsonl"));
@@ -35,7 +37,14 @@ impl Receiver {
         Receiver {
             child,
             // The path stands for the credential a Slack or Discord URL carries.
-            url: format!("http://{addr}/hooks/S3CRET-TOKEN"),
+            url: format!(
+                "{}://{addr}/hooks/S3CRET-TOKEN",
+                if args.contains(&"--tls") {
+                    "https"
+                } else {
+                    "http"
+                }
+            ),
             out,
         }
     }
@@ -54,6 +63,123 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A private certificate authority, and a server certificate it signed for
+/// 127.0.0.1, made with the openssl command: (ca.pem, server.pem, server.key).
+fn private_ca(s: &Stack) -> (String, String, String) {
+    let (ca, ca_key) = (s.file("ca.pem"), s.file("ca.key"));
+    let (cert, key, csr) = (
+        s.file("server.pem"),
+        s.file("server.key"),
+        s.file("server.csr"),
+    );
+    let ext = s.file("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for args in [
+        [
+            &["req", "-x509"][..],
+            &ec[..],
+            &["-keyout", &ca_key, "-out", &ca, "-days", "2"],
+            &[
+                "-subj",
+                "/CN=cogno test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec[..],
+            &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (ca, cert, key)
+}
+
+/// Over HTTPS, with rustls: a webhook whose certificate a private CA signed
+/// gets its notice when `ca_file` names that CA, and is refused as
+/// untrusted without it (the certificate really is checked).
+#[test]
+fn an_https_webhook_is_verified_against_mozillas_roots_and_ca_file() {
+    let s = Stack::new("notify-https");
+    let (ca, cert, key) = private_ca(&s);
+    let hook = Receiver::start(&s, "hook", &["--tls", &cert, &key]);
+    let stack = |ca_file: &str| {
+        format!(
+            r#"
+notify:
+  webhooks: ["{url}"]
+  on: [ready]
+  retries: 0
+{ca_file}
+services:
+  web:
+    command: ["sleep", "3600"]
+"#,
+            url = hook.url
+        )
+    };
+    let host = hook.url.trim_end_matches("/hooks/S3CRET-TOKEN");
+    assert!(host.starts_with("https://"), "{host}");
+
+    s.write(&stack(""));
+    let mut c = Cogno::up(&s);
+    let line = c.wait_line(&format!("notification ready to webhook {host}: "));
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
+
+    s.write(&stack(&format!("  ca_file: {ca}")));
+    let mut c = Cogno::up(&s);
+    let got = hook.wait(1);
+    assert_eq!(got[0]["path"], "/hooks/S3CRET-TOKEN");
+    assert_eq!(got[0]["body"]["event"], "ready", "{}", got[0]);
+    c.wait_line(&format!("notification ready to webhook {host}: delivered"));
+    c.signal(Signal::SIGTERM);
+    assert_eq!(c.wait_code(TIMEOUT), 0, "{}", c.output());
 }
 
 /// A crash that ends in FATAL is POSTed as JSON with the Slack and Discord

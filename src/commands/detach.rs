@@ -133,10 +133,10 @@ pub fn start(args: &StackArgs, d: &DetachArgs) -> Outcome {
         return Ok(0);
     }
     let waited_for = data.clone();
-    let ready = wait::with_timeout(d.wait_timeout, &data, &[], move || {
+    let ready = wait::with_timeout(d.wait_timeout, move || {
         until(&mut pipe, SERVING, |line| print!("{line}"))
             .map_err(|()| exited(child, &log_path, from))?;
-        wait::until_ready(&waited_for, &[], |ev| println!("{}", ev.text()))
+        wait::until_ready(&waited_for, &[], None, |ev| println!("{}", ev.text()))
     })?;
     println!("{ready}\n{where_}\n`cogno status` shows it, `cogno logs` its output, `cogno down` stops it");
     Ok(0)

@@ -274,7 +274,7 @@ impl<'r> Throwaway<'r> {
     /// --wait-timeout` says it — each service not ready, why, and its last
     /// lines —, read now from the stack, which goes next.
     fn timed_out(&self, deadline: &Deadline) -> Error {
-        let e = wait::timed_out(&self.data, &[], deadline.total);
+        let e = wait::not_ready(&self.data, deadline.total);
         Error::new(format!("the throwaway stack is {}", e.message)).help(format!(
             "the command was not run; the stack is stopped and {} removed. If it only needs \
              longer, raise --wait-timeout (it is {})",

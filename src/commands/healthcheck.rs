@@ -12,8 +12,7 @@ pub fn healthcheck(socket: &Path) -> Outcome {
     Ok(i32::from(!ready))
 }
 
-/// Whether the stack is ready, and the one line that says so or why not
-/// (`cogno mcp`'s wait tool says the same).
+/// Whether the stack is ready, and the one line that says so or why not.
 pub(super) fn verdict(st: &StackStatus) -> (bool, String) {
     // The status answer carries fresh checks (a request asks for one when
     // the last is old), and a running service whose check fails now is not

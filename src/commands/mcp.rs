@@ -3,8 +3,8 @@
 //!
 //! It is one more remote command: every tool is a request to the control
 //! socket (found as `cogno status` finds it) answered with the words the CLI
-//! prints, through the same code (`act_one`, `logs::Filter`, `healthcheck`'s
-//! verdict), so an agent and a person are told the same thing. The server
+//! prints, through the same code (`act_one`, `logs::Filter`, `cogno wait`'s
+//! wait), so an agent and a person are told the same thing. The server
 //! starts whether or not a stack runs: each call connects anew, and says
 //! where it looked and how to start one when nothing answers.
 //!
@@ -13,11 +13,11 @@
 //! session (cancellations, other calls).
 
 use super::act::act_one;
-use super::healthcheck::verdict;
 use super::logs::{fetch, parse_since, Filter, LogLine};
-use super::{socket_path, Outcome, StackArgs, QUICKSTART, QUICKSTART_NAME};
+use super::{socket_path, target_data, Outcome, StackArgs, QUICKSTART, QUICKSTART_NAME};
 use crate::control::client::{get_status, percent_encode, request};
 use crate::control::Action;
+use crate::datadir::DataDir;
 use crate::error::Error;
 use rmcp::handler::server::{router::tool::ToolRouter, wrapper::Parameters};
 use rmcp::model::{
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What an agent is told about cogno when it connects.
 const INSTRUCTIONS: &str = "\
@@ -49,8 +49,6 @@ Errors are the messages the `cogno` command line prints, and say what to do.";
 const EVENT_TAIL: usize = 1000;
 /// How many of a service's recent events it shows.
 const SERVICE_EVENTS: usize = 20;
-/// How often `wait_until_ready` asks for the status.
-const READY_POLL: Duration = Duration::from_millis(250);
 const DEFAULT_READY_TIMEOUT_S: u64 = 120;
 /// The longest an agent may make `wait_until_ready` wait in one call.
 const MAX_READY_TIMEOUT_S: u64 = 3600;
@@ -61,6 +59,7 @@ const STATUS_URI: &str = "cogno://status";
 pub fn run(args: StackArgs) -> Outcome {
     let server = Cogno {
         socket: Arc::new(socket_path(&args)),
+        data: target_data(&args),
         stack_file: args.config.path(),
         tool_router: Cogno::tool_router(),
     };
@@ -86,6 +85,9 @@ pub fn run(args: StackArgs) -> Outcome {
 #[derive(Clone)]
 struct Cogno {
     socket: Arc<PathBuf>,
+    /// The stack's data directory: where `wait_until_ready` finds the
+    /// failed services' output when cogno has exited.
+    data: DataDir,
     /// None: the built-in quick-start stack (as for `cogno up`).
     stack_file: Option<PathBuf>,
     tool_router: ToolRouter<Self>,
@@ -235,29 +237,18 @@ impl Cogno {
     }
 
     #[tool(
-        description = "Wait until the whole stack is ready (every service healthy, or its one-shot job completed), at most `timeout_seconds`. Says `ready: N services healthy`, or, on timeout, an error saying what is still not ready and why. Use it after starting the stack or restarting a service."
+        description = "Wait until the whole stack is ready (every service healthy, or its one-shot job completed), at most `timeout_seconds`. Follows the stack's events, so it answers as soon as the stack is ready: `the stack is ready: N services`. Fails at once, with the failed services' last output lines, when a service has failed for good (fatal, failed, exited or stopped) or the stack is stopping; on timeout, an error saying what is still not ready and why. Use it after starting the stack or restarting a service."
     )]
     async fn wait_until_ready(&self, Parameters(a): Parameters<WaitArgs>) -> CallToolResult {
         let timeout = a
             .timeout_seconds
             .unwrap_or(DEFAULT_READY_TIMEOUT_S)
             .min(MAX_READY_TIMEOUT_S);
-        let deadline = Instant::now() + Duration::from_secs(timeout);
-        loop {
-            let socket = self.socket.clone();
-            let status = blocking(move || Ok(get_status(&socket)?)).await;
-            let (ready, line) = match status {
-                Ok(st) => verdict(&st),
-                Err(e) => return answer(Err(e)),
-            };
-            if ready {
-                return answer(Ok(line));
-            }
-            if Instant::now() >= deadline {
-                return answer(Err(Error::new(format!("after {timeout}s, {line}"))));
-            }
-            tokio::time::sleep(READY_POLL).await;
-        }
+        let timeout = Some(Duration::from_secs(timeout));
+        let data = self.data.clone();
+        // The same wait as `cogno wait`: it follows the stack's events, so
+        // it answers as soon as the event that made the stack ready comes.
+        answer(blocking(move || super::wait::until_ready(&data, &[], timeout, |_| {})).await)
     }
 }
 

@@ -13,8 +13,8 @@ use crate::control::{Phase, ServiceState, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::events::Event;
-use std::io::{BufRead, BufReader};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::time::{Duration, Instant};
 
 /// Output lines shown of each failed service.
 const LAST_LINES: usize = 15;
@@ -22,79 +22,80 @@ const LAST_LINES: usize = 15;
 const OWN_LINES: usize = 8;
 
 pub fn run(data: &DataDir, services: &[String], timeout: Option<Duration>) -> Outcome {
-    let waited_for = (data.clone(), services.to_vec());
-    let message = with_timeout(timeout, data, services, move || {
-        until_ready(&waited_for.0, &waited_for.1, |ev| {
-            eprintln!("{}", ev.text())
-        })
-    })?;
+    let message = until_ready(data, services, timeout, |ev| eprintln!("{}", ev.text()))?;
     println!("{message}");
     Ok(0)
 }
 
-/// Runs `wait` on a thread of its own and gives its result, or, once
-/// `timeout` has passed, the error of [`timed_out`] for `services` of the
-/// stack in `data` (the blocking reads of the wait need no timeouts of
-/// their own then).
+/// Runs `wait` on a thread of its own and gives its result, or an error
+/// once `timeout` has passed: for a wait that blocks where no deadline
+/// reaches (`up --detach` reading its child's pipe). The thread is left
+/// behind on timeout; the command exits right after.
 pub(super) fn with_timeout(
     timeout: Option<Duration>,
-    data: &DataDir,
-    services: &[String],
     wait: impl FnOnce() -> Result<String, Error> + Send + 'static,
 ) -> Result<String, Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(wait());
     });
-    let outcome = match timeout {
-        Some(t) => rx.recv_timeout(t).map_err(|_| {
-            timed_out(data, services, t).help(
-                "the stack goes on starting in the background: `cogno status` shows what each \
-                 service is doing, `cogno logs SERVICE` its output, `cogno down` stops it",
-            )
-        }),
+    match timeout {
+        Some(t) => rx
+            .recv_timeout(t)
+            .map_err(|_| gave_up(t, None))
+            .and_then(|r| r),
         None => rx
             .recv()
-            .map_err(|_| Error::new("the wait ended without a result")),
-    };
-    outcome?
+            .map_err(|_| Error::new("the wait ended without a result"))?,
+    }
 }
 
-/// The error for a stack (or `services`) still not ready after `waited`:
-/// what each service that is not ready is doing and why, and its last
-/// output lines, read from the running cogno. The caller says what
-/// becomes of the stack (its help).
-pub(super) fn timed_out(data: &DataDir, services: &[String], waited: Duration) -> Error {
+/// The error of a wait that reached its deadline, with what was still
+/// missing when known.
+fn gave_up(after: Duration, missing: Option<&str>) -> Error {
+    let missing = missing.map(|m| format!(": {m}")).unwrap_or_default();
+    Error::new(format!(
+        "not ready after {}{missing}; gave up waiting (the stack goes on starting in the background)",
+        crate::fmt::fmt_duration(after)
+    ))
+    .help("`cogno status` shows what each service is doing, `cogno logs` their output")
+}
+
+/// What is missing of `services` (the whole stack when empty): the
+/// supervisor's own account of each service not ready (`web is starting
+/// (…)`), which leaves out the services not selected.
+fn missing<'s>(status: &'s StackStatus, services: &[String]) -> Vec<&'s str> {
+    status
+        .not_ready
+        .iter()
+        .map(String::as_str)
+        .filter(|l| {
+            services.is_empty() || services.iter().any(|s| l.starts_with(&format!("{s} is ")))
+        })
+        .collect()
+}
+
+/// The error for a stack still not ready after `waited` that is given up
+/// on for good (`cogno run --ephemeral` stops it next): what is missing,
+/// and each missing service's last output lines, read now from its running
+/// cogno. The caller gives its help.
+pub(super) fn not_ready(data: &DataDir, waited: Duration) -> Error {
     let after = format!("not ready after {}", crate::fmt::fmt_duration(waited));
     let Ok(status) = get_status(&data.socket()) else {
-        return Error::new(format!(
-            "{after}: cogno is still preparing the stack (its control socket does not answer yet)"
-        ));
+        return Error::new(format!("{after}: its cogno does not answer"));
     };
-    let late: Vec<&ServiceStatus> = status
+    let missing = missing(&status, &[]);
+    let names: Vec<String> = status
         .services
         .iter()
-        .filter(|s| !s.passes() && (services.is_empty() || services.contains(&s.name)))
+        .filter(|s| {
+            missing
+                .iter()
+                .any(|l| l.starts_with(&format!("{} is ", s.name)))
+        })
+        .map(|s| s.name.clone())
         .collect();
-    // The supervisor's own account leaves out the services not selected.
-    let why = if services.is_empty() {
-        status.not_ready.join("; ")
-    } else {
-        late.iter()
-            .map(|s| describe(s))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    let names: Vec<String> = late.iter().map(|s| s.name.clone()).collect();
-    failure(data, format!("{after}: {why}"), &names)
-}
-
-/// `NAME is STATE (REASON)`: one service that is not ready, and why.
-fn describe(s: &ServiceStatus) -> String {
-    match s.reason.as_deref().or(s.last_exit.as_deref()) {
-        Some(r) => format!("{} is {} ({r})", s.name, s.state),
-        None => format!("{} is {}", s.name, s.state),
-    }
+    failure(data, format!("{after}: {}", missing.join("; ")), &names)
 }
 
 /// Where the stack (or `services`) is, as a wait sees it.
@@ -107,13 +108,16 @@ enum Verdict {
 
 /// Blocks until `services` (the whole stack when empty) are ready: Ok with
 /// one line saying so, or an error saying what failed and why, with the
-/// failed services' last output lines. `on_event` sees each event of a
-/// watched service as it comes, for a progress display.
+/// failed services' last output lines, or, after `timeout`, one saying
+/// what is still not ready. `on_event` sees each event of a watched
+/// service as it comes, for a progress display.
 pub(super) fn until_ready(
     data: &DataDir,
     services: &[String],
+    timeout: Option<Duration>,
     mut on_event: impl FnMut(&Event),
 ) -> Result<String, Error> {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let socket = data.socket();
     // Subscribed before the status is read: no event in between is missed.
     let reply = match request(&socket, "GET", "/events", None) {
@@ -142,9 +146,29 @@ pub(super) fn until_ready(
             Verdict::Failed(why, failed) => return Err(failure(data, why, &failed)),
             Verdict::Pending => {}
         }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let timed_out = || {
+            let missing = missing(&status, services).join("; ");
+            gave_up(
+                timeout.unwrap_or_default(),
+                Some(missing.as_str()).filter(|m| !m.is_empty()),
+            )
+        };
+        if left == Some(Duration::ZERO) {
+            return Err(timed_out());
+        }
+        // A zero timeout would mean "none": `left` is not zero here.
+        events
+            .get_ref()
+            .set_read_timeout(left)
+            .map_err(|e| Error::new(format!("cannot follow cogno's events: {e}")))?;
         line.clear();
         match events.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return Err(gone(data, services)),
+            Ok(0) => return Err(gone(data, services)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(timed_out())
+            }
+            Err(_) => return Err(gone(data, services)),
             Ok(_) => {}
         }
         if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
@@ -152,7 +176,8 @@ pub(super) fn until_ready(
                 Some(s) => services.is_empty() || services.contains(s),
                 None => true,
             };
-            if watched && ev.kind != "ready" {
+            // The stack's own `ready` and `phase` events: the verdict says them.
+            if watched && !matches!(ev.kind.as_str(), "ready" | "phase") {
                 on_event(&ev);
             }
         }
@@ -160,57 +185,54 @@ pub(super) fn until_ready(
 }
 
 fn verdict(status: &StackStatus, services: &[String]) -> Result<Verdict, Error> {
-    if services.is_empty() {
-        let failed: Vec<String> = status
-            .services
-            .iter()
-            .filter(|s| !s.passes())
-            .map(|s| s.name.clone())
-            .collect();
-        return Ok(match status.phase {
-            Phase::Ready => Verdict::Ready(format!(
-                "the stack is ready: {}",
-                crate::fmt::count(status.services.len(), "service")
-            )),
-            Phase::Starting => Verdict::Pending,
-            Phase::Degraded | Phase::Stopping => Verdict::Failed(
-                format!(
-                    "the stack is {}: {}",
-                    status.phase,
-                    status.not_ready.join("; ")
-                ),
-                failed,
-            ),
-        });
+    if status.phase == Phase::Ready && services.is_empty() {
+        return Ok(Verdict::Ready(format!(
+            "the stack is ready: {}",
+            crate::fmt::count(status.services.len(), "service")
+        )));
     }
+    let watched: Vec<&ServiceStatus> = if services.is_empty() {
+        status.services.iter().collect()
+    } else {
+        let mut watched = Vec::new();
+        for name in services {
+            let Some(s) = status.services.iter().find(|s| &s.name == name) else {
+                let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
+                return Err(
+                    Error::config(format!("no service `{name}` in the running stack"))
+                        .help(format!("its services: {}", known.join(", "))),
+                );
+            };
+            watched.push(s);
+        }
+        watched
+    };
+    // Only what cannot come back by itself fails the wait: a service that
+    // is starting, in backoff or unhealthy (liveness may restart it) can
+    // still make the stack ready — a degraded stack after a crash too.
     let mut failed = Vec::new();
     let mut reasons = Vec::new();
-    let mut pending = false;
-    for name in services {
-        let Some(s) = status.services.iter().find(|s| &s.name == name) else {
-            let known: Vec<&str> = status.services.iter().map(|s| s.name.as_str()).collect();
-            return Err(
-                Error::config(format!("no service `{name}` in the running stack"))
-                    .help(format!("its services: {}", known.join(", "))),
-            );
-        };
-        match s.state {
-            ServiceState::Running | ServiceState::Completed => {}
+    for s in &watched {
+        if matches!(
+            s.state,
             ServiceState::Failed
-            | ServiceState::Fatal
-            | ServiceState::Exited
-            | ServiceState::Stopped => {
-                reasons.push(describe(s));
-                failed.push(name.clone());
-            }
-            _ => pending = true,
+                | ServiceState::Fatal
+                | ServiceState::Exited
+                | ServiceState::Stopped
+        ) {
+            let why = s.reason.as_deref().or(s.last_exit.as_deref());
+            reasons.push(match why {
+                Some(r) => format!("{} is {} ({r})", s.name, s.state),
+                None => format!("{} is {}", s.name, s.state),
+            });
+            failed.push(s.name.clone());
         }
     }
     Ok(if !failed.is_empty() {
         Verdict::Failed(reasons.join("; "), failed)
     } else if status.phase == Phase::Stopping {
         Verdict::Failed("the stack is stopping".into(), Vec::new())
-    } else if pending {
+    } else if services.is_empty() || watched.iter().any(|s| !s.passes()) {
         Verdict::Pending
     } else {
         Verdict::Ready(format!("ready: {}", services.join(", ")))

@@ -57,6 +57,9 @@ pub struct Stack {
 pub struct Notify {
     pub command: Option<Vec<String>>,
     pub webhooks: Vec<Webhook>,
+    /// Certificate authorities trusted for webhooks besides Mozilla's
+    /// roots (`ca_file:`): an internal endpoint's private CA.
+    pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub on: Vec<NotifyOn>,
     /// The hook's user: `user:`, or `nobody` when cogno is root. None when
     /// cogno is not root (the hook runs as cogno's user).
@@ -738,6 +741,10 @@ impl Builder<'_> {
                 )
             })?);
         }
+        let ca = match &rn.ca_file {
+            Some(f) => self.ca_file(&at(&[key("ca_file")]), f)?,
+            None => Vec::new(),
+        };
         if command.is_none() && webhooks.is_empty() {
             return Err(self.err(
                 &at(&[]),
@@ -780,11 +787,47 @@ impl Builder<'_> {
         Ok(Notify {
             command,
             webhooks,
+            ca,
             on,
             run_as,
             timeout: rn.timeout.map_or(DEFAULT_NOTIFY_TIMEOUT, |d| d.0),
             retries: rn.retries.map_or(DEFAULT_NOTIFY_RETRIES, |r| r.0),
         })
+    }
+
+    /// `notify.ca_file`: PEM certificates, relative to the stack file, read
+    /// now so that a wrong path is a config error, not a failed delivery.
+    fn ca_file(
+        &self,
+        at: &[Seg],
+        file: &str,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Diagnostic> {
+        use rustls::pki_types::pem::PemObject;
+        let path = self.file.parent().unwrap_or(Path::new("")).join(file);
+        let pem = std::fs::read(&path).map_err(|e| {
+            self.err(
+                at,
+                format!("cannot read the CA file `{}`: {e}", path.display()),
+                "give the path (relative to the stack file) of a PEM file of CA certificates",
+            )
+        })?;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                self.err(
+                    at,
+                    format!("the CA file `{}` is not valid PEM: {e:?}", path.display()),
+                    "it must hold `-----BEGIN CERTIFICATE-----` blocks (openssl x509 -outform PEM)",
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(self.err(
+                at,
+                format!("the CA file `{}` holds no certificate", path.display()),
+                "it must hold `-----BEGIN CERTIFICATE-----` blocks (openssl x509 -outform PEM)",
+            ));
+        }
+        Ok(certs)
     }
 
     fn service(

@@ -43,6 +43,7 @@ pub struct RawLogs {
 pub struct RawNotify {
     pub command: Option<Argv>,
     pub webhooks: Option<Vec<String>>,
+    pub ca_file: Option<String>,
     pub on: Option<Vec<NotifyOn>>,
     pub user: Option<String>,
     pub timeout: Option<Dur>,

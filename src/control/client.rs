@@ -193,13 +193,14 @@ pub enum Body {
 }
 
 impl Body {
-    /// Bounds each read of the body (None: a read waits as long as it
-    /// takes), for a caller following a stream under a deadline.
+    /// Bounds each following read: a follower of `/events` that must give
+    /// up at a deadline sets what is left of it before every read.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Body::Plain(r) => r.get_ref().get_ref().set_read_timeout(timeout),
-            Body::Chunked { inner, .. } => inner.get_ref().set_read_timeout(timeout),
-        }
+        let stream = match self {
+            Body::Plain(r) => r.get_ref().get_ref(),
+            Body::Chunked { inner, .. } => inner.get_ref(),
+        };
+        stream.set_read_timeout(timeout)
     }
 }
 

@@ -59,7 +59,7 @@ impl Notifier {
             targets.push(Box::new(hook::Hook::new(argv, cfg, waiters.clone())));
         }
         if !cfg.webhooks.is_empty() {
-            let client = webhook::client();
+            let client = webhook::client(&cfg.ca);
             for w in &cfg.webhooks {
                 targets.push(Box::new(webhook::Webhook::new(w, client.clone())));
             }
@@ -86,7 +86,7 @@ impl Notifier {
             events: events.clone(),
             pending: pending.clone(),
         };
-        tokio::spawn(dispatch.run(events.subscribe(), events.subscribe_phases()));
+        tokio::spawn(dispatch.run(events.subscribe()));
         Notifier { pending }
     }
 
@@ -110,20 +110,10 @@ struct Dispatch {
 }
 
 impl Dispatch {
-    /// Until cogno is done: services' events from `rx`, the stack's phase
-    /// changes from `phases`.
-    async fn run(
-        self,
-        mut rx: tokio::sync::broadcast::Receiver<Event>,
-        mut phases: tokio::sync::broadcast::Receiver<Event>,
-    ) {
+    /// Until cogno is done: the stack's events from `rx`.
+    async fn run(self, mut rx: tokio::sync::broadcast::Receiver<Event>) {
         let mut watch = Watch::default();
-        loop {
-            let ev = tokio::select! {
-                ev = crate::events::next(&mut rx) => ev,
-                ev = crate::events::next(&mut phases) => ev,
-            };
-            let Some(ev) = ev else { break };
+        while let Some(ev) = crate::events::next(&mut rx).await {
             if ev.kind == "lagged" {
                 warn!("notifications: {}; some notices may not be sent", ev.text());
                 continue;

@@ -1,6 +1,7 @@
 //! Webhook delivery: the notice's JSON POSTed to a URL, over HTTPS with
-//! rustls (Mozilla's roots, built in: a container needs no ca-certificates)
-//! or plain HTTP. Any 2xx is a delivery; anything else is retried.
+//! rustls (Mozilla's roots, built in: a container needs no ca-certificates;
+//! plus `notify.ca_file`'s) or plain HTTP. Any 2xx is a delivery; anything
+//! else is retried.
 
 use super::notice::Notice;
 use super::Target;
@@ -9,16 +10,32 @@ use http_body_util::Full;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client as Legacy};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub type Client = Legacy<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// One client for every webhook: they share its connection pool.
-pub fn client() -> Client {
+/// One client for every webhook: they share its connection pool. `ca`:
+/// certificate authorities trusted besides Mozilla's roots.
+pub fn client(ca: &[CertificateDer<'static>]) -> Client {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    // Each was parsed when the stack file was read; one that is no CA
+    // certificate rustls can use is skipped here, and its webhook's
+    // delivery fails saying the certificate is not trusted.
+    roots.add_parsable_certificates(ca.iter().cloned());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports rustls' default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let https = HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-        .expect("ring supports rustls' default protocol versions")
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .build();
@@ -110,7 +127,7 @@ mod tests {
             url: url.parse().unwrap(),
             host: format!("https://127.0.0.1:{port}"),
         };
-        let hook = Webhook::new(&config, client());
+        let hook = Webhook::new(&config, client(&[]));
         let mut watch = super::super::notice::Watch::default();
         let mut ev = crate::events::Event::new("transition", Some("web"));
         ev.to = Some("fatal".into());

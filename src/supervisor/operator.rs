@@ -365,7 +365,7 @@ impl Supervisor {
             _ => None,
         };
         self.last_phase = phase;
-        self.events.publish_phase(ev);
+        self.publish(ev);
     }
 
     pub(super) fn reason(&self, i: usize) -> Option<String> {
