@@ -191,7 +191,11 @@ services:
     // db waits for its gate: a wait with a timeout gives up, naming it.
     let r = d.run(&["wait", "db", "--timeout", "300ms"]);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("not ready after 300ms: db is "), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not ready after 300ms: db is "),
+        "{}",
+        r.stderr
+    );
     // What was waited for only: broken has failed, but nobody asked.
     assert!(!r.stderr.contains("broken"), "{}", r.stderr);
     // A service that has failed fails the wait with its reason and output.
