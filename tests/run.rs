@@ -259,6 +259,22 @@ fn an_ephemeral_run_naming_a_service_starts_only_it_and_its_dependencies() {
     assert!(seen.contains("ROLE=api"), "{all}");
     assert_nothing_left(&s, &all);
     assert!(pids_within(&s.marker()).is_empty(), "{all}");
+
+    // A bundled server named: the command gets what a client needs of it.
+    let s = Stack::new("run-sub-redis");
+    s.write(&format!(
+        "services:\n  cache: {{kind: redis}}\n  extra:\n    command: {}\n",
+        fx("stamp.py", &[&s.file("started-extra")]),
+    ));
+    let show = "ls started-* 2>/dev/null; redis-cli -u \"$REDIS_URL\" ping";
+    let out = run(
+        cogno_run(&s, &["--ephemeral", "cache", "--", "sh", "-c", show]),
+        READY,
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG", "{all}");
+    assert_nothing_left(&s, &all);
 }
 
 #[test]

@@ -106,8 +106,10 @@ fn pick(stack: &Stack, names: &[String]) -> Result<Vec<usize>, Error> {
 /// What the command gets on top of the invoking user's environment: with no
 /// service, the stack's app environment (what `cogno env` prints); else
 /// each named service's own, as the supervisor computes it, in the order
-/// given. Like sourcing `cogno env`, these win over the user's variables —
-/// a stale DATABASE_URL in the shell must not point a test at another database.
+/// given — for a bundled server, whose own has nothing for a client, the
+/// stack's `env` and what the apps get of it (`DATABASE_URL`…). Like
+/// sourcing `cogno env`, these win over the user's variables — a stale
+/// DATABASE_URL in the shell must not point a test at another database.
 fn environment(stack: &Stack, secrets: &Secrets, services: &[usize]) -> Vec<(String, String)> {
     if services.is_empty() {
         return app_environment(stack, secrets);
@@ -115,7 +117,14 @@ fn environment(stack: &Stack, secrets: &Secrets, services: &[usize]) -> Vec<(Str
     let derived = bundled::derived_envs(stack, secrets);
     services
         .iter()
-        .flat_map(|&i| service_env(&derived[i], &[], &stack.env, &stack.services[i], None))
+        .flat_map(|&i| match &stack.services[i].bundled {
+            Some(b) => {
+                let client = bundled::server(b.kind).app_env(b, secrets);
+                let client = client.into_iter().map(|v| (v.name, v.value));
+                stack.env.iter().cloned().chain(client).collect()
+            }
+            None => service_env(&derived[i], &[], &stack.env, &stack.services[i], None),
+        })
         // The marker says "a process of this service": the command is not one.
         .filter(|(k, _)| k != SERVICE_ENV)
         .collect()
