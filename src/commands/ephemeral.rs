@@ -248,6 +248,7 @@ impl<'r> Throwaway<'r> {
             line.clear();
             let read = events
                 .get_ref()
+                .stream()
                 .set_read_timeout(Some(left))
                 .and_then(|()| events.read_until(b'\n', &mut line));
             match read {
