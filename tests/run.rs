@@ -231,3 +231,86 @@ fn a_throwaway_stack_that_fails_to_start_is_reported_and_removed() {
     assert!(!all.contains("COMMAND RAN"), "{all}");
     assert_nothing_left(&s, &all);
 }
+
+#[test]
+fn an_ephemeral_run_naming_a_service_starts_only_it_and_its_dependencies() {
+    let s = Stack::new("run-sub");
+    // Each service leaves a file when it starts; the command lists them.
+    s.write(&format!(
+        "services:\n  \
+           db:\n    command: {}\n  \
+           api:\n    command: {}\n    depends_on: [db]\n    env:\n      ROLE: api\n  \
+           extra:\n    command: {}\n",
+        fx("stamp.py", &[&s.file("started-db")]),
+        fx("stamp.py", &[&s.file("started-api")]),
+        fx("stamp.py", &[&s.file("started-extra")]),
+    ));
+    let show = "ls started-*; echo ROLE=${ROLE-unset}";
+    let out = run(
+        cogno_run(&s, &["--ephemeral", "api", "--", "sh", "-c", show]),
+        READY,
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    let started: Vec<&str> = seen.lines().filter(|l| l.starts_with("started-")).collect();
+    assert_eq!(started, ["started-api", "started-db"], "{all}");
+    // The command has the named service's environment.
+    assert!(seen.contains("ROLE=api"), "{all}");
+    assert_nothing_left(&s, &all);
+    assert!(pids_within(&s.marker()).is_empty(), "{all}");
+
+    // A bundled server named: the command gets what a client needs of it.
+    let s = Stack::new("run-sub-redis");
+    s.write(&format!(
+        "services:\n  cache: {{kind: redis}}\n  extra:\n    command: {}\n",
+        fx("stamp.py", &[&s.file("started-extra")]),
+    ));
+    let show = "ls started-* 2>/dev/null; redis-cli -u \"$REDIS_URL\" ping";
+    let out = run(
+        cogno_run(&s, &["--ephemeral", "cache", "--", "sh", "-c", show]),
+        READY,
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "PONG", "{all}");
+    assert_nothing_left(&s, &all);
+}
+
+#[test]
+fn an_ephemeral_stack_not_ready_by_its_deadline_is_reported_and_removed() {
+    let s = Stack::new("run-late");
+    // Running, but its health check never passes: the stack never becomes
+    // ready, and only the deadline ends the wait (long enough for a loaded
+    // machine to have started the service by then).
+    s.write(
+        "services:\n  \
+           warm:\n    command: [\"sh\", \"-c\", \"echo still warming up; exec sleep 600\"]\n    \
+             health:\n      exec: [\"false\"]\n      start_period: 10m\n",
+    );
+    let out = run(
+        cogno_run(
+            &s,
+            &[
+                "--ephemeral",
+                "--wait-timeout",
+                "8s",
+                "--",
+                "sh",
+                "-c",
+                "echo COMMAND RAN",
+            ],
+        ),
+        READY,
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    // What is not ready, why, and its last output, as `up --wait` says it.
+    assert!(all.contains("not ready after 8s: warm is"), "{all}");
+    assert!(all.contains("last output of warm:"), "{all}");
+    assert!(all.contains("still warming up"), "{all}");
+    assert!(all.contains("--wait-timeout"), "{all}");
+    assert!(!all.contains("COMMAND RAN"), "{all}");
+    assert_nothing_left(&s, &all);
+    assert!(pids_within(&s.marker()).is_empty(), "{all}");
+}

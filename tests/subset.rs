@@ -316,3 +316,113 @@ fn sighup_reloads_as_cogno_reload_does() {
     c.wait_line("reload: new: added");
     assert_reloaded(&s, &c, &before);
 }
+
+/// A stack of a bundled Redis (its `maxmemory` in `settings:`), `app`,
+/// which needs it, and `c`, which does not.
+fn write_redis_stack(s: &Stack, port: u16, redis: &str) {
+    let sleep = argv(&["sleep", "1000"]);
+    s.write(&format!(
+        "services:
+  cache: {{ kind: redis, port: {port}, {redis} }}
+  app: {{ command: {sleep}, depends_on: [cache] }}
+  c: {{ command: {sleep} }}
+"
+    ));
+}
+
+/// `CONFIG GET maxmemory` on the stack's Redis.
+fn maxmemory(s: &Stack, port: u16) -> String {
+    let password = crate::bundled::secret_values(&s.data.join("secrets/.env"))
+        .into_iter()
+        .find_map(|(k, v)| (k == "REDIS_PASSWORD").then_some(v));
+    let out = crate::bundled::redis(port, password.as_deref(), &["CONFIG", "GET", "maxmemory"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).unwrap_or_default().trim().to_owned()
+}
+
+#[test]
+fn reload_reconfigures_a_changed_bundled_server_and_refuses_what_its_data_cannot_take() {
+    let s = Stack::new("reload-bundled");
+    let port = free_port();
+    write_redis_stack(&s, port, "settings: { maxmemory: 16mb }");
+    let c = up(&s, &[], &[]);
+    assert_eq!(maxmemory(&s, port), (16 << 20).to_string());
+    let before: Vec<(&str, i32)> = ["cache", "app", "c"]
+        .into_iter()
+        .map(|n| (n, c.service_pid(n)))
+        .collect();
+    let pid = |n: &str| before.iter().find(|(m, _)| *m == n).expect("known").1;
+
+    // Another program for its data: refused, nothing changed (the settings
+    // changed too, and were not applied either).
+    write_redis_stack(
+        &s,
+        port,
+        "bin: /usr/bin/redis-server, settings: { maxmemory: 32mb }",
+    );
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("`cache`: its `bin:` changed"), "{r:?}");
+    assert!(r.stderr.contains("`cogno down`, then `cogno up`"), "{r:?}");
+    let st = status_json(&s);
+    for (n, p) in &before {
+        assert_eq!(service(&st, n)["pid"], *p, "{n}: {st}");
+    }
+    assert_eq!(maxmemory(&s, port), (16 << 20).to_string());
+
+    // New settings: rendered, and the server restarted with them, with
+    // the service that needs it; `c` keeps running.
+    write_redis_stack(&s, port, "settings: { maxmemory: 32mb }");
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.output());
+    for line in [
+        "cache: restarted",
+        "app: restarted (it needs cache)",
+        "c: unchanged",
+    ] {
+        assert!(r.stdout.lines().any(|l| l == line), "{line}: {r:?}");
+    }
+    c.wait_count(" cache: started, pid ", 2);
+    c.wait_count(" app: started, pid ", 2);
+    assert!(eventually(TIMEOUT, || state(&s, "app") == "running"));
+    assert_eq!(maxmemory(&s, port), (32 << 20).to_string());
+    let st = status_json(&s);
+    assert_ne!(service(&st, "cache")["pid"], pid("cache"), "{st}");
+    assert_ne!(service(&st, "app")["pid"], pid("app"), "{st}");
+    assert_eq!(service(&st, "c")["pid"], pid("c"), "{st}");
+}
+
+/// The same for PostgreSQL, whose settings live in the cluster's cogno.conf.
+#[test]
+fn reload_renders_a_changed_postgres_setting_again() {
+    let s = Stack::new("reload-postgres");
+    let port = free_port();
+    let write = |work_mem: &str| {
+        s.write(&format!(
+            "services:\n  db: {{ kind: postgres, port: {port}, settings: {{ work_mem: {work_mem} }} }}\n"
+        ))
+    };
+    write("8MB");
+    let c = Cogno::spawn(&s, s.up_command());
+    c.wait_line_by("the stack ready", crate::bundled::READY, |l| {
+        l.contains("stack is ready")
+    });
+    let env = Command::new(COGNO)
+        .args(["env", "--config"])
+        .arg(&s.config)
+        .arg("--data")
+        .arg(&s.data)
+        .output()
+        .expect("run cogno env");
+    let url = crate::bundled::parse_env(&String::from_utf8_lossy(&env.stdout))
+        .remove("DATABASE_URL")
+        .expect("DATABASE_URL");
+    assert_eq!(crate::bundled::sql(&url, "show work_mem"), "8MB");
+    write("24MB");
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", c.output());
+    assert!(r.stdout.lines().any(|l| l == "db: restarted"), "{r:?}");
+    c.wait_count(" db: started, pid ", 2);
+    assert!(eventually(crate::bundled::READY, || state(&s, "db") == "running"));
+    assert_eq!(crate::bundled::sql(&url, "show work_mem"), "24MB");
+}

@@ -16,7 +16,7 @@ pub mod temporal;
 #[cfg(test)]
 mod test_support;
 
-use crate::config::{Bundled, Health, Kind, Probe, Stack};
+use crate::config::{Bundled, Health, Kind, Probe, Service, Stack};
 use crate::datadir::{DataDir, ServiceUser, Versions};
 use crate::error::Error;
 use crate::os::procfs;
@@ -67,6 +67,13 @@ pub trait Server: Sync {
         found: &dyn Any,
         versions: &mut Versions,
     ) -> Result<Prepared, Error>;
+
+    /// For a reload: renders its files again from `job.bundled`'s settings
+    /// over the data a [`Server::prepare`] made, and returns its new
+    /// command; `program` is the one it runs now (its command's first word).
+    /// Files only — no process is run: the supervisor's reaper would take
+    /// its status. What the data cannot take is refused before ([`live_change`]).
+    fn reconfigure(&self, job: &Job, program: &Path) -> Result<Vec<String>, Error>;
 
     /// Its health check, in its own protocol, logging in with `credentials`
     /// (its [`Server::secrets`]); `data` is where its files are.
@@ -728,21 +735,131 @@ pub fn prepare(
             info!("{}: {note}", svc.name);
         }
         svc.command = prepared.command;
-        if let Some(Health {
-            probe:
-                Probe::Bundled {
-                    credentials,
-                    data: probe_data,
-                    ..
-                },
-            ..
-        }) = &mut svc.health
-        {
-            *credentials = secrets.credentials(server.secrets().iter().map(|n| n.name));
-            *probe_data = Some(data.clone());
-        }
+        arm_probe(svc, data, secrets);
     }
     Ok(versions)
+}
+
+/// Gives a bundled service's probe its credentials and where its files are.
+fn arm_probe(svc: &mut Service, data: &DataDir, secrets: &Secrets) {
+    let Some(b) = &svc.bundled else { return };
+    let names = server(b.kind).secrets().iter().map(|n| n.name);
+    if let Some(Health {
+        probe:
+            Probe::Bundled {
+                credentials,
+                data: probe_data,
+                ..
+            },
+        ..
+    }) = &mut svc.health
+    {
+        *credentials = secrets.credentials(names);
+        *probe_data = Some(data.clone());
+    }
+}
+
+/// Whether a reload may apply `new` to the running service `old` (same
+/// name) when either is a bundled server: its files can be rendered again
+/// and the server restarted over the data it has in use, unless the change
+/// is to what that data belongs to — the kind, the program (another
+/// PostgreSQL may be another major version, which cannot open the cluster),
+/// the user owning the files — or its new settings are refused. The error
+/// says what to do; nothing has been changed then.
+pub fn live_change(old: &Service, new: &Service) -> Result<(), Error> {
+    let full_restart = |why: String| {
+        Error::config(format!(
+            "`{}`: {why}; a running stack cannot take that change",
+            new.name
+        ))
+        .help(
+            "apply it with a full restart (`cogno down`, then `cogno up`), whose pre-flight \
+             checks the server against its data; the running stack was not changed",
+        )
+    };
+    let (was, now) = match (&old.bundled, &new.bundled) {
+        (None, None) => return Ok(()),
+        (Some(was), Some(now)) => (was, now),
+        (Some(was), None) => {
+            return Err(full_restart(format!(
+                "it is no longer a bundled server (it was kind: {})",
+                was.kind.name
+            )))
+        }
+        (None, Some(now)) => {
+            return Err(full_restart(format!(
+                "it became a bundled server (kind: {})",
+                now.kind.name
+            )))
+        }
+    };
+    let shown = |bin: &Option<PathBuf>| {
+        bin.as_ref().map_or_else(
+            || "unset, from PATH".to_owned(),
+            |b| b.display().to_string(),
+        )
+    };
+    // PostgreSQL's is a directory of programs.
+    let key = if now.kind.keys.contains(&"bin_dir") {
+        "bin_dir"
+    } else {
+        "bin"
+    };
+    if was.kind != now.kind {
+        return Err(full_restart(format!(
+            "its kind changed from {} to {}",
+            was.kind.name, now.kind.name
+        )));
+    }
+    if was.bin != now.bin {
+        return Err(full_restart(format!(
+            "its `{key}:` changed ({} → {}): another program may not open the data the \
+             running one has in use",
+            shown(&was.bin),
+            shown(&now.bin)
+        )));
+    }
+    if old.user != new.user {
+        return Err(full_restart(format!(
+            "its `user:` changed ({} → {}): its data belongs to the user it runs as",
+            old.user.as_deref().unwrap_or("cogno's own"),
+            new.user.as_deref().unwrap_or("cogno's own")
+        )));
+    }
+    server(now.kind).check_settings(now).map_err(|e| {
+        Error::config(format!("`{}`: {e}", new.name))
+            .help("fix its `settings:`; the running stack was not changed")
+    })
+}
+
+/// For a reload that changed the bundled server `new` (checked by
+/// [`live_change`] against `old`, the running one): its files rendered
+/// again from its new settings, its command and probe filled in as
+/// [`prepare`] did at the start. Blocking, but files only.
+pub fn reconfigure(
+    new: &mut Service,
+    old: &Service,
+    data: &DataDir,
+    secrets: &Secrets,
+) -> Result<(), Error> {
+    let Some(b) = &new.bundled else {
+        return Ok(());
+    };
+    let program = old.command.first().ok_or_else(|| {
+        Error::new(format!(
+            "internal error: the running `{}` has no prepared command",
+            old.name
+        ))
+    })?;
+    let job = Job {
+        bundled: b,
+        data,
+        run_as: new.run_as.as_ref(),
+        secrets,
+    };
+    new.command = server(b.kind).reconfigure(&job, Path::new(program))?;
+    arm_probe(new, data, secrets);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -855,6 +972,52 @@ mod tests {
             assert!(Kind::find(s.name()).is_some(), "{} has no row", s.name());
         }
         assert_eq!(SERVERS.len(), Kind::all().count());
+    }
+
+    /// What a reload may apply to a running bundled server: new settings
+    /// and ports, never another kind, program or user, nor settings its
+    /// server refuses.
+    #[test]
+    fn a_live_bundled_server_takes_new_settings_but_not_another_identity() {
+        let service = |yaml: &str| {
+            let file = format!("services:\n  s: {yaml}\n");
+            let stack = crate::config::parse(&file, Path::new("stack.yaml"), &|_| None)
+                .unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            stack.services[0].clone()
+        };
+        let running = service("{kind: redis, port: 7001, settings: {maxmemory: 16mb}}");
+        for ok in [
+            "{kind: redis, port: 7001, settings: {maxmemory: 32mb}}",
+            "{kind: redis, port: 7002}",
+        ] {
+            live_change(&running, &service(ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (refused, why) in [
+            (
+                "{kind: postgres, port: 7001}",
+                "its kind changed from redis to postgres",
+            ),
+            (
+                "{kind: redis, port: 7001, bin: /opt/redis-server}",
+                "its `bin:` changed (unset, from PATH → /opt/redis-server)",
+            ),
+            (
+                "{command: [sleep, '1']}",
+                "it is no longer a bundled server (it was kind: redis)",
+            ),
+            ("{kind: redis, port: 7001, settings: {port: 1}}", "`s`: "),
+        ] {
+            let e = live_change(&running, &service(refused)).expect_err(refused);
+            assert!(e.message.contains(why), "{refused}: {e}");
+            assert!(
+                e.to_string().contains("the running stack was not changed"),
+                "{e}"
+            );
+        }
+        let app = service("{command: [sleep, '1']}");
+        live_change(&app, &service("{command: [sleep, '2']}")).unwrap();
+        let e = live_change(&app, &running).unwrap_err();
+        assert!(e.message.contains("it became a bundled server"), "{e}");
     }
 
     #[test]

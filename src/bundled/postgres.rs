@@ -123,6 +123,10 @@ impl Server for Postgres {
         })
     }
 
+    fn reconfigure(&self, job: &Job, program: &Path) -> Result<Vec<String>, Error> {
+        Ok(reconfigure(job, program)?)
+    }
+
     fn probe<'a>(
         &'a self,
         b: &'a Bundled,
@@ -669,7 +673,7 @@ pub(super) fn prepare(setup: &Setup) -> Result<Prepared, String> {
     let cluster = std::path::absolute(setup.cluster)
         .map_err(|e| format!("cannot resolve {}: {e}", setup.cluster.display()))?;
     // Bad `settings:` must fail before anything is written.
-    let conf = cogno_conf(setup)?;
+    let conf = cogno_conf(setup.port, setup.socket_dir, setup.settings)?;
     let scratch = scratch_dir(&cluster)?;
     let initialized = match check_existing(&cluster, setup.bins)? {
         ClusterState::Exists => {
@@ -695,20 +699,40 @@ pub(super) fn prepare(setup: &Setup) -> Result<Prepared, String> {
         .join(format!(".s.PGSQL.{}.lock", setup.port));
     clear_stale_lock(&socket_lock, &cluster)?;
 
-    let conf_path = cluster.join(COGNO_CONF);
-    crate::datadir::files::write_atomic(&conf_path, conf.as_bytes(), setup.run_as)
-        .map_err(|e| format!("cannot write {}: {e}", conf_path.display()))?;
-
-    let postgres = setup.bins.bin_dir.join("postgres");
+    write_conf(&cluster, &conf, setup.run_as)?;
     Ok(Prepared {
-        command: vec![
-            postgres.to_string_lossy().into_owned(),
-            "-D".into(),
-            cluster.to_string_lossy().into_owned(),
-        ],
+        command: command(&setup.bins.bin_dir.join("postgres"), &cluster),
         initialized,
         removed_stale_pid,
     })
+}
+
+/// The command to supervise: `postgres -D CLUSTER` (never pg_ctl).
+fn command(postgres: &Path, cluster: &Path) -> Vec<String> {
+    vec![
+        postgres.to_string_lossy().into_owned(),
+        "-D".into(),
+        cluster.to_string_lossy().into_owned(),
+    ]
+}
+
+/// Writes the generated settings `conf` as the cluster's cogno.conf.
+fn write_conf(cluster: &Path, conf: &str, run_as: Option<&RunAs>) -> Result<(), String> {
+    let path = cluster.join(COGNO_CONF);
+    crate::datadir::files::write_atomic(&path, conf.as_bytes(), run_as)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// For a reload: cogno.conf written again from the new settings, over the
+/// cluster in use (its server reads it when it restarts; the other files
+/// of `prepare` belong to the cluster and stay).
+fn reconfigure(job: &Job, program: &Path) -> Result<Vec<String>, String> {
+    let cluster = std::path::absolute(job.data.postgres())
+        .map_err(|e| format!("cannot resolve {}: {e}", job.data.postgres().display()))?;
+    let b = job.bundled;
+    let conf = cogno_conf(b.port, &job.data.postgres_sockets(), &b.settings)?;
+    write_conf(&cluster, &conf, job.run_as)?;
+    Ok(command(program, &cluster))
 }
 
 /// The read-only part of `prepare`, for the pre-flight checks: an existing
@@ -1057,7 +1081,11 @@ fn check_setting(key: &str) -> Result<(), String> {
 }
 
 /// bundled/postgresql.conf, then what cogno decides, then `settings:`.
-fn cogno_conf(setup: &Setup) -> Result<String, String> {
+fn cogno_conf(
+    port: u16,
+    socket_dir: &Path,
+    settings: &[(String, String)],
+) -> Result<String, String> {
     let mut entries: Vec<(String, String)> = CONF_TEMPLATE
         .lines()
         .map(str::trim)
@@ -1072,12 +1100,12 @@ fn cogno_conf(setup: &Setup) -> Result<String, String> {
         Some(e) => e.1 = value,
         None => entries.push((key.to_owned(), value)),
     };
-    set("port", setup.port.to_string());
+    set("port", port.to_string());
     set(
         "unix_socket_directories",
-        conf_quote(&setup.socket_dir.to_string_lossy()),
+        conf_quote(&socket_dir.to_string_lossy()),
     );
-    for (key, value) in setup.settings {
+    for (key, value) in settings {
         check_setting(key)?;
         set(key, conf_quote(value));
     }

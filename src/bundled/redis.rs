@@ -76,19 +76,17 @@ impl Server for Redis {
         _versions: &mut Versions,
     ) -> Result<super::Prepared, Error> {
         let dir = job.data.redis();
-        let command = prepare(&Setup {
-            dir: &dir,
-            port: job.bundled.port,
-            password: job.secrets.get(PASSWORD).unwrap_or_default(),
-            bin: job.bundled.bin.as_deref(),
-            settings: &job.bundled.settings,
-            run_as: job.run_as,
-        })?;
+        let command = prepare(&setup(job, &dir, job.bundled.bin.as_deref()))?;
         Ok(super::Prepared {
             command,
             progress: format!("redis.conf written in {}", dir.display()),
             notes: Vec::new(),
         })
+    }
+
+    fn reconfigure(&self, job: &Job, program: &Path) -> Result<Vec<String>, Error> {
+        // Its preparation only writes redis.conf: the same, with the program it runs.
+        Ok(prepare(&setup(job, &job.data.redis(), Some(program)))?)
     }
 
     fn probe<'a>(
@@ -210,6 +208,18 @@ pub struct Setup<'a> {
     /// `settings:` from the config, overriding the defaults in bundled/redis.conf.
     pub settings: &'a [(String, String)],
     pub run_as: Option<&'a RunAs>,
+}
+
+/// What `prepare` works with, for `job`'s server in `dir` running `bin`.
+fn setup<'a>(job: &'a Job, dir: &'a Path, bin: Option<&'a Path>) -> Setup<'a> {
+    Setup {
+        dir,
+        port: job.bundled.port,
+        password: job.secrets.get(PASSWORD).unwrap_or_default(),
+        bin,
+        settings: &job.bundled.settings,
+        run_as: job.run_as,
+    }
 }
 
 /// Writes DATA/redis/redis.conf (0600, owned by the redis user) and returns

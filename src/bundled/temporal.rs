@@ -85,14 +85,7 @@ impl Server for Temporal {
         versions: &mut Versions,
     ) -> Result<super::Prepared, Error> {
         let dir = job.data.temporal();
-        let command = prepare(&Setup {
-            dir: &dir,
-            port: job.bundled.port,
-            bin: job.bundled.bin.as_deref(),
-            namespace: &job.bundled.namespace,
-            ui_port: job.bundled.ui_port,
-            run_as: job.run_as,
-        })?;
+        let command = prepare(&setup(job, &dir))?;
         versions.temporal_cli = read_record(&dir.join(VERSION_FILE))
             .ok()
             .flatten()
@@ -102,6 +95,12 @@ impl Server for Temporal {
             progress: format!("Temporal dev server in {}", dir.display()),
             notes: Vec::new(),
         })
+    }
+
+    fn reconfigure(&self, job: &Job, program: &Path) -> Result<Vec<String>, Error> {
+        // Its settings are all on its command line; its files stay as they are.
+        let dir = job.data.temporal();
+        Ok(command(program, &setup(job, &dir), &dir.join(DB_FILE)))
     }
 
     fn probe<'a>(
@@ -252,6 +251,18 @@ fn inspect(dir: &Path, bin: Option<&Path>, user: Option<&RunAs>) -> Result<Inspe
         parsed,
         recorded,
     })
+}
+
+/// What `prepare` works with, for `job`'s server in `dir`.
+fn setup<'a>(job: &'a Job, dir: &'a Path) -> Setup<'a> {
+    Setup {
+        dir,
+        port: job.bundled.port,
+        bin: job.bundled.bin.as_deref(),
+        namespace: &job.bundled.namespace,
+        ui_port: job.bundled.ui_port,
+        run_as: job.run_as,
+    }
 }
 
 pub(super) fn prepare(setup: &Setup) -> Result<Vec<String>, String> {

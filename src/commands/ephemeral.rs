@@ -4,18 +4,20 @@
 //! TCP health listener is left out, and the data directory is a fresh
 //! temporary one, so that any number of copies of one stack run side by
 //! side. The stack is a child `cogno up` in its own process group, told its
-//! ports with the hidden `--throwaway` argument, its output in a file beside
-//! its data; `cogno run` waits for its readiness through the control
+//! ports with the hidden `--throwaway` argument (and, when services are
+//! named, to start only those and their dependencies), its output in a file
+//! beside its data; `cogno run` waits for its readiness through the control
 //! socket (the socket's creation seen by inotify, then `/events`, checking
-//! `/status` after each), and when the command has ended sends it SIGTERM —
-//! the stack stops in order —, waits for it and removes the directory.
+//! `/status` after each) until an overall deadline (`--wait-timeout`), and
+//! when the command has ended sends it SIGTERM — the stack stops in order
+//! —, waits for it and removes the directory.
 //!
 //! That child dies with `cogno run` (`PR_SET_PDEATHSIG`, SIGTERM: it still
 //! stops its servers in order). What a SIGKILLed `cogno run` leaves is the
 //! temporary directory, `$TMPDIR/cogno-run-*`.
 
 use super::run::{wait_unreaped, Relay, Target};
-use super::StackArgs;
+use super::{wait, StackArgs};
 use crate::config::{Probe, Stack};
 use crate::control::client::{self, Failure};
 use crate::control::{Phase, ServiceState, StackStatus};
@@ -26,7 +28,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,18 @@ use std::time::{Duration, Instant};
 /// How many lines of the stack's output a failed start shows.
 const TAIL: usize = 20;
 
+/// How long `cogno run --ephemeral` waits for its stack to be ready by
+/// default: the built-in stack's first start (initdb, Temporal's schema)
+/// takes seconds, a busy CI machine several times that.
+pub(super) const DEFAULT_WAIT: &str = "120s";
+
+/// What a throwaway stack is to be: which services it starts (none named:
+/// all), and how long it may take to be ready.
+pub(super) struct Wanted<'a> {
+    pub services: &'a [String],
+    pub timeout: Duration,
+}
+
 /// A running throwaway stack; dropping it stops the stack and removes its directory.
 pub(super) struct Throwaway<'r> {
     dir: PathBuf,
@@ -46,14 +60,20 @@ pub(super) struct Throwaway<'r> {
 }
 
 impl<'r> Throwaway<'r> {
-    /// Starts a throwaway copy of `stack` (whose ports it moves) and waits
-    /// until it is ready.
+    /// Starts a throwaway copy of `stack` (whose ports it moves), or of the
+    /// services `wanted` names and their dependencies, and waits until it is
+    /// ready — at most `wanted.timeout`.
     pub(super) fn start(
         target: &StackArgs,
         stack: &mut Stack,
+        wanted: &Wanted,
         relay: &'r Relay,
     ) -> Result<Throwaway<'r>, Error> {
         let started = Instant::now();
+        let deadline = Deadline {
+            at: started + wanted.timeout,
+            total: wanted.timeout,
+        };
         let moves = Moves::pick(stack)?;
         moves.apply(stack);
         let dir = temp_dir()?;
@@ -79,16 +99,21 @@ impl<'r> Throwaway<'r> {
                 AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO,
             )
             .map_err(cannot_watch)?;
-        let cogno = t.spawn(target, &moves)?;
+        let cogno = t.spawn(target, &moves, wanted.services)?;
         let pid = Pid::from_raw(cogno.id() as i32);
         t.cogno = Some(cogno);
         relay.aim(Some(Target::Stack(pid)));
         let watched = Watched::of(pid)
             .map_err(|e| Error::new(format!("cannot watch the throwaway stack's cogno: {e}")))?;
-        t.wait_socket(&inotify, &watched)?;
-        t.wait_ready()?;
+        t.wait_socket(&inotify, &watched, &deadline)?;
+        t.wait_ready(&deadline)?;
+        let ports = if moves.0.is_empty() {
+            String::new()
+        } else {
+            format!("ports {moves}; ")
+        };
         eprintln!(
-            "cogno run: throwaway stack ready in {} (ports {moves}; data in {}, removed afterwards)",
+            "cogno run: throwaway stack ready in {} ({ports}data in {}, removed afterwards)",
             crate::fmt::fmt_duration(started.elapsed()),
             t.data.root().display()
         );
@@ -108,8 +133,13 @@ impl<'r> Throwaway<'r> {
         self.dir.join("cogno.log")
     }
 
-    /// `cogno up` on the temporary data directory with the moved ports.
-    fn spawn(&self, target: &StackArgs, moves: &Moves) -> Result<Child, Error> {
+    /// `cogno up [SERVICE…]` on the temporary data directory with the moved ports.
+    fn spawn(
+        &self,
+        target: &StackArgs,
+        moves: &Moves,
+        services: &[String],
+    ) -> Result<Child, Error> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::new(format!("cannot find cogno's own program: {e}")))?;
         let log = std::fs::File::create(self.log())
@@ -126,6 +156,10 @@ impl<'r> Throwaway<'r> {
             cmd.arg("--env-file").arg(file);
         }
         cmd.arg(format!("--throwaway={moves}"))
+            // Names were checked against the stack file already; after `--`
+            // none can be taken for an option.
+            .arg("--")
+            .args(services)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -150,19 +184,33 @@ impl<'r> Throwaway<'r> {
             .map_err(|e| Error::new(format!("cannot start the throwaway stack's cogno: {e}")))
     }
 
-    /// Until `cogno up` has bound its control socket, or has exited.
-    fn wait_socket(&self, inotify: &Inotify, cogno: &Watched) -> Result<(), Error> {
+    /// Until `cogno up` has bound its control socket, or has exited, or the deadline.
+    fn wait_socket(
+        &self,
+        inotify: &Inotify,
+        cogno: &Watched,
+        deadline: &Deadline,
+    ) -> Result<(), Error> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let socket = self.data.socket();
         loop {
             if socket.exists() {
                 return Ok(());
             }
+            let Some(left) = deadline.left() else {
+                // Still preparing (a first initdb, a download): no service
+                // has started, so its own output is all there is to show.
+                return Err(self.failed(&format!(
+                    "its cogno was still preparing the stack after {} (--wait-timeout)",
+                    crate::fmt::fmt_duration(deadline.total)
+                )));
+            };
             let mut fds = [
                 PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
                 PollFd::new(cogno.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     return Err(Error::new(format!(
@@ -178,8 +226,9 @@ impl<'r> Throwaway<'r> {
         }
     }
 
-    /// Until the stack is ready: its status after every event it reports.
-    fn wait_ready(&self) -> Result<(), Error> {
+    /// Until the stack is ready: its status after every event it reports,
+    /// and at the deadline what is not ready and why.
+    fn wait_ready(&self, deadline: &Deadline) -> Result<(), Error> {
         let socket = self.data.socket();
         let events = events(&socket).map_err(|f| self.failed(&Error::from(f).message))?;
         let mut events = BufReader::new(events);
@@ -193,9 +242,22 @@ impl<'r> Throwaway<'r> {
                 },
                 Err(f) => return Err(self.failed(&Error::from(f).message)),
             }
+            let Some(left) = deadline.left() else {
+                return Err(self.timed_out(deadline));
+            };
             line.clear();
-            if events.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
-                return Err(self.failed("its cogno stopped before the stack was ready"));
+            let read = events
+                .get_ref()
+                .stream()
+                .set_read_timeout(Some(left))
+                .and_then(|()| events.read_until(b'\n', &mut line));
+            match read {
+                Ok(0) => return Err(self.failed("its cogno stopped before the stack was ready")),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(self.timed_out(deadline))
+                }
+                Err(_) => return Err(self.failed("its cogno stopped before the stack was ready")),
             }
             // The stack's own `ready` event settles it: the status read after
             // the last transition's event may not show that transition yet,
@@ -207,6 +269,19 @@ impl<'r> Throwaway<'r> {
                 return Ok(());
             }
         }
+    }
+
+    /// The error for a stack not ready by the deadline: as `cogno up
+    /// --wait-timeout` says it — each service not ready, why, and its last
+    /// lines —, read now from the stack, which goes next.
+    fn timed_out(&self, deadline: &Deadline) -> Error {
+        let e = wait::not_ready(&self.data, deadline.total);
+        Error::new(format!("the throwaway stack is {}", e.message)).help(format!(
+            "the command was not run; the stack is stopped and {} removed. If it only needs \
+             longer, raise --wait-timeout (it is {})",
+            self.dir.display(),
+            crate::fmt::fmt_duration(deadline.total)
+        ))
     }
 
     /// The error for a stack that did not become ready, with its last output
@@ -237,6 +312,20 @@ impl Drop for Throwaway<'_> {
                 self.dir.display()
             );
         }
+    }
+}
+
+/// When the wait for a throwaway stack gives up.
+struct Deadline {
+    at: Instant,
+    /// The whole wait allowed, for messages.
+    total: Duration,
+}
+
+impl Deadline {
+    /// The time left, None once it has passed.
+    fn left(&self) -> Option<Duration> {
+        Some(self.at.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
     }
 }
 
@@ -359,9 +448,12 @@ impl Moves {
 
     /// Puts the bundled servers on their new ports (their own health checks
     /// follow), and leaves out the TCP health listener, whose fixed address
-    /// two copies would share.
+    /// two copies would share, and the scheduled backups.
     pub fn apply(&self, stack: &mut Stack) {
         stack.health_listen = None;
+        // A throwaway copy's data is thrown away: nothing to back up (and a
+        // child `cogno backup` would read the stack file without the moves).
+        stack.backup = None;
         for m in &self.0 {
             let Some(svc) = stack.services.iter_mut().find(|s| s.name == m.service) else {
                 continue;

@@ -8,7 +8,7 @@
 //! (128 + the signal when a signal ended it).
 
 use super::env::app_environment;
-use super::ephemeral::Throwaway;
+use super::ephemeral::{Throwaway, Wanted, DEFAULT_WAIT};
 use super::{data_dir, env_lookup, Outcome, StackArgs};
 use crate::bundled;
 use crate::config::Stack;
@@ -32,7 +32,10 @@ pub struct RunArgs {
     /// Start a throwaway copy of the stack on free ports with a temporary data directory, run the command against it, then stop it and remove the directory
     #[arg(long)]
     pub ephemeral: bool,
-    /// Give the command exactly these services' environment (their env and env_file too) instead of the stack's app environment
+    /// With --ephemeral: give up when the throwaway stack is not ready after this long (`90s`, `5m`); it is stopped and removed, and the command not run
+    #[arg(long, requires = "ephemeral", value_name = "D", value_parser = crate::config::parse_duration, default_value = DEFAULT_WAIT)]
+    pub wait_timeout: std::time::Duration,
+    /// Give the command exactly these services' environment (their env and env_file too) instead of the stack's app environment; with --ephemeral, start only them and their dependencies
     #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
     /// The command and its arguments, after `--`
@@ -46,7 +49,11 @@ pub fn run(args: RunArgs) -> Outcome {
     let mut stack = args.target.config.load()?;
     let services = pick(&stack, &args.services)?;
     if args.ephemeral {
-        let throwaway = match Throwaway::start(&args.target, &mut stack, &relay) {
+        let wanted = Wanted {
+            services: &args.services,
+            timeout: args.wait_timeout,
+        };
+        let throwaway = match Throwaway::start(&args.target, &mut stack, &wanted, &relay) {
             Ok(t) => t,
             // Stopped before the command started: the stack is gone already (Drop).
             Err(_) if relay.received().is_some() => return Ok(relay.interrupted_status()),
@@ -99,8 +106,10 @@ fn pick(stack: &Stack, names: &[String]) -> Result<Vec<usize>, Error> {
 /// What the command gets on top of the invoking user's environment: with no
 /// service, the stack's app environment (what `cogno env` prints); else
 /// each named service's own, as the supervisor computes it, in the order
-/// given. Like sourcing `cogno env`, these win over the user's variables —
-/// a stale DATABASE_URL in the shell must not point a test at another database.
+/// given — for a bundled server, whose own has nothing for a client, the
+/// stack's `env` and what the apps get of it (`DATABASE_URL`…). Like
+/// sourcing `cogno env`, these win over the user's variables — a stale
+/// DATABASE_URL in the shell must not point a test at another database.
 fn environment(stack: &Stack, secrets: &Secrets, services: &[usize]) -> Vec<(String, String)> {
     if services.is_empty() {
         return app_environment(stack, secrets);
@@ -108,7 +117,14 @@ fn environment(stack: &Stack, secrets: &Secrets, services: &[usize]) -> Vec<(Str
     let derived = bundled::derived_envs(stack, secrets);
     services
         .iter()
-        .flat_map(|&i| service_env(&derived[i], &[], &stack.env, &stack.services[i], None))
+        .flat_map(|&i| match &stack.services[i].bundled {
+            Some(b) => {
+                let client = bundled::server(b.kind).app_env(b, secrets);
+                let client = client.into_iter().map(|v| (v.name, v.value));
+                stack.env.iter().cloned().chain(client).collect()
+            }
+            None => service_env(&derived[i], &[], &stack.env, &stack.services[i], None),
+        })
         // The marker says "a process of this service": the command is not one.
         .filter(|(k, _)| k != SERVICE_ENV)
         .collect()

@@ -37,9 +37,6 @@ pub fn run(args: UpArgs) -> Outcome {
     let mut stack = args.target.config.load()?;
     if let Some(moves) = &args.throwaway {
         moves.apply(&mut stack);
-        // A throwaway copy's data is thrown away: nothing to back up (and a
-        // child `cogno backup` would read the stack file without the moves).
-        stack.backup = None;
     }
     let stack = stack;
     let selection = args.select.resolve(&stack)?;
@@ -138,7 +135,15 @@ pub fn run(args: UpArgs) -> Outcome {
         if let Some(b) = backups {
             supervisor.back_up(b);
         }
-        supervisor.on_reload(baseline, reloader(args.target.config.clone(), data.clone()));
+        supervisor.on_reload(
+            baseline,
+            Box::new(Reloader {
+                config: args.target.config.clone(),
+                moves: args.throwaway.clone(),
+                data: data.clone(),
+                secrets: None,
+            }),
+        );
         match crate::leftovers::Recorder::new(&data) {
             Ok(r) => supervisor.record_pids(r),
             Err(e) => tracing::warn!(
@@ -348,19 +353,44 @@ fn scheduled_backups(
 }
 
 /// How `cogno reload` and SIGHUP read the stack file again: as `up` did
-/// (the same file, env files and environment), with what cogno derives for
-/// each service from the secrets kept in the data directory.
-fn reloader(config: super::ConfigArg, data: DataDir) -> supervisor::Loader {
-    Box::new(move || {
-        let stack = config.load()?;
+/// (the same file, env files and environment, a throwaway copy's ports),
+/// with what cogno derives for each service from the secrets kept in the
+/// data directory — which a changed bundled server's files are rendered with.
+struct Reloader {
+    config: super::ConfigArg,
+    moves: Option<super::ephemeral::Moves>,
+    data: DataDir,
+    /// Those of the stack last loaded.
+    secrets: Option<crate::secrets::Secrets>,
+}
+
+impl supervisor::Reloader for Reloader {
+    fn load(&mut self) -> Result<(Stack, supervisor::Derived), Error> {
+        let mut stack = self.config.load()?;
+        if let Some(moves) = &self.moves {
+            moves.apply(&mut stack);
+        }
         if bundled::secret_specs(&stack).is_empty() {
             let n = stack.services.len();
             return Ok((stack, vec![Vec::new(); n]));
         }
-        let secrets = bundled::load_secrets(&stack, &data, &env_lookup)?;
+        let secrets = bundled::load_secrets(&stack, &self.data, &env_lookup)?;
         let derived = bundled::derived_envs(&stack, &secrets);
+        self.secrets = Some(secrets);
         Ok((stack, derived))
-    })
+    }
+
+    fn reconfigure(
+        &mut self,
+        new: &mut config::Service,
+        old: &config::Service,
+    ) -> Result<(), Error> {
+        let secrets = self
+            .secrets
+            .as_ref()
+            .ok_or_else(|| Error::new("internal error: no secrets for a bundled server"))?;
+        bundled::reconfigure(new, old, &self.data, secrets)
+    }
 }
 
 /// What a new user needs once everything is healthy: where things are, never secret values.

@@ -13,6 +13,7 @@ use crate::control::{Phase, ServiceState, ServiceStatus, StackStatus};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::events::Event;
+use crate::os::process::Watched;
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant};
 const LAST_LINES: usize = 15;
 /// Lines of cogno's own log shown when it has exited.
 const OWN_LINES: usize = 8;
+/// How long a cogno that stopped answering is given to exit before its
+/// files are read: its services' stop timeouts are its own business.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
 
 pub fn run(data: &DataDir, services: &[String], timeout: Option<Duration>) -> Outcome {
     let message = until_ready(data, services, timeout, |ev| eprintln!("{}", ev.text()))?;
@@ -61,6 +65,43 @@ fn gave_up(after: Duration, missing: Option<&str>) -> Error {
     .help("`cogno status` shows what each service is doing, `cogno logs` their output")
 }
 
+/// What is missing of `services` (the whole stack when empty): the
+/// supervisor's own account of each service not ready (`web is starting
+/// (…)`), which leaves out the services not selected.
+fn missing<'s>(status: &'s StackStatus, services: &[String]) -> Vec<&'s str> {
+    status
+        .not_ready
+        .iter()
+        .map(String::as_str)
+        .filter(|l| {
+            services.is_empty() || services.iter().any(|s| l.starts_with(&format!("{s} is ")))
+        })
+        .collect()
+}
+
+/// The error for a stack still not ready after `waited` that is given up
+/// on for good (`cogno run --ephemeral` stops it next): what is missing,
+/// and each missing service's last output lines, read now from its running
+/// cogno. The caller gives its help.
+pub(super) fn not_ready(data: &DataDir, waited: Duration) -> Error {
+    let after = format!("not ready after {}", crate::fmt::fmt_duration(waited));
+    let Ok(status) = get_status(&data.socket()) else {
+        return Error::new(format!("{after}: its cogno does not answer"));
+    };
+    let missing = missing(&status, &[]);
+    let names: Vec<String> = status
+        .services
+        .iter()
+        .filter(|s| {
+            missing
+                .iter()
+                .any(|l| l.starts_with(&format!("{} is ", s.name)))
+        })
+        .map(|s| s.name.clone())
+        .collect();
+    failure(data, format!("{after}: {}", missing.join("; ")), &names)
+}
+
 /// Where the stack (or `services`) is, as a wait sees it.
 enum Verdict {
     Ready(String),
@@ -88,7 +129,7 @@ pub(super) fn until_ready(
         // A detached cogno that served and has exited already (a critical
         // service failed at once): its files say why.
         Err(crate::control::client::Failure::NotRunning(..)) if crate::logfiles::has_own(data) => {
-            return Err(gone(data, services))
+            return Err(gone(data, services, None))
         }
         Err(e) => return Err(e.into()),
     };
@@ -96,13 +137,16 @@ pub(super) fn until_ready(
         return Err(reply.refusal());
     }
     let mut events = BufReader::new(reply.body);
+    // The cogno that answers: when it stops answering, its last words are
+    // in its files only once it has exited.
+    let cogno = Watched::peer_of(events.get_ref().stream()).ok();
     let mut line = Vec::new();
     loop {
         let status = match get_status(&socket) {
             Ok(s) => s,
             // Answered before and gone now: cogno has exited (a critical
             // service failed, or it was stopped).
-            Err(_) => return Err(gone(data, services)),
+            Err(_) => return Err(gone(data, services, cogno.as_ref())),
         };
         match verdict(&status, services)? {
             Verdict::Ready(msg) => return Ok(msg),
@@ -111,17 +155,7 @@ pub(super) fn until_ready(
         }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let timed_out = || {
-            // What is missing of what was waited for.
-            let missing: Vec<&str> = status
-                .not_ready
-                .iter()
-                .map(String::as_str)
-                .filter(|l| {
-                    services.is_empty()
-                        || services.iter().any(|s| l.starts_with(&format!("{s} is ")))
-                })
-                .collect();
-            let missing = missing.join("; ");
+            let missing = missing(&status, services).join("; ");
             gave_up(
                 timeout.unwrap_or_default(),
                 Some(missing.as_str()).filter(|m| !m.is_empty()),
@@ -133,15 +167,16 @@ pub(super) fn until_ready(
         // A zero timeout would mean "none": `left` is not zero here.
         events
             .get_ref()
+            .stream()
             .set_read_timeout(left)
             .map_err(|e| Error::new(format!("cannot follow cogno's events: {e}")))?;
         line.clear();
         match events.read_until(b'\n', &mut line) {
-            Ok(0) => return Err(gone(data, services)),
+            Ok(0) => return Err(gone(data, services, cogno.as_ref())),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Err(timed_out())
             }
-            Err(_) => return Err(gone(data, services)),
+            Err(_) => return Err(gone(data, services, cogno.as_ref())),
             Ok(_) => {}
         }
         if let Ok(ev) = serde_json::from_slice::<Event>(&line) {
@@ -204,7 +239,13 @@ fn verdict(status: &StackStatus, services: &[String]) -> Result<Verdict, Error> 
     Ok(if !failed.is_empty() {
         Verdict::Failed(reasons.join("; "), failed)
     } else if status.phase == Phase::Stopping {
-        Verdict::Failed("the stack is stopping".into(), Vec::new())
+        // A critical service's exit stops the stack before its own state
+        // may have settled: the output of what was not up says why.
+        let down = watched.iter().filter(|s| !s.passes());
+        Verdict::Failed(
+            "the stack is stopping".into(),
+            down.map(|s| s.name.clone()).collect(),
+        )
     } else if services.is_empty() || watched.iter().any(|s| !s.passes()) {
         Verdict::Pending
     } else {
@@ -214,7 +255,13 @@ fn verdict(status: &StackStatus, services: &[String]) -> Result<Verdict, Error> 
 
 /// cogno stopped answering while the wait went on: the end of its own log
 /// (why it stopped) and the services' last lines, from the log files.
-fn gone(data: &DataDir, services: &[String]) -> Error {
+/// `cogno`, the process that answered, is waited for (a while) first: a
+/// stack stopped by a critical service closes its socket before its cogno
+/// has stopped the rest and written the last lines of every file.
+fn gone(data: &DataDir, services: &[String], cogno: Option<&Watched>) -> Error {
+    if let Some(c) = cogno {
+        let _ = c.wait_for(Some(EXIT_WAIT));
+    }
     let mut why = "cogno has exited before the stack was ready".to_owned();
     let own = crate::logfiles::own_tail(data, OWN_LINES);
     if !own.is_empty() {

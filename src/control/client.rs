@@ -193,14 +193,13 @@ pub enum Body {
 }
 
 impl Body {
-    /// Bounds each following read: a follower of `/events` that must give
-    /// up at a deadline sets what is left of it before every read.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
-        let stream = match self {
+    /// The connection: a follower of `/events` bounds its reads with it
+    /// and learns which process answers (`Watched::peer_of`).
+    pub fn stream(&self) -> &UnixStream {
+        match self {
             Body::Plain(r) => r.get_ref().get_ref(),
             Body::Chunked { inner, .. } => inner.get_ref(),
-        };
-        stream.set_read_timeout(timeout)
+        }
     }
 }
 

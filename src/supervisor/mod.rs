@@ -22,7 +22,7 @@ mod stopping;
 
 pub use env::service_env;
 pub use machine::State;
-pub use reload::{Baseline, Loader};
+pub use reload::{Baseline, Derived, Reloader};
 
 use crate::config::{Condition, Selection, Stack};
 use crate::control::{self, Request};
@@ -125,7 +125,7 @@ pub struct Supervisor {
     /// cogno's own environment, which every service inherits.
     base_env: Vec<(String, String)>,
     /// Reads the stack file again, and what it was (see `reload.rs`).
-    loader: Option<Loader>,
+    loader: Option<Box<dyn Reloader>>,
     baseline: Option<Baseline>,
     /// Where each service's main process is recorded, for the next start
     /// after cogno was killed (see `leftovers`).
@@ -250,7 +250,7 @@ impl Supervisor {
 
     /// Lets `cogno reload` and SIGHUP read the stack file again with
     /// `loader`; `baseline` is what the running stack was loaded from.
-    pub fn on_reload(&mut self, baseline: Baseline, loader: Loader) {
+    pub fn on_reload(&mut self, baseline: Baseline, loader: Box<dyn Reloader>) {
         self.baseline = Some(baseline);
         self.loader = Some(loader);
     }

@@ -9,14 +9,19 @@
 //! hidden from status) and an added one gets a new slot at the end. The
 //! plan is then rebuilt over every slot ([`Plan::arrange`]).
 //!
-//! What cannot change live is reported as needing a full restart and left
-//! as it is: the stack's data directory, control socket, health listener
-//! and secrets, and a bundled server's settings (its files are prepared
-//! before the supervisor starts) or a bundled server added.
+//! A bundled server whose settings changed is a changed service too: its
+//! files are rendered again from them (`bundled::reconfigure`) and it is
+//! restarted like any other. What its data in use cannot take (another
+//! kind, program or user: `bundled::live_change`) refuses the whole reload,
+//! as does a bundled server added (its pre-flight runs processes, which the
+//! supervisor's reaper would take). The stack's data directory, control
+//! socket, health listener and secrets are reported as needing a full
+//! restart and left as they are.
 
 use super::env;
 use super::machine::{Input, Intent, Spec};
 use super::Supervisor;
+use crate::bundled;
 use crate::config::plan::Plan;
 use crate::config::select;
 use crate::config::{Service, Stack};
@@ -25,9 +30,21 @@ use crate::events::Event as StackEvent;
 use std::collections::HashMap;
 use tracing::{info, warn};
 
-/// Reads the stack file again: the stack, and what cogno derives for each
-/// of its services (connection settings, secrets); or the error.
-pub type Loader = Box<dyn FnMut() -> Result<(Stack, Vec<Vec<(String, String)>>), Error>>;
+/// What cogno derives for each service of a stack, by index: connection
+/// settings and secrets.
+pub type Derived = Vec<Vec<(String, String)>>;
+
+/// How a reload gets the new stack and readies its changed bundled servers
+/// (`up` provides it: it knows the file, the env files, the data directory).
+pub trait Reloader {
+    /// Reads the stack file again: the stack, and what cogno derives for
+    /// each of its services (connection settings, secrets); or the error.
+    fn load(&mut self) -> Result<(Stack, Derived), Error>;
+
+    /// Readies the bundled server `new` of the stack last loaded for its
+    /// restart in place of `old`, the running one ([`bundled::reconfigure`]).
+    fn reconfigure(&mut self, new: &mut Service, old: &Service) -> Result<(), Error>;
+}
 
 /// What the running stack was made from, as loaded (before the bundled
 /// servers were prepared), to tell what a reload changes.
@@ -104,7 +121,7 @@ impl Supervisor {
         let Some(loader) = self.loader.as_mut() else {
             return Err("error: this cogno cannot reload its stack file\n".into());
         };
-        let (new, derived) = loader().map_err(|e| e.to_string())?;
+        let (new, derived) = loader.load().map_err(|e| e.to_string())?;
         let Some(baseline) = self.baseline.as_ref() else {
             return Err("error: this cogno cannot reload its stack file\n".into());
         };
@@ -155,6 +172,9 @@ impl Supervisor {
         }
         let mut services = self.stack.services.clone();
         let mut plan = Vec::new();
+        // Changed bundled servers, whose files are rendered again once the
+        // whole file is known to apply.
+        let mut reconfigured = Vec::new();
         let mut fingerprints = HashMap::new();
         for (k, svc) in new.services.iter().enumerate() {
             let i = slot[k];
@@ -167,24 +187,31 @@ impl Supervisor {
             let service_env =
                 env::service_env(&derived[k], &self.base_env, &new.env, svc, run_as.as_ref());
             let old = baseline.services.get(&svc.name);
+            // Checked for a slot's past service too: one removed and added
+            // again finds its files as it left them.
+            if let Some(Err(e)) = self
+                .stack
+                .services
+                .get(i)
+                .map(|running| bundled::live_change(running, svc))
+            {
+                return Err(e.to_string());
+            }
             let change = if i >= self.svcs.len() || self.svcs[i].removed {
                 Change::Added
             } else if old == Some(&print) && service_env == self.svcs[i].env {
-                Change::Unchanged
-            } else if svc.bundled.is_some() {
-                notes.push(format!(
-                    "{}: its settings changed: a bundled server needs a full restart; not applied",
-                    svc.name
-                ));
                 Change::Unchanged
             } else if self.svcs[i].state().alive() {
                 Change::Restarted
             } else {
                 Change::Changed
             };
-            // A bundled server keeps its prepared command and probe; an
-            // unchanged service its definition; both take the new order.
+            // An unchanged service keeps its definition (a bundled server's
+            // prepared command and probe), in the new order.
             let keep = change == Change::Unchanged;
+            if !keep && def.bundled.is_some() {
+                reconfigured.push(i);
+            }
             fingerprints.insert(
                 svc.name.clone(),
                 match (keep, old) {
@@ -207,6 +234,7 @@ impl Supervisor {
         let arranged = Plan::arrange(&services).map_err(|e| {
             format!("error: the stack file cannot be applied to the running stack: {e:?}\n")
         })?;
+        self.reconfigure(&mut services, &reconfigured)?;
         // Checked: from here on, the new file is applied.
         let kept: Vec<usize> = slot.clone();
         let removed: Vec<usize> = (0..self.svcs.len())
@@ -298,6 +326,39 @@ impl Supervisor {
             out.push_str(&format!("{n}\n"));
         }
         Ok(out)
+    }
+
+    /// Renders the files of the changed bundled servers `which` of `new`
+    /// again from their new settings (the running servers read theirs only
+    /// when they start). If one fails, those already rendered are rendered
+    /// again from their running definitions: the reload is refused and
+    /// nothing is left changed.
+    fn reconfigure(&mut self, new: &mut [Service], which: &[usize]) -> Result<(), String> {
+        let Some(loader) = self.loader.as_mut() else {
+            return Ok(());
+        };
+        for (n, &i) in which.iter().enumerate() {
+            let running = &self.stack.services[i];
+            if let Err(e) = loader.reconfigure(&mut new[i], running) {
+                for &j in &which[..n] {
+                    let mut back = self.stack.services[j].clone();
+                    if let Err(e) = loader.reconfigure(&mut back, &self.stack.services[j]) {
+                        warn!(
+                            "reload: cannot restore the files of {}: {e} (they hold its new \
+                             settings, which it reads at its next start)",
+                            back.name
+                        );
+                    }
+                }
+                return Err(Error::new(format!(
+                    "cannot ready `{}` for its new settings: {}",
+                    new[i].name, e.message
+                ))
+                .help("the running stack was not changed; reload again once that is fixed")
+                .to_string());
+            }
+        }
+        Ok(())
     }
 
     /// What restarting service `i` for a reload takes down with it: the
