@@ -129,6 +129,7 @@ pub fn run(args: UpArgs) -> Outcome {
         let mut supervisor =
             Supervisor::new(stack, selection, base_env, derived, sink.clone(), pid1);
         supervisor.on_reload(baseline, reloader(args.target.config.clone(), data.clone()));
+        supervisor.never_watch(data.root());
         match crate::leftovers::Recorder::new(&data) {
             Ok(r) => supervisor.record_pids(r),
             Err(e) => tracing::warn!(

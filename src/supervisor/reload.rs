@@ -70,6 +70,9 @@ fn fingerprint(svc: &Service, all: &[Service]) -> String {
         .collect();
     let mut bare = svc.clone();
     bare.depends_on.clear();
+    // What it watches is not what it runs: a changed `watch:` is taken on
+    // by the watcher, without a restart.
+    bare.watch = None;
     format!("{bare:?} {deps:?}")
 }
 
@@ -284,6 +287,8 @@ impl Supervisor {
             warn!("reload: {n}");
             out.push_str(&format!("{n}\n"));
         }
+        // Services added, removed or watching other paths.
+        self.watch_files();
         Ok(out)
     }
 
