@@ -279,3 +279,39 @@ services:
     );
     stop(c);
 }
+
+#[test]
+fn a_reload_watches_the_new_paths_without_a_restart() {
+    let s = Stack::new("watch-reload");
+    mkdir(&s, "old");
+    mkdir(&s, "new");
+    let yaml = |dir: &str| {
+        format!(
+            r#"
+services:
+  app:
+    command: {cmd}
+    startsecs: 100ms
+    watch:
+      paths: [{dir}]
+      debounce: 100ms
+"#,
+            cmd = sleeper()
+        )
+    };
+    s.write(&yaml("old"));
+    let c = Cogno::up(&s);
+    c.wait_line("stack is ready");
+    let first = c.service_pid("app");
+    s.write(&yaml("new"));
+    let r = cli(&s, &["reload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("app: unchanged"), "{r:?}");
+    assert_eq!(c.service_pid("app"), first);
+    // The old path is not watched any more, the new one is.
+    write(&s, "old/a.txt", "x");
+    write(&s, "new/b.txt", "x");
+    says(&reload(&c, 1), "app", "new/b.txt");
+    assert_eq!(c.count(" app: started, pid "), 2, "{}", c.output());
+    stop(c);
+}

@@ -153,6 +153,9 @@ impl Supervisor {
             for d in &mut def.depends_on {
                 d.on = slot[d.on];
             }
+            if let Some(w) = &mut def.watch {
+                w.before = w.before.map(|b| slot[b]);
+            }
             let run_as = svc.run_as.clone();
             let service_env =
                 env::service_env(&derived[k], &self.base_env, &new.env, svc, run_as.as_ref());
@@ -173,7 +176,8 @@ impl Supervisor {
                 Change::Changed
             };
             // A bundled server keeps its prepared command and probe; an
-            // unchanged service its definition; both take the new order.
+            // unchanged service its definition; both take the new order
+            // and what they watch.
             let keep = change == Change::Unchanged;
             fingerprints.insert(
                 svc.name.clone(),
@@ -186,6 +190,8 @@ impl Supervisor {
                 if keep {
                     services[i].depends_on = def.depends_on;
                     services[i].priority = def.priority;
+                    // Taken on by the watcher, restarted below.
+                    services[i].watch = def.watch;
                 } else {
                     services[i] = def;
                 }
