@@ -80,6 +80,11 @@ struct Watcher {
     /// servers and logs write all the time.
     never: Vec<PathBuf>,
     dirs: HashMap<WatchDescriptor, PathBuf>,
+    /// Per rule, per watched path: whether it is a directory (else a file),
+    /// as found at the start rather than asked of the disk at each event.
+    kinds: Vec<Vec<bool>>,
+    /// The limit of inotify watches was reached: said once.
+    full: bool,
     /// Per rule: its window's end and the paths seen in it.
     open: Vec<Option<(Instant, Vec<PathBuf>)>>,
 }
@@ -127,13 +132,24 @@ pub fn start(
     let mut w = Watcher {
         fd,
         open: rules.iter().map(|_| None).collect(),
+        kinds: rules
+            .iter()
+            .map(|r| r.watch.paths.iter().map(|p| p.is_dir()).collect())
+            .collect(),
+        full: false,
         rules,
         never,
         dirs: HashMap::new(),
     };
     for r in 0..w.rules.len() {
-        for root in w.rules[r].watch.paths.clone() {
-            if root.is_dir() {
+        for (root, is_dir) in w.rules[r]
+            .watch
+            .paths
+            .clone()
+            .into_iter()
+            .zip(w.kinds[r].clone())
+        {
+            if is_dir {
                 w.walk(&root);
             } else if let Some(dir) = root.parent() {
                 // A watched file is seen through its directory: an editor
@@ -223,11 +239,14 @@ impl Watcher {
                 self.dirs.insert(wd, dir.to_path_buf());
             }
             // ENOSPC: fs.inotify.max_user_watches is reached.
-            Err(nix::errno::Errno::ENOSPC) => warn!(
-                "watch: cannot watch {}: the limit of inotify watches is reached \
-                 (raise fs.inotify.max_user_watches, or ignore more directories)",
-                dir.display()
-            ),
+            Err(nix::errno::Errno::ENOSPC) if !self.full => {
+                self.full = true;
+                warn!(
+                    "watch: cannot watch {} (and maybe more): the limit of inotify watches is \
+                     reached (raise fs.inotify.max_user_watches, or ignore more directories)",
+                    dir.display()
+                );
+            }
             // Gone already, or not a directory any more: nothing to watch.
             Err(e) => debug!("watch: cannot watch {}: {e}", dir.display()),
         }
@@ -265,8 +284,8 @@ impl Watcher {
         }
         let w = &self.rules[r].watch;
         let relative = path.strip_prefix(&w.base).unwrap_or(path);
-        w.paths.iter().any(|root| {
-            if root.is_dir() {
+        w.paths.iter().zip(&self.kinds[r]).any(|(root, &is_dir)| {
+            if is_dir {
                 path.starts_with(root) && !w.ignore.ignores(root, path, relative)
             } else {
                 path == root
