@@ -164,14 +164,30 @@ def row(name, sig, new):
     print(f"{name:<28} signalled p50/p95/max {ms(sig)} ms   up p50/p95/max {ms(new)} ms", flush=True)
 
 
-def proc_status(pid, key):
-    total = 0
+def per_thread(pid, key):
+    seen = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            for line in f:
-                if line.startswith(key):
-                    total += int(line.split()[1])
-    return total
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(key):
+                        seen[tid] = seen.get(tid, 0) + int(line.split()[1])
+        except FileNotFoundError:
+            pass  # the thread ended meanwhile
+    return seen
+
+
+def watches(pid):
+    """inotify watches held by `pid`, from its descriptors' fdinfo."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    n += sum(1 for l in f if l.startswith("inotify wd:"))
+        except OSError:
+            pass
+    return n
 
 
 def rss_kib(pid, key):
@@ -182,7 +198,16 @@ def rss_kib(pid, key):
 
 
 def switches(pid):
-    return proc_status(pid, "voluntary_ctxt_switches:") + proc_status(pid, "nonvoluntary_ctxt_switches:")
+    """Context switches of every thread, by thread id."""
+    v = per_thread(pid, "voluntary_ctxt_switches:")
+    for tid, n in per_thread(pid, "nonvoluntary_ctxt_switches:").items():
+        v[tid] = v.get(tid, 0) + n
+    return v
+
+
+def woken(before, after):
+    """Switches between two samples; a thread born meanwhile counts whole."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 def tree(dir):
@@ -207,9 +232,9 @@ def at_rest(p, label):
     anon, rss = rss_kib(p.pid, "RssAnon:"), rss_kib(p.pid, "VmRSS:")
     before = switches(p.pid)
     time.sleep(IDLE)
-    woke = switches(p.pid) - before
+    woke = woken(before, switches(p.pid))
     print(f"{label:<44} RssAnon {anon / 1024:6.2f} MiB (VmRSS {rss / 1024:6.2f})   "
-          f"context switches in {IDLE:.0f} s at rest: {woke}", flush=True)
+          f"{watches(p.pid):5d} inotify watches   context switches in {IDLE:.0f} s at rest: {woke}", flush=True)
     return anon
 
 
