@@ -315,3 +315,39 @@ services:
     assert_eq!(c.count(" app: started, pid "), 2, "{}", c.output());
     stop(c);
 }
+
+#[test]
+fn a_fix_saved_brings_a_crashed_service_back() {
+    let s = Stack::new("watch-crashed");
+    mkdir(&s, "src");
+    let broken = s.file("src/broken");
+    let cmd = argv(&[
+        "sh",
+        "-c",
+        &format!("if [ -e {broken} ]; then echo 'SyntaxError' >&2; exit 1; fi; exec sleep 1000"),
+    ]);
+    s.write(&format!(
+        r#"
+services:
+  app:
+    command: {cmd}
+    startsecs: 300ms
+    restart: never
+    watch:
+      paths: [src]
+      debounce: 100ms
+"#
+    ));
+    write(&s, "src/broken", "");
+    let c = Cogno::up(&s);
+    c.wait_line("SyntaxError");
+    // Nothing runs, and cogno waits for the fix instead of exiting.
+    c.wait_line(
+        "every service has ended; cogno stays up: a change to the watched files of app restarts it",
+    );
+    // The fix: the file that broke it is gone.
+    std::fs::remove_file(&broken).unwrap();
+    says(&reload(&c, 1), "app", "src/broken");
+    assert!(exists(c.service_pid("app")));
+    stop(c);
+}

@@ -145,6 +145,8 @@ pub struct Supervisor {
     watcher: Option<tokio::task::AbortHandle>,
     /// Directories no watch sees (the data directory).
     unwatched: Vec<std::path::PathBuf>,
+    /// Everything has ended, and cogno waits for a watched change (said once).
+    awaiting_saves: bool,
 }
 
 impl Supervisor {
@@ -219,6 +221,7 @@ impl Supervisor {
             stop_cause: None,
             watcher: None,
             unwatched: Vec::new(),
+            awaiting_saves: false,
         }
     }
 
@@ -620,6 +623,7 @@ impl Supervisor {
         if rt.instance > 0 {
             rt.restarts += 1;
         }
+        self.awaiting_saves = false;
         rt.instance += 1;
         // The machine says why, once (with the path tried).
         let spawned = match spawned {
@@ -810,6 +814,22 @@ impl Supervisor {
             .iter()
             .all(|s| s.state().terminal() && !s.state().alive())
         {
+            // A watched service comes back on a saved file (the fix of
+            // what made it fail): cogno stays up for it.
+            let watched: Vec<&str> = (0..self.svcs.len())
+                .filter(|&i| self.svcs[i].selected && self.stack.services[i].watch.is_some())
+                .map(|i| self.name(i))
+                .collect();
+            if !watched.is_empty() {
+                if !self.awaiting_saves {
+                    info!(
+                        "every service has ended; cogno stays up: a change to the watched files of {} restarts it",
+                        watched.join(", ")
+                    );
+                    self.awaiting_saves = true;
+                }
+                return;
+            }
             let ok = self
                 .svcs
                 .iter()
