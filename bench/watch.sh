@@ -57,12 +57,27 @@ while True:
 
 
 def cleanup():
+    # SIGTERM first: watchexec runs its command in a process group of its
+    # own, which a SIGKILL of watchexec's group would leave running.
     for p in started:
         try:
-            os.killpg(p.pid, signal.SIGKILL)
+            os.killpg(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        p.wait()
+    for p in started:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    # Whatever still runs from the work directory was started here.
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if work.encode() in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
     shutil.rmtree(work, ignore_errors=True)
 
 
