@@ -24,3 +24,4 @@ mod pid1;
 mod run;
 mod subset;
 mod supervisor;
+mod watch;

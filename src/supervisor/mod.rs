@@ -17,6 +17,7 @@ mod machine;
 mod operator;
 mod reload;
 mod restart;
+mod rewatch;
 mod state;
 mod stopping;
 
@@ -72,6 +73,14 @@ enum Event {
     OutputClosed {
         svc: usize,
         instance: u64,
+    },
+    /// A service's watched paths changed (`crate::watch`).
+    Watched(crate::watch::Change),
+    /// A step of a watched change's reload ended (see `rewatch.rs`).
+    Reload {
+        svc: usize,
+        step: rewatch::Step,
+        outcome: control::Outcome,
     },
     /// Status requests waiting for fresh probe results are answered now.
     FreshLimit,
@@ -132,6 +141,12 @@ pub struct Supervisor {
     last_phase: control::Phase,
     /// The critical service whose failure is stopping the stack, and why.
     stop_cause: Option<(String, String)>,
+    /// The file watcher's task, while some service has `watch:`.
+    watcher: Option<tokio::task::AbortHandle>,
+    /// Directories no watch sees (the data directory).
+    unwatched: Vec<std::path::PathBuf>,
+    /// Everything has ended, and cogno waits for a watched change (said once).
+    awaiting_saves: bool,
 }
 
 impl Supervisor {
@@ -204,6 +219,9 @@ impl Supervisor {
             files: None,
             last_phase: control::Phase::Starting,
             stop_cause: None,
+            watcher: None,
+            unwatched: Vec::new(),
+            awaiting_saves: false,
         }
     }
 
@@ -215,6 +233,13 @@ impl Supervisor {
     /// Writes each service's output to its log file too.
     pub fn write_files(&mut self, files: crate::logfiles::FileLogs) {
         self.files = Some(files);
+    }
+
+    /// Leaves `dir` out of every `watch:` (the data directory, which the
+    /// servers and the log files write to all the time).
+    pub fn never_watch(&mut self, dir: &std::path::Path) {
+        self.unwatched
+            .push(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()));
     }
 
     /// Runs `f` once, the first time the stack is ready.
@@ -265,6 +290,7 @@ impl Supervisor {
             .notify
             .as_ref()
             .map(|n| Notifier::start(n, &self.events, &self.waiters));
+        self.watch_files();
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on
             // a service) — or none yet, at the start, where services that are
@@ -281,6 +307,9 @@ impl Supervisor {
                     self.drain(n, &mut signals).await;
                 }
                 signals.handle().close();
+                if let Some(w) = self.watcher.take() {
+                    w.abort();
+                }
                 return code;
             }
             tokio::select! {
@@ -354,6 +383,8 @@ impl Supervisor {
                     self.feed(svc, Input::Timer(kind));
                 }
             }
+            Event::Watched(change) => self.on_watched(change),
+            Event::Reload { svc, step, outcome } => self.on_reload_step(svc, step, outcome),
             Event::Probe {
                 svc,
                 instance,
@@ -592,6 +623,7 @@ impl Supervisor {
         if rt.instance > 0 {
             rt.restarts += 1;
         }
+        self.awaiting_saves = false;
         rt.instance += 1;
         // The machine says why, once (with the path tried).
         let spawned = match spawned {
@@ -782,6 +814,22 @@ impl Supervisor {
             .iter()
             .all(|s| s.state().terminal() && !s.state().alive())
         {
+            // A watched service comes back on a saved file (the fix of
+            // what made it fail): cogno stays up for it.
+            let watched: Vec<&str> = (0..self.svcs.len())
+                .filter(|&i| self.svcs[i].selected && self.stack.services[i].watch.is_some())
+                .map(|i| self.name(i))
+                .collect();
+            if !watched.is_empty() {
+                if !self.awaiting_saves {
+                    info!(
+                        "every service has ended; cogno stays up: a change to the watched files of {} restarts it",
+                        watched.join(", ")
+                    );
+                    self.awaiting_saves = true;
+                }
+                return;
+            }
             let ok = self
                 .svcs
                 .iter()
