@@ -14,7 +14,8 @@
 //!   calls the control API; [`logfiles`] keeps output in DATA/logs and
 //!   [`leftovers`] stops what a killed cogno left running; [`events`]
 //!   streams what happens and [`notify`] tells a hook command and webhooks
-//!   about it; [`backups`] runs the scheduled backups.
+//!   about it; [`watch`] turns saved files into restarts (`watch:`);
+//!   [`backups`] runs the scheduled backups.
 //! - [`bundled`]: PostgreSQL, Redis and Temporal, run from `kind:` alone,
 //!   each a `bundled::Server` with its static facts in `config::kinds`
 //!   (docs/architecture.md: adding a bundled server); [`secrets`] generates
@@ -45,3 +46,4 @@ pub mod secrets;
 pub mod supervisor;
 pub mod testkit;
 pub mod user;
+pub mod watch;

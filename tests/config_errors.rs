@@ -2090,3 +2090,138 @@ services:
         At::Text("ca_file"),
     );
 }
+
+// ------------------------------------------------------------------ watch:
+
+#[test]
+fn watch_unknown_key_gets_the_closest() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    watch:
+      paths: [.]
+      debounse: 200ms
+";
+    let err = config_error(
+        "watch-key",
+        yaml,
+        &["services.web.watch.debounse", "unknown field `debounse`"],
+        At::Text("debounse"),
+    );
+    assert!(err.contains("did you mean `debounce`?"), "{err}");
+}
+
+#[test]
+fn watch_path_that_does_not_exist() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    watch:
+      paths: [., srcc]
+";
+    config_error(
+        "watch-missing",
+        yaml,
+        &[
+            "watched path `srcc`",
+            "does not exist",
+            "relative to the stack file's directory",
+        ],
+        At::Item {
+            line: "paths:",
+            item: "srcc",
+        },
+    );
+}
+
+#[test]
+fn watch_empty_paths() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    watch:
+      paths: []
+";
+    config_error(
+        "watch-empty",
+        yaml,
+        &["`web` watches nothing: `paths` is empty"],
+        At::Text("paths:"),
+    );
+}
+
+#[test]
+fn watch_bad_ignore_glob() {
+    let yaml = "\
+services:
+  web:
+    command: node server.js
+    watch:
+      paths: [.]
+      ignore: ['*.log', 'gen/[abc']
+";
+    config_error(
+        "watch-glob",
+        yaml,
+        &["`gen/[abc` is not a glob", "unclosed character class"],
+        At::Item {
+            line: "ignore:",
+            item: "'gen/[abc'",
+        },
+    );
+}
+
+#[test]
+fn watch_before_is_not_a_oneshot() {
+    let yaml = "\
+services:
+  build:
+    command: make
+  web:
+    command: node server.js
+    watch:
+      paths: [.]
+      before: build
+";
+    config_error(
+        "watch-before-service",
+        yaml,
+        &[
+            "`web` runs `build` before a restart",
+            "`build` is not a oneshot",
+            "oneshot: true",
+        ],
+        At::Text("before: build"),
+    );
+}
+
+#[test]
+fn watch_before_names_no_service() {
+    let yaml = "\
+services:
+  build:
+    command: make
+    oneshot: true
+  web:
+    command: node server.js
+    watch:
+      paths: [.]
+      before: biuld
+";
+    let err = config_error(
+        "watch-before-unknown",
+        yaml,
+        &[
+            "`web` runs `biuld` before a restart",
+            "there is no service `biuld`",
+        ],
+        At::Text("before: biuld"),
+    );
+    assert!(
+        err.contains("the oneshots of this stack are: build"),
+        "{err}"
+    );
+}

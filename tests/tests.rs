@@ -25,3 +25,4 @@ mod run;
 mod schedule;
 mod subset;
 mod supervisor;
+mod watch;

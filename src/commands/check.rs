@@ -1,6 +1,7 @@
 //! `cogno check`: validate a stack file and print its start plan.
 
 use super::{selection, CheckArgs, Outcome};
+use crate::config::watch::{Watch, DEFAULT_IGNORE};
 use crate::config::Stack;
 use crate::fmt::fmt_duration;
 use serde_json::{json, Value};
@@ -54,6 +55,13 @@ pub fn plan_json(stack: &Stack) -> Value {
                 "user": s.user,
                 "start_timeout_ms": s.start_timeout.map(|d| d.as_millis() as u64),
                 "stop_timeout_ms": s.stop_timeout.as_millis() as u64,
+                "watch": s.watch.as_ref().map(|w| json!({
+                    "paths": watched(w),
+                    "ignore": w.ignore.patterns,
+                    "debounce_ms": w.debounce.as_millis() as u64,
+                    "restart_dependents": w.restart_dependents,
+                    "before": w.before.map(|b| &stack.services[b].name),
+                })),
             })
         })
         .collect();
@@ -89,6 +97,57 @@ pub fn plan_json(stack: &Stack) -> Value {
             "to": b.to.as_ref().map(|p| p.display().to_string()),
         })),
     })
+}
+
+/// The watched paths, relative to the stack file's directory where they are below it.
+fn watched(w: &Watch) -> Vec<String> {
+    w.paths
+        .iter()
+        .map(|p| match p.strip_prefix(&w.base) {
+            Ok(rel) if rel.as_os_str().is_empty() => ".".to_owned(),
+            Ok(rel) => rel.display().to_string(),
+            Err(_) => p.display().to_string(),
+        })
+        .collect()
+}
+
+/// A service's `watch:`, in one line under its plan line.
+fn watch_line(stack: &Stack, w: &Watch) -> String {
+    let defaults = DEFAULT_IGNORE
+        .iter()
+        .all(|d| w.ignore.patterns.iter().any(|p| p == d));
+    let own: Vec<&str> = w
+        .ignore
+        .patterns
+        .iter()
+        .filter(|p| !defaults || !DEFAULT_IGNORE.contains(&p.as_str()))
+        .map(String::as_str)
+        .collect();
+    let mut ignores = Vec::new();
+    if defaults {
+        ignores.push("the defaults".to_owned());
+    }
+    if !own.is_empty() {
+        ignores.push(own.join(" "));
+    }
+    let mut line = format!(
+        "watches: {} (debounce {}; ignores {}",
+        watched(w).join(", "),
+        fmt_duration(w.debounce),
+        if ignores.is_empty() {
+            "nothing".to_owned()
+        } else {
+            ignores.join(" + ")
+        }
+    );
+    if let Some(b) = w.before {
+        line.push_str(&format!("; runs {} first", stack.services[b].name));
+    }
+    if w.restart_dependents {
+        line.push_str("; restarts its dependants too");
+    }
+    line.push(')');
+    line
 }
 
 /// The resolved start plan, as `cogno check` prints it.
@@ -143,6 +202,14 @@ pub fn describe(stack: &Stack) -> String {
                 "  {label:<7} {:<width$}  {kind}, priority {}{when}{waits}\n",
                 s.name, s.priority
             ));
+            if let Some(w) = &s.watch {
+                out.push_str(&format!(
+                    "  {:<7} {:<width$}  {}\n",
+                    "",
+                    "",
+                    watch_line(stack, w)
+                ));
+            }
         }
     }
     let timeouts: Vec<_> = stack.services.iter().map(|s| s.stop_timeout).collect();

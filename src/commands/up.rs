@@ -144,6 +144,7 @@ pub fn run(args: UpArgs) -> Outcome {
                 secrets: None,
             }),
         );
+        supervisor.never_watch(data.root());
         match crate::leftovers::Recorder::new(&data) {
             Ok(r) => supervisor.record_pids(r),
             Err(e) => tracing::warn!(

@@ -11,6 +11,7 @@ pub mod kinds;
 pub mod plan;
 mod raw;
 pub mod select;
+pub mod watch;
 mod yaml;
 
 use crate::fmt::fmt_duration;
@@ -193,6 +194,8 @@ pub struct Service {
     pub critical: bool,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
+    /// `watch:`: restart it when these paths change; None: no watching.
+    pub watch: Option<watch::Watch>,
 }
 
 /// "Start me only once service `on` is in `condition`."
@@ -678,6 +681,11 @@ impl Builder<'_> {
                 }
             }
         }
+        for (i, rs) in raw.services.values().enumerate() {
+            if let Some(before) = rs.watch.as_ref().and_then(|w| w.before.as_deref()) {
+                self.watch_before(&mut services, i, before)?;
+            }
+        }
         let list_form: Vec<bool> = raw
             .services
             .values()
@@ -1095,6 +1103,7 @@ impl Builder<'_> {
             critical: rs.critical.map_or(default_critical, |c| c.0),
             stop_signal,
             stop_timeout: rs.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
+            watch: rs.watch.as_ref().map(|w| self.watch(name, w)).transpose()?,
         })
     }
 

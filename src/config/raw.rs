@@ -159,6 +159,8 @@ pub struct RawService {
     pub stop_signal: Option<String>,
     pub stop_timeout: Option<Dur>,
     pub start_timeout: Option<Dur>,
+    /// Restart it when these paths change (`config::watch`).
+    pub watch: Option<super::watch::RawWatch>,
 }
 
 #[derive(Debug, Deserialize)]

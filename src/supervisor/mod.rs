@@ -17,6 +17,7 @@ mod machine;
 mod operator;
 mod reload;
 mod restart;
+mod rewatch;
 mod state;
 mod stopping;
 
@@ -76,6 +77,14 @@ enum Event {
     /// A scheduled oneshot's time has come (see `start_schedules`).
     Scheduled {
         svc: usize,
+    },
+    /// A service's watched paths changed (`crate::watch`).
+    Watched(crate::watch::Change),
+    /// A step of a watched change's reload ended (see `rewatch.rs`).
+    Reload {
+        svc: usize,
+        step: rewatch::Step,
+        outcome: control::Outcome,
     },
     /// Status requests waiting for fresh probe results are answered now.
     FreshLimit,
@@ -142,6 +151,12 @@ pub struct Supervisor {
     backups: Option<crate::backups::Running>,
     /// The scheduled oneshots this run runs at their times, as they were at start.
     scheduled: Vec<(usize, crate::schedule::Schedule)>,
+    /// The file watcher's task, while some service has `watch:`.
+    watcher: Option<tokio::task::AbortHandle>,
+    /// Directories no watch sees (the data directory).
+    unwatched: Vec<std::path::PathBuf>,
+    /// Everything has ended, and cogno waits for a watched change (said once).
+    awaiting_saves: bool,
 }
 
 impl Supervisor {
@@ -225,6 +240,9 @@ impl Supervisor {
             scheduled_backups: None,
             backups: None,
             scheduled,
+            watcher: None,
+            unwatched: Vec::new(),
+            awaiting_saves: false,
         }
     }
 
@@ -241,6 +259,13 @@ impl Supervisor {
     /// Takes scheduled backups of the stack while it runs.
     pub fn back_up(&mut self, backups: crate::backups::Backups) {
         self.scheduled_backups = Some(backups);
+    }
+
+    /// Leaves `dir` out of every `watch:` (the data directory, which the
+    /// servers and the log files write to all the time).
+    pub fn never_watch(&mut self, dir: &std::path::Path) {
+        self.unwatched
+            .push(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()));
     }
 
     /// Runs `f` once, the first time the stack is ready.
@@ -292,6 +317,7 @@ impl Supervisor {
             .as_ref()
             .map(|n| Notifier::start(n, &self.events, &self.waiters));
         self.start_schedules();
+        self.watch_files();
         loop {
             // Whatever the last input was (a SIGCHLD can be the last word on
             // a service) — or none yet, at the start, where services that are
@@ -308,6 +334,9 @@ impl Supervisor {
                     self.drain(n, &mut signals).await;
                 }
                 signals.handle().close();
+                if let Some(w) = self.watcher.take() {
+                    w.abort();
+                }
                 return code;
             }
             tokio::select! {
@@ -402,6 +431,8 @@ impl Supervisor {
                     self.feed(svc, Input::Timer(kind));
                 }
             }
+            Event::Watched(change) => self.on_watched(change),
+            Event::Reload { svc, step, outcome } => self.on_reload_step(svc, step, outcome),
             Event::Probe {
                 svc,
                 instance,
@@ -641,6 +672,7 @@ impl Supervisor {
         if rt.instance > 0 {
             rt.restarts += 1;
         }
+        self.awaiting_saves = false;
         rt.instance += 1;
         // The machine says why, once (with the path tried).
         let spawned = match spawned {
@@ -831,6 +863,22 @@ impl Supervisor {
             .iter()
             .all(|s| s.state().terminal() && !s.state().alive())
         {
+            // A watched service comes back on a saved file (the fix of
+            // what made it fail): cogno stays up for it.
+            let watched: Vec<&str> = (0..self.svcs.len())
+                .filter(|&i| self.svcs[i].selected && self.stack.services[i].watch.is_some())
+                .map(|i| self.name(i))
+                .collect();
+            if !watched.is_empty() {
+                if !self.awaiting_saves {
+                    info!(
+                        "every service has ended; cogno stays up: a change to the watched files of {} restarts it",
+                        watched.join(", ")
+                    );
+                    self.awaiting_saves = true;
+                }
+                return;
+            }
             let ok = self
                 .svcs
                 .iter()

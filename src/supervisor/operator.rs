@@ -66,28 +66,55 @@ impl Supervisor {
                 service,
                 with_dependents,
                 reply,
-            } => match self.act(action, &service, with_dependents) {
-                Ok(Accepted::Already(what)) => {
-                    let _ = reply.send(Outcome::Done {
-                        message: what.to_owned(),
-                        took: Duration::ZERO,
-                    });
+            } => {
+                let dependants = if with_dependents {
+                    Dependants::With
+                } else {
+                    Dependants::Refuse
+                };
+                self.operate(
+                    action,
+                    &service,
+                    dependants,
+                    "through the control socket",
+                    reply,
+                );
+            }
+        }
+    }
+
+    /// Carries out `action` on `service` — an operator's, or a watched
+    /// change's (`by` says whose) — and answers `reply` once it is done:
+    /// healthy (or completed), stopped, failed or refused.
+    pub(super) fn operate(
+        &mut self,
+        action: Action,
+        service: &str,
+        dependants: Dependants,
+        by: &str,
+        reply: oneshot::Sender<Outcome>,
+    ) {
+        match self.act(action, service, dependants, by) {
+            Ok(Accepted::Already(what)) => {
+                let _ = reply.send(Outcome::Done {
+                    message: what.to_owned(),
+                    took: Duration::ZERO,
+                });
+            }
+            Ok(Accepted::Pending(i)) => {
+                self.svcs[i].waiting_ops.push(PendingOp {
+                    action,
+                    since: Instant::now(),
+                    reply,
+                });
+                if action != Action::Start {
+                    self.advance_stops();
                 }
-                Ok(Accepted::Pending(i)) => {
-                    self.svcs[i].waiting_ops.push(PendingOp {
-                        action,
-                        since: Instant::now(),
-                        reply,
-                    });
-                    if action != Action::Start {
-                        self.advance_stops();
-                    }
-                }
-                Err(refusal) => {
-                    info!("{action} {service} refused: {refusal}");
-                    let _ = reply.send(Outcome::Refused(refusal));
-                }
-            },
+            }
+            Err(refusal) => {
+                info!("{action} {service} refused: {refusal}");
+                let _ = reply.send(Outcome::Refused(refusal));
+            }
         }
     }
 
@@ -96,7 +123,8 @@ impl Supervisor {
         &mut self,
         action: Action,
         service: &str,
-        with_dependents: bool,
+        dependants_go: Dependants,
+        by: &str,
     ) -> Result<Accepted, Refusal> {
         if self.phase != Phase::Running {
             return Err(Refusal::ShuttingDown);
@@ -111,7 +139,7 @@ impl Supervisor {
         let mut ev = StackEvent::new("action", Some(service));
         ev.reason = Some(format!("{action} requested"));
         self.publish(ev);
-        info!("{service}: {action} requested through the control socket");
+        info!("{service}: {action} requested {by}");
         match action {
             Action::Start => {
                 if matches!(self.svcs[i].state(), State::Running { .. }) {
@@ -123,7 +151,10 @@ impl Supervisor {
             Action::Stop | Action::Restart => {
                 let mut dependants = self.alive_dependants(i, false);
                 let needing = self.alive_dependants(i, true);
-                if !dependants.is_empty() && !with_dependents {
+                if dependants_go == Dependants::Leave {
+                    dependants.clear();
+                }
+                if !dependants.is_empty() && dependants_go == Dependants::Refuse {
                     let names = |set: &BTreeSet<usize>| -> Vec<String> {
                         set.iter()
                             .map(|&d| self.stack.services[d].name.clone())
@@ -551,6 +582,19 @@ impl Supervisor {
             backup: self.backups.as_ref().map(|b| b.status.borrow().clone()),
         }
     }
+}
+
+/// What an action on a service does to its running dependants.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Dependants {
+    /// Refused while some need it through `depends_on` (a restart leaves
+    /// those depending on it only through priority running).
+    Refuse,
+    /// Stopped first and, for a restart, started again after it (`--with-dependents`).
+    With,
+    /// Left running, as through a crash of it: a watched change without
+    /// `restart_dependents`.
+    Leave,
 }
 
 /// An action the supervisor took on.

@@ -88,6 +88,9 @@ fn fingerprint(svc: &Service, all: &[Service]) -> String {
         .collect();
     let mut bare = svc.clone();
     bare.depends_on.clear();
+    // What it watches is not what it runs: a changed `watch:` is taken on
+    // by the watcher, without a restart.
+    bare.watch = None;
     format!("{bare:?} {deps:?}")
 }
 
@@ -183,6 +186,9 @@ impl Supervisor {
             for d in &mut def.depends_on {
                 d.on = slot[d.on];
             }
+            if let Some(w) = &mut def.watch {
+                w.before = w.before.map(|b| slot[b]);
+            }
             let run_as = svc.run_as.clone();
             let service_env =
                 env::service_env(&derived[k], &self.base_env, &new.env, svc, run_as.as_ref());
@@ -206,8 +212,9 @@ impl Supervisor {
             } else {
                 Change::Changed
             };
-            // An unchanged service keeps its definition (a bundled server's
-            // prepared command and probe), in the new order.
+            // A bundled server keeps its prepared command and probe; an
+            // unchanged service its definition; both take the new order
+            // and what they watch.
             let keep = change == Change::Unchanged;
             if !keep && def.bundled.is_some() {
                 reconfigured.push(i);
@@ -223,6 +230,8 @@ impl Supervisor {
                 if keep {
                     services[i].depends_on = def.depends_on;
                     services[i].priority = def.priority;
+                    // Taken on by the watcher, restarted below.
+                    services[i].watch = def.watch;
                 } else {
                     services[i] = def;
                 }
@@ -325,6 +334,8 @@ impl Supervisor {
             warn!("reload: {n}");
             out.push_str(&format!("{n}\n"));
         }
+        // Services added, removed or watching other paths.
+        self.watch_files();
         Ok(out)
     }
 

@@ -59,6 +59,8 @@ pub struct ServiceRt {
     pub removed: bool,
     /// A reload's new definition, applied once the running instance, if any, is gone.
     pub pending: Option<Definition>,
+    /// Restarts for changes to its watched files (`watch:`).
+    pub reloads: super::rewatch::Reloads,
 }
 
 impl ServiceRt {
@@ -92,6 +94,7 @@ impl ServiceRt {
             selected,
             removed: false,
             pending: None,
+            reloads: Default::default(),
         }
     }
 
