@@ -443,3 +443,25 @@ fn a_scheduled_backup_runs_one_at_a_time_and_a_stop_kills_it_without_a_failure_n
         c.output()
     );
 }
+
+#[test]
+fn a_stack_of_scheduled_oneshots_alone_stays_up_between_their_runs() {
+    let s = Stack::new("sched-only");
+    s.write(
+        r#"
+services:
+  job:
+    oneshot: true
+    schedule: "*/2 * * * * *"
+    command: ["true"]
+"#,
+    );
+    let mut c = Cogno::up(&s);
+    wait_count(&c, "job: completed", 2);
+    assert!(!c.exited(), "{}", c.output());
+    assert!(
+        !c.output().contains("nothing left to run"),
+        "{}",
+        c.output()
+    );
+}

@@ -863,6 +863,11 @@ impl Supervisor {
             .iter()
             .all(|s| s.state().terminal() && !s.state().alive())
         {
+            // A scheduled oneshot runs again at its next time: cogno stays
+            // up for it (a stack of cron jobs alone is a stack).
+            if !self.scheduled.is_empty() {
+                return;
+            }
             // A watched service comes back on a saved file (the fix of
             // what made it fail): cogno stays up for it.
             let watched: Vec<&str> = (0..self.svcs.len())
