@@ -22,7 +22,8 @@ const CAPACITY: usize = 1024;
 pub struct Event {
     /// RFC 3339, UTC, to the millisecond.
     pub t: String,
-    /// transition | action | reload | watch | ready | phase | notification | lagged
+    /// transition | action | reload | watch | ready | phase | notification |
+    /// backup | backup_failed | lagged
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
