@@ -2156,3 +2156,32 @@ fn a_process_holding_a_servers_port_gets_no_credentials() {
     c.signal(Signal::SIGTERM);
     c.wait_exit(EXIT);
 }
+
+/// A data directory deep enough that DATA/run has no room left for the
+/// probe's guard socket (a socket address holds 107 bytes of path) still
+/// gets a healthy PostgreSQL — as a throwaway stack's does, in a temporary
+/// directory of its own.
+#[test]
+fn a_deep_data_directory_still_gets_a_healthy_postgres() {
+    let mut s = Stack::new("pg-deep");
+    // DATA/run/postgresql/.s.PGSQL.PORT, PostgreSQL's own, fits in 75;
+    // DATA/run/pg-guard-XXXXXX/.s.PGSQL.PORT, the guard's, does not.
+    let want = 75;
+    let base = s.dir.path().as_os_str().len();
+    assert!(
+        base + 7 <= want,
+        "the temporary directory {} is too deep for this test",
+        s.dir.path().display()
+    );
+    let parent = s.dir.path().join("d".repeat(want - base - 6));
+    std::fs::create_dir_all(&parent).unwrap();
+    s.data = parent.join("data");
+    assert_eq!(s.data.as_os_str().len(), want);
+    s.write(&format!(
+        "services:\n  postgres: {{kind: postgres, port: {}}}\n",
+        free_port()
+    ));
+    let c = Cogno::up(&s);
+    wait_ready(&c, Instant::now());
+    assert_eq!(c.count(" postgres: healthy"), 1, "{}", c.output());
+}
