@@ -2177,11 +2177,29 @@ fn a_deep_data_directory_still_gets_a_healthy_postgres() {
     std::fs::create_dir_all(&parent).unwrap();
     s.data = parent.join("data");
     assert_eq!(s.data.as_os_str().len(), want);
+    let port = free_port();
     s.write(&format!(
-        "services:\n  postgres: {{kind: postgres, port: {}}}\n",
-        free_port()
+        "services:\n  postgres: {{kind: postgres, port: {port}}}\n"
     ));
     let c = Cogno::up(&s);
     wait_ready(&c, Instant::now());
     assert_eq!(c.count(" postgres: healthy"), 1, "{}", c.output());
+    drop(c);
+
+    // Five bytes deeper, PostgreSQL's own socket does not fit either: that
+    // is refused before anything is made, saying by how much.
+    s.data = parent.join("data-deeper");
+    let socket = s.data.join(format!("run/postgresql/.s.PGSQL.{port}"));
+    let len = socket.as_os_str().len();
+    let mut c = Cogno::up(&s);
+    assert_eq!(c.wait_code(TIMEOUT), 2, "{}", c.output());
+    assert!(
+        c.output().contains("is too deep for PostgreSQL")
+            && c.output().contains(&format!("would be {len} bytes long"))
+            && c.output()
+                .contains(&format!("at least {} bytes shorter", len - 107)),
+        "{}",
+        c.output()
+    );
+    assert!(!s.data.exists(), "{}", c.output());
 }

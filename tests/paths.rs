@@ -320,3 +320,22 @@ fn swapping_a_directory_for_a_link_during_the_chown_changes_nothing_outside() {
         changed.first()
     );
 }
+
+/// A data directory too deep for its control socket's path (a socket
+/// address holds 107 bytes) is refused, saying how much shorter it must be.
+#[test]
+fn a_data_directory_too_deep_for_the_control_socket_is_refused_saying_by_how_much() {
+    let mut s = trivial("deep-socket");
+    let base = s.dir.path().as_os_str().len();
+    // DATA/run/cogno.sock at 110 bytes: DATA at 95.
+    let parent = s.dir.path().join("d".repeat(95 - base - 6));
+    std::fs::create_dir_all(&parent).unwrap();
+    s.data = parent.join("data");
+    let out = refused(&s);
+    assert!(
+        out.contains(
+            "run/cogno.sock: its path is 110 bytes long, and a socket's path holds at most 107"
+        ) && out.contains("at least 3 bytes shorter"),
+        "{out}"
+    );
+}

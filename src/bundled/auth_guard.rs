@@ -27,17 +27,13 @@ const MAX_AUTH_MESSAGE: usize = 64 * 1024;
 /// else the temporary directory.
 static DIR: OnceLock<PathBuf> = OnceLock::new();
 
-/// The longest socket path `connect(2)` takes: `sun_path` holds 108 bytes,
-/// the last of them the terminating NUL.
-const MAX_SOCKET_PATH: usize = 107;
-
 /// Whether a guard's socket, `DIR/pg-guard-XXXXXX/.s.PGSQL.65535`, fits in
 /// a socket address below `dir`. A data directory deep enough (a test's or
 /// a throwaway stack's temporary one) leaves too little room in DATA/run:
 /// the guard then goes to the temporary directory, in a private (0700)
 /// directory of its own as always, or no probe could ever log in.
 fn fits(dir: &Path) -> bool {
-    dir.as_os_str().len() + "/pg-guard-XXXXXX/.s.PGSQL.65535".len() <= MAX_SOCKET_PATH
+    dir.as_os_str().len() + "/pg-guard-XXXXXX/.s.PGSQL.65535".len() <= crate::os::MAX_SOCKET_PATH
 }
 
 /// Puts the guards' sockets in `dir` from now on.

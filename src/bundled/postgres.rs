@@ -78,6 +78,23 @@ impl Server for Postgres {
         _user: Option<&RunAs>,
         data: &DataDir,
     ) -> Result<Found, Error> {
+        // PostgreSQL's own socket is DATA/run/postgresql/.s.PGSQL.PORT: a
+        // path deeper than a socket address holds makes it exit at every
+        // start ("could not create any Unix-domain sockets").
+        let socket = data.postgres_sockets().join(format!(".s.PGSQL.{}", b.port));
+        let len = socket.as_os_str().len();
+        if len > crate::os::MAX_SOCKET_PATH {
+            return Err(Error::config(format!(
+                "the data directory {} is too deep for PostgreSQL: its socket {} would be {len} bytes long, and a socket's path holds at most {}",
+                data.root().display(),
+                socket.display(),
+                crate::os::MAX_SOCKET_PATH
+            ))
+            .help(format!(
+                "give a data directory whose path is at least {} bytes shorter (--data DIR, or data_dir: in the stack file)",
+                len - crate::os::MAX_SOCKET_PATH
+            )));
+        }
         let bins = locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
         check_existing(&data.postgres(), &bins)?;
         Ok(Box::new(bins))

@@ -38,6 +38,8 @@ pub enum BindError {
     Io(PathBuf, std::io::Error),
 }
 
+use crate::os::MAX_SOCKET_PATH;
+
 impl From<BindError> for Error {
     fn from(e: BindError) -> Error {
         match e {
@@ -60,6 +62,17 @@ impl From<BindError> for Error {
                 path.display()
             ))
             .help("move it away and start again"),
+            BindError::Io(path, _) if path.as_os_str().len() > MAX_SOCKET_PATH => {
+                Error::config(format!(
+                    "cannot create the control socket {}: its path is {} bytes long, and a socket's path holds at most {MAX_SOCKET_PATH}",
+                    path.display(),
+                    path.as_os_str().len()
+                ))
+                .help(format!(
+                    "give a data directory whose path is at least {} bytes shorter (--data DIR, or data_dir: in the stack file)",
+                    path.as_os_str().len() - MAX_SOCKET_PATH
+                ))
+            }
             BindError::Io(path, e) => Error::config(format!(
                 "cannot create the control socket {}: {e}",
                 path.display()

@@ -8,3 +8,7 @@ pub mod procfs;
 pub mod reaper;
 pub mod signals;
 pub mod trim;
+
+/// The longest path a Unix socket can be bound or reached at: `sun_path`
+/// holds 108 bytes, the last of them the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
