@@ -355,18 +355,7 @@ pub fn preflight(
     }
     check_service_secrets(stack, &secret_specs(stack))?;
     let mut located = Located(stack.services.iter().map(|_| None).collect());
-    let users: Vec<ServiceUser> = stack
-        .services
-        .iter()
-        .filter(|s| s.bundled.is_some())
-        .filter_map(|s| {
-            s.run_as.as_ref().map(|user| ServiceUser {
-                service: &s.name,
-                user,
-            })
-        })
-        .collect();
-    data.preflight(&users)?;
+    check_data_dir(stack, data)?;
     for (svc, found) in stack.services.iter().zip(&mut located.0) {
         let Some(b) = &svc.bundled else { continue };
         for port in b.ports() {
@@ -390,6 +379,24 @@ pub fn preflight(
     }
     secrets::check(data, &secret_specs(stack), env, &secret_dependents(data))?;
     Ok(located)
+}
+
+/// The data directory (or where it will be created) can be written, has
+/// room, and the bundled servers' users can reach it: what `up` and
+/// `restore` check before writing anything there.
+pub fn check_data_dir(stack: &Stack, data: &DataDir) -> Result<(), Error> {
+    let users: Vec<ServiceUser> = stack
+        .services
+        .iter()
+        .filter(|s| s.bundled.is_some())
+        .filter_map(|s| {
+            s.run_as.as_ref().map(|user| ServiceUser {
+                service: &s.name,
+                user,
+            })
+        })
+        .collect();
+    Ok(data.preflight(&users)?)
 }
 
 /// The program a bundled service runs (`name`, described as `what`): the

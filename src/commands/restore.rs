@@ -53,6 +53,10 @@ pub fn run(args: RestoreArgs) -> Outcome {
             left.display()
         )));
     }
+    // Before anything is unpacked: the servers that load the data must be
+    // able to reach where it goes (a 0700 parent is a refusal, not
+    // `initdb: Permission denied` half-way).
+    bundled::check_data_dir(&stack, &data)?;
     let occupied = occupied(&root)?;
     if occupied && !args.force {
         return Err(Error::config(format!(
