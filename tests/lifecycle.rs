@@ -569,17 +569,27 @@ fn up_refuses_a_data_dir_an_interrupted_restore_left_part_way() {
 #[test]
 fn an_archive_without_secrets_restores_with_new_ones_and_every_row() {
     let (b, mut c, url) = stack_with_data("lifecycle-no-secrets");
+    // A --to that does not exist and does not end in .tar.zst is a
+    // directory to make, not the archive's name.
+    let to = b.s.dir.path().join("handed-on");
     let out = run(
         b.cogno(&[
             "backup",
             "--exclude-secrets",
             "--to",
-            &b.s.dir.path().display().to_string(),
+            &to.display().to_string(),
         ]),
         LONG,
     );
     assert!(out.status.success(), "{}", text(&out));
     let archive = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(
+        archive.parent(),
+        Some(to.as_path()),
+        "{}",
+        archive.display()
+    );
+    assert!(archive.to_string_lossy().ends_with(".tar.zst"));
     stop(&mut c);
     let listed = text(&run(
         {

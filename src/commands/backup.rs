@@ -19,8 +19,9 @@ use std::time::{Instant, SystemTime};
 pub struct BackupArgs {
     #[command(flatten)]
     pub target: StackArgs,
-    /// Where to write the archive: a file name, or a directory to put
-    /// cogno-backup-<time>.tar.zst in [default: DATA/backups]
+    /// Where to write the archive: a file name ending in .tar.zst, or a
+    /// directory (created if missing) to put cogno-backup-<time>.tar.zst in
+    /// [default: DATA/backups]
     #[arg(long, value_name = "PATH")]
     pub to: Option<PathBuf>,
     /// Leave the secrets file out: an archive safe to hand on (restoring it generates new secrets)
@@ -38,28 +39,7 @@ pub fn run(args: BackupArgs) -> Outcome {
     let secrets = secrets::read(&data, &bundled::secret_specs(&stack), &env_lookup)?;
     let target = target(args.to.as_deref(), &data, now)?;
     let staging = Staging::new(&target)?;
-    let mut servers = Vec::new();
-    for (svc, b) in Kind::all().filter_map(|kind| stack.bundled(kind)) {
-        let t = Instant::now();
-        let job = Job {
-            bundled: b,
-            data: &data,
-            run_as: svc.run_as.as_ref(),
-            secrets: &secrets,
-        };
-        let version = bundled::server(b.kind).backup(&job, &staging.part(b.kind.name)?)?;
-        eprintln!(
-            "cogno backup: {} ({} {version}) copied (took {})",
-            svc.name,
-            b.kind.name,
-            crate::fmt::fmt_latency(t.elapsed())
-        );
-        servers.push(ServerEntry {
-            kind: b.kind.name.to_owned(),
-            service: svc.name.clone(),
-            version,
-        });
-    }
+    let servers = copy_servers(&stack, &data, &secrets, &staging)?;
     staging.add_data_dir(&data, !args.exclude_secrets)?;
     if let (Ok(bytes), Some(name)) = (std::fs::read(&stack.file), stack.file.file_name()) {
         staging.add_file(&Path::new("stack").join(name), &bytes)?;
@@ -91,6 +71,61 @@ pub fn run(args: BackupArgs) -> Outcome {
     );
     println!("{}", target.display());
     Ok(0)
+}
+
+/// Each bundled server's copy, all at once: they read from different
+/// servers, and Redis's snapshot waits `repl-diskless-sync-delay` (5 s) on
+/// the server's side, which then hides behind PostgreSQL's dump. The first
+/// failure is returned once every copy has ended (each writes only in its
+/// own staging part, which the staging directory's removal takes along).
+/// Each copy waits for its tools on the thread that started them: their
+/// parent-death signal ([`bundled::dies_with_cogno`]) follows that thread.
+fn copy_servers(
+    stack: &Stack,
+    data: &DataDir,
+    secrets: &secrets::Secrets,
+    staging: &Staging,
+) -> Result<Vec<ServerEntry>, Error> {
+    let parts: Vec<_> = Kind::all()
+        .filter_map(|kind| stack.bundled(kind))
+        .map(|(svc, b)| Ok((svc, b, staging.part(b.kind.name)?)))
+        .collect::<Result<_, Error>>()?;
+    std::thread::scope(|scope| {
+        let copies: Vec<_> = parts
+            .iter()
+            .map(|(svc, b, part)| {
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let job = Job {
+                        bundled: b,
+                        data,
+                        run_as: svc.run_as.as_ref(),
+                        secrets,
+                    };
+                    let version = bundled::server(b.kind).backup(&job, part)?;
+                    eprintln!(
+                        "cogno backup: {} ({} {version}) copied (took {})",
+                        svc.name,
+                        b.kind.name,
+                        crate::fmt::fmt_latency(t.elapsed())
+                    );
+                    Ok(ServerEntry {
+                        kind: b.kind.name.to_owned(),
+                        service: svc.name.clone(),
+                        version,
+                    })
+                })
+            })
+            .collect();
+        // Joined in the stack's order, so the manifest lists them so.
+        copies
+            .into_iter()
+            .map(|c| {
+                c.join()
+                    .unwrap_or_else(|_| Err(Error::new("a server's copy panicked")))
+            })
+            .collect()
+    })
 }
 
 /// The stack runs on `data` (its control socket answers) and every bundled
@@ -137,20 +172,24 @@ fn check_running(stack: &Stack, data: &DataDir) -> Result<(), Error> {
     Ok(())
 }
 
-/// The archive's path: `to` itself, or cogno-backup-<time>.tar.zst in the
-/// directory `to` names (DATA/backups by default, created private).
+/// The archive's path: `to` itself when it names a `.tar.zst` file, else
+/// cogno-backup-<time>.tar.zst in the directory `to` names (DATA/backups
+/// by default), created private if missing. `--to /backups` thus never
+/// becomes an archive called `backups`.
 fn target(to: Option<&Path>, data: &DataDir, now: SystemTime) -> Result<PathBuf, Error> {
     let name = format!("cogno-backup-{}.tar.zst", crate::fmt::file_stamp(now));
-    match to {
-        Some(p) if p.is_dir() => Ok(p.join(name)),
-        Some(p) => Ok(p.to_path_buf()),
-        None => {
-            let dir = data.backups();
-            files::create_private_dir(&dir).map_err(|e| {
-                Error::config(format!("cannot create {}: {e}", dir.display()))
-                    .help("pass --to PATH with a writable place for the archive")
-            })?;
-            Ok(dir.join(name))
-        }
-    }
+    let dir = match to {
+        Some(p) if p.is_dir() => return Ok(p.join(name)),
+        Some(p) if p.to_string_lossy().ends_with(".tar.zst") => return Ok(p.to_path_buf()),
+        Some(p) => p.to_path_buf(),
+        None => data.backups(),
+    };
+    files::create_private_dir(&dir).map_err(|e| {
+        Error::config(format!(
+            "cannot create the directory {}: {e}",
+            dir.display()
+        ))
+        .help("pass --to with a writable directory, or a file name ending in .tar.zst")
+    })?;
+    Ok(dir.join(name))
 }
