@@ -199,6 +199,11 @@ impl Staging {
         let mut encoder = zstd::Encoder::new(io::BufWriter::new(file), LEVEL)?;
         // A damaged archive is then caught by zstd itself too, not only by the manifest.
         encoder.include_checksum(true)?;
+        // Compression is most of a backup's own work (the dump is the
+        // server's): every CPU on it, as `zstd -T0` would. The frame is
+        // the same format whatever the thread count.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        encoder.multithread(u32::try_from(threads).unwrap_or(1))?;
         let mut tar = tar::Builder::new(encoder);
         let header = |size: u64| {
             let mut h = tar::Header::new_gnu();
