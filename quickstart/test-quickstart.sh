@@ -27,6 +27,8 @@ image=localhost/cognobserve:test
 name=cogno-qs-$tag
 volume=cogno-qs-vol-$tag
 work=$(mktemp -d /tmp/cogno-qs.XXXXXX)
+# The native servers' users (postgres, redis) must reach $work/native.
+chmod 0711 "$work"
 run_pid=""
 failures=0
 passes=0
@@ -39,9 +41,10 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 
 cleanup() {
   set +e
-  podman rm -f "$name" "$name-2" "$name-uid" "$name-ro" >/dev/null 2>&1
+  podman rm -f "$name" "$name-2" "$name-3" "$name-r" "$name-uid" "$name-ro" >/dev/null 2>&1
   [ -n "$run_pid" ] && kill "$run_pid" 2>/dev/null
-  podman volume rm -f "$volume" >/dev/null 2>&1
+  [ -x "${cogno:-}" ] && "$cogno" down --config "$work/native.yaml" --data "$work/native" >/dev/null 2>&1
+  podman volume rm -f "$volume" "$volume-r" >/dev/null 2>&1
   mountpoint -q "$work/ro-mnt" 2>/dev/null && umount "$work/ro-mnt"
   rm -rf "$work"
 }
@@ -200,9 +203,75 @@ if grep -Eq 'redo starts|not properly shut down|automatic recovery|was interrupt
 else
   ok "no recovery in PostgreSQL's log"
 fi
+# A Redis key for the archive round trip below (the demo app keeps none that a test can name).
+# shellcheck disable=SC2016 # expanded in the container
+podman exec "$name-2" sh -c 'REDISCLI_AUTH=$(sed -n "s/^REDIS_PASSWORD=//p" /data/secrets/.env) \
+  redis-cli SET qs-archive-key "kept across image and native"' >/dev/null
+mkdir -m 0700 "$work/arch"
+if archive=$(podman exec "$name-2" cogno backup --to /data/backups 2>"$work/backup.err") &&
+  [ "${archive%.tar.zst}" != "$archive" ]; then
+  ok "cogno backup inside the running container: $archive"
+  cp "/var/lib/containers/storage/volumes/$volume/_data/${archive#/data/}" "$work/arch/image.tar.zst"
+else
+  fail "cogno backup inside the container: $(cat "$work/backup.err")"
+fi
 "$sim" stop --time 10 "$name-2" >/dev/null
 wait_exit
 [ "$status" = 0 ] && ok "second stop: exit 0" || fail "second stop: exit status $status"
+
+# ------------------------------------------- image archive <-> native cogno ---
+# Issue 11: an archive from the image restores into a native `cogno up`, and
+# the other way round. Natively the stack is the bundled servers alone (the
+# app is the image's), on free ports, as this machine's users.
+log "the image's archive restored natively, and a native archive into the image"
+cogno=$repo/target/release/cogno
+[ -x "$cogno" ] || cogno=$repo/target/debug/cogno
+native=$work/native
+printf 'services:\n  postgres: {kind: postgres, port: %s}\n  redis: {kind: redis, port: %s}\n  temporal: {kind: temporal, port: %s, ui_port: %s}\n' \
+  "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" >"$work/native.yaml"
+native_env() {
+  "$cogno" env --json --config "$work/native.yaml" --data "$native" |
+    python3 -c "import json, sys; print(json.load(sys.stdin)['env']['$1'])"
+}
+if "$cogno" restore "$work/arch/image.tar.zst" --config "$work/native.yaml" --data "$native" >"$work/native-restore.log" 2>&1 &&
+  "$cogno" up --detach --config "$work/native.yaml" --data "$native" >"$work/native-up.log" 2>&1; then
+  ok "the image's archive restored natively, and the stack up"
+  db=$(native_env DATABASE_URL)
+  [ "$(psql "$db" -tAc "SELECT name FROM traces WHERE id = '$trace_id'")" = quickstart ] &&
+    ok "natively: trace $trace_id is there" || fail "natively: trace $trace_id is missing"
+  [ "$(REDISCLI_AUTH=$(native_env REDIS_PASSWORD) redis-cli -u "$(native_env REDIS_URL)" GET qs-archive-key 2>/dev/null)" = "kept across image and native" ] &&
+    ok "natively: the Redis key is there" || fail "natively: the Redis key is missing"
+  temporal workflow describe --address "$(native_env TEMPORAL_ADDRESS)" -w "$workflow_id" >/dev/null 2>&1 &&
+    ok "natively: workflow $workflow_id history is there" || fail "natively: workflow $workflow_id history is missing"
+  [ "$(sha256sum <"$native/secrets/.env")" = "$(sha256sum <"$secrets_file")" ] &&
+    ok "natively: the secrets byte for byte" || fail "natively: the secrets differ"
+  psql "$db" -qc "CREATE TABLE native_marker (note text); INSERT INTO native_marker VALUES ('written natively')"
+  "$cogno" backup --to "$work/arch/native.tar.zst" --config "$work/native.yaml" --data "$native" >/dev/null 2>"$work/native-backup.err" &&
+    ok "a native backup" || fail "native backup: $(cat "$work/native-backup.err")"
+else
+  fail "the image's archive, natively:"
+  cat "$work/native-restore.log" "$work/native-up.log"
+fi
+"$cogno" down --config "$work/native.yaml" --data "$native" >/dev/null 2>&1 || true
+
+if "$sim" run --image "$image" --name "$name-r" --data "$volume-r" --opt "--volume=$work/arch:/arch:ro" \
+  -- restore /arch/native.tar.zst --data /data >"$work/$name-r.log" 2>&1; then
+  ok "the native archive restored by the image into a fresh volume"
+  start "$name-3" "$volume-r"
+  "$sim" health --timeout 180 "$name-3" && ok "the image is healthy on it" || fail "not healthy on the restored volume"
+  curl_json "http://127.0.0.1:$ingest_port/v1/traces/$trace_id" | grep -q quickstart &&
+    ok "trace $trace_id is there after image -> native -> image" || fail "trace $trace_id was lost on the way"
+  # shellcheck disable=SC2016 # expanded in the container
+  [ "$(podman exec "$name-3" sh -c 'eval "$(cogno env)" && psql "$DATABASE_URL" -tAc "SELECT note FROM native_marker"')" = "written natively" ] &&
+    ok "the row written natively is in the image" || fail "the row written natively is not in the image"
+  [ "$(sha256sum <"/var/lib/containers/storage/volumes/$volume-r/_data/secrets/.env")" = "$(sha256sum <"$secrets_file")" ] &&
+    ok "the secrets byte for byte after image -> native -> image" || fail "the secrets differ after the round trip"
+  "$sim" stop --time 10 "$name-3" >/dev/null
+  wait_exit
+else
+  fail "the native archive, restored by the image:"
+  cat "$work/$name-r.log"
+fi
 
 # ---------------------------------------------------------- bad data dirs ---
 # Expects the container to exit non-zero by itself with an error naming /data.
