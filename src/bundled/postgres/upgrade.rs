@@ -590,11 +590,11 @@ fn link_interrupted(places: &Places, state: &State) -> Error {
     .help(match state.backup() {
         Some(b) => format!(
             "restore the backup taken before the upgrade, {}, into a new data directory, or see \
-             docs/upgrading.md (\"An interrupted --link upgrade\")",
+             docs/upgrading.md (\"Interrupted upgrades\")",
             b.display()
         ),
         None => "restore your own backup (the upgrade ran with --no-backup), or see \
-                 docs/upgrading.md (\"An interrupted --link upgrade\")"
+                 docs/upgrading.md (\"Interrupted upgrades\")"
             .to_owned(),
     })
 }
