@@ -452,7 +452,7 @@ fn old_binaries(major: u32, given: Option<&Path>) -> Result<Binaries, Error> {
     ))
     .help(format!(
         "install them beside the new ones (Debian: `apt-get install postgresql-{major}`), or give \
-         their directory with --from-bin-dir DIR"
+         their directory with `cogno upgrade postgres --from-bin-dir DIR`"
     )))
 }
 
@@ -566,9 +566,7 @@ fn run(
         );
     }
     let proof = prove(job, &places.cluster, to_bins)?;
-    if state.step != Step::Done {
-        state.at(Step::Done, data)?;
-    }
+    state.at(Step::Done, data)?;
     Ok(Upgraded::Done {
         from: state.from,
         to: to_bins.version.clone(),
@@ -956,4 +954,97 @@ pub fn rollback(data: &DataDir) -> Result<RolledBack, Error> {
         cluster: places.cluster,
         aside: places.rolled_back,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::TempDir;
+
+    #[test]
+    fn the_record_reads_back_and_a_foreign_one_is_refused() {
+        let tmp = TempDir::new("pg-upgrade-state");
+        let data = DataDir::new(tmp.path());
+        assert!(State::read(&data).unwrap().is_none());
+        for (step, _) in STEPS {
+            let state = State {
+                step,
+                from: 15,
+                to: 17,
+                from_bin: "/usr/lib/postgresql/15/bin".into(),
+                link: step == Step::Done,
+                backup: "none".into(),
+            };
+            state.write(&data).unwrap();
+            let back = State::read(&data).unwrap().unwrap();
+            assert_eq!(
+                (back.step, back.from, back.to, back.link, back.backup()),
+                (step, 15, 17, step == Step::Done, None)
+            );
+            assert_eq!(check_settled(&data).is_ok(), step.settled(), "{step:?}");
+        }
+        fs::write(data.pg_upgrade_state(), "step=sideways\n").unwrap();
+        let e = State::read(&data).unwrap_err();
+        assert!(
+            e.message.contains("is not a record cogno wrote"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// The swap finishes from wherever an earlier run stopped, and never
+    /// loses either directory.
+    #[test]
+    fn the_swap_resumes_from_every_point_and_refuses_what_it_cannot_tell() {
+        let tmp = TempDir::new("pg-upgrade-swap");
+        let (new, cluster, aside) = (
+            tmp.path().join("postgresql.new"),
+            tmp.path().join("postgresql"),
+            tmp.path().join("postgresql-15.old"),
+        );
+        let mark = |dir: &Path, what: &str| {
+            fs::create_dir(dir).unwrap();
+            fs::write(dir.join("which"), what).unwrap();
+        };
+        let which = |dir: &Path| fs::read_to_string(dir.join("which")).unwrap();
+        let reset = || {
+            for d in [&new, &cluster, &aside] {
+                let _ = fs::remove_dir_all(d);
+            }
+        };
+        // Not begun; the first rename done; both done (a second run).
+        for renamed in 0..3 {
+            reset();
+            match renamed {
+                0 => {
+                    mark(&new, "new");
+                    mark(&cluster, "old");
+                }
+                1 => {
+                    mark(&new, "new");
+                    mark(&aside, "old");
+                }
+                _ => {
+                    mark(&cluster, "new");
+                    mark(&aside, "old");
+                }
+            }
+            swap(&new, &cluster, &aside).unwrap();
+            assert_eq!(
+                (which(&cluster), which(&aside)),
+                ("new".into(), "old".into())
+            );
+            assert!(!new.exists());
+        }
+        reset();
+        for d in [&new, &cluster, &aside] {
+            mark(d, "x");
+        }
+        assert!(swap(&new, &cluster, &aside).is_err());
+        assert!(new.exists() && cluster.exists() && aside.exists());
+        reset();
+        mark(&aside, "old");
+        assert!(swap(&new, &cluster, &aside).is_err());
+        assert_eq!(which(&aside), "old");
+    }
 }
