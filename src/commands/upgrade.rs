@@ -24,7 +24,7 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub target: StackArgs,
     /// The old major's bin directory [default: found like cogno finds binaries, for the cluster's major]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "rollback")]
     pub from_bin_dir: Option<PathBuf>,
     /// pg_upgrade --link: near-instant and little extra space, but the old cluster cannot be started again (no --rollback)
     #[arg(long, conflicts_with = "rollback")]
@@ -125,6 +125,8 @@ fn with_job(
             stack.file.display()
         )));
     };
+    // Root is about to create and move directories under DATA.
+    data.check_trusted()?;
     let secrets = secrets::read(data, &crate::bundled::secret_specs(stack), &env_lookup)?;
     f(&Job {
         bundled: b,

@@ -268,7 +268,7 @@ fn cluster_major(cluster: &Path) -> Result<Option<u32>, Error> {
 /// Upgrades the cluster (or finishes an interrupted upgrade).
 pub fn upgrade(job: &Job, opts: &Options) -> Result<Upgraded, Error> {
     let to_bins = locate(job.bundled.bin.as_deref(), &job.data.postgres_bin_cache())?;
-    let state = match State::read(job.data)? {
+    let mut state = match State::read(job.data)? {
         Some(s) if s.step == Step::RollingBack => return Err(unfinished(job.data, &s)),
         Some(s) if !s.step.settled() => {
             resume_check(&s, &to_bins)?;
@@ -289,7 +289,9 @@ pub fn upgrade(job: &Job, opts: &Options) -> Result<Upgraded, Error> {
             }
         },
     };
-    let from_bins = old_binaries(state.from, Some(&state.from_bin))?;
+    // On a resume, --from-bin-dir may point elsewhere than when it began.
+    let from_bins = old_binaries(state.from, opts.from_bin_dir.or(Some(&state.from_bin)))?;
+    state.from_bin = from_bins.bin_dir.clone();
     run(job, opts, state, &from_bins, &to_bins)
 }
 
