@@ -219,9 +219,20 @@ fn cogno_up_with_cogno_pg_upgrade_auto_upgrades_then_starts() {
     check_data(&b, 17, &[("COGNO_PG_UPGRADE", "auto")]);
 }
 
-/// SIGKILLs `cogno upgrade postgres` as soon as its record says `step`, then:
-/// `cogno up` refuses the unfinished upgrade, the old cluster is whole, and
-/// the next `cogno upgrade postgres` resumes and finishes it.
+/// Whether a postgres runs with `cluster` as its working directory.
+fn server_on(cluster: &Path) -> bool {
+    all_pids().into_iter().any(|p| {
+        std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|cwd| cwd == cluster)
+            && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+    })
+}
+
+/// SIGKILLs `cogno upgrade postgres` as soon as its record says `step`
+/// (for `upgrading`: once pg_upgrade has started the old cluster's server,
+/// which pg_ctl detaches, so it outlives the kill), then: `cogno up` refuses
+/// the unfinished upgrade, the old cluster is whole, and the next
+/// `cogno upgrade postgres` resumes and finishes it.
 fn killed_at(tag: &str, step: &str) {
     let b = seeded(tag);
     use_bin(&b, NEW_BIN);
@@ -233,8 +244,10 @@ fn killed_at(tag: &str, step: &str) {
         .spawn()
         .expect("spawn cogno upgrade");
     let want = format!("step={step}\n");
+    let cluster = b.data().join("postgresql");
     let reached = eventually(UPGRADE, || {
         std::fs::read_to_string(state_file(&b)).is_ok_and(|t| t.contains(&want))
+            && (step != "upgrading" || server_on(&cluster))
     });
     signal(child.id() as i32, Signal::SIGKILL);
     let _ = child.wait();
@@ -268,6 +281,12 @@ fn killed_at(tag: &str, step: &str) {
         )),
         "{said}"
     );
+    if step == "upgrading" {
+        assert!(
+            said.contains("stopping the server an interrupted pg_upgrade left running"),
+            "{said}"
+        );
+    }
     assert_eq!(pg_version(&b.data().join("postgresql-15.old")), "15");
     check_data(&b, 17, &[]);
 }

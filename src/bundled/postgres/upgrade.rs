@@ -27,9 +27,9 @@
 //! rollback the new one is DATA/postgresql-NEW.rolled-back.
 
 use super::{
-    as_user, binaries, client, initdb, is_postgres_on, is_server_dir, locate, own,
-    pg_config_bindir, read_service_file, remove_scratch, scratch_dir, set_mode, sync_dir, Binaries,
-    Logins, Setup, TempServer, ADMIN_PASSWORD, PASSWORD, SMALL_FILE_CAP,
+    as_user, binaries, clear_stale_lock, client, initdb, is_postgres_on, is_server_dir, locate,
+    own, pg_config_bindir, read_service_file, remove_scratch, scratch_dir, set_mode, sync_dir,
+    Binaries, Logins, Setup, TempServer, ADMIN_PASSWORD, PASSWORD, SMALL_FILE_CAP,
 };
 use crate::bundled::product::APP_DB;
 use crate::bundled::Job;
@@ -567,6 +567,10 @@ fn run(
             places.old.display()
         );
     }
+    // A proof killed part-way leaves its server's postmaster.pid behind
+    // (the server died with cogno, and may not be reaped yet).
+    stop_stray(&places.cluster, to_bins, job)?;
+    clear_stale_lock(&places.cluster.join("postmaster.pid"), &places.cluster)?;
     let proof = prove(job, &places.cluster, to_bins)?;
     state.at(Step::Done, data)?;
     Ok(Upgraded::Done {
