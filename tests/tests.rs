@@ -25,4 +25,5 @@ mod run;
 mod schedule;
 mod subset;
 mod supervisor;
+mod upgrade;
 mod watch;

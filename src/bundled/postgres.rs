@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod upgrade;
+
 /// The app's password.
 const PASSWORD: &str = "POSTGRES_PASSWORD";
 /// The superuser's password: cogno's own use only (initdb, provisioning).
@@ -95,6 +97,9 @@ impl Server for Postgres {
                 len - crate::os::MAX_SOCKET_PATH
             )));
         }
+        // A cluster half-way through `cogno upgrade postgres` may be missing
+        // (initdb would make an empty one) or unproven: never start it.
+        upgrade::check_settled(data)?;
         let bins = locate(b.bin.as_deref(), &data.postgres_bin_cache())?;
         check_existing(&data.postgres(), &bins)?;
         Ok(Box::new(bins))
@@ -223,7 +228,8 @@ impl Server for Postgres {
         })?;
         // A failure from here on is a failed step (exit status 1), not a refusal.
         let server =
-            TempServer::start(&cluster, job.bundled.port, &bins, job.run_as).map_err(Error::new)?;
+            TempServer::start(&cluster, job.bundled.port, &bins, job.run_as, Logins::Trust)
+                .map_err(Error::new)?;
         let loaded = load_dump(&server, from, admin_password);
         server.stop().map_err(Error::new)?;
         loaded.map_err(Error::new)
@@ -263,8 +269,8 @@ fn as_user<'a>(
     cmd
 }
 
-/// The new cluster's server, started for a restore on a Unix socket only
-/// (no TCP: nothing else can reach it meanwhile, and only root and the
+/// A cluster's server, started for a restore or an upgrade on a Unix socket
+/// only (no TCP: nothing else can reach it meanwhile, and only root and the
 /// server's user can reach the socket). `postgres` itself is the restore's
 /// child, killed with it (`PR_SET_PDEATHSIG`): a restore killed part-way
 /// leaves no server behind (pg_ctl would have detached it). Its socket is
@@ -279,6 +285,17 @@ struct TempServer {
     log: PathBuf,
 }
 
+/// Who the temporary server lets in.
+#[derive(Clone, Copy, PartialEq)]
+enum Logins {
+    /// Anyone on its private socket, without a password: a restore loads a
+    /// dump that changes the superuser's password and reconnects.
+    Trust,
+    /// As the cluster's own pg_hba.conf says: an upgrade proves that the
+    /// passwords still work.
+    Cluster,
+}
+
 /// How long the temporary server may take to start (crash recovery of a
 /// new cluster takes no time; a loaded machine does).
 const TEMP_START: Duration = Duration::from_secs(300);
@@ -289,15 +306,15 @@ impl TempServer {
         port: u16,
         bins: &Binaries,
         run_as: Option<&RunAs>,
+        logins: Logins,
     ) -> Result<TempServer, String> {
-        let sockets =
-            std::env::temp_dir().join(format!("cogno-restore-{:08x}", rand::random::<u32>()));
+        let sockets = std::env::temp_dir().join(format!("cogno-pg-{:08x}", rand::random::<u32>()));
         // A new directory (mkdir fails on anything already there, a link too).
         fs::create_dir(&sockets)
             .map_err(|e| format!("cannot create {}: {e}", sockets.display()))?;
-        let log = cluster.join("cogno-restore.log");
+        let log = cluster.join("cogno-temp-server.log");
         let mut server = TempServer {
-            child: Self::spawn(cluster, &sockets, port, bins, run_as, &log)?,
+            child: Self::spawn(cluster, &sockets, port, bins, run_as, &log, logins)?,
             sockets,
             port,
             psql: bins.bin_dir.join("psql"),
@@ -308,9 +325,14 @@ impl TempServer {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(server.failed(&format!("postgres exited ({status})")));
             }
-            if server
-                .psql(&["-c", "SELECT 1"])
-                .is_ok_and(|o| o.status.success())
+            // pg_isready: no login (which the cluster's own rules may refuse
+            // without a password), only whether it accepts connections.
+            if super::tool(bins.bin_dir.join("pg_isready"))
+                .arg("-h")
+                .arg(&server.sockets)
+                .args(["-p", &port.to_string(), "-q"])
+                .status()
+                .is_ok_and(|s| s.success())
             {
                 return Ok(server);
             }
@@ -331,15 +353,17 @@ impl TempServer {
         bins: &Binaries,
         run_as: Option<&RunAs>,
         log: &Path,
+        logins: Logins,
     ) -> Result<std::process::Child, String> {
         set_mode(sockets, 0o700)?;
         own(sockets, run_as)?;
-        // Logins without a password, on this private socket only: the dump
-        // changes the superuser's password (to the one it was taken with)
-        // and later reconnects (`\connect`) as the superuser.
+        // With Logins::Trust, logins without a password on this private
+        // socket only.
         let hba = sockets.join("pg_hba.conf");
-        files::write_atomic(&hba, b"local all all trust\n", run_as)
-            .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
+        if logins == Logins::Trust {
+            files::write_atomic(&hba, b"local all all trust\n", run_as)
+                .map_err(|e| format!("cannot write {}: {e}", hba.display()))?;
+        }
         let out = fs::File::create(log)
             .and_then(|f| Ok((f.try_clone()?, f)))
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
@@ -350,12 +374,11 @@ impl TempServer {
             .args(["-c", "listen_addresses="])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", sockets.display()))
-            .arg("-c")
-            .arg(format!("hba_file={}", hba.display()))
-            .args(["-p", &port.to_string()])
-            .current_dir(cluster)
-            .stdout(out.0)
-            .stderr(out.1);
+            .args(["-p", &port.to_string()]);
+        if logins == Logins::Trust {
+            cmd.arg("-c").arg(format!("hba_file={}", hba.display()));
+        }
+        cmd.current_dir(cluster).stdout(out.0).stderr(out.1);
         super::dies_with_cogno(as_user(&mut cmd, run_as))
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", postgres.display()))
@@ -363,21 +386,28 @@ impl TempServer {
 
     /// psql as the superuser on the private socket, with `args`.
     fn psql(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        self.psql_as("postgres", None, "postgres", args)
+    }
+
+    /// psql as `user` (with `password`, if any) into `db` on the private
+    /// socket, with `args`; its output is captured.
+    fn psql_as(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        db: &str,
+        args: &[&str],
+    ) -> std::io::Result<std::process::Output> {
+        let mut cmd = super::tool(&self.psql);
+        if let Some(p) = password {
+            cmd.env("PGPASSWORD", p);
+        }
         super::dies_with_cogno(
-            super::tool(&self.psql)
-                .env("PGPASSFILE", "/dev/null")
-                .args(["-X", "-q", "-h"])
+            cmd.env("PGPASSFILE", "/dev/null")
+                .args(["-X", "-q", "-w", "-h"])
                 .arg(&self.sockets)
-                .args([
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                ])
-                .args(args)
-                .stdout(Stdio::null()),
+                .args(["-p", &self.port.to_string(), "-U", user, "-d", db])
+                .args(args),
         )
         .output()
     }
@@ -391,7 +421,7 @@ impl TempServer {
             .flatten()
             .unwrap_or_default();
         format!(
-            "the temporary PostgreSQL server for the restore failed: {why}; its log ({}):\n{}",
+            "the temporary PostgreSQL server (for a restore or an upgrade) failed: {why}; its log ({}):\n{}",
             self.log.display(),
             log.trim_end()
         )
@@ -820,7 +850,8 @@ fn check_version(cluster: &Path, bins: &Binaries) -> Result<(), String> {
         "the cluster in {} was created by PostgreSQL {found} but the binaries in {} are \
          PostgreSQL {} ({}); a server cannot open another major version's data. Nothing was \
          changed. Either set `bin_dir` to a PostgreSQL {found} installation, or upgrade the \
-         cluster to {} with pg_upgrade or a dump and restore, as described in {UPGRADING}",
+         cluster to {} with `cogno upgrade postgres` (or start with COGNO_PG_UPGRADE=auto in \
+         cogno's environment to upgrade on start), as described in {UPGRADING}",
         cluster.display(),
         bins.bin_dir.display(),
         bins.major,

@@ -1,7 +1,7 @@
 //! The command layer: one clap grammar, one dispatch, one file per command.
 //! `up` is the composition root; `check` and `env` read the stack file; the
 //! remote commands talk to a running stack through `control::client`;
-//! `backup` and `restore` work on the data directory and the servers.
+//! `backup`, `restore` and `upgrade` work on the data directory and the servers.
 //!
 //! This module also finds the stack file and the data directory, the same
 //! way for every command.
@@ -23,6 +23,7 @@ mod selection;
 mod shutdown;
 mod status;
 mod up;
+mod upgrade;
 mod wait;
 
 use crate::config::{self, Stack};
@@ -56,6 +57,7 @@ Examples:
   cogno down                        # stop it in order; returns once everything is gone
   cogno backup --to /backups        # one archive of the running stack's data
   cogno restore ARCHIVE --data DIR  # a data directory from it, then `cogno up`
+  cogno upgrade postgres            # the stopped stack's cluster to the new PostgreSQL major
 
 Docs: docs/quick-start.md, docs/configuration.md (every key), docs/cli.md (every command),
 docs/troubleshooting.md";
@@ -176,6 +178,8 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Make a data directory from a backup archive (never over existing data); then `cogno up`
     Restore(restore::RestoreArgs),
+    /// Upgrade the stopped stack's PostgreSQL cluster to the binaries' major version with pg_upgrade (or --rollback)
+    Upgrade(upgrade::UpgradeArgs),
     /// Serve the running stack to AI agents and editors: a Model Context Protocol server on stdin/stdout
     Mcp(StackArgs),
     /// Print a shell completion script (e.g. `cogno completions bash > /etc/bash_completion.d/cogno`)
@@ -384,6 +388,7 @@ pub fn main() -> i32 {
         } => wait::run(&target_data(&target), &services, timeout),
         Command::Backup(args) => backup::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Upgrade(args) => upgrade::run(args),
         Command::Mcp(args) => mcp::run(args),
         Command::Completions { shell } => {
             let mut script = Vec::new();

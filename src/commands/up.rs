@@ -50,6 +50,8 @@ pub fn run(args: UpArgs) -> Outcome {
         eprintln!("cogno: {line}");
     }
     data.check_usable()?;
+    // Before pre-flight, which refuses a cluster of another major.
+    super::upgrade::auto(&stack, &data)?;
     // Everything that can be checked is checked before anything is written.
     let located = bundled::preflight(&stack, &data, &env_lookup)?;
     data.create()?;

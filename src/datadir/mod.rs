@@ -134,6 +134,12 @@ impl DataDir {
         self.run_dir().join("services")
     }
 
+    /// DATA/.cogno/pg-upgrade: where `cogno upgrade postgres` records the
+    /// step it is at, so that a killed upgrade is resumed or refused.
+    pub fn pg_upgrade_state(&self) -> PathBuf {
+        self.cogno_dir().join("pg-upgrade")
+    }
+
     /// DATA/.cogno: cogno's own records about the data directory.
     fn cogno_dir(&self) -> PathBuf {
         self.root.join(".cogno")

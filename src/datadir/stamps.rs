@@ -23,6 +23,25 @@ impl DataDir {
         self.stamp_once("created", &text)
     }
 
+    /// After a major upgrade (or its rollback) of PostgreSQL, `created`
+    /// says which major the cluster now is, so that it never names a version
+    /// the data no longer has. A data directory without the stamp has none
+    /// to correct.
+    pub fn record_postgres_major(&self, major: u32) -> std::io::Result<()> {
+        let file = self.created_stamp();
+        let Some(text) = files::read_small(&file, 1 << 16).map_err(std::io::Error::other)? else {
+            return Ok(());
+        };
+        let text: String = text
+            .lines()
+            .map(|l| match l.starts_with("postgresql_major=") {
+                true => format!("postgresql_major={major}\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        files::write_atomic(&file, text.as_bytes(), None)
+    }
+
     /// DATA/.cogno/created
     pub fn created_stamp(&self) -> std::path::PathBuf {
         self.cogno_dir().join("created")
