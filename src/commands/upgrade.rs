@@ -96,6 +96,10 @@ pub fn auto(stack: &Stack, data: &DataDir) -> Result<(), Error> {
             .help("set it to `auto` (upgrade PostgreSQL's cluster on start when the binaries are a newer major) or `off` (the default)"))
         }
     }
+    // The variable is the image's: a stack of its own without PostgreSQL starts as ever.
+    if Kind::find("postgres").and_then(|k| stack.bundled(k)).is_none() {
+        return Ok(());
+    }
     with_job(stack, data, |job| {
         if !upgrade::wanted(job)? {
             return Ok(());
