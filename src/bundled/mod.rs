@@ -654,6 +654,80 @@ pub(crate) fn run_tool(cmd: &mut std::process::Command, what: &str) -> Result<()
     ))
 }
 
+/// [`run_tool`], its standard output copied into `into` as it comes (a
+/// dump streamed into a compressor). Its stderr is read meanwhile, on
+/// another thread: a tool blocked on a full stderr pipe would never finish
+/// its stdout.
+pub(crate) fn run_tool_into(
+    cmd: &mut std::process::Command,
+    what: &str,
+    into: &mut dyn std::io::Write,
+) -> Result<(), String> {
+    use std::io::Read;
+    let mut child = dies_with_cogno(cmd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+    let (copied, errors) = std::thread::scope(|scope| {
+        let errors = scope.spawn(move || {
+            let mut text = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.take(1 << 16).read_to_string(&mut text);
+                // Whatever follows is drained, not kept.
+                let _ = std::io::copy(e, &mut std::io::sink());
+            }
+            text
+        });
+        let copied = stdout
+            .as_mut()
+            .map_or(Ok(0), |out| std::io::copy(out, into));
+        (copied, errors.join().unwrap_or_default())
+    });
+    if let Err(e) = copied {
+        // The tool must not outlive a copy that failed (a full disk).
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("cannot store the output of {what}: {e}"));
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cannot wait for {what}: {e}"))?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(format!("{what} failed ({status}): {}", errors.trim_end()))
+}
+
+/// `cmd`'s output (as [`std::process::Command::output`]), its standard
+/// input read from `input` by another thread meanwhile (a dump loaded as it
+/// is decompressed).
+pub(crate) fn output_fed(
+    cmd: &mut std::process::Command,
+    mut input: impl std::io::Read + Send,
+) -> std::io::Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdin = child.stdin.take();
+    std::thread::scope(|scope| {
+        let feeding = scope.spawn(move || match stdin {
+            // Dropping stdin at the end is the end of input for the tool.
+            Some(mut stdin) => std::io::copy(&mut input, &mut stdin).map(drop),
+            None => Ok(()),
+        });
+        let out = child.wait_with_output()?;
+        match feeding.join() {
+            // The tool stopped reading (it failed): its output says why.
+            Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+            _ => Ok(out),
+        }
+    })
+}
+
 /// Creates the data directory `dir` of the bundled server `server` (0700).
 pub(crate) fn create_server_dir(dir: &Path, server: &str) -> Result<(), String> {
     crate::datadir::files::create_private_dir(dir).map_err(|e| {

@@ -7,6 +7,7 @@ use super::auth_guard;
 use super::product::APP_DB;
 use super::{AppVar, Found, Job, ProbeFuture, Server, ServerSecret, Versions};
 use crate::config::Bundled;
+use crate::datadir::archive;
 use crate::datadir::{files, DataDir};
 use crate::error::Error;
 use crate::secrets::{Credentials, Secrets};
@@ -186,14 +187,25 @@ impl Server for Postgres {
         // SQL: portable to another major version and to another server.
         // Each database is dumped from one snapshot: every row committed
         // before the dump of its database began is in it.
-        super::run_tool(
+        // Compressed as it streams out, on every CPU: the dump (the size of
+        // the data) is never staged uncompressed, and compressing it takes
+        // no time of its own after the dump (as `pg_dump | zstd` does).
+        let path = out.join(DUMP);
+        let cannot =
+            |e: std::io::Error| Error::new(format!("cannot write {}: {e}", path.display()));
+        let mut sink = archive::compressed_file(&path).map_err(cannot)?;
+        super::run_tool_into(
             client(&bins, "pg_dumpall", job.secrets)
                 .args(["-h", "127.0.0.1", "-p", &job.bundled.port.to_string()])
-                .args(["-U", "postgres", "-w", "-f"])
-                .arg(out.join(DUMP)),
+                .args(["-U", "postgres", "-w"]),
             "pg_dumpall (a logical dump of every database and role)",
+            &mut sink,
         )
         .map_err(Error::new)?;
+        // Flushed, not synced: staging is scratch; the archive is synced.
+        sink.finish()
+            .and_then(|mut buffered| std::io::Write::flush(&mut buffered))
+            .map_err(cannot)?;
         Ok(bins.version)
     }
 
@@ -236,8 +248,10 @@ impl Server for Postgres {
     }
 }
 
-/// The dump's name, in the backup.
-const DUMP: &str = "pg_dumpall.sql";
+/// The dump's name, in the backup (zstd-compressed; archive format 2).
+const DUMP: &str = "pg_dumpall.sql.zst";
+/// Its name in archives of format 1: plain SQL.
+const PLAIN_DUMP: &str = "pg_dumpall.sql";
 
 /// One of PostgreSQL's client programs (`name`, from the server's own
 /// `bin_dir`) logging in as the superuser: the password through the
@@ -385,8 +399,8 @@ impl TempServer {
     }
 
     /// psql as the superuser on the private socket, with `args`.
-    fn psql(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        self.psql_as("postgres", None, "postgres", args)
+    fn psql(&self, args: &[&str]) -> std::process::Command {
+        self.psql_command("postgres", None, "postgres", args)
     }
 
     /// psql as `user` (with `password`, if any) into `db` on the private
@@ -398,6 +412,16 @@ impl TempServer {
         db: &str,
         args: &[&str],
     ) -> std::io::Result<std::process::Output> {
+        self.psql_command(user, password, db, args).output()
+    }
+
+    fn psql_command(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        db: &str,
+        args: &[&str],
+    ) -> std::process::Command {
         let mut cmd = super::tool(&self.psql);
         if let Some(p) = password {
             cmd.env("PGPASSWORD", p);
@@ -408,8 +432,8 @@ impl TempServer {
                 .arg(&self.sockets)
                 .args(["-p", &self.port.to_string(), "-U", user, "-d", db])
                 .args(args),
-        )
-        .output()
+        );
+        cmd
     }
 
     /// `why`, with what the server logged.
@@ -468,17 +492,24 @@ fn load_dump(server: &TempServer, from: &Path, admin_password: &str) -> Result<(
         ),
     )
     .map_err(|e| format!("cannot write {}: {e}", reset.display()))?;
-    let (dump, reset) = (from.join(DUMP), reset.to_string_lossy().into_owned());
-    let out = server
-        .psql(&[
-            "-v",
-            "ON_ERROR_STOP=0",
-            "-f",
-            &dump.to_string_lossy(),
-            "-f",
-            &reset,
-        ])
-        .map_err(|e| format!("cannot run psql to load the dump: {e}"))?;
+    let reset = reset.to_string_lossy().into_owned();
+    let plain = from.join(PLAIN_DUMP);
+    let out = if plain.exists() {
+        let plain = plain.to_string_lossy();
+        server
+            .psql(&["-v", "ON_ERROR_STOP=0", "-f", &plain, "-f", &reset])
+            .output()
+    } else {
+        let dump = from.join(DUMP);
+        let decoded = fs::File::open(&dump)
+            .and_then(zstd::Decoder::new)
+            .map_err(|e| format!("cannot read {}: {e}", dump.display()))?;
+        super::output_fed(
+            &mut server.psql(&["-v", "ON_ERROR_STOP=0", "-f", "-", "-f", &reset]),
+            decoded,
+        )
+    }
+    .map_err(|e| format!("cannot run psql to load the dump: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr
         .lines()

@@ -97,7 +97,10 @@ pub fn auto(stack: &Stack, data: &DataDir) -> Result<(), Error> {
         }
     }
     // The variable is the image's: a stack of its own without PostgreSQL starts as ever.
-    if Kind::find("postgres").and_then(|k| stack.bundled(k)).is_none() {
+    if Kind::find("postgres")
+        .and_then(|k| stack.bundled(k))
+        .is_none()
+    {
         return Ok(());
     }
     with_job(stack, data, |job| {
@@ -215,15 +218,7 @@ fn backup_stopped(data: &DataDir) -> Result<PathBuf, Error> {
 }
 
 fn write_tar(cluster: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(to)?;
-    let mut encoder = zstd::Encoder::new(std::io::BufWriter::new(file), 3)?;
-    encoder.include_checksum(true)?;
-    let mut tar = tar::Builder::new(encoder);
+    let mut tar = tar::Builder::new(crate::datadir::archive::compressed_file(to)?);
     // The cluster's user can write in it: a link is stored as a link.
     tar.follow_symlinks(false);
     tar.append_dir_all("postgresql", cluster)?;

@@ -24,8 +24,12 @@ use std::path::{Component, Path, PathBuf};
 
 /// The first member: what the archive holds.
 pub const MANIFEST: &str = "manifest.json";
-/// The archive format this cogno writes and reads.
-pub const FORMAT: u32 = 1;
+/// The archive format this cogno writes. 2: PostgreSQL's dump is stored
+/// zstd-compressed as it is made (`postgres/pg_dumpall.sql.zst`); 1 had it
+/// plain, compressed only with the whole archive.
+pub const FORMAT: u32 = 2;
+/// The oldest format this cogno still reads.
+const OLDEST_FORMAT: u32 = 1;
 /// Where the data directory's own files go in an archive.
 const DATA_PREFIX: &str = "data";
 /// zstd's default level: a good ratio at far more than disk speed.
@@ -190,21 +194,7 @@ impl Staging {
     }
 
     fn pack(&self, json: &[u8], manifest: &Manifest) -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&self.partial)?;
-        let mut encoder = zstd::Encoder::new(io::BufWriter::new(file), LEVEL)?;
-        // A damaged archive is then caught by zstd itself too, not only by the manifest.
-        encoder.include_checksum(true)?;
-        // Compression is most of a backup's own work (the dump is the
-        // server's): every CPU on it, as `zstd -T0` would. The frame is
-        // the same format whatever the thread count.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        encoder.multithread(u32::try_from(threads).unwrap_or(1))?;
-        let mut tar = tar::Builder::new(encoder);
+        let mut tar = tar::Builder::new(compressed_file(&self.partial)?);
         let header = |size: u64| {
             let mut h = tar::Header::new_gnu();
             h.set_size(size);
@@ -225,6 +215,30 @@ impl Staging {
             .map_err(|e| e.into_error())?;
         file.sync_all()
     }
+}
+
+/// A zstd stream into `file`, as everything a backup compresses is made:
+/// with its frame checksum (damage is caught by zstd itself too, not only
+/// by the manifest) and on every CPU, as `zstd -T0` (compression is most
+/// of a backup's own work; the format is the same whatever the threads).
+pub fn encoder(file: fs::File) -> io::Result<zstd::Encoder<'static, io::BufWriter<fs::File>>> {
+    let mut encoder = zstd::Encoder::new(io::BufWriter::new(file), LEVEL)?;
+    encoder.include_checksum(true)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    encoder.multithread(u32::try_from(threads).unwrap_or(1))?;
+    Ok(encoder)
+}
+
+/// A new private (0600) file at `path`, written through [`encoder`];
+/// `finish` it, then sync what it returns.
+pub fn compressed_file(path: &Path) -> io::Result<zstd::Encoder<'static, io::BufWriter<fs::File>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    encoder(file)
 }
 
 impl Drop for Staging {
@@ -323,9 +337,9 @@ pub fn read(path: &Path, into: Option<&Path>) -> Result<Manifest, Error> {
         })?;
     let manifest: Manifest = serde_json::from_slice(&json)
         .map_err(|e| damaged(MANIFEST, format!("is not a cogno manifest: {e}")))?;
-    if manifest.format != FORMAT {
+    if !(OLDEST_FORMAT..=FORMAT).contains(&manifest.format) {
         return Err(Error::config(format!(
-            "the archive {} has format {}, but this cogno ({}) reads format {FORMAT}",
+            "the archive {} has format {}, but this cogno ({}) reads formats {OLDEST_FORMAT} to {FORMAT}",
             path.display(),
             manifest.format,
             env!("CARGO_PKG_VERSION")
