@@ -9,6 +9,7 @@
 mod act;
 mod backup;
 mod check;
+mod child_stack;
 mod detach;
 mod env;
 mod ephemeral;
@@ -214,6 +215,10 @@ pub struct UpArgs {
     /// these ports (SERVICE=PORT[:UI_PORT],…), no TCP health listener
     #[arg(long, hide = true, value_name = "PORTS")]
     pub throwaway: Option<ephemeral::Moves>,
+    /// Started by `cogno backup` for a stopped stack: no TCP health
+    /// listener, no scheduled backups (`child_stack::set_apart`)
+    #[arg(long, hide = true)]
+    pub for_backup: bool,
 }
 
 #[derive(Args)]
