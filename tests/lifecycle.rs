@@ -535,6 +535,29 @@ fn a_backup_killed_part_way_leaves_no_archive_and_the_stack_undisturbed() {
     );
     assert!(target.exists());
     assert_eq!(hidden(b.s.dir.path()), Vec::<String>::new());
+
+    // Under cogno's own time-stamped names, which no later backup repeats,
+    // the next backup into the directory removes a killed one's leftovers.
+    let dir = b.s.dir.path().join("archives");
+    std::fs::create_dir(&dir).unwrap();
+    let to_dir = || b.cogno(&["backup", "--to", &dir.display().to_string()]);
+    let dumping = || {
+        hidden(&dir)
+            .iter()
+            .any(|n| n.ends_with(".staging") && dir.join(n).join("postgres").exists())
+    };
+    assert!(
+        kill_when(to_dir(), false, dumping),
+        "the backup ended first"
+    );
+    let out = run(to_dir(), LONG);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("left by an interrupted backup"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(hidden(&dir), Vec::<String>::new());
     drop(c);
 }
 

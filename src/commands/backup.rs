@@ -284,7 +284,12 @@ fn one_of_each_kind(stack: &Stack) -> Result<(), Error> {
 /// The archive's path: `to` itself, or cogno-backup-<time>.tar.zst in the
 /// directory `to` names (DATA/backups by default, created private).
 fn target(to: Option<&Path>, data: &DataDir, now: SystemTime) -> Result<PathBuf, Error> {
-    let name = format!("cogno-backup-{}.tar.zst", crate::fmt::file_stamp(now));
+    let name = format!(
+        "{}{}{}",
+        archive::DEFAULT_PREFIX,
+        crate::fmt::file_stamp(now),
+        archive::DEFAULT_SUFFIX
+    );
     match to {
         Some(p) if p.is_dir() => Ok(p.join(name)),
         Some(p) => Ok(p.to_path_buf()),
