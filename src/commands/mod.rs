@@ -55,7 +55,7 @@ Examples:
   cogno logs -f web                 # follow one service's output
   cogno reload                      # apply the edited stack file (as SIGHUP does)
   cogno down                        # stop it in order; returns once everything is gone
-  cogno backup --to /backups        # one archive of the running stack's data
+  cogno backup --to /backups        # one archive of the stack's data, running or stopped
   cogno restore ARCHIVE --data DIR  # a data directory from it, then `cogno up`
 
 Docs: docs/quick-start.md, docs/configuration.md (every key), docs/cli.md (every command),
@@ -173,7 +173,7 @@ pub enum Command {
         #[arg(long, value_name = "D", value_parser = config::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
-    /// Write one archive of the running stack's data (PostgreSQL, Redis, Temporal, secrets), without stopping it
+    /// Write one archive of the stack's data (PostgreSQL, Redis, Temporal, secrets), without stopping it (a stopped stack's servers are started for it, then stopped)
     Backup(backup::BackupArgs),
     /// Make a data directory from a backup archive (never over existing data); then `cogno up`
     Restore(restore::RestoreArgs),
