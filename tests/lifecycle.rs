@@ -708,13 +708,13 @@ fn an_unversioned_data_dir_is_migrated_once_and_says_so() {
     assert_eq!(c.wait_code(EXIT), 0);
 }
 
-/// Starts `cogno backup --to TARGET` (output discarded) and waits until
+/// Starts `cogno backup --to TARGET` (stdout discarded) and waits until
 /// it copies from PostgreSQL: its staging directory has a `postgres` member.
-fn backup_dumping(b: &Bundled, target: &Path) -> std::process::Child {
+fn backup_dumping(b: &Bundled, target: &Path, stderr: Stdio) -> std::process::Child {
     let child = b
         .cogno(&["backup", "--to", &target.display().to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     assert!(
@@ -739,9 +739,29 @@ fn a_stopped_stack_is_backed_up_by_starting_its_servers_alone_then_stopping_them
     assert!(eventually(CLIENT, none_left), "the stack is down");
     let target = b.s.dir.path().join("stopped.tar.zst");
 
+    // SIGTERM while it dumps: the servers are stopped in order, the backup
+    // fails saying so, and nothing is left.
+    let said = b.s.dir.path().join("interrupted.txt");
+    let mut child = backup_dumping(&b, &target, std::fs::File::create(&said).unwrap().into());
+    signal(child.id() as i32, Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    let shown = std::fs::read_to_string(&said).unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{shown}");
+    assert!(
+        shown.contains("interrupted by SIGTERM: no archive was written")
+            && shown.contains("stopped postgres, redis, temporal again"),
+        "{shown}"
+    );
+    assert!(
+        eventually(CLIENT, none_left),
+        "the servers it started are stopped: {:?}",
+        pids_within(&marker)
+    );
+    assert_eq!(hidden(b.s.dir.path()), Vec::<String>::new());
+
     // SIGKILL of `cogno backup` while it dumps: the servers it started stop
     // with it (their cogno gets SIGTERM when it dies), no archive appears.
-    let mut child = backup_dumping(&b, &target);
+    let mut child = backup_dumping(&b, &target, Stdio::null());
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
@@ -755,7 +775,7 @@ fn a_stopped_stack_is_backed_up_by_starting_its_servers_alone_then_stopping_them
     // running, recorded; the next backup stops them before anything starts.
     // (The first kill's leftovers go first: they are this one's kill point.)
     std::fs::remove_dir_all(staging_of(&target)).unwrap();
-    let mut child = backup_dumping(&b, &target);
+    let mut child = backup_dumping(&b, &target, Stdio::null());
     // Its `cogno up`: its child leading a process group of its own.
     let up: Vec<i32> = all_pids()
         .into_iter()
