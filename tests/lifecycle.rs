@@ -759,6 +759,20 @@ fn a_stopped_stack_is_backed_up_by_starting_its_servers_alone_then_stopping_them
     );
     assert_eq!(hidden(b.s.dir.path()), Vec::<String>::new());
 
+    // Its servers listen on the stack file's ports: one held by another
+    // program fails the backup before any server starts, naming it.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", b.ports.redis)).unwrap();
+    let (out, shown) = b.command_output(&["backup", "--to", &target.display().to_string()]);
+    drop(squatter);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("the servers started for the backup did not become ready")
+            && shown.contains(&b.ports.redis.to_string()),
+        "{shown}"
+    );
+    assert!(none_left(), "{:?}", pids_within(&marker));
+    assert!(!target.exists());
+
     // SIGKILL of `cogno backup` while it dumps: the servers it started stop
     // with it (their cogno gets SIGTERM when it dies), no archive appears.
     let mut child = backup_dumping(&b, &target, Stdio::null());

@@ -172,7 +172,8 @@ fn stopped(args: &BackupArgs, stack: &Stack, data: &DataDir) -> Result<PathBuf, 
     })?;
     let launch = Launch {
         name: "the servers started for the backup",
-        aftermath: "nothing was backed up; they are stopped again".to_owned(),
+        aftermath: "nothing was backed up; whatever of them had started is stopped again"
+            .to_owned(),
         target: &args.target,
         data: data.clone(),
         log,
