@@ -4,7 +4,9 @@
 //! writer keeps committing; a restore that refuses damaged archives and
 //! existing data (or moves it aside with --force) and reports the leftover
 //! of an interrupted (even SIGKILLed) one; a backup killed part-way that leaves no archive
-//! and a stack undisturbed; and the layout version's migration and refusal.
+//! and a stack undisturbed; a stopped stack's backup, which starts its servers alone and
+//! stops them again (also when interrupted or killed); restores killed part-way, which
+//! the next command refuses, losing nothing; and the layout version's migration and refusal.
 //!
 //! The stacks come from tests/bundled.rs's helpers: each on its own free
 //! ports in a fresh temp dir, everything it starts marked and killed on drop.
