@@ -4,7 +4,9 @@
 //! writer keeps committing; a restore that refuses damaged archives and
 //! existing data (or moves it aside with --force) and reports the leftover
 //! of an interrupted (even SIGKILLed) one; a backup killed part-way that leaves no archive
-//! and a stack undisturbed; and the layout version's migration and refusal.
+//! and a stack undisturbed; a stopped stack's backup, which starts its servers alone and
+//! stops them again (also when interrupted or killed); restores killed part-way, which
+//! the next command refuses, losing nothing; and the layout version's migration and refusal.
 //!
 //! The stacks come from tests/bundled.rs's helpers: each on its own free
 //! ports in a fresh temp dir, everything it starts marked and killed on drop.
@@ -422,6 +424,47 @@ fn restore_refuses_damage_and_existing_data_and_force_moves_it_aside() {
     assert!(out.status.success(), "then it restores: {}", text(&out));
 }
 
+/// SIGKILLs `child` (with its whole process group when `group`) and reaps it.
+fn kill(child: &mut std::process::Child, group: bool) {
+    if group {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGKILL,
+        );
+    } else {
+        child.kill().unwrap();
+    }
+    child.wait().unwrap();
+}
+
+/// Starts `cmd` (in a process group of its own when `group`), waits until
+/// `at` holds (polled often: some states last milliseconds), and SIGKILLs
+/// it there. False when it ended first (it was too quick to be caught).
+fn kill_when(mut cmd: Command, group: bool, at: impl Fn() -> bool) -> bool {
+    use std::os::unix::process::CommandExt;
+    if group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    while !at() {
+        assert!(
+            Instant::now() < deadline,
+            "the kill point was never reached"
+        );
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill(&mut child, group);
+    true
+}
+
 #[test]
 fn a_backup_killed_part_way_leaves_no_archive_and_the_stack_undisturbed() {
     let (b, c, url) = stack_with_data("lifecycle-kill");
@@ -430,43 +473,62 @@ fn a_backup_killed_part_way_leaves_no_archive_and_the_stack_undisturbed() {
         &url,
         "INSERT INTO written SELECT generate_series(1, 300000)",
     );
-    let pids: Vec<Option<i32>> = ["postgres", "redis", "temporal"]
-        .iter()
-        .map(|s| b.status_pid(s))
-        .collect();
+    let server_pids = || -> Vec<Option<i32>> {
+        ["postgres", "redis", "temporal"]
+            .iter()
+            .map(|s| b.status_pid(s))
+            .collect()
+    };
+    let pids = server_pids();
     let target = b.s.dir.path().join("killed.tar.zst");
-    let staging = b.s.dir.path().join(".killed.tar.zst.staging");
-    let mut child = b
-        .cogno(&["backup", "--to", &target.display().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        eventually(LONG, || staging.join("postgres").exists()),
-        "the backup begins"
-    );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!target.exists(), "no archive under the final name");
-    assert!(
-        eventually(CLIENT, || pids_with_cmdline(&staging.display().to_string())
-            .is_empty()),
-        "the dump it ran died with it"
-    );
-    let (out, shown) = b.command_output(&["healthcheck"]);
-    assert!(out.status.success(), "the stack is still ready: {shown}");
-    let after: Vec<Option<i32>> = ["postgres", "redis", "temporal"]
-        .iter()
-        .map(|s| b.status_pid(s))
-        .collect();
-    assert_eq!(pids, after, "no server was restarted");
+    let staging = staging_of(&target);
+    let partial = b.s.dir.path().join(".killed.tar.zst.partial");
+    let backup_cmd = || b.cogno(&["backup", "--to", &target.display().to_string()]);
+
+    // Each kill point: while PostgreSQL is dumped, while Redis's snapshot is
+    // copied, while the archive is packed (its temporary name exists), and
+    // the whole process group (cogno and its pg_dumpall) while dumping.
+    let points: [(&str, bool, &dyn Fn() -> bool); 4] = [
+        ("the dump", false, &|| staging.join("postgres").exists()),
+        ("the Redis copy", false, &|| staging.join("redis").exists()),
+        ("the packing", false, &|| partial.exists()),
+        ("the dump, with its process group", true, &|| {
+            staging.join("postgres").exists()
+        }),
+    ];
+    for (i, (point, group, at)) in points.into_iter().enumerate() {
+        if i > 0 {
+            // The last kill's leftovers would satisfy this one's kill point
+            // at once; the final backup shows that they are removed.
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::fs::remove_file(&partial);
+        }
+        // Packing lasts milliseconds: a backup that completes first is removed and tried again.
+        let mut caught = false;
+        for _ in 0..5 {
+            caught = kill_when(backup_cmd(), group, at);
+            if caught {
+                break;
+            }
+            std::fs::remove_file(&target).unwrap();
+        }
+        assert!(caught, "{point}: never caught in five backups");
+        assert!(!target.exists(), "{point}: no archive under the final name");
+        assert!(
+            eventually(CLIENT, || pids_with_cmdline(&staging.display().to_string())
+                .is_empty()),
+            "{point}: the dump it ran died with it"
+        );
+        let (out, shown) = b.command_output(&["healthcheck"]);
+        assert!(
+            out.status.success(),
+            "{point}: the stack is still ready: {shown}"
+        );
+        assert_eq!(pids, server_pids(), "{point}: no server was restarted");
+    }
 
     // The next backup to that name removes the leftovers and completes.
-    let out = run(
-        b.cogno(&["backup", "--to", &target.display().to_string()]),
-        LONG,
-    );
+    let out = run(backup_cmd(), LONG);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("left by an interrupted backup"),
@@ -475,7 +537,117 @@ fn a_backup_killed_part_way_leaves_no_archive_and_the_stack_undisturbed() {
     );
     assert!(target.exists());
     assert_eq!(hidden(b.s.dir.path()), Vec::<String>::new());
+
+    // Under cogno's own time-stamped names, which no later backup repeats,
+    // the next backup into the directory removes a killed one's leftovers.
+    let dir = b.s.dir.path().join("archives");
+    std::fs::create_dir(&dir).unwrap();
+    let to_dir = || b.cogno(&["backup", "--to", &dir.display().to_string()]);
+    let dumping = || {
+        hidden(&dir)
+            .iter()
+            .any(|n| n.ends_with(".staging") && dir.join(n).join("postgres").exists())
+    };
+    assert!(
+        kill_when(to_dir(), false, dumping),
+        "the backup ended first"
+    );
+    let out = run(to_dir(), LONG);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("left by an interrupted backup"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(hidden(&dir), Vec::<String>::new());
     drop(c);
+}
+
+#[test]
+fn a_restore_killed_part_way_is_refused_by_the_next_command_and_loses_nothing() {
+    let (b, mut c, url) = stack_with_data("lifecycle-restore-kill");
+    let archive = backup(&b, b.s.dir.path());
+    stop(&mut c);
+    let archived = std::fs::read(&archive).unwrap();
+
+    // SIGKILL while the archive is unpacked, after PostgreSQL's data is in
+    // place (Redis's is being copied): nothing appears under the target's
+    // name, `cogno up` there refuses rather than starting an empty stack,
+    // and the next restore reports the leftover.
+    let work = b.s.dir.path().join(".fresh.restore-tmp");
+    let target = b.s.dir.path().join("fresh");
+    let points: [(&str, PathBuf); 2] = [
+        ("unpacking", work.join("archive/data")),
+        ("after PostgreSQL", work.join("data/redis")),
+    ];
+    for (point, seen) in points {
+        // The last steps last milliseconds: a restore that completes first is removed and run again.
+        let mut caught = false;
+        for _ in 0..5 {
+            let cmd = cogno_on(&b, &target, &["restore", archive.to_str().unwrap()]);
+            caught = kill_when(cmd, false, || seen.exists());
+            if caught {
+                break;
+            }
+            std::fs::remove_dir_all(&target).unwrap();
+        }
+        assert!(caught, "{point}: never caught in five restores");
+        assert!(!target.exists(), "{point}: nothing under the target's name");
+        assert_eq!(
+            std::fs::read(&archive).unwrap(),
+            archived,
+            "{point}: the archive is untouched"
+        );
+        let out = run(cogno_on(&b, &target, &["up"]), CLIENT);
+        assert_eq!(out.status.code(), Some(2), "{point}: {}", text(&out));
+        assert!(
+            text(&out).contains("an interrupted `cogno restore` into it left its unfinished work"),
+            "{point}: {}",
+            text(&out)
+        );
+        assert!(!target.exists(), "{point}: `cogno up` created nothing");
+        let out = restore(&b, &archive, &target, &[]);
+        assert_eq!(out.status.code(), Some(2), "{point}: {}", text(&out));
+        assert!(
+            text(&out).contains(".fresh.restore-tmp"),
+            "{point}: {}",
+            text(&out)
+        );
+        std::fs::remove_dir_all(&work).unwrap();
+    }
+
+    // With --force, while PostgreSQL loads the dump: the data directory it
+    // would replace is untouched; once the leftover is removed, the restore
+    // moves it aside intact and `cogno up` has every row, key and workflow.
+    let before = snapshot(b.data());
+    let work = b.s.dir.path().join(format!(
+        ".{}.restore-tmp",
+        b.data().file_name().unwrap().to_string_lossy()
+    ));
+    let pid_file = work.join("data/postgresql/postmaster.pid");
+    let cmd = cogno_on(
+        &b,
+        b.data(),
+        &["restore", archive.to_str().unwrap(), "--force"],
+    );
+    assert!(kill_when(cmd, false, || std::fs::read_to_string(&pid_file)
+        .is_ok_and(|t| t.contains("ready"))));
+    assert_eq!(diff(&before, &snapshot(b.data())), Vec::<String>::new());
+    let out = restore(&b, &archive, b.data(), &["--force"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    std::fs::remove_dir_all(&work).unwrap();
+    let out = restore(&b, &archive, b.data(), &["--force"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let aside = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.split(" aside to ").nth(1).map(PathBuf::from))
+        .unwrap_or_else(|| panic!("it says where: {}", text(&out)));
+    assert_eq!(diff(&before, &snapshot(&aside)), Vec::<String>::new());
+    assert_eq!(std::fs::read(&archive).unwrap(), archived);
+    let mut c = b.up();
+    wait_ready(&c, Instant::now());
+    assert_data_there(&b, &url);
+    stop(&mut c);
 }
 
 /// A stack with one app service and no bundled server: layout checks
@@ -538,16 +710,162 @@ fn an_unversioned_data_dir_is_migrated_once_and_says_so() {
     assert_eq!(c.wait_code(EXIT), 0);
 }
 
-#[test]
-fn backup_of_a_stopped_stack_is_refused_saying_so() {
-    let b = Bundled::new("lifecycle-stopped", User::Root);
-    let (out, shown) = b.command_output(&["backup"]);
-    assert_eq!(out.status.code(), Some(2), "{shown}");
+/// Starts `cogno backup --to TARGET` (stdout discarded) and waits until
+/// it copies from PostgreSQL: its staging directory has a `postgres` member.
+fn backup_dumping(b: &Bundled, target: &Path, stderr: Stdio) -> std::process::Child {
+    let child = b
+        .cogno(&["backup", "--to", &target.display().to_string()])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
     assert!(
-        shown.contains("cannot back up") && shown.contains("start the stack with `cogno up`"),
+        eventually(LONG, || staging_of(target).join("postgres").exists()),
+        "the backup begins"
+    );
+    child
+}
+
+/// `.NAME.staging` beside the archive `target`: the backup's work.
+fn staging_of(target: &Path) -> PathBuf {
+    let name = target.file_name().unwrap().to_string_lossy();
+    target.with_file_name(format!(".{name}.staging"))
+}
+
+#[test]
+fn a_stopped_stack_is_backed_up_by_starting_its_servers_alone_then_stopping_them() {
+    let (b, mut c, url) = stack_with_data("lifecycle-stopped");
+    stop(&mut c);
+    let marker = b.s.marker();
+    let none_left = || pids_within(&marker).is_empty();
+    assert!(eventually(CLIENT, none_left), "the stack is down");
+    let target = b.s.dir.path().join("stopped.tar.zst");
+
+    // SIGTERM while it dumps: the servers are stopped in order, the backup
+    // fails saying so, and nothing is left.
+    let said = b.s.dir.path().join("interrupted.txt");
+    let mut child = backup_dumping(&b, &target, std::fs::File::create(&said).unwrap().into());
+    signal(child.id() as i32, Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    let shown = std::fs::read_to_string(&said).unwrap();
+    assert_eq!(status.code(), Some(128 + 15), "{shown}");
+    assert!(
+        shown.contains("interrupted by SIGTERM: no archive was written")
+            && shown.contains("stopped postgres, redis, temporal again"),
         "{shown}"
     );
-    assert!(!b.data().join("backups").exists(), "nothing written");
+    assert!(
+        eventually(CLIENT, none_left),
+        "the servers it started are stopped: {:?}",
+        pids_within(&marker)
+    );
+    assert_eq!(hidden(b.s.dir.path()), Vec::<String>::new());
+
+    // Its servers listen on the stack file's ports: one held by another
+    // program fails the backup before any server starts, naming it.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", b.ports.redis)).unwrap();
+    let (out, shown) = b.command_output(&["backup", "--to", &target.display().to_string()]);
+    drop(squatter);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("the servers started for the backup did not become ready")
+            && shown.contains(&b.ports.redis.to_string()),
+        "{shown}"
+    );
+    assert!(none_left(), "{:?}", pids_within(&marker));
+    assert!(!target.exists());
+
+    // SIGKILL of `cogno backup` while it dumps: the servers it started stop
+    // with it (their cogno gets SIGTERM when it dies), no archive appears.
+    let mut child = backup_dumping(&b, &target, Stdio::null());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        eventually(LONG, none_left),
+        "the servers it started stopped with it: {:?}",
+        pids_within(&marker)
+    );
+    assert!(!target.exists(), "no archive under the final name");
+
+    // SIGKILL of it and of the stack it started: the servers are left
+    // running, recorded; the next backup stops them before anything starts.
+    // (The first kill's leftovers go first: they are this one's kill point.)
+    std::fs::remove_dir_all(staging_of(&target)).unwrap();
+    let mut child = backup_dumping(&b, &target, Stdio::null());
+    // Its `cogno up`: its child leading a process group of its own.
+    let up: Vec<i32> = all_pids()
+        .into_iter()
+        .filter(|&p| proc_stat(p).is_some_and(|s| s.ppid == child.id() as i32 && s.pgrp == p))
+        .collect();
+    assert_eq!(up.len(), 1, "one `cogno up` started by the backup: {up:?}");
+    signal(up[0], Signal::SIGKILL);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let cluster = b.data().join("postgresql").display().to_string();
+    assert!(
+        !pids_with_cmdline(&cluster).is_empty(),
+        "PostgreSQL is left running"
+    );
+    assert!(
+        eventually(CLIENT, || pids_with_cmdline(
+            &staging_of(&target).display().to_string()
+        )
+        .is_empty()),
+        "the dump it ran died with it"
+    );
+
+    let out = run(
+        b.cogno(&["backup", "--to", &target.display().to_string()]),
+        LONG,
+    );
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    for said in [
+        "left running by a cogno that was killed",
+        "left by an interrupted backup",
+        "the stack is stopped: starting postgres, redis, temporal for the backup",
+        "stopped postgres, redis, temporal again",
+    ] {
+        assert!(shown.contains(said), "it says `{said}`: {shown}");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        target.display().to_string()
+    );
+    assert!(
+        eventually(CLIENT, none_left),
+        "nothing of the stack runs afterwards: {:?}",
+        pids_within(&marker)
+    );
+    assert_eq!(hidden(b.s.dir.path()), Vec::<String>::new());
+
+    let restored = b.s.dir.path().join("restored");
+    let out = restore(&b, &target, &restored, &[]);
+    assert!(out.status.success(), "cogno restore failed: {}", text(&out));
+    let mut c = Cogno::spawn(&b.s, cogno_on(&b, &restored, &["up"]));
+    wait_ready(&c, Instant::now());
+    assert_data_there(&b, &url);
+    stop(&mut c);
+}
+
+#[test]
+fn backup_of_a_data_dir_no_stack_has_run_on_is_refused_writing_nothing() {
+    let b = Bundled::new("lifecycle-never-ran", User::Root);
+    for data in [None, Some(b.data())] {
+        if let Some(d) = data {
+            std::fs::create_dir(d).unwrap();
+        }
+        let (out, shown) = b.command_output(&["backup"]);
+        assert_eq!(out.status.code(), Some(2), "{shown}");
+        assert!(
+            shown.contains("no stack has run there") && shown.contains("help: check that --data"),
+            "{shown}"
+        );
+        match data {
+            None => assert!(!b.data().exists(), "nothing written"),
+            Some(d) => assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "nothing written"),
+        }
+    }
 }
 
 #[test]

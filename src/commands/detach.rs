@@ -204,7 +204,7 @@ fn exited(mut child: Child, log: &std::path::Path, from: u64) -> Error {
 }
 
 /// The last lines appended to `log` since offset `from`.
-fn last_lines(log: &std::path::Path, from: u64) -> Vec<String> {
+pub(super) fn last_lines(log: &std::path::Path, from: u64) -> Vec<String> {
     let mut text = String::new();
     let opened = std::fs::OpenOptions::new()
         .read(true)

@@ -9,6 +9,7 @@
 mod act;
 mod backup;
 mod check;
+mod child_stack;
 mod detach;
 mod env;
 mod ephemeral;
@@ -55,7 +56,7 @@ Examples:
   cogno logs -f web                 # follow one service's output
   cogno reload                      # apply the edited stack file (as SIGHUP does)
   cogno down                        # stop it in order; returns once everything is gone
-  cogno backup --to /backups        # one archive of the running stack's data
+  cogno backup --to /backups        # one archive of the stack's data, running or stopped
   cogno restore ARCHIVE --data DIR  # a data directory from it, then `cogno up`
   cogno upgrade postgres            # the stopped stack's cluster to the new PostgreSQL major
 
@@ -174,7 +175,7 @@ pub enum Command {
         #[arg(long, value_name = "D", value_parser = config::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
-    /// Write one archive of the running stack's data (PostgreSQL, Redis, Temporal, secrets), without stopping it
+    /// Write one archive of the stack's data (PostgreSQL, Redis, Temporal, secrets), without stopping it (a stopped stack's servers are started for it, then stopped)
     Backup(backup::BackupArgs),
     /// Make a data directory from a backup archive (never over existing data); then `cogno up`
     Restore(restore::RestoreArgs),
@@ -218,6 +219,10 @@ pub struct UpArgs {
     /// these ports (SERVICE=PORT[:UI_PORT],…), no TCP health listener
     #[arg(long, hide = true, value_name = "PORTS")]
     pub throwaway: Option<ephemeral::Moves>,
+    /// Started by `cogno backup` for a stopped stack: no TCP health
+    /// listener, no scheduled backups (`child_stack::set_apart`)
+    #[arg(long, hide = true)]
+    pub for_backup: bool,
 }
 
 #[derive(Args)]

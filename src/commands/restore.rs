@@ -49,8 +49,18 @@ pub fn run(args: RestoreArgs) -> Outcome {
             left.display()
         ))
         .help(format!(
-            "cogno does not delete it by itself: look at it, remove it (`rm -rf {}`), then restore again",
-            left.display()
+            "cogno does not delete it by itself: look at it, remove it (`rm -rf {}`), then restore again{}",
+            left.display(),
+            if root.exists() {
+                String::new()
+            } else {
+                // Killed between the two renames of a --force restore.
+                format!(
+                    "; if that restore ran with --force, the data that was in {} is in {}.before-restore-TIME",
+                    root.display(),
+                    root.display()
+                )
+            }
         )));
     }
     // Before anything is unpacked: the servers that load the data must be

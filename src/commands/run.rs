@@ -196,7 +196,7 @@ struct RelayState {
 }
 
 impl Relay {
-    fn start() -> Result<Relay, Error> {
+    pub(super) fn start() -> Result<Relay, Error> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
             .map_err(|e| Error::new(format!("cannot install signal handlers: {e}")))?;
         let state = Arc::new(Mutex::new(RelayState::default()));

@@ -38,6 +38,9 @@ pub fn run(args: UpArgs) -> Outcome {
     if let Some(moves) = &args.throwaway {
         moves.apply(&mut stack);
     }
+    if args.for_backup {
+        super::child_stack::set_apart(&mut stack);
+    }
     let stack = stack;
     let selection = args.select.resolve(&stack)?;
     let baseline = supervisor::Baseline::of(&stack);
@@ -142,6 +145,7 @@ pub fn run(args: UpArgs) -> Outcome {
             Box::new(Reloader {
                 config: args.target.config.clone(),
                 moves: args.throwaway.clone(),
+                for_backup: args.for_backup,
                 data: data.clone(),
                 secrets: None,
             }),
@@ -362,6 +366,8 @@ fn scheduled_backups(
 struct Reloader {
     config: super::ConfigArg,
     moves: Option<super::ephemeral::Moves>,
+    /// Started by `cogno backup`: set apart, as at the start.
+    for_backup: bool,
     data: DataDir,
     /// Those of the stack last loaded.
     secrets: Option<crate::secrets::Secrets>,
@@ -372,6 +378,9 @@ impl supervisor::Reloader for Reloader {
         let mut stack = self.config.load()?;
         if let Some(moves) = &self.moves {
             moves.apply(&mut stack);
+        }
+        if self.for_backup {
+            super::child_stack::set_apart(&mut stack);
         }
         if bundled::secret_specs(&stack).is_empty() {
             let n = stack.services.len();

@@ -16,6 +16,7 @@
 
 use super::{files, DataDir};
 use crate::error::Error;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -79,14 +80,23 @@ pub struct Staging {
     target: PathBuf,
     dir: PathBuf,
     partial: PathBuf,
+    /// The staging directory, locked while this backup lives: a staging
+    /// directory nobody holds is a killed backup's leftover.
+    _held: Flock<fs::File>,
 }
 
 impl Staging {
     /// Prepares to write `target`, which must not exist: its staging
     /// directory `.NAME.staging` (0700) and temporary name `.NAME.partial`
-    /// are cogno's own, so a leftover of an interrupted backup is removed.
+    /// are cogno's own, so the leftovers of an interrupted backup are
+    /// removed — those of `target` and those of any archive of cogno's
+    /// default name beside it, unless a running backup holds them.
     pub fn new(target: &Path) -> Result<Staging, Error> {
         let (dir, partial) = (sibling(target, "staging"), sibling(target, "partial"));
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
         if fs::symlink_metadata(target).is_ok() {
             return Err(Error::config(format!(
                 "{} already exists: a backup never replaces a file",
@@ -98,23 +108,43 @@ impl Staging {
             Error::new(format!("cannot prepare {}: {e}", p.display()))
                 .help("check that the target directory exists, is writable and has room")
         };
-        for leftover in [&dir, &partial] {
-            let gone = match fs::symlink_metadata(leftover) {
-                Ok(m) if m.is_dir() => fs::remove_dir_all(leftover),
-                Ok(_) => fs::remove_file(leftover),
-                Err(_) => continue,
-            };
-            gone.map_err(|e| cannot(leftover, e))?;
-            eprintln!(
-                "cogno backup: removed {}, left by an interrupted backup",
-                leftover.display()
-            );
+        // Held while leftovers are told from live work and this backup's
+        // own is created and locked: no other backup can take it for a
+        // leftover in between.
+        let _dir_held = fs::File::open(parent)
+            .map_err(|e| (e, parent))
+            .and_then(|f| lock(f, FlockArg::LockExclusive).map_err(|e| (e, parent)))
+            .map_err(|(e, p)| cannot(p, e))?;
+        if fs::symlink_metadata(&dir).is_ok()
+            && lock_dir(&dir, FlockArg::LockExclusiveNonblock).is_err()
+        {
+            return Err(Error::config(format!(
+                "another `cogno backup` is writing {} now",
+                target.display()
+            ))
+            .help("wait until it has finished, or choose another name with --to"));
+        }
+        for (staging, its_partial) in leftovers(parent, &dir)? {
+            for leftover in [&staging, &its_partial] {
+                let gone = match fs::symlink_metadata(leftover) {
+                    Ok(m) if m.is_dir() => fs::remove_dir_all(leftover),
+                    Ok(_) => fs::remove_file(leftover),
+                    Err(_) => continue,
+                };
+                gone.map_err(|e| cannot(leftover, e))?;
+                eprintln!(
+                    "cogno backup: removed {}, left by an interrupted backup",
+                    leftover.display()
+                );
+            }
         }
         files::create_private_dir(&dir).map_err(|e| cannot(&dir, e))?;
+        let held = lock_dir(&dir, FlockArg::LockExclusiveNonblock).map_err(|e| cannot(&dir, e))?;
         Ok(Staging {
             target: target.to_path_buf(),
             dir,
             partial,
+            _held: held,
         })
     }
 
@@ -248,6 +278,44 @@ impl Drop for Staging {
         let _ = fs::remove_dir_all(&self.dir);
         let _ = fs::remove_file(&self.partial);
     }
+}
+
+/// The staging directories (with their temporary names) in `parent` that
+/// no running backup holds: `own` (this backup's, if a killed one left it)
+/// and those of archives of cogno's default name. Called with `parent` locked.
+fn leftovers(parent: &Path, own: &Path) -> Result<Vec<(PathBuf, PathBuf)>, Error> {
+    let entries = fs::read_dir(parent)
+        .map_err(|e| Error::new(format!("cannot read {}: {e}", parent.display())))?;
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(archive) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".staging"))
+        else {
+            continue;
+        };
+        let path = entry.path();
+        let ours = archive.starts_with(DEFAULT_PREFIX) && archive.ends_with(DEFAULT_SUFFIX);
+        if (path == own || ours) && lock_dir(&path, FlockArg::LockExclusiveNonblock).is_ok() {
+            found.push((path, parent.join(format!(".{archive}.partial"))));
+        }
+    }
+    Ok(found)
+}
+
+/// How `cogno backup` names an archive when given a directory (or none):
+/// `cogno-backup-<time>.tar.zst`.
+pub const DEFAULT_PREFIX: &str = "cogno-backup-";
+pub const DEFAULT_SUFFIX: &str = ".tar.zst";
+
+/// `dir` opened and flock(2)ed: the lock goes with the holder, even killed.
+fn lock_dir(dir: &Path, how: FlockArg) -> io::Result<Flock<fs::File>> {
+    lock(fs::File::open(dir)?, how)
+}
+
+fn lock(file: fs::File, how: FlockArg) -> io::Result<Flock<fs::File>> {
+    Flock::lock(file, how).map_err(|(_, e)| io::Error::from(e))
 }
 
 /// `.NAME.what` beside `path`.
@@ -483,6 +551,33 @@ mod tests {
         fs::write(&target, &bytes).unwrap();
         let err = read(&target, None).unwrap_err().to_string();
         assert!(err.contains("is damaged: member `"), "{err}");
+    }
+
+    #[test]
+    fn a_killed_backups_leftovers_are_removed_and_a_running_ones_work_is_not() {
+        let tmp = crate::testkit::TempDir::new("archive-leftovers");
+        let dead = tmp.path().join(".cogno-backup-1.tar.zst.staging");
+        let dead_partial = tmp.path().join(".cogno-backup-1.tar.zst.partial");
+        fs::create_dir(&dead).unwrap();
+        fs::write(&dead_partial, "half").unwrap();
+        let foreign = tmp.path().join(".notes.staging");
+        fs::create_dir(&foreign).unwrap();
+        let running = Staging::new(&tmp.path().join("cogno-backup-2.tar.zst")).unwrap();
+        assert!(!dead.exists() && !dead_partial.exists(), "a killed one's");
+        assert!(
+            foreign.exists(),
+            "only cogno's names are taken for leftovers"
+        );
+
+        let next = Staging::new(&tmp.path().join("cogno-backup-3.tar.zst")).unwrap();
+        assert!(running.dir.exists(), "a running backup's work is kept");
+        let err = Staging::new(&tmp.path().join("cogno-backup-2.tar.zst"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("another `cogno backup` is writing"), "{err}");
+        assert!(running.dir.exists());
+        drop((running, next));
     }
 
     #[test]

@@ -175,11 +175,35 @@ impl DataDir {
     }
 
     /// Read-only, before anything is written: the layout is one this cogno
-    /// knows ([`DataDir::check_layout`]) and no restore was interrupted
+    /// knows ([`DataDir::check_layout`]), no restore was interrupted
     /// part-way inside DATA (a mount point restored into), whose data could
-    /// be incomplete.
+    /// be incomplete, and none beside an absent or empty DATA, which a start
+    /// would fill with a new, empty stack while the restored data (and,
+    /// after --force, the renamed original) wait elsewhere.
     pub fn check_usable(&self) -> Result<(), Error> {
         self.check_layout()?;
+        let beside = &self.restore_work().leftovers[0];
+        let empty = std::fs::read_dir(&self.root).map_or(true, |mut d| d.next().is_none());
+        if empty && beside != &self.root.join(".cogno-restore-tmp") && beside.exists() {
+            return Err(Error::config(format!(
+                "{} is {}, and an interrupted `cogno restore` into it left its unfinished work \
+                 in {}: a start would make a new, empty stack there, so nothing was started or \
+                 changed",
+                self.root.display(),
+                if self.root.exists() {
+                    "empty"
+                } else {
+                    "missing"
+                },
+                beside.display()
+            ))
+            .help(format!(
+                "run `cogno restore ARCHIVE` again (it tells what to do with {}); a restore \
+                 with --force renamed the directory it replaced to {}.before-restore-TIME",
+                beside.display(),
+                self.root.display()
+            )));
+        }
         let work = self.root.join(".cogno-restore-tmp");
         if std::fs::symlink_metadata(&work).is_ok() {
             return Err(Error::config(format!(
