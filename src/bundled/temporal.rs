@@ -148,6 +148,9 @@ impl Server for Temporal {
         super::run_tool(
             super::tool(&sqlite)
                 .arg("-readonly")
+                // Waits out the server's write locks (SQLITE_BUSY at once
+                // otherwise: "database is locked" while Temporal commits).
+                .args(["-cmd", ".timeout 30000"])
                 .arg(&db)
                 .arg(format!(".backup '{quoted}'")),
             "sqlite3 .backup (an online copy of Temporal's database)",

@@ -51,7 +51,7 @@ pub fn run(args: BackupArgs) -> Outcome {
     let target = match get_status(&data.socket()) {
         Ok(status) => {
             check_running(&stack, &status)?;
-            take(&args, &stack, &data)?
+            take(&args, &stack, &data, &|| None)?
         }
         Err(Failure::NotRunning(..)) => stopped(&args, &stack, &data)?,
         Err(f) => {
@@ -70,14 +70,26 @@ pub fn run(args: BackupArgs) -> Outcome {
     Ok(0)
 }
 
-/// Takes the backup from the running servers; the archive's path.
-fn take(args: &BackupArgs, stack: &Stack, data: &DataDir) -> Result<PathBuf, Error> {
+/// Takes the backup from the running servers; the archive's path. When
+/// `interrupted` names a stop signal once the servers are copied, nothing
+/// is packed: the copies may have raced the servers' stop, and a stop
+/// asked for is a backup abandoned, whichever finished first.
+fn take(
+    args: &BackupArgs,
+    stack: &Stack,
+    data: &DataDir,
+    interrupted: &dyn Fn() -> Option<i32>,
+) -> Result<PathBuf, Error> {
     let started = Instant::now();
     let now = SystemTime::now();
     let secrets = secrets::read(data, &bundled::secret_specs(stack), &env_lookup)?;
     let target = target(args.to.as_deref(), data, now)?;
     let staging = Staging::new(&target)?;
-    let servers = copy_servers(stack, data, &secrets, &staging)?;
+    let servers = copy_servers(stack, data, &secrets, &staging);
+    if let Some(sig) = interrupted() {
+        return Err(interrupted_by(sig));
+    }
+    let servers = servers?;
     staging.add_data_dir(data, !args.exclude_secrets)?;
     if let (Ok(bytes), Some(name)) = (std::fs::read(&stack.file), stack.file.file_name()) {
         staging.add_file(&Path::new("stack").join(name), &bytes)?;
@@ -182,7 +194,7 @@ fn stopped(args: &BackupArgs, stack: &Stack, data: &DataDir) -> Result<PathBuf, 
     }
     let servers = servers_alone(stack)?;
     if servers.is_empty() {
-        return take(args, stack, data);
+        return take(args, stack, data, &|| None);
     }
     // From here on a stop signal stops the servers in order (relayed to
     // their cogno) and fails the backup, rather than ending this process.
@@ -222,7 +234,7 @@ fn stopped(args: &BackupArgs, stack: &Stack, data: &DataDir) -> Result<PathBuf, 
             "cogno backup: {list} ready (took {})",
             crate::fmt::fmt_latency(t.elapsed())
         );
-        let taken = take(args, stack, data);
+        let taken = take(args, stack, data, &|| relay.received());
         let exit = child.stop().filter(|s| !s.success());
         eprintln!(
             "cogno backup: stopped {list} again{}",
@@ -235,16 +247,16 @@ fn stopped(args: &BackupArgs, stack: &Stack, data: &DataDir) -> Result<PathBuf, 
         taken
     });
     match (taken, relay.received()) {
-        (Err(_), Some(sig)) => {
-            let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
-            Err(Error::new(format!(
-                "interrupted by {name}: no archive was written"
-            ))
-            .help("the servers started for the backup are stopped again; run `cogno backup` again")
-            .status(128 + sig))
-        }
+        (Err(_), Some(sig)) => Err(interrupted_by(sig)),
         (taken, _) => taken,
     }
+}
+
+fn interrupted_by(sig: i32) -> Error {
+    let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+    Error::new(format!("interrupted by {name}: no archive was written"))
+        .help("the servers started for the backup are stopped again; run `cogno backup` again")
+        .status(128 + sig)
 }
 
 /// The bundled servers of `stack` by name, which a backup of the stopped
@@ -337,8 +349,11 @@ fn target(to: Option<&Path>, data: &DataDir, now: SystemTime) -> Result<PathBuf,
         None => data.backups(),
     };
     files::create_private_dir(&dir).map_err(|e| {
-        Error::config(format!("cannot create the directory {}: {e}", dir.display()))
-            .help("pass --to with a writable directory, or a file name ending in .tar.zst")
+        Error::config(format!(
+            "cannot create the directory {}: {e}",
+            dir.display()
+        ))
+        .help("pass --to with a writable directory, or a file name ending in .tar.zst")
     })?;
     Ok(dir.join(name))
 }
