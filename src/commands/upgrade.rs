@@ -218,14 +218,10 @@ fn backup_stopped(data: &DataDir) -> Result<PathBuf, Error> {
 }
 
 fn write_tar(cluster: &Path, to: &Path) -> std::io::Result<()> {
-    let mut tar = tar::Builder::new(crate::datadir::archive::compressed_file(to)?);
+    use crate::datadir::archive;
+    let mut tar = tar::Builder::new(archive::compressed_file(to)?);
     // The cluster's user can write in it: a link is stored as a link.
     tar.follow_symlinks(false);
     tar.append_dir_all("postgresql", cluster)?;
-    let file = tar
-        .into_inner()?
-        .finish()?
-        .into_inner()
-        .map_err(|e| e.into_error())?;
-    file.sync_all()
+    archive::finish_synced(tar)
 }

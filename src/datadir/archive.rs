@@ -238,20 +238,29 @@ impl Staging {
             let f = fs::File::open(self.dir.join(&m.path))?;
             tar.append_data(&mut header(m.size), &m.path, f)?;
         }
-        let file = tar
-            .into_inner()?
-            .finish()?
-            .into_inner()
-            .map_err(|e| e.into_error())?;
-        file.sync_all()
+        finish_synced(tar)
     }
+}
+
+/// A zstd stream into a file, as [`compressed_file`] makes it.
+pub type Compressed = zstd::Encoder<'static, io::BufWriter<fs::File>>;
+
+/// Ends the tar and its compressed stream, and syncs the file: it is
+/// complete on disk when this returns.
+pub fn finish_synced(tar: tar::Builder<Compressed>) -> io::Result<()> {
+    let file = tar
+        .into_inner()?
+        .finish()?
+        .into_inner()
+        .map_err(|e| e.into_error())?;
+    file.sync_all()
 }
 
 /// A zstd stream into `file`, as everything a backup compresses is made:
 /// with its frame checksum (damage is caught by zstd itself too, not only
 /// by the manifest) and on every CPU, as `zstd -T0` (compression is most
 /// of a backup's own work; the format is the same whatever the threads).
-pub fn encoder(file: fs::File) -> io::Result<zstd::Encoder<'static, io::BufWriter<fs::File>>> {
+pub fn encoder(file: fs::File) -> io::Result<Compressed> {
     let mut encoder = zstd::Encoder::new(io::BufWriter::new(file), LEVEL)?;
     encoder.include_checksum(true)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
