@@ -18,17 +18,17 @@
 #    the running server.
 # 4. App latency: a pgbench client doing a point read and a small insert at
 #    a fixed rate (BENCH_RATE/s), BENCH_LAT_SECS without a backup, then while
-#    `cogno backup` runs; p50/p99/max of each.
+#    `cogno backup` runs, then while the peer dump runs; p50/p99/max of each.
 # A benchmark, not a test: nothing fails.
 #
-# Knobs (environment): BENCH_GIB=1 BENCH_RUNS=2 BENCH_RATE=50 BENCH_LAT_SECS=20
+# Knobs (environment): BENCH_GIB=1 BENCH_RUNS=3 BENCH_RATE=50 BENCH_LAT_SECS=20
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 COGNO=${1:-$REPO/target/release/cogno}
 GIB=${BENCH_GIB:-1}
-RUNS=${BENCH_RUNS:-2}
+RUNS=${BENCH_RUNS:-3}
 RATE=${BENCH_RATE:-50}
 LAT_SECS=${BENCH_LAT_SECS:-20}
 
@@ -148,4 +148,8 @@ latency "app latency, no backup"
 ( sleep 1; "$COGNO" backup "${STACK[@]}" --to "$WORK/out/during.tar.zst" >/dev/null 2>&1 ) &
 bpid=$!
 latency "app latency, cogno backup running"
+wait "$bpid"
+( sleep 1; "$PGBIN/pg_dump" -Fc -Z0 -d "$APPDB" | zstd -q -3 -T0 -o "$WORK/out/during.dump.zst" ) &
+bpid=$!
+latency "app latency, pg_dump -Fc -Z0 | zstd -3 -T0 running"
 wait "$bpid"

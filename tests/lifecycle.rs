@@ -424,6 +424,29 @@ fn restore_refuses_damage_and_existing_data_and_force_moves_it_aside() {
     assert!(out.status.success(), "then it restores: {}", text(&out));
 }
 
+/// The pg_dumpall processes dumping `b`'s PostgreSQL.
+fn dumps_of(b: &Bundled) -> Vec<i32> {
+    let port = b.ports.pg.to_string();
+    all_pids()
+        .into_iter()
+        .filter(|&p| {
+            let args = cmdline(p);
+            args.first().is_some_and(|a| a.ends_with("pg_dumpall")) && args.contains(&port)
+        })
+        .collect()
+}
+
+/// A process's nice value, from /proc/PID/stat (the 19th field).
+fn nice_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    after_name
+        .split_whitespace()
+        .nth(16)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(i32::MIN)
+}
+
 /// SIGKILLs `child` (with its whole process group when `group`) and reaps it.
 fn kill(child: &mut std::process::Child, group: bool) {
     if group {
@@ -488,8 +511,15 @@ fn a_backup_killed_part_way_leaves_no_archive_and_the_stack_undisturbed() {
     // Each kill point: while PostgreSQL is dumped, while Redis's snapshot is
     // copied, while the archive is packed (its temporary name exists), and
     // the whole process group (cogno and its pg_dumpall) while dumping.
+    // At the first, the dump runs at a background priority (it is
+    // streamed: no staging path on its command line, its port is).
+    let dump_nice = std::cell::Cell::new(None);
     let points: [(&str, bool, &dyn Fn() -> bool); 4] = [
-        ("the dump", false, &|| staging.join("postgres").exists()),
+        ("the dump", false, &|| {
+            let dump = dumps_of(&b).first().map(|&p| nice_of(p));
+            dump_nice.set(dump);
+            dump.is_some()
+        }),
         ("the Redis copy", false, &|| staging.join("redis").exists()),
         ("the packing", false, &|| partial.exists()),
         ("the dump, with its process group", true, &|| {
@@ -515,10 +545,16 @@ fn a_backup_killed_part_way_leaves_no_archive_and_the_stack_undisturbed() {
         assert!(caught, "{point}: never caught in five backups");
         assert!(!target.exists(), "{point}: no archive under the final name");
         assert!(
-            eventually(CLIENT, || pids_with_cmdline(&staging.display().to_string())
-                .is_empty()),
+            eventually(CLIENT, || dumps_of(&b).is_empty()),
             "{point}: the dump it ran died with it"
         );
+        if i == 0 {
+            assert_eq!(
+                dump_nice.get(),
+                Some((nice_of(std::process::id() as i32) + 10).min(19)),
+                "pg_dumpall runs at nice +10 from cogno backup's"
+            );
+        }
         let (out, shown) = b.command_output(&["healthcheck"]);
         assert!(
             out.status.success(),

@@ -44,6 +44,8 @@ pub struct BackupArgs {
 
 pub fn run(args: BackupArgs) -> Outcome {
     let started = Instant::now();
+    // Before any thread or tool starts, so that they all inherit it.
+    crate::os::limits::background_priority();
     let stack = args.target.config.load()?;
     let data = data_dir(&args.target, &stack);
     data.check_usable()?;

@@ -79,3 +79,17 @@ pub fn original_umask() -> Option<libc::mode_t> {
     let v = ORIGINAL_UMASK.load(Ordering::Relaxed);
     (v != u32::MAX).then_some(v as libc::mode_t)
 }
+
+/// How much lower than its parent's a background job's CPU priority is
+/// (`nice 10`, as logrotate's or a backup cron job's usually are).
+const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Lowers the CPU priority of this thread, and of every thread and process
+/// it starts from now on, by [`BACKGROUND_NICE`]: a backup's compression
+/// then waits for the servers and the app, rather than they for it. Best
+/// effort: a failure leaves the priority as it was.
+pub fn background_priority() {
+    // SAFETY: nice takes an integer and changes only the calling thread's
+    // priority (Linux), which the threads and processes it starts inherit.
+    let _ = unsafe { libc::nice(BACKGROUND_NICE) };
+}
