@@ -237,7 +237,7 @@ if "$cogno" restore "$work/arch/image.tar.zst" --config "$work/native.yaml" --da
   "$cogno" up --detach --config "$work/native.yaml" --data "$native" >"$work/native-up.log" 2>&1; then
   ok "the image's archive restored natively, and the stack up"
   db=$(native_env DATABASE_URL)
-  [ "$(psql "$db" -tAc "SELECT name FROM traces WHERE id = '$trace_id'")" = quickstart ] &&
+  [ "$(psql "$db" -tAc "SELECT body->>'name' FROM traces WHERE id = '$trace_id'")" = quickstart ] &&
     ok "natively: trace $trace_id is there" || fail "natively: trace $trace_id is missing"
   [ "$(REDISCLI_AUTH=$(native_env REDIS_PASSWORD) redis-cli -u "$(native_env REDIS_URL)" GET qs-archive-key 2>/dev/null)" = "kept across image and native" ] &&
     ok "natively: the Redis key is there" || fail "natively: the Redis key is missing"
