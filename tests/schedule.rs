@@ -384,7 +384,7 @@ fn a_scheduled_backup_of_a_running_postgres_lands_in_the_data_directory() {
         manifest
             .members
             .iter()
-            .any(|m| m.path == "postgres/pg_dumpall.sql" && m.size > 0),
+            .any(|m| m.path == "postgres/pg_dumpall.sql.zst" && m.size > 0),
         "{:?}",
         manifest.members
     );
