@@ -182,9 +182,10 @@ impl DataDir {
     /// after --force, the renamed original) wait elsewhere.
     pub fn check_usable(&self) -> Result<(), Error> {
         self.check_layout()?;
-        let beside = &self.restore_work().leftovers[0];
+        // `beside` is `inside` for a root without a name (`/`).
+        let [beside, work] = self.restore_work().leftovers;
         let empty = std::fs::read_dir(&self.root).map_or(true, |mut d| d.next().is_none());
-        if empty && beside != &self.root.join(".cogno-restore-tmp") && beside.exists() {
+        if empty && beside != work && beside.exists() {
             return Err(Error::config(format!(
                 "{} is {}, and an interrupted `cogno restore` into it left its unfinished work \
                  in {}: a start would make a new, empty stack there, so nothing was started or \
@@ -204,7 +205,6 @@ impl DataDir {
                 self.root.display()
             )));
         }
-        let work = self.root.join(".cogno-restore-tmp");
         if std::fs::symlink_metadata(&work).is_ok() {
             return Err(Error::config(format!(
                 "{} holds the unfinished work of an interrupted `cogno restore` ({}): the data \

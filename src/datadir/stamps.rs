@@ -27,19 +27,24 @@ impl DataDir {
     /// says which major the cluster now is, so that it never names a version
     /// the data no longer has. A data directory without the stamp has none
     /// to correct.
-    pub fn record_postgres_major(&self, major: u32) -> std::io::Result<()> {
+    pub fn record_postgres_major(&self, major: u32) -> Result<(), crate::error::Error> {
         let file = self.created_stamp();
-        let Some(text) = files::read_small(&file, 1 << 16).map_err(std::io::Error::other)? else {
-            return Ok(());
+        let rewrite = || -> std::io::Result<()> {
+            let Some(text) = files::read_small(&file, 1 << 16).map_err(std::io::Error::other)?
+            else {
+                return Ok(());
+            };
+            let text: String = text
+                .lines()
+                .map(|l| match l.starts_with("postgresql_major=") {
+                    true => format!("postgresql_major={major}\n"),
+                    false => format!("{l}\n"),
+                })
+                .collect();
+            files::write_atomic(&file, text.as_bytes(), None)
         };
-        let text: String = text
-            .lines()
-            .map(|l| match l.starts_with("postgresql_major=") {
-                true => format!("postgresql_major={major}\n"),
-                false => format!("{l}\n"),
-            })
-            .collect();
-        files::write_atomic(&file, text.as_bytes(), None)
+        rewrite()
+            .map_err(|e| crate::error::Error::new(format!("cannot update {}: {e}", file.display())))
     }
 
     /// DATA/.cogno/created

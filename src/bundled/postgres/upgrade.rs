@@ -554,12 +554,7 @@ fn run(
     if matches!(state.step, Step::Upgraded | Step::Swapping) {
         state.at(Step::Swapping, data)?;
         swap(&places.new, &places.cluster, &places.old)?;
-        data.record_postgres_major(state.to).map_err(|e| {
-            Error::new(format!(
-                "cannot update {}: {e}",
-                data.created_stamp().display()
-            ))
-        })?;
+        data.record_postgres_major(state.to)?;
         state.at(Step::Swapped, data)?;
         eprintln!(
             "cogno upgrade: the new cluster is in {}; the old one is kept in {}",
@@ -947,12 +942,7 @@ pub fn rollback(data: &DataDir) -> Result<RolledBack, Error> {
     }
     state.at(Step::RollingBack, data)?;
     swap(&places.old, &places.cluster, &places.rolled_back)?;
-    data.record_postgres_major(state.from).map_err(|e| {
-        Error::new(format!(
-            "cannot update {}: {e}",
-            data.created_stamp().display()
-        ))
-    })?;
+    data.record_postgres_major(state.from)?;
     state.at(Step::RolledBack, data)?;
     Ok(RolledBack {
         from: state.from,
