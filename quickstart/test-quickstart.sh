@@ -22,8 +22,9 @@ repo=$(dirname "$here")
 sim=${CONTAINER_SIM:-$repo/../shared/tools/container-sim}
 [ -x "$sim" ] || sim=/work/shared/tools/container-sim
 tag=$$
-app_image=localhost/cognobserve-app:test
-image=localhost/cognobserve:test
+# QS_TAG lets two runs on one machine (say, two worktrees) keep their images apart.
+app_image=localhost/cognobserve-app:${QS_TAG:-test}
+image=localhost/cognobserve:${QS_TAG:-test}
 name=cogno-qs-$tag
 volume=cogno-qs-vol-$tag
 work=$(mktemp -d /tmp/cogno-qs.XXXXXX)
