@@ -3,12 +3,15 @@
 # ../shared/tools/container-sim; there is no Docker engine here):
 #
 #   build the stand-in app image and the quick-start image; run it like
-#   `docker run -d -p 3000:3000 -p 8080:8080 -v VOLUME:/data`; wait for its
-#   HEALTHCHECK; /api/health is healthy; ingest answers; a trace is stored;
-#   the demo workflow runs through the worker; `cogno status` inside; no
-#   FATAL or ERROR line in the first start's output; stop
+#   `docker run -d -p 3000:3000 -p 8080:8080 -v VOLUME:/data`; the app's
+#   first-trace flow as a user does it (quickstart/first-trace.py: register,
+#   log in, workspace, project, API key, POST /v1/traces → 202) and the
+#   trace stored by the worker in "Trace"/"Span"; wait for its HEALTHCHECK;
+#   /api/health 401 without a session and healthy with one; ingest answers
+#   401 to a missing or bad key; the trace's workflow completed; `cogno
+#   status` inside; no FATAL or ERROR line in the first start's output; stop
 #   like `docker stop` (exits 0 in time, PostgreSQL shut down cleanly); run
-#   again on the same volume (trace and workflow history kept, secrets
+#   again on the same volume (trace, key and workflow history kept, secrets
 #   unchanged byte for byte, no recovery); then /data on a host folder owned
 #   by another uid and on a read-only folder: clear errors.
 #
@@ -100,39 +103,85 @@ wait_exit() {
 
 curl_json() { curl -sS --max-time 10 "$@"; }
 
+# psql as the app, inside container $1: the value(s) of query $2, unaligned.
+app_sql() {
+  # shellcheck disable=SC2016 # expanded in the container
+  podman exec "$1" sh -c 'eval "$(cogno env)" && psql "$DATABASE_URL" -tAc "$0"' "$2" 2>&1
+}
+
+# Waits up to $3 s until trace $2's row (name|span count) is in container $1's "Trace".
+wait_trace() {
+  local row
+  for _ in $(seq 1 $(($3 * 5))); do
+    row=$(app_sql "$1" "SELECT t.name || '|' || count(s.id) FROM \"Trace\" t LEFT JOIN \"Span\" s ON s.\"traceId\" = t.id WHERE t.id = '$2' GROUP BY t.id")
+    [ "$row" = "first-trace|1" ] && return 0
+    sleep 0.2
+  done
+  echo "$row"
+  return 1
+}
+
+# Logs in like NextAuth's signIn("credentials") with curl's cookie jar $1.
+login() {
+  local jar=$1 csrf
+  csrf=$(curl -sf --max-time 10 -c "$jar" -b "$jar" "http://127.0.0.1:$web_port/api/auth/csrf" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["csrfToken"])') || return 1
+  curl -sf --max-time 10 -c "$jar" -b "$jar" "http://127.0.0.1:$web_port/api/auth/callback/credentials" \
+    --data-urlencode "csrfToken=$csrf" --data-urlencode "email=$email" --data-urlencode "password=$password" \
+    --data-urlencode json=true | grep -qv 'error='
+}
+
 # -------------------------------------------------------------- first run ---
 log "first run on a fresh volume"
 t_run=$(now)
 start "$name" "$volume"
-trace_id=""
-for _ in $(seq 1 600); do
-  body='{"name":"quickstart","spans":[{"id":"s1","durationMs":12}]}'
-  if out=$(curl -sf --max-time 2 -X POST -H 'content-type: application/json' \
-    --data "$body" "http://127.0.0.1:$ingest_port/v1/traces" 2>/dev/null); then
-    trace_id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$out")
-    break
-  fi
+# The app's flow as a user does it, once web and ingest answer (web starts
+# after migrate); then the worker stores the trace.
+for _ in $(seq 1 1200); do
+  curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$web_port/api/auth/providers" &&
+    curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$ingest_port/health" && break
   kill -0 "$run_pid" 2>/dev/null || break
   sleep 0.1
 done
-first_trace=$(since "$t_run")
-[ -n "$trace_id" ] && ok "first trace $trace_id stored ${first_trace}s after run" \
-  || { fail "no trace could be stored"; tail -50 "$work/$name.log"; exit 1; }
+flow=""
+for _ in 1 2 3; do
+  flow=$(python3 "$here/first-trace.py" "http://127.0.0.1:$web_port" "http://127.0.0.1:$ingest_port" 2>"$work/flow.err") && break
+  flow=""
+  sleep 2
+done
+[ -n "$flow" ] || { fail "the first-trace flow: $(cat "$work/flow.err")"; tail -50 "$work/$name.log"; exit 1; }
+field() { python3 -c "import json, sys; v = json.loads(sys.argv[1])[sys.argv[2]]; print(v if isinstance(v, str) else json.dumps(v))" "$flow" "$1"; }
+trace_id=$(field trace_id)
+workflow_id=$(field workflow_id)
+api_key=$(field api_key)
+email=$(field email)
+password=$(field password)
+ok "first-trace flow: register, log in, workspace, project, API key, POST /v1/traces → 202 $(field span_ids) (trace $trace_id)"
+if row=$(wait_trace "$name" "$trace_id" 30); then
+  first_trace=$(since "$t_run")
+  ok "first trace $trace_id stored (\"Trace\" + 1 \"Span\") by the worker ${first_trace}s after run"
+else
+  fail "trace $trace_id not stored in \"Trace\": $row"; tail -50 "$work/$name.log"; exit 1
+fi
 
 "$sim" health --timeout 180 "$name" && ok "HEALTHCHECK (cogno healthcheck) passes" || fail "HEALTHCHECK never passed"
-health=$(curl_json "http://127.0.0.1:$web_port/api/health")
-grep -q '"status":"healthy"' <<<"$health" && ok "/api/health: $health" || fail "/api/health: $health"
-curl_json "http://127.0.0.1:$ingest_port/health" | grep -q '"status":"ok"' && ok "ingest /health ok" || fail "ingest /health"
-curl_json "http://127.0.0.1:$ingest_port/v1/traces/$trace_id" | grep -q quickstart \
-  && ok "trace $trace_id reads back" || fail "trace $trace_id does not read back"
-
-workflow_id=quickstart-demo-$tag
-if out=$(podman exec "$name" temporal workflow execute --address 127.0.0.1:7233 \
-  --task-queue cognobserve-tasks --type demoWorkflow --workflow-id "$workflow_id" --input '"quickstart"' 2>&1); then
-  ok "demo workflow ran through the worker: $(grep -i result <<<"$out" | head -1)"
+out=$(curl -sS --max-time 10 -w ' %{http_code}' "http://127.0.0.1:$web_port/api/health")
+[ "$out" = '{"error":"Unauthorized"} 401' ] && ok "/api/health without a session: $out" || fail "/api/health without a session: $out"
+if login "$work/cookies"; then
+  health=$(curl_json -b "$work/cookies" "http://127.0.0.1:$web_port/api/health")
+  grep -q '"status":"healthy"' <<<"$health" && ok "/api/health with a session: $health" || fail "/api/health with a session: $health"
 else
-  fail "demo workflow: $out"
+  fail "logging in again as $email"
 fi
+curl_json "http://127.0.0.1:$ingest_port/health" | grep -q '"status":"ok"' && ok "ingest /health ok" || fail "ingest /health"
+trace_body='{"name":"first-trace","spans":[{"name":"s"}]}'
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST -d "$trace_body" "http://127.0.0.1:$ingest_port/v1/traces")
+[ "$code" = 401 ] && ok "POST /v1/traces without a key: 401" || fail "POST /v1/traces without a key: $code"
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X POST -H "X-API-Key: co_sk_$(printf '0%.0s' $(seq 1 43))" \
+  -d "$trace_body" "http://127.0.0.1:$ingest_port/v1/traces")
+[ "$code" = 401 ] && ok "POST /v1/traces with a bad key: 401" || fail "POST /v1/traces with a bad key: $code"
+podman exec "$name" temporal workflow describe --address 127.0.0.1:7233 -w "$workflow_id" 2>&1 | grep -qi 'completed' \
+  && ok "workflow $workflow_id (traceWorkflow) completed in the worker" || fail "workflow $workflow_id did not complete"
 
 podman exec "$name" cogno status && ok "cogno status inside the container (exit 0: ready)" || fail "cogno status"
 
@@ -193,8 +242,15 @@ t_run=$(now)
 start "$name-2" "$volume"
 "$sim" health --timeout 180 "$name-2" && warm=$(since "$t_run") && ok "healthy again after ${warm}s" \
   || { fail "not healthy on the second run"; tail -50 "$work/$name-2.log"; }
-curl_json "http://127.0.0.1:$ingest_port/v1/traces/$trace_id" | grep -q quickstart \
-  && ok "trace $trace_id is still there" || fail "trace $trace_id was lost"
+wait_trace "$name-2" "$trace_id" 1 >/dev/null && ok "trace $trace_id is still there" || fail "trace $trace_id was lost"
+if out=$(curl -sS --max-time 10 -X POST -H "X-API-Key: $api_key" -H 'content-type: application/json' \
+  -d '{"name":"first-trace","spans":[{"name":"after-restart"}]}' "http://127.0.0.1:$ingest_port/v1/traces") &&
+  id2=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["trace_id"])' <<<"$out" 2>/dev/null) &&
+  wait_trace "$name-2" "$id2" 30 >/dev/null; then
+  ok "the API key still works after the restart: trace $id2 stored"
+else
+  fail "a trace after the restart: $out"
+fi
 podman exec "$name-2" temporal workflow describe --address 127.0.0.1:7233 -w "$workflow_id" >/dev/null 2>&1 \
   && ok "workflow $workflow_id history is still there" || fail "workflow $workflow_id history was lost"
 [ "$(sha256sum "$secrets_file" | cut -d' ' -f1)" = "$secrets_before" ] \
@@ -238,7 +294,7 @@ if "$cogno" restore "$work/arch/image.tar.zst" --config "$work/native.yaml" --da
   "$cogno" up --detach --config "$work/native.yaml" --data "$native" >"$work/native-up.log" 2>&1; then
   ok "the image's archive restored natively, and the stack up"
   db=$(native_env DATABASE_URL)
-  [ "$(psql "$db" -tAc "SELECT body->>'name' FROM traces WHERE id = '$trace_id'")" = quickstart ] &&
+  [ "$(psql "$db" -tAc "SELECT name FROM \"Trace\" WHERE id = '$trace_id'")" = first-trace ] &&
     ok "natively: trace $trace_id is there" || fail "natively: trace $trace_id is missing"
   [ "$(REDISCLI_AUTH=$(native_env REDIS_PASSWORD) redis-cli -u "$(native_env REDIS_URL)" GET qs-archive-key 2>/dev/null)" = "kept across image and native" ] &&
     ok "natively: the Redis key is there" || fail "natively: the Redis key is missing"
@@ -260,10 +316,9 @@ if "$sim" run --image "$image" --name "$name-r" --data "$volume-r" --opt "--volu
   ok "the native archive restored by the image into a fresh volume"
   start "$name-3" "$volume-r"
   "$sim" health --timeout 180 "$name-3" && ok "the image is healthy on it" || fail "not healthy on the restored volume"
-  curl_json "http://127.0.0.1:$ingest_port/v1/traces/$trace_id" | grep -q quickstart &&
+  wait_trace "$name-3" "$trace_id" 1 >/dev/null &&
     ok "trace $trace_id is there after image -> native -> image" || fail "trace $trace_id was lost on the way"
-  # shellcheck disable=SC2016 # expanded in the container
-  [ "$(podman exec "$name-3" sh -c 'eval "$(cogno env)" && psql "$DATABASE_URL" -tAc "SELECT note FROM native_marker"')" = "written natively" ] &&
+  [ "$(app_sql "$name-3" "SELECT note FROM native_marker")" = "written natively" ] &&
     ok "the row written natively is in the image" || fail "the row written natively is not in the image"
   [ "$(sha256sum <"/var/lib/containers/storage/volumes/$volume-r/_data/secrets/.env")" = "$(sha256sum <"$secrets_file")" ] &&
     ok "the secrets byte for byte after image -> native -> image" || fail "the secrets differ after the round trip"

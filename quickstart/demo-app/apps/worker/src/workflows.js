@@ -1,13 +1,19 @@
-// Stand-in for the real CognObserve app: the demo Temporal workflow. It runs in
-// the worker's workflow sandbox (bundled at build time into dist/).
-'use strict';
-const { proxyActivities } = require('@temporalio/workflow');
+// Stand-in for the real CognObserve app: its trace workflow, by the real name
+// and input (what the ingest service starts), run in the worker's sandbox
+// (prebundled at build time into dist/workflow-bundle.js). The real one also
+// calculates costs and updates daily summaries after persisting, both
+// non-critical; the double only persists.
+import { log, proxyActivities } from '@temporalio/workflow';
 
-const { greet } = proxyActivities({ startToCloseTimeout: '10 seconds' });
+const { persistTrace } = proxyActivities({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 3 },
+});
 
-/** demoWorkflow(name) → "hello, NAME (N traces stored)" */
-async function demoWorkflow(name = 'world') {
-  return await greet(String(name));
+/** traceWorkflow(TraceWorkflowInput) → {traceId, spanCount, costsCalculated} */
+export async function traceWorkflow(input) {
+  log.info('Starting trace workflow', { traceId: input.id, projectId: input.projectId, spanCount: input.spans.length });
+  const traceId = await persistTrace(input);
+  log.info('Trace workflow completed', { traceId, spanCount: input.spans.length });
+  return { traceId, spanCount: input.spans.length, costsCalculated: 0 };
 }
-
-module.exports = { demoWorkflow };
