@@ -14,6 +14,9 @@
 #   again on the same volume (trace, key and workflow history kept, secrets
 #   unchanged byte for byte, no recovery); then /data on a host folder owned
 #   by another uid and on a read-only folder: clear errors.
+#   Issue 12: a volume made by the previous image (PostgreSQL 15, Debian 12,
+#   built from QS_PREV_REF) is upgraded to 17 on the new image's first start;
+#   the image runs with no network at all (--network=none).
 #
 # Prints the figures for docs/performance.md. Cleans up its containers,
 # volume and folders. Skips (loudly, exit 0) only when container-sim says
@@ -46,6 +49,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 cleanup() {
   set +e
   podman rm -f "$name" "$name-2" "$name-3" "$name-r" "$name-uid" "$name-ro" >/dev/null 2>&1
+  cleanup_image_checks
   [ -n "$run_pid" ] && kill "$run_pid" 2>/dev/null
   [ -x "${cogno:-}" ] && "$cogno" down --config "$work/native.yaml" --data "$work/native" >/dev/null 2>&1
   podman volume rm -f "$volume" "$volume-r" >/dev/null 2>&1
@@ -55,6 +59,141 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# ------------------------------------ issue 12: upgrade and network checks ---
+# (Their own functions, run near the end; the app-flow checks above and below
+# are independent of them.)
+# The previous image: the last one on PostgreSQL 15 and Debian 12, built from
+# that commit's own tree (its Dockerfile, config and demo app).
+prev_ref=${QS_PREV_REF:-a76cac7}
+prev_image=localhost/cognobserve-prev:${QS_TAG:-test}
+prev_app_image=localhost/cognobserve-app-prev:${QS_TAG:-test}
+
+cleanup_image_checks() {
+  podman rm -f "$name-prev" "$name-up" "$name-rb" "$name-prev2" "$name-nonet" >/dev/null 2>&1
+  podman volume rm -f "$volume-15" "$volume-nonet" >/dev/null 2>&1
+}
+
+# psql inside container $1 as the app, on its database: the query $2.
+psql_in() {
+  # shellcheck disable=SC2016 # expanded in the container
+  podman exec "$1" sh -c 'eval "$(cogno env)" && psql "$DATABASE_URL" -qtAc "$0"' "$2"
+}
+
+# A volume made the way the previous image made it, by that image itself: a
+# cluster created by Debian 12's PostgreSQL 15 (built with ICU, unlike the
+# PyPI build of 15 the new image upgrades it with), the previous app's
+# migrations, its secrets. A marker row goes in; then the new image starts
+# on it as `docker run` would, with its own COGNO_PG_UPGRADE=auto.
+upgrade_from_previous_image() {
+  local vol_dir=/var/lib/containers/storage/volumes/$volume-15/_data secrets_15 t_up marker
+  log "a volume of the previous image ($prev_ref: PostgreSQL 15, Debian 12), upgraded on the new image's first start"
+  rm -rf "$work/prev" && mkdir "$work/prev"
+  git -C "$repo" archive "$prev_ref" | tar -x -C "$work/prev"
+  if ! { "$sim" build --file "$work/prev/quickstart/demo-app/Dockerfile" --tag "$prev_app_image" \
+    "$work/prev/quickstart/demo-app" &&
+    "$sim" build --file "$work/prev/Dockerfile.quickstart" --tag "$prev_image" --build-arg "APP_IMAGE=$prev_app_image" \
+      --build-arg RUST_IMAGE=rust:1-bookworm --build-arg DEBIAN_IMAGE=debian:bookworm-slim \
+      --build-arg "COGNO_COMMIT=$(git -C "$repo" rev-parse --short=12 "$prev_ref")" "$work/prev"; } >"$work/prev-build.log" 2>&1; then
+    fail "building the previous image ($prev_ref)"; tail -30 "$work/prev-build.log"; return
+  fi
+  "$sim" run --image "$prev_image" --name "$name-prev" --data "$volume-15" >"$work/$name-prev.log" 2>&1 &
+  run_pid=$!
+  if ! "$sim" health --timeout 240 "$name-prev"; then
+    fail "the previous image never became healthy"; tail -30 "$work/$name-prev.log"
+    "$sim" stop --time 10 "$name-prev" >/dev/null; wait_exit; return
+  fi
+  psql_in "$name-prev" "CREATE TABLE qs_upgrade_marker (note text); INSERT INTO qs_upgrade_marker VALUES ('made by the PostgreSQL 15 image')"
+  "$sim" stop --time 10 "$name-prev" >/dev/null
+  wait_exit
+  [ "$status" = 0 ] && [ "$(cat "$vol_dir/postgresql/PG_VERSION")" = 15 ] &&
+    ok "the previous image made a PostgreSQL $(cat "$vol_dir/postgresql/PG_VERSION") volume and stopped" ||
+    fail "the previous image's volume: exit $status, PG_VERSION $(cat "$vol_dir/postgresql/PG_VERSION" 2>&1)"
+  secrets_15=$(sha256sum <"$vol_dir/secrets/.env")
+
+  t_up=$(now)
+  start "$name-up" "$volume-15"
+  if "$sim" health --timeout 300 "$name-up"; then
+    upgrade_time=$(since "$t_up")
+    ok "the new image is healthy on the PostgreSQL 15 volume ${upgrade_time}s after run"
+  else
+    fail "the new image never became healthy on the PostgreSQL 15 volume"; tail -40 "$work/$name-up.log"
+  fi
+  grep -Eq 'cogno upgrade: PostgreSQL 15 → 17[.0-9]* done' "$work/$name-up.log" &&
+    ok "its log: $(grep -Em1 'cogno upgrade: PostgreSQL 15 → 17[.0-9]* done' "$work/$name-up.log" | cut -c1-110)…" ||
+    { fail "no 'PostgreSQL 15 → 17 done' in the log"; grep -i upgrade "$work/$name-up.log" | head -20; }
+  [ "$(cat "$vol_dir/postgresql/PG_VERSION")" = 17 ] && ok "PG_VERSION is 17" ||
+    fail "PG_VERSION is $(cat "$vol_dir/postgresql/PG_VERSION")"
+  [ "$(cat "$vol_dir/postgresql-15.old/PG_VERSION" 2>&1)" = 15 ] &&
+    ok "the old cluster is kept in /data/postgresql-15.old" || fail "no /data/postgresql-15.old"
+  compgen -G "$vol_dir/backups/postgresql-before-upgrade-*.tar.zst" >/dev/null &&
+    ok "the backup: $(cd "$vol_dir" && ls backups/postgresql-before-upgrade-*.tar.zst) ($(du -h "$vol_dir"/backups/postgresql-before-upgrade-*.tar.zst | cut -f1 | head -1))" ||
+    fail "no backup in /data/backups"
+  marker=$(psql_in "$name-up" "SELECT note FROM qs_upgrade_marker" 2>&1)
+  [ "$marker" = "made by the PostgreSQL 15 image" ] && ok "the marker row is there" || fail "the marker row: $marker"
+  [ "$(psql_in "$name-up" "SELECT extname FROM pg_extension WHERE extname = 'vector'")" = vector ] &&
+    ok "extension vector exists in the upgraded app database" || fail "no extension vector after the upgrade"
+  [ "$(sha256sum <"$vol_dir/secrets/.env")" = "$secrets_15" ] &&
+    ok "secrets unchanged byte for byte across the upgrade" || fail "the secrets changed in the upgrade"
+  podman exec "$name-up" cogno status >/dev/null && ok "cogno status after the upgrade (exit 0: ready)" ||
+    fail "cogno status after the upgrade"
+  "$sim" stop --time 10 "$name-up" >/dev/null
+  wait_exit
+  [ "$status" = 0 ] && ok "stopped: exit 0" || fail "stop after the upgrade: exit status $status"
+
+  # The rollback docs/self-hosting/upgrading.md gives: the new image puts the
+  # 15 cluster back, then the previous image runs on the volume again.
+  if "$sim" run --image "$image" --name "$name-rb" --data "$volume-15" -- upgrade postgres --rollback \
+    >"$work/$name-rb.log" 2>&1; then
+    ok "upgrade postgres --rollback with the new image"
+  else
+    fail "upgrade postgres --rollback:"; cat "$work/$name-rb.log"; return
+  fi
+  "$sim" run --image "$prev_image" --name "$name-prev2" --data "$volume-15" >"$work/$name-prev2.log" 2>&1 &
+  run_pid=$!
+  if "$sim" health --timeout 240 "$name-prev2"; then
+    marker=$(psql_in "$name-prev2" "SELECT note FROM qs_upgrade_marker" 2>&1)
+    [ "$marker" = "made by the PostgreSQL 15 image" ] && [ "$(cat "$vol_dir/postgresql/PG_VERSION")" = 15 ] &&
+      ok "the previous image runs on the rolled-back volume (PostgreSQL 15, marker row there)" ||
+      fail "after the rollback: marker $marker, PG_VERSION $(cat "$vol_dir/postgresql/PG_VERSION")"
+  else
+    fail "the previous image is not healthy on the rolled-back volume"; tail -30 "$work/$name-prev2.log"
+  fi
+  "$sim" stop --time 10 "$name-prev2" >/dev/null
+  wait_exit
+}
+
+# No network at all (`--network=none`: a loopback device only, no published
+# ports): everything, the migrations included, runs from what is in the
+# image and the volume. Checked through `podman exec`.
+network_none() {
+  local t_nonet migrations
+  log "no network: --network=none"
+  t_nonet=$(now)
+  "$sim" run --image "$image" --name "$name-nonet" --data "$volume-nonet" --opt --network=none \
+    >"$work/$name-nonet.log" 2>&1 &
+  run_pid=$!
+  if "$sim" health --timeout 240 "$name-nonet"; then
+    ok "healthy without a network $(since "$t_nonet")s after run"
+  else
+    fail "not healthy without a network"; tail -40 "$work/$name-nonet.log"
+  fi
+  [ "$(podman exec "$name-nonet" ls /sys/class/net)" = lo ] && ok "its only network device is lo" ||
+    fail "network devices: $(podman exec "$name-nonet" ls /sys/class/net | tr '\n' ' ')"
+  podman exec "$name-nonet" cogno status >/dev/null && ok "cogno status (exit 0: ready)" || fail "cogno status without network"
+  # Whichever migrations table the app keeps (Prisma's, or the demo app's own).
+  migrations=$(psql_in "$name-nonet" "SELECT (SELECT count(*) FROM pg_tables WHERE tablename IN ('_prisma_migrations', '_demo_migrations')) || ' ' || (SELECT count(*) FROM pg_tables WHERE schemaname = 'public')" 2>&1)
+  [ "${migrations%% *}" -ge 1 ] 2>/dev/null && [ "${migrations##* }" -ge 2 ] &&
+    ok "the migrations ran (migrations table, ${migrations##* } tables in public)" || fail "migrations: $migrations"
+  [ "$(psql_in "$name-nonet" "SELECT extversion FROM pg_extension WHERE extname = 'vector'")" != "" ] &&
+    ok "extension vector $(psql_in "$name-nonet" "SELECT extversion FROM pg_extension WHERE extname = 'vector'") in the app's database" ||
+    fail "no extension vector in the app's database"
+  podman exec --user cognobserve "$name-nonet" sh -c 'touch /app/.qs-write-test' 2>/dev/null &&
+    fail "the app's user can write /app" || ok "the app's user cannot write /app (the migrations did not need to)"
+  "$sim" stop --time 10 "$name-nonet" >/dev/null
+  wait_exit
+  [ "$status" = 0 ] && ok "stopped: exit 0" || fail "stop without network: exit status $status"
+}
 
 # ---------------------------------------------------------------- setup ---
 log "container-sim setup"
@@ -74,7 +213,7 @@ log "build the quick-start image ($image)"
 # container-sim makes its base images locally and resolves tags only: the
 # Dockerfile's digest-pinned defaults are given as the tags they pin.
 "$sim" build --file "$repo/Dockerfile.quickstart" --tag "$image" --build-arg "APP_IMAGE=$app_image" \
-  --build-arg RUST_IMAGE=rust:1-bookworm --build-arg DEBIAN_IMAGE=debian:bookworm-slim \
+  --build-arg RUST_IMAGE=rust:1-bookworm --build-arg DEBIAN_IMAGE=debian:trixie-slim \
   --build-arg "COGNO_COMMIT=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" "$repo"
 size=$(podman image inspect "$image" --format '{{.Size}}')
 app_size=$(podman image inspect "$app_image" --format '{{.Size}}')
@@ -284,8 +423,14 @@ log "the image's archive restored natively, and a native archive into the image"
 cogno=$repo/target/release/cogno
 [ -x "$cogno" ] || cogno=$repo/target/debug/cogno
 native=$work/native
-printf 'services:\n  postgres: {kind: postgres, port: %s}\n  redis: {kind: redis, port: %s}\n  temporal: {kind: temporal, port: %s, ui_port: %s}\n' \
-  "$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)" >"$work/native.yaml"
+# The image runs PostgreSQL 17 with pgvector and Redis 8, and its archive
+# needs them (a PG17 dump does not load into 15; Redis 7 cannot read Redis 8's
+# RDB format 12): natively, the PostgreSQL 17 with pgvector and the Redis 8
+# that scripts/install-deps.sh installs.
+pg17_bin=${PG17_HOME:-/opt/postgresql-17}/bin
+redis8=${REDIS8_HOME:-/opt/redis-8}/bin/redis-server
+printf 'services:\n  postgres: {kind: postgres, port: %s, bin_dir: %s, extensions: [vector]}\n  redis: {kind: redis, port: %s, bin: %s}\n  temporal: {kind: temporal, port: %s, ui_port: %s}\n' \
+  "$(free_port)" "$pg17_bin" "$(free_port)" "$redis8" "$(free_port)" "$(free_port)" >"$work/native.yaml"
 native_env() {
   "$cogno" env --json --config "$work/native.yaml" --data "$native" |
     python3 -c "import json, sys; print(json.load(sys.stdin)['env']['$1'])"
@@ -355,11 +500,15 @@ mount --bind "$work/ro" "$work/ro-mnt"
 mount -o remount,ro,bind "$work/ro-mnt"
 expect_refusal "$name-ro" "$work/ro-mnt" "read-only folder"
 
+upgrade_from_previous_image
+network_none
+
 log "figures"
 printf 'time to first trace (cold volume): %ss\n' "$first_trace"
 printf 'time to healthy (warm volume):     %ss\n' "${warm:-?}"
 printf 'docker stop to exit:               %ss\n' "$stop_time"
 printf 'idle memory:                       %s\n' "$mem"
+printf 'healthy on a PG 15 volume (upgrade): %ss\n' "${upgrade_time:-?}"
 
 printf '\nquickstart: %s passed, %s failed\n' "$passes" "$failures"
 [ "$failures" -eq 0 ]

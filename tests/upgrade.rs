@@ -219,6 +219,22 @@ fn cogno_up_with_cogno_pg_upgrade_auto_upgrades_then_starts() {
     check_data(&b, 17, &[("COGNO_PG_UPGRADE", "auto")]);
 }
 
+/// The quick-start image sets COGNO_PG_UPGRADE=auto for every start: on a
+/// fresh data directory (no cluster, no secrets yet) there is nothing to
+/// upgrade, and `cogno up` creates everything as without it.
+#[test]
+fn cogno_pg_upgrade_auto_on_a_fresh_data_directory_starts_as_ever() {
+    let b = Bundled::new("upgrade-auto-fresh", User::Root);
+    use_bin(&b, NEW_BIN);
+    let mut cmd = b.cogno(&["up"]);
+    cmd.env("COGNO_PG_UPGRADE", "auto");
+    let mut c = Cogno::spawn(&b.s, cmd);
+    wait_ready(&c, Instant::now());
+    assert!(!c.output().contains("cogno upgrade"), "{}", c.output());
+    assert_eq!(pg_version(&b.data().join("postgresql")), "17");
+    assert_eq!(stop(&mut c).0, 0, "{}", c.output());
+}
+
 /// Whether a postgres runs with `cluster` as its working directory.
 fn server_on(cluster: &Path) -> bool {
     all_pids().into_iter().any(|p| {

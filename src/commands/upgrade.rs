@@ -97,16 +97,15 @@ pub fn auto(stack: &Stack, data: &DataDir) -> Result<(), Error> {
         }
     }
     // The variable is the image's: a stack of its own without PostgreSQL starts as ever.
-    if Kind::find("postgres")
-        .and_then(|k| stack.bundled(k))
-        .is_none()
-    {
+    let Some((_, bundled)) = Kind::find("postgres").and_then(|k| stack.bundled(k)) else {
+        return Ok(());
+    };
+    // Decided before the secrets are read: a fresh data directory has
+    // neither a cluster nor secrets yet (`cogno up` generates them later).
+    if !upgrade::wanted(bundled, data)? {
         return Ok(());
     }
     with_job(stack, data, |job| {
-        if !upgrade::wanted(job)? {
-            return Ok(());
-        }
         eprintln!("cogno: COGNO_PG_UPGRADE=auto: upgrading the PostgreSQL cluster before starting");
         let backup = || backup_stopped(data);
         let opts = Options {

@@ -32,7 +32,7 @@ use super::{
     Binaries, Logins, Setup, TempServer, ADMIN_PASSWORD, PASSWORD, SMALL_FILE_CAP,
 };
 use crate::bundled::product::APP_DB;
-use crate::bundled::Job;
+use crate::bundled::{Bundled, Job};
 use crate::datadir::{files, DataDir};
 use crate::error::Error;
 use std::fs;
@@ -232,18 +232,21 @@ fn unfinished(data: &DataDir, s: &State) -> Error {
     })
 }
 
-/// Whether the cluster needs an upgrade (or an unfinished one waits) for
-/// the binaries `job` would run: for `COGNO_PG_UPGRADE=auto`.
-pub fn wanted(job: &Job) -> Result<bool, Error> {
-    if let Some(s) = State::read(job.data)? {
+/// Whether the cluster in `data` needs an upgrade (or an unfinished one
+/// waits) for the binaries the postgres service `bundled` would run: for
+/// `COGNO_PG_UPGRADE=auto`. Reads only the cluster's version and the
+/// upgrade's record, so that a fresh data directory (no cluster, no secrets
+/// yet) is answered before anything else is read.
+pub fn wanted(bundled: &Bundled, data: &DataDir) -> Result<bool, Error> {
+    if let Some(s) = State::read(data)? {
         if !s.step.settled() {
             return Ok(!matches!(s.step, Step::RollingBack));
         }
     }
-    let Some(from) = cluster_major(&job.data.postgres())? else {
+    let Some(from) = cluster_major(&data.postgres())? else {
         return Ok(false);
     };
-    let to = locate(job.bundled.bin.as_deref(), &job.data.postgres_bin_cache())?;
+    let to = locate(bundled.bin.as_deref(), &data.postgres_bin_cache())?;
     Ok(from < to.major)
 }
 
