@@ -503,7 +503,13 @@ expect_refusal "$name-ro" "$work/ro-mnt" "read-only folder"
 upgrade_from_previous_image
 network_none
 
+# cogno's own clock, from its start to the stack being ready (the worker
+# polling its queue included): the HEALTHCHECK above is polled once a second.
+ready_in() { sed -n 's/.*stack is ready: .* in \([0-9.]*s\).*/\1/p' "$work/$1.log" | head -n1; }
+
 log "figures"
+printf 'ready, cold volume (cogno'"'"'s clock): %s\n' "$(ready_in "$name")"
+printf 'ready, warm volume (cogno'"'"'s clock): %s\n' "$(ready_in "$name-2")"
 printf 'time to first trace (cold volume): %ss\n' "$first_trace"
 printf 'time to healthy (warm volume):     %ss\n' "${warm:-?}"
 printf 'docker stop to exit:               %ss\n' "$stop_time"
