@@ -1,140 +1,102 @@
--- Stand-in for the real CognObserve app: the part of its schema that the
--- first-trace flow touches, with the real table and column names (NextAuth's
--- tables mapped to snake_case, the rest Prisma's quoted PascalCase).
+-- Stand-in for the real CognObserve app: the tables its first-trace flow
+-- touches, under the names the app uses (the auth tables in snake_case, the
+-- rest in Prisma's quoted PascalCase), with only the columns the double reads
+-- or writes. Ids are cuid-like text, times timestamp(3), as Prisma makes them.
 
--- CreateEnum
-CREATE TYPE "WorkspaceRole" AS ENUM ('OWNER', 'ADMIN', 'MEMBER');
+create type "WorkspaceRole" as enum ('OWNER', 'ADMIN', 'MEMBER');
+create type "SpanLevel" as enum ('DEBUG', 'DEFAULT', 'WARNING', 'ERROR');
 
--- CreateEnum
-CREATE TYPE "SpanLevel" AS ENUM ('DEBUG', 'DEFAULT', 'WARNING', 'ERROR');
-
--- CreateTable
-CREATE TABLE "users" (
-    "id" TEXT NOT NULL,
-    "name" TEXT,
-    "email" TEXT NOT NULL,
-    "emailVerified" TIMESTAMP(3),
-    "password" TEXT,
-    "image" TEXT,
-    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "updatedAt" TIMESTAMP(3) NOT NULL,
-
-    CONSTRAINT "users_pkey" PRIMARY KEY ("id")
+create table users (
+  id text primary key,
+  name text,
+  email text not null unique,
+  "emailVerified" timestamp(3),
+  password text,
+  image text,
+  "createdAt" timestamp(3) not null default current_timestamp,
+  "updatedAt" timestamp(3) not null
 );
 
--- CreateTable
-CREATE TABLE "workspaces" (
-    "id" TEXT NOT NULL,
-    "name" TEXT NOT NULL,
-    "slug" TEXT NOT NULL,
-    "isPersonal" BOOLEAN NOT NULL DEFAULT false,
-    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "updatedAt" TIMESTAMP(3) NOT NULL,
-
-    CONSTRAINT "workspaces_pkey" PRIMARY KEY ("id")
+create table workspaces (
+  id text primary key,
+  name text not null,
+  slug text not null unique,
+  "isPersonal" boolean not null default false,
+  "createdAt" timestamp(3) not null default current_timestamp,
+  "updatedAt" timestamp(3) not null
 );
 
--- CreateTable
-CREATE TABLE "workspace_members" (
-    "id" TEXT NOT NULL,
-    "userId" TEXT NOT NULL,
-    "workspaceId" TEXT NOT NULL,
-    "role" "WorkspaceRole" NOT NULL DEFAULT 'MEMBER',
-    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "updatedAt" TIMESTAMP(3) NOT NULL,
-
-    CONSTRAINT "workspace_members_pkey" PRIMARY KEY ("id")
+create table workspace_members (
+  id text primary key,
+  "userId" text not null references users (id) on delete cascade on update cascade,
+  "workspaceId" text not null references workspaces (id) on delete cascade on update cascade,
+  role "WorkspaceRole" not null default 'MEMBER',
+  "createdAt" timestamp(3) not null default current_timestamp,
+  "updatedAt" timestamp(3) not null,
+  unique ("userId", "workspaceId")
 );
+create index on workspace_members ("workspaceId");
 
--- CreateTable
-CREATE TABLE "Project" (
-    "id" TEXT NOT NULL,
-    "name" TEXT NOT NULL,
-    "workspaceId" TEXT NOT NULL,
-    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "updatedAt" TIMESTAMP(3) NOT NULL,
-
-    CONSTRAINT "Project_pkey" PRIMARY KEY ("id")
+create table "Project" (
+  id text primary key,
+  name text not null,
+  "workspaceId" text not null references workspaces (id) on delete cascade on update cascade,
+  "createdAt" timestamp(3) not null default current_timestamp,
+  "updatedAt" timestamp(3) not null
 );
+create index on "Project" ("workspaceId");
 
--- CreateTable
-CREATE TABLE "ApiKey" (
-    "id" TEXT NOT NULL,
-    "projectId" TEXT NOT NULL,
-    "name" TEXT NOT NULL DEFAULT 'Default',
-    "hashedKey" TEXT NOT NULL,
-    "displayKey" TEXT NOT NULL,
-    "createdById" TEXT,
-    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "lastUsedAt" TIMESTAMP(3),
-    "expiresAt" TIMESTAMP(3),
-
-    CONSTRAINT "ApiKey_pkey" PRIMARY KEY ("id")
+-- The key itself is never stored: its SHA-256 (hashedKey) and a masked form.
+create table "ApiKey" (
+  id text primary key,
+  "projectId" text not null references "Project" (id) on delete cascade on update cascade,
+  name text not null default 'Default',
+  "hashedKey" text not null unique,
+  "displayKey" text not null,
+  "createdById" text,
+  "createdAt" timestamp(3) not null default current_timestamp,
+  "lastUsedAt" timestamp(3),
+  "expiresAt" timestamp(3)
 );
+create index on "ApiKey" ("projectId");
 
--- CreateTable
-CREATE TABLE "Trace" (
-    "id" TEXT NOT NULL,
-    "projectId" TEXT NOT NULL,
-    "sessionId" TEXT,
-    "userId" TEXT,
-    "name" TEXT NOT NULL,
-    "timestamp" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    "metadata" JSONB,
-
-    CONSTRAINT "Trace_pkey" PRIMARY KEY ("id")
+create table "Trace" (
+  id text primary key,
+  "projectId" text not null references "Project" (id) on delete cascade on update cascade,
+  "sessionId" text,
+  "userId" text,
+  name text not null,
+  timestamp timestamp(3) not null default current_timestamp,
+  metadata jsonb
 );
+create index on "Trace" ("projectId", timestamp desc);
 
--- CreateTable
-CREATE TABLE "Span" (
-    "id" TEXT NOT NULL,
-    "traceId" TEXT NOT NULL,
-    "parentSpanId" TEXT,
-    "name" TEXT NOT NULL,
-    "startTime" TIMESTAMP(3) NOT NULL,
-    "endTime" TIMESTAMP(3),
-    "input" JSONB,
-    "output" JSONB,
-    "metadata" JSONB,
-    "model" TEXT,
-    "modelParameters" JSONB,
-    "promptTokens" INTEGER,
-    "completionTokens" INTEGER,
-    "totalTokens" INTEGER,
-    "level" "SpanLevel" NOT NULL DEFAULT 'DEFAULT',
-    "statusMessage" TEXT,
-
-    CONSTRAINT "Span_pkey" PRIMARY KEY ("id")
+create table "Span" (
+  id text primary key,
+  "traceId" text not null references "Trace" (id) on delete cascade on update cascade,
+  "parentSpanId" text,
+  name text not null,
+  "startTime" timestamp(3) not null,
+  "endTime" timestamp(3),
+  input jsonb,
+  output jsonb,
+  metadata jsonb,
+  model text,
+  "modelParameters" jsonb,
+  "promptTokens" integer,
+  "completionTokens" integer,
+  "totalTokens" integer,
+  level "SpanLevel" not null default 'DEFAULT',
+  "statusMessage" text
 );
+create index on "Span" ("traceId", "startTime");
 
--- CreateTable
-CREATE TABLE "code_chunks" (
-    "id" TEXT NOT NULL,
-    "repoId" TEXT NOT NULL,
-    "filePath" TEXT NOT NULL,
-    "content" TEXT NOT NULL,
-    "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
-
-    CONSTRAINT "code_chunks_pkey" PRIMARY KEY ("id")
+-- What the app's pgvector migration extends (its repository index).
+create table code_chunks (
+  id text primary key,
+  "repoId" text not null,
+  "filePath" text not null,
+  content text not null,
+  "createdAt" timestamp(3) not null default current_timestamp
 );
-
--- CreateIndex
-CREATE UNIQUE INDEX "users_email_key" ON "users"("email");
-CREATE UNIQUE INDEX "workspaces_slug_key" ON "workspaces"("slug");
-CREATE INDEX "workspaces_slug_idx" ON "workspaces"("slug");
-CREATE INDEX "workspace_members_workspaceId_idx" ON "workspace_members"("workspaceId");
-CREATE UNIQUE INDEX "workspace_members_userId_workspaceId_key" ON "workspace_members"("userId", "workspaceId");
-CREATE INDEX "Project_workspaceId_idx" ON "Project"("workspaceId");
-CREATE UNIQUE INDEX "ApiKey_hashedKey_key" ON "ApiKey"("hashedKey");
-CREATE INDEX "ApiKey_projectId_idx" ON "ApiKey"("projectId");
-CREATE INDEX "Trace_projectId_timestamp_idx" ON "Trace"("projectId", "timestamp" DESC);
-CREATE INDEX "Span_traceId_startTime_idx" ON "Span"("traceId", "startTime");
-CREATE INDEX "code_chunks_repoId_idx" ON "code_chunks"("repoId");
-
--- AddForeignKey
-ALTER TABLE "workspace_members" ADD CONSTRAINT "workspace_members_userId_fkey" FOREIGN KEY ("userId") REFERENCES "users"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-ALTER TABLE "workspace_members" ADD CONSTRAINT "workspace_members_workspaceId_fkey" FOREIGN KEY ("workspaceId") REFERENCES "workspaces"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-ALTER TABLE "Project" ADD CONSTRAINT "Project_workspaceId_fkey" FOREIGN KEY ("workspaceId") REFERENCES "workspaces"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-ALTER TABLE "ApiKey" ADD CONSTRAINT "ApiKey_projectId_fkey" FOREIGN KEY ("projectId") REFERENCES "Project"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-ALTER TABLE "Trace" ADD CONSTRAINT "Trace_projectId_fkey" FOREIGN KEY ("projectId") REFERENCES "Project"("id") ON DELETE CASCADE ON UPDATE CASCADE;
-ALTER TABLE "Span" ADD CONSTRAINT "Span_traceId_fkey" FOREIGN KEY ("traceId") REFERENCES "Trace"("id") ON DELETE CASCADE ON UPDATE CASCADE;
+create index on code_chunks ("repoId");

@@ -1,15 +1,10 @@
--- Stand-in for the real CognObserve app: its last migration has the same
--- name and does the same: it needs the pgvector extension. As the app's
--- (unprivileged) role this succeeds only when the extension already exists
--- (cogno creates the postgres service's `extensions:` as the superuser);
--- without pgvector on the server it fails: extension "vector" is not available.
-CREATE EXTENSION IF NOT EXISTS vector;
+-- Stand-in for the real CognObserve app: its last migration has this name and
+-- the same need, the pgvector extension. The app's role is no superuser, so
+-- this passes only when the extension exists already (cogno creates the
+-- postgres service's `extensions:` as the superuser), and fails on a server
+-- without pgvector: extension "vector" is not available.
+create extension if not exists vector;
 
--- 1536 dimensions for OpenAI text-embedding-3-small
-ALTER TABLE code_chunks
-ADD COLUMN IF NOT EXISTS embedding vector(1536);
-
-CREATE INDEX IF NOT EXISTS code_chunks_embedding_idx
-ON code_chunks
-USING hnsw (embedding vector_cosine_ops)
-WITH (m = 16, ef_construction = 64);
+alter table code_chunks add column if not exists embedding vector(1536);
+-- An HNSW index, as the app builds: pgvector older than 0.5 has none.
+create index if not exists code_chunks_embedding_hnsw on code_chunks using hnsw (embedding vector_cosine_ops);
