@@ -2225,3 +2225,56 @@ services:
         "{err}"
     );
 }
+
+/// The stack files users start from are valid as shipped: the built-in
+/// quick-start, the example, and the development stack that
+/// docs/local-development.md shows (with the folders it watches, which
+/// `check` requires, made in a sandbox), so a doc that drifts from the
+/// config rules fails here. (config/cognobserve.yaml names the image's
+/// users; the container test runs it.)
+#[test]
+fn the_shipped_and_documented_stack_files_pass_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |p: &str| std::fs::read_to_string(format!("{root}/{p}")).expect(p);
+    for (name, yaml, expect) in [
+        ("quickstart", read("config/quickstart.yaml"), "temporal"),
+        ("example", read("config/example.yaml"), "tier 1"),
+    ] {
+        let out = check_ok(&Sandbox::new(name, &yaml), &[]);
+        assert!(out.contains(expect), "{name}:\n{out}");
+    }
+
+    let doc = read("docs/local-development.md");
+    let start = doc
+        .find("```yaml\n# cogno.yaml")
+        .expect("the stack file block")
+        + 8;
+    let yaml = &doc[start..start + doc[start..].find("```").expect("its end")];
+    let sb = Sandbox::with_file_name("local-development", "cogno.yaml", yaml);
+    for dir in ["packages/db/prisma", "apps/ingest", "apps/worker/src"] {
+        std::fs::create_dir_all(sb.dir.path().join(dir)).unwrap();
+    }
+    std::fs::write(sb.dir.path().join(".env.development"), "").unwrap();
+    // Not check_ok: the sandbox holds more than the stack file here.
+    let check = |extra: &[&str]| {
+        let mut args = vec!["check", "--config", sb.file_arg()];
+        args.extend_from_slice(extra);
+        let out = sb.command(&args).output().expect("run cogno");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = check(&[]);
+    // The app's services come after the infrastructure's tiers, and a
+    // subset of web starts what it needs and nothing else.
+    for line in [
+        "tier 3  temporal",
+        "worker            service, priority 300  waits for: temporal healthy",
+    ] {
+        assert!(out.contains(line), "no `{line}` in:\n{out}");
+    }
+    let subset = check(&["web"]);
+    assert!(
+        subset.contains("starts postgres, redis, temporal, migrate, web\n"),
+        "{subset}"
+    );
+}
