@@ -232,6 +232,20 @@ start() {
   run_pid=$!
 }
 
+# Writes to $work/NAME.ready the seconds from T0 (a `now`) until the
+# container NAME's cogno logs `stack is ready` (the worker polling its queue
+# included): the figure the HEALTHCHECK, polled once a second, rounds up.
+time_ready() {
+  local cname=$1 t0=$2
+  (for _ in $(seq 1 3600); do
+    if grep -q 'stack is ready' "$work/$cname.log" 2>/dev/null; then
+      since "$t0" >"$work/$cname.ready"
+      exit 0
+    fi
+    sleep 0.05
+  done) &
+}
+
 # Waits for the container started by `start` to exit; sets $status.
 # (Not in a $(…) subshell: only this shell can wait for its own children.)
 wait_exit() {
@@ -274,6 +288,7 @@ login() {
 log "first run on a fresh volume"
 t_run=$(now)
 start "$name" "$volume"
+time_ready "$name" "$t_run"
 # The app's flow as a user does it, once web and ingest answer (web starts
 # after migrate); then the worker stores the trace.
 for _ in $(seq 1 1200); do
@@ -379,6 +394,7 @@ grep -q 'database system is shut down' "$work/$name.log" && ok "PostgreSQL shut 
 log "second run on the same volume"
 t_run=$(now)
 start "$name-2" "$volume"
+time_ready "$name-2" "$t_run"
 "$sim" health --timeout 180 "$name-2" && warm=$(since "$t_run") && ok "healthy again after ${warm}s" \
   || { fail "not healthy on the second run"; tail -50 "$work/$name-2.log"; }
 wait_trace "$name-2" "$trace_id" 1 >/dev/null && ok "trace $trace_id is still there" || fail "trace $trace_id was lost"
@@ -503,13 +519,9 @@ expect_refusal "$name-ro" "$work/ro-mnt" "read-only folder"
 upgrade_from_previous_image
 network_none
 
-# cogno's own clock, from its start to the stack being ready (the worker
-# polling its queue included): the HEALTHCHECK above is polled once a second.
-ready_in() { sed -n 's/.*stack is ready: .* in \([0-9.]*s\).*/\1/p' "$work/$1.log" | head -n1; }
-
 log "figures"
-printf 'ready, cold volume (cogno'"'"'s clock): %s\n' "$(ready_in "$name")"
-printf 'ready, warm volume (cogno'"'"'s clock): %s\n' "$(ready_in "$name-2")"
+printf 'time to ready (cold volume):       %ss\n' "$(cat "$work/$name.ready" 2>/dev/null || echo '?')"
+printf 'time to ready (warm volume):       %ss\n' "$(cat "$work/$name-2.ready" 2>/dev/null || echo '?')"
 printf 'time to first trace (cold volume): %ss\n' "$first_trace"
 printf 'time to healthy (warm volume):     %ss\n' "${warm:-?}"
 printf 'docker stop to exit:               %ss\n' "$stop_time"
