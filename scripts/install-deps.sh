@@ -65,7 +65,7 @@ if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   if [ "$(command -v python3)" = /usr/bin/python3 ]; then
     echo "install-deps: installing python3-prometheus-client (Debian package) for the tests" >&2
-    $SUDO apt-get update -qq
+    $SUDO apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-prometheus-client >/dev/null
   else
     echo "install-deps: installing prometheus_client $PROMETHEUS_CLIENT_VERSION (PyPI) for the tests" >&2
@@ -143,6 +143,23 @@ if ! "$PG17_HOME/bin/pg_upgrade" --version 2>/dev/null | grep -q 'PostgreSQL) 17
   rm -rf "$pg17_tmp"
   "$PG17_HOME/bin/pg_upgrade" --version >/dev/null
 fi
+# Downloads Debian's orig tarball of SOURCE VERSION (from the pool's folder
+# POOL, e.g. p/pgvector), checks it against SHA256 and unpacks it into a new
+# temporary directory, whose path it prints. Installs the C toolchain first
+# when it is missing, and the EXTRA packages (named as their commands).
+debian_source() {
+  local pool=$1 source=$2 version=$3 sha256=$4 tmp tool missing=""; shift 4
+  for tool in gcc make curl "$@"; do have "$tool" || missing=1; done
+  if [ -n "$missing" ]; then
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc make libc6-dev curl ca-certificates "$@" >&2
+  fi
+  tmp=$(mktemp -d)
+  curl -fsSL -o "$tmp/src.tar.gz" "https://deb.debian.org/debian/pool/main/$pool/${source}_$version.orig.tar.gz"
+  echo "$sha256  $tmp/src.tar.gz" | sha256sum -c --quiet -
+  tar -xzf "$tmp/src.tar.gz" -C "$tmp"
+  echo "$tmp"
+}
 # pgvector for that PostgreSQL 17: the quick-start image's PostgreSQL has it
 # (Debian's postgresql-17-pgvector), so an archive of the image creates the
 # `vector` extension, and the container test restores one into a native
@@ -153,15 +170,7 @@ PGVECTOR_SHA256=867a2c328d4928a5a9d6f052cd3bc78c7d60228a9b914ad32aa3db88e9de27b0
 if [ ! -f "$PG17_HOME/share/extension/vector.control" ] || [ ! -f "$PG17_HOME/lib/vector.so" ]; then
   echo "install-deps: building pgvector $PGVECTOR_VERSION (Debian's source) into $PG17_HOME" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  if ! have gcc || ! have make || ! have curl; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc make libc6-dev curl ca-certificates >/dev/null
-  fi
-  vec_tmp=$(mktemp -d)
-  curl -fsSL -o "$vec_tmp/pgvector.tar.gz" \
-    "https://deb.debian.org/debian/pool/main/p/pgvector/pgvector_$PGVECTOR_VERSION.orig.tar.gz"
-  echo "$PGVECTOR_SHA256  $vec_tmp/pgvector.tar.gz" | sha256sum -c --quiet -
-  tar -xzf "$vec_tmp/pgvector.tar.gz" -C "$vec_tmp"
+  vec_tmp=$(debian_source p/pgvector pgvector "$PGVECTOR_VERSION" "$PGVECTOR_SHA256")
   # OPTFLAGS: no -march=native, so the build runs on any x86-64.
   make -s -C "$vec_tmp/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG17_HOME/bin/pg_config" OPTFLAGS= >/dev/null
   $SUDO make -s -C "$vec_tmp/pgvector-$PGVECTOR_VERSION" PG_CONFIG="$PG17_HOME/bin/pg_config" OPTFLAGS= install >/dev/null
@@ -182,15 +191,7 @@ REDIS8_SHA256=caf3c0069f06fc84c5153bd2a348b204c578de80490c73857bee01d9b5d7401f
 if ! "$REDIS8_HOME/bin/redis-server" --version 2>/dev/null | grep -q "v=$REDIS8_VERSION "; then
   echo "install-deps: building Redis $REDIS8_VERSION (Debian's source) into $REDIS8_HOME for the quick-start test" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-  if ! have gcc || ! have make || ! have curl || ! have pkg-config; then
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gcc g++ make libc6-dev pkg-config curl ca-certificates >/dev/null
-  fi
-  redis_tmp=$(mktemp -d)
-  curl -fsSL -o "$redis_tmp/redis.tar.gz" \
-    "https://deb.debian.org/debian/pool/main/r/redis/redis_$REDIS8_VERSION.orig.tar.gz"
-  echo "$REDIS8_SHA256  $redis_tmp/redis.tar.gz" | sha256sum -c --quiet -
-  tar -xzf "$redis_tmp/redis.tar.gz" -C "$redis_tmp"
+  redis_tmp=$(debian_source r/redis redis "$REDIS8_VERSION" "$REDIS8_SHA256" g++ pkg-config)
   make -s -C "$redis_tmp/redis-$REDIS8_VERSION" -j"$(nproc)" >/dev/null
   $SUDO make -s -C "$redis_tmp/redis-$REDIS8_VERSION" PREFIX="$REDIS8_HOME" install >/dev/null
   $SUDO chown -R root:root "$REDIS8_HOME"
