@@ -12,7 +12,7 @@
 import '@cognobserve/shared/node-version';
 import http from 'node:http';
 import { db, cuid, transaction } from '@cognobserve/db';
-import { requireEnv, validateInternalSecret } from '@cognobserve/shared';
+import { readBody, requireEnv, validateInternalSecret } from '@cognobserve/shared';
 import { Connection } from '@temporalio/client';
 import { Redis } from 'ioredis';
 import { authConfig, cookie, csrfToken, csrfValid, decodeSession, encodeSession, hashPassword, parseCookies, verifyPassword } from './src/auth.js';
@@ -104,22 +104,10 @@ function redirect(res, location, headers = {}) {
   res.end();
 }
 
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (c) => {
-      size += c.length;
-      if (size > MAX_BODY) { reject(Object.assign(new Error('body too large'), { status: 413 })); req.destroy(); } else chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
 
 /** JSON or form-encoded body as an object (NextAuth takes both). */
 async function readFields(req) {
-  const text = await readBody(req);
+  const text = await readBody(req, MAX_BODY);
   if (!text) return {};
   if (String(req.headers['content-type']).includes('application/x-www-form-urlencoded')) return Object.fromEntries(new URLSearchParams(text));
   return JSON.parse(text);
@@ -215,7 +203,7 @@ async function validateKey(req, res) {
     return send(res, 401, { valid: false, error: 'Unauthorized' });
   }
   let b;
-  try { b = JSON.parse(await readBody(req)); } catch { return send(res, 401, { valid: false, error: 'Invalid JSON' }); }
+  try { b = JSON.parse(await readBody(req, MAX_BODY)); } catch { return send(res, 401, { valid: false, error: 'Invalid JSON' }); }
   if (typeof b?.hashedKey !== 'string' || !/^[a-f0-9]{64}$/i.test(b.hashedKey)) return send(res, 401, { valid: false, error: 'Invalid hash format' });
   const { rows } = await db.query('SELECT id, "projectId", "expiresAt" FROM "ApiKey" WHERE "hashedKey" = $1', [b.hashedKey]);
   const key = rows[0];
@@ -254,7 +242,7 @@ async function handle(req, res) {
     if (path.startsWith('/api/trpc/')) {
       let body;
       if (req.method === 'POST') {
-        try { body = JSON.parse((await readBody(req)) || '{}'); } catch {
+        try { body = JSON.parse((await readBody(req, MAX_BODY)) || '{}'); } catch {
           return send(res, 400, { error: { json: { message: 'Invalid JSON', code: -32700, data: { code: 'PARSE_ERROR', httpStatus: 400 } } } });
         }
       } else {

@@ -1,7 +1,8 @@
 // Stand-in for the real CognObserve app: @cognobserve/shared's API-key helpers,
 // with the real formats (co_sk_ + base62 of 32 random bytes; stored as the
-// SHA-256 hex of the whole key; shown masked as co_sk_...abcd) and the
-// constant-time check of the X-Internal-Secret header.
+// SHA-256 hex of the whole key; shown masked as co_sk_...abcd), the
+// constant-time check of the X-Internal-Secret header, and what web and
+// ingest share besides (the environment check, reading a request body).
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
@@ -32,4 +33,22 @@ export function requireEnv(name, minLength = 1) {
     process.exit(1);
   }
   return v;
+}
+
+/**
+ * A request's body as text. Over maxBytes it rejects with an error whose
+ * `status` is 413 and drops the connection (web caps its bodies; the real
+ * ingest reads whatever comes, so it passes no cap).
+ */
+export function readBody(req, maxBytes = Infinity) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on('data', (c) => {
+      size += c.length;
+      if (size > maxBytes) { reject(Object.assign(new Error('body too large'), { status: 413 })); req.destroy(); } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
 }
